@@ -1,0 +1,271 @@
+"""Turns a :class:`~steerboard.methods.base.Method` into an Inspect model provider.
+
+``MethodModelAPI`` validates ``-M`` options into the method's config *before* loading any weights,
+loads (or shares) an :class:`~steerboard.engine.Engine`, lets the method fit its artifact, and serves
+``generate`` by batching concurrent Inspect requests into engine batches on a worker thread.
+
+Imported lazily by the provider factories in ``steerboard.methods.registry`` (torch and
+transformers load only when a provider is actually used).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from inspect_ai.model import (
+    ChatCompletionChoice,
+    ChatMessage,
+    ChatMessageAssistant,
+    GenerateConfig,
+    Logprob,
+    Logprobs,
+    ModelAPI,
+    ModelOutput,
+    ModelUsage,
+    TopLogprob,
+)
+from inspect_ai.tool import ToolChoice, ToolInfo
+
+from steerboard.engine import Engine, GenerationRequest, GenerationResult
+from steerboard.methods.base import EditInstance, Method
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS = 256  # Inspect's default of 16 is too short for refusal judging; CPU-friendly cap
+
+_ENGINES: dict[tuple[Any, ...], Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def load_engine(model_name: str, method: Method) -> Engine:
+    """Load an engine for ``method``; methods that only hook or prompt share one per model."""
+    cfg = method.config
+    key = (model_name, cfg.device, cfg.dtype, cfg.trust_remote_code)
+
+    def _load() -> Engine:
+        return Engine.load(
+            model_name,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            trust_remote_code=cfg.trust_remote_code,
+            max_batch_size=cfg.max_batch_size,
+        )
+
+    if method.private_weights:
+        return _load()
+    with _ENGINES_LOCK:
+        if key not in _ENGINES:
+            _ENGINES[key] = _load()
+        return _ENGINES[key]
+
+
+@dataclass
+class _Job:
+    request: GenerationRequest
+    future: Future[GenerationResult]
+    method: Method
+
+
+class Batcher:
+    """Collects concurrent requests into engine batches, one batch at a time, on a worker thread.
+
+    After the first request arrives it waits until ``wait_ms`` pass with no new arrival (or the batch
+    is full), so requests that Inspect issues together run together.
+    """
+
+    def __init__(self, engine: Engine, wait_ms: float, max_batch: int) -> None:
+        self.engine = engine
+        self.wait = wait_ms / 1000.0
+        self.max_batch = max_batch
+        self.queue: queue.Queue[_Job] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="steerboard-batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, request: GenerationRequest, method: Method) -> Future[GenerationResult]:
+        fut: Future[GenerationResult] = Future()
+        self.queue.put(_Job(request, fut, method))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            jobs = [self.queue.get()]
+            deadline = time.monotonic() + 10 * self.wait
+            while len(jobs) < self.max_batch:
+                try:
+                    jobs.append(self.queue.get(timeout=self.wait))
+                except queue.Empty:
+                    break
+                if time.monotonic() > deadline:
+                    break
+            # one method per engine batch (its hooks apply to the whole batch)
+            groups: dict[int, list[_Job]] = {}
+            for j in jobs:
+                groups.setdefault(id(j.method), []).append(j)
+            for group in groups.values():
+                method = group[0].method
+                try:
+                    results = self.engine.generate([j.request for j in group], method.intervention())
+                except BaseException as ex:  # noqa: BLE001 - surfaced to every waiting caller
+                    for j in group:
+                        j.future.set_exception(ex)
+                    continue
+                for j, r in zip(group, results):
+                    j.future.set_result(r)
+
+
+_BATCHERS: dict[int, Batcher] = {}
+
+
+def _batcher(engine: Engine, method: Method) -> Batcher:
+    with _ENGINES_LOCK:
+        b = _BATCHERS.get(id(engine))
+        if b is None:
+            b = _BATCHERS[id(engine)] = Batcher(engine, method.config.batch_wait_ms, method.config.max_batch_size)
+        return b
+
+
+def message_dicts(messages: list[ChatMessage]) -> list[dict[str, str]]:
+    """Inspect chat messages -> ``[{"role", "content"}]`` with text content; consecutive user turns merged."""
+    out: list[dict[str, str]] = []
+    for m in messages:
+        role = "assistant" if m.role == "assistant" else ("system" if m.role == "system" else "user")
+        text = m.text
+        if out and out[-1]["role"] == role and role == "user":
+            out[-1]["content"] += "\n\n" + text
+        else:
+            out.append({"role": role, "content": text})
+    return out
+
+
+class MethodModelAPI(ModelAPI):
+    """Inspect provider serving one steerboard method on one local model."""
+
+    method_class: type[Method] = Method
+
+    def __init__(
+        self,
+        model_name: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        config: GenerateConfig = GenerateConfig(),
+        **model_args: Any,
+    ) -> None:
+        super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
+        # validate everything cheap before any weights load
+        cfg = self.method_class.config_class.from_dict(model_args)
+        self.method = self.method_class(cfg, model_name)
+        from steerboard.models import resolve_model
+
+        if model_name not in ("", None):
+            # resolves the alias (fetching the embedded model once) or raises listing valid aliases
+            resolve_model(model_name)
+        self.engine = load_engine(model_name, self.method)
+        self.method.prepare(self.engine)
+        self._edit_lock = asyncio.Lock()
+
+    # -- Inspect API
+    def max_tokens(self) -> int | None:
+        return DEFAULT_MAX_TOKENS
+
+    def max_connections(self) -> int:
+        return 32
+
+    def collapse_user_messages(self) -> bool:
+        return True
+
+    def build_request(self, messages: list[dict[str, str]], config: GenerateConfig) -> GenerationRequest:
+        msgs = self.method.messages(messages)
+        ids = self.engine.chat_ids(msgs)
+        return GenerationRequest(
+            input_ids=ids,
+            max_new_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
+            temperature=config.temperature or 0.0,
+            top_p=config.top_p,
+            top_k=config.top_k,
+            seed=config.seed,
+            stop=tuple(config.stop_seqs or ()),
+            logprobs=bool(config.logprobs),
+            top_logprobs=config.top_logprobs or 0,
+            meta=self.method.request_meta(self.engine, msgs, ids),
+        )
+
+    async def generate(
+        self,
+        input: list[ChatMessage],
+        tools: list[ToolInfo],
+        tool_choice: ToolChoice,
+        config: GenerateConfig,
+    ) -> ModelOutput:
+        if tools:
+            raise ValueError(f"{self.method.name}/ providers do not support tool calling")
+        request = self.build_request(message_dicts(input), config)
+        fut = _batcher(self.engine, self.method).submit(request, self.method)
+        res = await asyncio.wrap_future(fut)
+        logprobs = None
+        if res.logprobs is not None:
+            logprobs = Logprobs(
+                content=[
+                    Logprob(
+                        token=t.token,
+                        logprob=t.logprob,
+                        top_logprobs=[TopLogprob(token=a, logprob=lp) for a, _, lp in t.top] or None,
+                    )
+                    for t in res.logprobs
+                ]
+            )
+        choice = ChatCompletionChoice(
+            message=ChatMessageAssistant(content=res.text, model=self.model_name, source="generate"),
+            stop_reason="stop" if res.finish_reason == "stop" else "max_tokens",
+            logprobs=logprobs,
+        )
+        return ModelOutput(
+            model=self.model_name,
+            choices=[choice],
+            usage=ModelUsage(
+                input_tokens=res.input_tokens,
+                output_tokens=res.output_tokens,
+                total_tokens=res.input_tokens + res.output_tokens,
+            ),
+            time=res.seconds,
+        )
+
+    # -- per-instance editing (the SafeEdit protocol)
+    @property
+    def supports_edit(self) -> bool:
+        return self.method.supports_edit
+
+    @contextlib.asynccontextmanager
+    async def edit(self, instance: EditInstance) -> AsyncIterator[dict[str, Any]]:
+        """Apply a per-instance edit for the duration of the block (serialized across samples).
+
+        Raises:
+            NotImplementedError: the method cannot edit (check ``supports_edit`` first).
+        """
+        if not self.method.supports_edit:
+            raise NotImplementedError(f"method {self.method.name!r} does not support per-instance editing")
+        async with self._edit_lock:
+            cm = self.method.edit(self.engine, instance)
+            stats = await asyncio.to_thread(cm.__enter__)
+            try:
+                yield stats
+            finally:
+                await asyncio.to_thread(cm.__exit__, None, None, None)
+
+
+def provider_class(method_path: str) -> type[MethodModelAPI]:
+    """Import ``module:Class`` (a Method subclass) and return a provider class bound to it."""
+    module, _, attr = method_path.partition(":")
+    method_cls = getattr(importlib.import_module(module), attr)
+    if not (isinstance(method_cls, type) and issubclass(method_cls, Method)):
+        raise TypeError(f"{method_path} is not a steerboard Method subclass")
+    return type(f"{method_cls.__name__}API", (MethodModelAPI,), {"method_class": method_cls})

@@ -1,0 +1,636 @@
+"""The shared local generation engine used by every steerboard method provider.
+
+One engine wraps one transformers causal LM and its tokenizer. It does:
+
+* chat templating (multi-turn, system messages) -> token ids;
+* batched generation with left padding and length-bucketed batches: greedy by default, seeded
+  sampling, ``max_new_tokens``, stop sequences, per-token log-probabilities and top-k alternatives;
+* teacher-forced scoring and hidden-state capture (what methods need to *fit* artifacts).
+
+Methods never generate themselves: they pass an :class:`Intervention` (forward hooks entered
+around each batch, which see a :class:`BatchState` telling them the phase and which rows are live)
+or change weights of their own engine copy.
+
+Why a hand-written decode loop instead of ``model.generate``: ``generate`` re-runs a long chain of
+logits processors, stopping criteria and cache bookkeeping per token and keeps finished rows in the
+batch until the longest is done. On a 2-core CPU that Python overhead is a large share of a
+135M-parameter model's step time. This loop computes logits only for the last position, drops
+finished rows from the batch and KV cache, and skips the softmax when nobody asked for
+log-probabilities (see ``benchmarks/engine_vs_inspect_hf.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # heavy imports stay lazy
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+# A plain, explicit fallback for tokenizers that carry no chat template.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@dataclass
+class GenerationRequest:
+    """One sequence to continue.
+
+    Attributes:
+        input_ids: prompt token ids (already chat-templated).
+        max_new_tokens: cap on generated tokens.
+        temperature: 0 (default) is greedy; > 0 samples.
+        top_p: nucleus sampling mass (sampling only).
+        top_k: top-k sampling cut (sampling only).
+        seed: seed of this request's sampling generator (sampling only).
+        stop: stop strings; generation ends when one appears and the text is cut before it.
+        logprobs: return the log-probability of each generated token.
+        top_logprobs: also return this many most likely alternatives per position.
+        meta: free-form per-request data that interventions can read (e.g. a gate decision).
+    """
+
+    input_ids: list[int]
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
+    top_logprobs: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.input_ids:
+            raise ValueError("GenerationRequest.input_ids is empty: a prompt needs at least one token")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_logprobs < 0:
+            raise ValueError(f"top_logprobs must be >= 0, got {self.top_logprobs}")
+
+
+@dataclass
+class TokenLogprob:
+    """Log-probability of one generated token, with its top alternatives."""
+
+    token: str
+    token_id: int
+    logprob: float
+    top: list[tuple[str, int, float]]
+
+
+@dataclass
+class GenerationResult:
+    """What the engine produced for one request."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: Literal["stop", "max_tokens"]
+    input_tokens: int
+    output_tokens: int
+    logprobs: list[TokenLogprob] | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class BatchState:
+    """What an intervention can see while a batch runs.
+
+    Attributes:
+        requests: the batch's requests, in batch-row order at the start of the batch.
+        prompt_lengths: unpadded prompt length of each original row.
+        padded_length: the left-padded prompt length.
+        phase: ``"prefill"`` during the prompt forward pass, ``"decode"`` for each new token.
+        rows: original row index of each live row (finished rows are dropped from the batch).
+        step: number of tokens generated so far (0 during prefill).
+        attention_mask: the current attention mask (live rows only).
+    """
+
+    requests: list[GenerationRequest]
+    prompt_lengths: list[int]
+    padded_length: int
+    phase: Literal["prefill", "decode"] = "prefill"
+    rows: list[int] = field(default_factory=list)
+    step: int = 0
+    attention_mask: Any = None
+
+    def row_meta(self, key: str, default: Any = None) -> list[Any]:
+        """A ``meta`` value of every live row, in live-row order."""
+        return [self.requests[r].meta.get(key, default) for r in self.rows]
+
+
+# An intervention is entered once per batch with the batch's state and exits after it; it is the
+# place to register forward hooks (see :func:`hooks`).
+Intervention = Callable[[BatchState], contextlib.AbstractContextManager[Any]]
+
+
+@contextlib.contextmanager
+def hooks(model: torch.nn.Module, spec: dict[str, Callable[..., Any]]) -> Iterator[None]:
+    """Register forward hooks keyed by module name for the duration of the block; always removed.
+
+    Args:
+        model: the module tree.
+        spec: ``{module_name: hook(module, args, output) -> output | None}``. Hooks on modules
+            returning tuples get the tuple; use :func:`map_hidden` to edit its first element.
+
+    Raises:
+        KeyError: a module name does not exist (lists a few valid ones).
+    """
+    modules = dict(model.named_modules())
+    handles = []
+    try:
+        for name, fn in spec.items():
+            if name not in modules:
+                near = [n for n in modules if n.endswith(name.split(".")[-1])][:5]
+                raise KeyError(f"no module named {name!r} in {type(model).__name__}; e.g. {near}")
+            handles.append(modules[name].register_forward_hook(fn))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def map_hidden(output: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """Apply ``fn`` to a module output's hidden states, whether it is a tensor or a tuple."""
+    if isinstance(output, tuple):
+        return (fn(output[0]), *output[1:])
+    return fn(output)
+
+
+def default_threads() -> int:
+    """Torch intra-op threads: ``$STEERBOARD_THREADS`` or the number of usable cores."""
+    env = os.environ.get("STEERBOARD_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def pick_device(device: str | None = None) -> str:
+    """``device`` if given, else ``cuda`` when available, else ``mps``, else ``cpu``."""
+    import torch
+
+    if device:
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+class Engine:
+    """Batched generation, scoring and hidden-state capture for one causal LM.
+
+    Args:
+        model: a loaded ``PreTrainedModel`` (causal LM).
+        tokenizer: its tokenizer.
+        max_batch_size: most sequences per forward pass.
+        max_batch_tokens: most padded prompt tokens per prefill (keeps memory flat on long prompts).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_batch_size: int = 64,
+        max_batch_tokens: int = 32768,
+        source: str | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.source = source or getattr(model.config, "_name_or_path", "model")
+        self.lock = threading.RLock()  # one batch at a time per engine (hooks and weights are shared)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.eos_ids = self._eos_ids()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        model_name_or_path: str,
+        *,
+        device: str | None = None,
+        dtype: str = "auto",
+        attn_implementation: str | None = "sdpa",
+        trust_remote_code: bool = False,
+        **kwargs: Any,
+    ) -> Engine:
+        """Load a model by alias, local directory or hub id.
+
+        Raises:
+            ValueError: unknown alias/path, or the model is not a causal LM.
+        """
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        from steerboard.models import resolve_model
+
+        path = resolve_model(model_name_or_path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        try:
+            from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        except ImportError:  # pragma: no cover
+            MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {}
+        is_causal = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or any(
+            a.endswith("ForCausalLM") for a in (config.architectures or [])
+        )
+        if not is_causal:
+            raise ValueError(
+                f"{model_name_or_path!r} is a {config.model_type!r} model "
+                f"({', '.join(config.architectures or ['no architecture'])}), not a causal language model; "
+                "steerboard methods need a decoder-only chat model (e.g. Llama, Phi-3, Gemma, SmolLM2)"
+            )
+        dev = pick_device(device)
+        if dev == "cpu":
+            torch.set_num_threads(default_threads())
+        torch_dtype: Any
+        if dtype == "auto":
+            torch_dtype = torch.float32 if dev == "cpu" else torch.bfloat16
+        else:
+            torch_dtype = getattr(torch, dtype)
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tok.padding_side = "left"
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=torch_dtype,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+        )
+        model.to(dev)
+        model.eval()
+        return cls(model, tok, source=model_name_or_path, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        gen = getattr(self.model, "generation_config", None)
+        for src in (getattr(gen, "eos_token_id", None), self.tokenizer.eos_token_id):
+            if isinstance(src, int):
+                ids.add(src)
+            elif isinstance(src, (list, tuple)):
+                ids.update(int(x) for x in src)
+        # chat models often end a turn with a special token that is not the tokenizer's eos
+        for special in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+            tid = self.tokenizer.convert_tokens_to_ids(special)
+            if isinstance(tid, int) and tid >= 0 and tid != self.tokenizer.unk_token_id:
+                ids.add(tid)
+        return ids
+
+    # ------------------------------------------------------------------ templating
+    def chat_ids(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of a conversation under the model's chat template.
+
+        Args:
+            messages: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``.
+            add_generation_prompt: end with the assistant-turn header.
+        """
+        template = self.tokenizer.chat_template or FALLBACK_CHAT_TEMPLATE
+        msgs = [dict(m) for m in messages]
+        try:
+            text = self.tokenizer.apply_chat_template(
+                msgs, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+        except Exception as ex:  # some templates reject system messages: fold it into the first user turn
+            if msgs and msgs[0]["role"] == "system" and "system" in str(ex).lower():
+                sys_text = msgs.pop(0)["content"]
+                if msgs and msgs[0]["role"] == "user":
+                    msgs[0]["content"] = f"{sys_text}\n\n{msgs[0]['content']}"
+                text = self.tokenizer.apply_chat_template(
+                    msgs, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+                )
+            else:
+                raise
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # ------------------------------------------------------------------ generation
+    def _plan_batches(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
+        """Group request indices into length-bucketed batches (sorted by prompt length)."""
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i].input_ids))
+        batches: list[list[int]] = []
+        cur: list[int] = []
+        for i in order:
+            n = len(requests[i].input_ids)
+            if cur and (len(cur) >= self.max_batch_size or (len(cur) + 1) * n > self.max_batch_tokens):
+                batches.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            batches.append(cur)
+        return batches
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        intervention: Intervention | None = None,
+        progress: bool = False,
+    ) -> list[GenerationResult]:
+        """Generate continuations for many requests; results come back in request order.
+
+        Args:
+            requests: what to generate.
+            intervention: entered around each batch (e.g. steering hooks).
+            progress: show a tqdm bar over batches.
+        """
+        results: list[GenerationResult | None] = [None] * len(requests)
+        batches = self._plan_batches(requests)
+        it: Any = batches
+        if progress and len(batches) > 1:
+            from tqdm.auto import tqdm
+
+            it = tqdm(batches, desc="generate", unit="batch")
+        for idx in it:
+            out = self._generate_batch([requests[i] for i in idx], intervention)
+            for i, r in zip(idx, out):
+                results[i] = r
+        return [r for r in results if r is not None]
+
+    def _generate_batch(
+        self, reqs: list[GenerationRequest], intervention: Intervention | None
+    ) -> list[GenerationResult]:
+        import torch
+
+        t0 = time.perf_counter()
+        dev = self.device
+        n = len(reqs)
+        lengths = [len(r.input_ids) for r in reqs]
+        width = max(lengths)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((n, width), pad, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, r in enumerate(reqs):
+            ids[i, width - lengths[i] :] = torch.tensor(r.input_ids)
+            mask[i, width - lengths[i] :] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
+
+        state = BatchState(requests=reqs, prompt_lengths=lengths, padded_length=width, rows=list(range(n)))
+        state.attention_mask = mask
+        gens: list[torch.Generator | None] = []
+        for r in reqs:
+            if r.temperature > 0:
+                g = torch.Generator(device=dev)
+                g.manual_seed(r.seed if r.seed is not None else torch.seed() % (2**63))
+                gens.append(g)
+            else:
+                gens.append(None)
+        want_lp = any(r.logprobs or r.top_logprobs for r in reqs)
+        any_stop = any(r.stop for r in reqs)
+        max_stop = max((len(s) for r in reqs for s in r.stop), default=0)
+        eos = torch.tensor(sorted(self.eos_ids), device=dev) if self.eos_ids else None
+
+        out_tokens: list[list[int]] = [[] for _ in range(n)]
+        out_lps: list[list[TokenLogprob]] = [[] for _ in range(n)]
+        finish: list[str] = ["max_tokens"] * n
+        cut_text: list[str | None] = [None] * n
+        live = list(range(n))  # original row index of each live row
+        budget = torch.tensor([r.max_new_tokens for r in reqs], device=dev)
+
+        ctx = intervention(state) if intervention is not None else contextlib.nullcontext()
+        with self.lock, torch.inference_mode(), ctx:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            state.phase, state.step = "prefill", 0
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            logits = out.logits[:, -1, :]
+            cache = out.past_key_values
+            next_pos = pos[:, -1:] + 1
+            step = 0
+            while True:
+                step += 1
+                # --- choose next tokens for live rows
+                tok = self._choose(logits, [reqs[r] for r in live], [gens[r] for r in live])
+                if want_lp:
+                    lp = torch.log_softmax(logits.float(), dim=-1)
+                    for j, r in enumerate(live):
+                        if reqs[r].logprobs or reqs[r].top_logprobs:
+                            out_lps[r].append(self._token_logprob(lp[j], int(tok[j]), reqs[r].top_logprobs))
+                tok_list = tok.tolist()
+                done = torch.zeros(len(live), dtype=torch.bool, device=dev)
+                if eos is not None:
+                    done |= torch.isin(tok, eos)
+                done |= budget[live] <= step
+                done_list = done.tolist()
+                for j, r in enumerate(live):
+                    t = tok_list[j]
+                    if t in self.eos_ids:
+                        finish[r] = "stop"
+                        continue
+                    out_tokens[r].append(t)
+                    if any_stop and reqs[r].stop and not done_list[j]:
+                        tail = self.tokenizer.decode(out_tokens[r][-(max_stop + 8) :], skip_special_tokens=True)
+                        if any(s in tail for s in reqs[r].stop):
+                            full = self.tokenizer.decode(out_tokens[r], skip_special_tokens=True)
+                            cut = min((full.find(s) for s in reqs[r].stop if s in full), default=-1)
+                            if cut >= 0:
+                                cut_text[r] = full[:cut]
+                                finish[r] = "stop"
+                                done_list[j] = True
+                keep = [j for j, d in enumerate(done_list) if not d]
+                if not keep:
+                    break
+                if len(keep) < len(live):
+                    keep_t = torch.tensor(keep, device=dev)
+                    cache.batch_select_indices(keep_t)
+                    mask = mask.index_select(0, keep_t)
+                    next_pos = next_pos.index_select(0, keep_t)
+                    tok = tok.index_select(0, keep_t)
+                    live = [live[j] for j in keep]
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+                state.phase, state.step, state.rows, state.attention_mask = "decode", step, live, mask
+                out = self.model(
+                    input_ids=tok.unsqueeze(-1),
+                    attention_mask=mask,
+                    position_ids=next_pos,
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                logits = out.logits[:, -1, :]
+                cache = out.past_key_values
+                next_pos = next_pos + 1
+
+        secs = time.perf_counter() - t0
+        results = []
+        for r in range(n):
+            text = cut_text[r]
+            if text is None:
+                text = self.tokenizer.decode(out_tokens[r], skip_special_tokens=True)
+            results.append(
+                GenerationResult(
+                    text=text,
+                    token_ids=out_tokens[r],
+                    finish_reason=finish[r],  # type: ignore[arg-type]
+                    input_tokens=lengths[r],
+                    output_tokens=len(out_tokens[r]) + (1 if finish[r] == "stop" and cut_text[r] is None else 0),
+                    logprobs=out_lps[r] if (reqs[r].logprobs or reqs[r].top_logprobs) else None,
+                    seconds=secs,
+                )
+            )
+        return results
+
+    @staticmethod
+    def _choose(logits: torch.Tensor, reqs: list[GenerationRequest], gens: list[Any]) -> torch.Tensor:
+        import torch
+
+        tok = logits.argmax(dim=-1)
+        for j, r in enumerate(reqs):
+            if r.temperature <= 0:
+                continue
+            row = logits[j].float() / r.temperature
+            if r.top_k:
+                kth = torch.topk(row, min(r.top_k, row.shape[-1])).values[-1]
+                row = row.masked_fill(row < kth, -math.inf)
+            probs = torch.softmax(row, dim=-1)
+            if r.top_p is not None and r.top_p < 1.0:
+                sp, si = torch.sort(probs, descending=True)
+                cum = sp.cumsum(-1)
+                drop = cum - sp > r.top_p
+                sp = sp.masked_fill(drop, 0.0)
+                probs = torch.zeros_like(probs).scatter(0, si, sp)
+                probs = probs / probs.sum()
+            tok[j] = torch.multinomial(probs, 1, generator=gens[j])[0]
+        return tok
+
+    def _token_logprob(self, lp_row: torch.Tensor, token_id: int, top_n: int) -> TokenLogprob:
+        import torch
+
+        top: list[tuple[str, int, float]] = []
+        if top_n:
+            vals, idx = torch.topk(lp_row, top_n)
+            top = [
+                (self.tokenizer.decode([i]), int(i), float(v)) for v, i in zip(vals.tolist(), idx.tolist())
+            ]
+        return TokenLogprob(
+            token=self.tokenizer.decode([token_id]), token_id=token_id, logprob=float(lp_row[token_id]), top=top
+        )
+
+    # ------------------------------------------------------------------ scoring / activations
+    def _pad_batch(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s) :] = torch.tensor(list(s))
+            mask[i, width - len(s) :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        dev = self.device
+        return ids.to(dev), mask.to(dev), pos.to(dev)
+
+    def forward(
+        self,
+        seqs: Sequence[Sequence[int]],
+        *,
+        output_hidden_states: bool = False,
+        intervention: Intervention | None = None,
+        grad: bool = False,
+    ) -> Any:
+        """One left-padded forward pass over full sequences (no cache). Returns the model output.
+
+        ``output.logits`` is [batch, width, vocab]; row ``i``'s real tokens are its last ``len(seqs[i])``.
+        """
+        import torch
+
+        ids, mask, pos = self._pad_batch(seqs)
+        reqs = [GenerationRequest(input_ids=list(s), max_new_tokens=1) for s in seqs]
+        state = BatchState(
+            requests=reqs, prompt_lengths=[len(s) for s in seqs], padded_length=ids.shape[1],
+            rows=list(range(len(seqs))), attention_mask=mask,
+        )
+        ctx = intervention(state) if intervention is not None else contextlib.nullcontext()
+        grad_ctx = contextlib.nullcontext() if grad else torch.inference_mode()
+        with self.lock, grad_ctx, ctx:
+            return self.model(
+                input_ids=ids, attention_mask=mask, position_ids=pos,
+                output_hidden_states=output_hidden_states, use_cache=False,
+            )
+
+    def score(
+        self,
+        prompts: Sequence[Sequence[int]],
+        continuations: Sequence[Sequence[int]],
+        *,
+        batch_size: int = 16,
+        intervention: Intervention | None = None,
+    ) -> list[list[float]]:
+        """Teacher-forced log-probability of each continuation token given its prompt."""
+        import torch
+
+        out: list[list[float]] = []
+        for b in range(0, len(prompts), batch_size):
+            ps, cs = prompts[b : b + batch_size], continuations[b : b + batch_size]
+            seqs = [list(p) + list(c) for p, c in zip(ps, cs)]
+            res = self.forward(seqs, intervention=intervention)
+            lp = torch.log_softmax(res.logits.float(), dim=-1)
+            width = lp.shape[1]
+            for i, (p, c) in enumerate(zip(ps, cs)):
+                start = width - len(c)  # positions of continuation tokens
+                rows = lp[i, start - 1 : width - 1]
+                out.append(rows.gather(-1, torch.tensor(list(c), device=rows.device).unsqueeze(-1)).squeeze(-1).tolist())
+        return out
+
+    def hidden_states(
+        self, seqs: Sequence[Sequence[int]], layers: Sequence[int] | None = None, *, batch_size: int = 16
+    ) -> list[dict[int, torch.Tensor]]:
+        """Per-sequence hidden states ``{layer: [len(seq), hidden]}`` (layer 0 = embeddings) on CPU."""
+        out: list[dict[int, torch.Tensor]] = []
+        for b in range(0, len(seqs), batch_size):
+            chunk = seqs[b : b + batch_size]
+            res = self.forward(chunk, output_hidden_states=True)
+            hs = res.hidden_states
+            want = range(len(hs)) if layers is None else layers
+            width = hs[0].shape[1]
+            for i, s in enumerate(chunk):
+                out.append({layer: hs[layer][i, width - len(s) :].float().cpu() for layer in want})
+        return out
+
+    def decoder_layers(self) -> Any:
+        """The model's list of transformer blocks (``model.model.layers`` for llama-style models)."""
+        base = getattr(self.model, "model", None) or getattr(self.model, "transformer", None)
+        for attr in ("layers", "h", "blocks"):
+            layers = getattr(base, attr, None)
+            if layers is not None:
+                return layers
+        raise ValueError(f"cannot find the decoder layers of {type(self.model).__name__}")
+
+    def layer_module_name(self, layer: int) -> str:
+        """Module name of decoder block ``layer`` (its output is the residual stream after it)."""
+        layers = self.decoder_layers()
+        if not 0 <= layer < len(layers):
+            raise ValueError(f"layer {layer} out of range: the model has {len(layers)} layers (0..{len(layers) - 1})")
+        for name, mod in self.model.named_modules():
+            if mod is layers[layer]:
+                return name
+        raise ValueError(f"layer {layer} not found")  # pragma: no cover

