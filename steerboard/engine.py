@@ -252,9 +252,12 @@ class Engine:
             from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
         except ImportError:  # pragma: no cover
             MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {}
-        is_causal = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or any(
-            a.endswith("ForCausalLM") for a in (config.architectures or [])
-        )
+        if config.architectures:  # what the checkpoint was saved as decides
+            is_causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.architectures)
+        else:
+            is_causal = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(
+                config, "is_encoder_decoder", False
+            )
         if not is_causal:
             raise ValueError(
                 f"{model_name_or_path!r} is a {config.model_type!r} model "

@@ -1,0 +1,30 @@
+"""Shared fixtures: a tiny random-weight llama built offline, and the embedded model (integration)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from steerboard.testing import make_tiny_model
+
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir: str):
+    from steerboard.engine import Engine
+
+    return Engine.load(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def smol_engine():
+    from steerboard.engine import Engine
+
+    return Engine.load("smollm2-135m")

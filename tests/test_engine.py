@@ -1,0 +1,169 @@
+"""The shared engine on a tiny random llama: batching, padding, stops, logprobs, templates, hooks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from steerboard.engine import Engine, GenerationRequest, hooks, map_hidden
+
+PROMPTS = [
+    "How do I bake bread?",
+    "Hi",
+    "What is the capital of France? Answer with a letter, please, and be quick about it.",
+    "Tell me about the kill command for a process.",
+    "As an AI language model",
+    "12 + 30 = ?",
+]
+
+
+def _reqs(engine: Engine, n: int = 24, **kw) -> list[GenerationRequest]:
+    return [GenerationRequest(engine.chat_ids([{"role": "user", "content": p}]), max_new_tokens=n, **kw) for p in PROMPTS]
+
+
+def test_batch_equals_one_by_one(tiny_engine: Engine) -> None:
+    reqs = _reqs(tiny_engine)
+    batched = tiny_engine.generate(reqs)
+    single = [tiny_engine.generate([r])[0] for r in reqs]
+    assert [b.token_ids for b in batched] == [s.token_ids for s in single]
+    assert [b.text for b in batched] == [s.text for s in single]
+
+
+def test_left_padding_does_not_change_prompt_logits(tiny_engine: Engine) -> None:
+    short = tiny_engine.chat_ids([{"role": "user", "content": "Hi"}])
+    long = tiny_engine.chat_ids([{"role": "user", "content": PROMPTS[2]}])
+    alone = tiny_engine.forward([short]).logits[0, -1]
+    padded = tiny_engine.forward([long, short]).logits[1, -1]
+    assert torch.allclose(alone, padded, atol=1e-5)
+
+
+def test_results_in_request_order_and_length_buckets(tiny_engine: Engine) -> None:
+    engine = Engine(tiny_engine.model, tiny_engine.tokenizer, max_batch_size=2)
+    reqs = _reqs(engine, n=5)
+    plan = engine._plan_batches(reqs)
+    assert all(len(b) <= 2 for b in plan)
+    lens = [len(reqs[i].input_ids) for b in plan for i in b]
+    assert lens == sorted(lens)
+    out = engine.generate(reqs)
+    single = [tiny_engine.generate([r])[0] for r in reqs]
+    assert [o.token_ids for o in out] == [s.token_ids for s in single]
+
+
+def test_max_tokens_and_finish_reason(tiny_engine: Engine) -> None:
+    out = tiny_engine.generate(_reqs(tiny_engine, n=3))
+    for o in out:
+        assert len(o.token_ids) <= 3
+        if o.finish_reason == "max_tokens":
+            assert len(o.token_ids) == 3
+
+
+def test_stop_sequence_cuts_text(tiny_engine: Engine) -> None:
+    req = _reqs(tiny_engine, n=20)[0]
+    full = tiny_engine.generate([req])[0].text
+    assert len(full) > 4
+    stop = full[2:4]
+    req2 = GenerationRequest(req.input_ids, max_new_tokens=20, stop=(stop,))
+    out = tiny_engine.generate([req2])[0]
+    assert stop not in out.text
+    assert full.startswith(out.text)
+    assert out.finish_reason == "stop"
+
+
+def test_logprobs_are_consistent(tiny_engine: Engine) -> None:
+    req = GenerationRequest(_reqs(tiny_engine)[0].input_ids, max_new_tokens=6, logprobs=True, top_logprobs=5)
+    out = tiny_engine.generate([req])[0]
+    assert out.logprobs is not None and len(out.logprobs) >= len(out.token_ids)
+    for lp in out.logprobs:
+        assert lp.logprob <= 0.0
+        # greedy: the chosen token is the most likely one
+        assert lp.top[0][1] == lp.token_id
+        assert math.isclose(lp.top[0][2], lp.logprob, rel_tol=1e-5)
+        tops = [t[2] for t in lp.top]
+        assert tops == sorted(tops, reverse=True)
+        assert sum(math.exp(t) for t in tops) <= 1.0 + 1e-5
+    # teacher-forced scoring of the generated tokens gives the same log-probabilities
+    scored = tiny_engine.score([req.input_ids], [out.token_ids])[0]
+    assert scored == pytest.approx([lp.logprob for lp in out.logprobs[: len(out.token_ids)]], abs=1e-4)
+
+
+def test_seeded_sampling_is_reproducible(tiny_engine: Engine) -> None:
+    ids = _reqs(tiny_engine)[0].input_ids
+    a = tiny_engine.generate([GenerationRequest(ids, max_new_tokens=12, temperature=1.0, seed=7)])[0]
+    b = tiny_engine.generate([GenerationRequest(ids, max_new_tokens=12, temperature=1.0, seed=7)])[0]
+    c = tiny_engine.generate([GenerationRequest(ids, max_new_tokens=12, temperature=1.0, seed=8)])[0]
+    assert a.token_ids == b.token_ids
+    assert a.token_ids != c.token_ids
+
+
+def test_chat_template_with_system_message(tiny_engine: Engine) -> None:
+    ids = tiny_engine.chat_ids([{"role": "system", "content": "Be safe."}, {"role": "user", "content": "Hi"}])
+    text = tiny_engine.tokenizer.decode(ids)
+    assert text.index("system\nBe safe.") < text.index("user\nHi") < text.rindex("assistant\n")
+    multi = tiny_engine.chat_ids(
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"}]
+    )
+    assert tiny_engine.tokenizer.decode(multi).count("<|im_start|>") == 4
+
+
+def test_hooks_always_removed_and_change_output(tiny_engine: Engine) -> None:
+    reqs = _reqs(tiny_engine, n=8)[:2]
+    base = tiny_engine.generate(reqs)
+    name = tiny_engine.layer_module_name(1)
+    seen = []
+
+    def intervention(state):
+        def hook(module, args, output):
+            seen.append(state.phase)
+            return map_hidden(output, lambda h: h + 5.0)
+
+        return hooks(tiny_engine.model, {name: hook})
+
+    steered = tiny_engine.generate(reqs, intervention)
+    assert [b.token_ids for b in base] != [s.token_ids for s in steered]
+    assert seen[0] == "prefill" and "decode" in seen
+    assert all(not m._forward_hooks for m in tiny_engine.model.modules())
+    again = tiny_engine.generate(reqs)
+    assert [b.token_ids for b in base] == [a.token_ids for a in again]
+
+    def broken(state):
+        def hook(module, args, output):
+            raise RuntimeError("boom")
+
+        return hooks(tiny_engine.model, {name: hook})
+
+    with pytest.raises(RuntimeError, match="boom"):
+        tiny_engine.generate(reqs, broken)
+    assert all(not m._forward_hooks for m in tiny_engine.model.modules())
+
+
+def test_hooks_unknown_module_names_the_problem(tiny_engine: Engine) -> None:
+    with pytest.raises(KeyError, match="no module named"):
+        with hooks(tiny_engine.model, {"model.layers.99": lambda *a: None}):
+            pass
+
+
+def test_bad_requests_rejected() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        GenerationRequest([], max_new_tokens=3)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        GenerationRequest([1], max_new_tokens=0)
+
+
+def test_layer_out_of_range(tiny_engine: Engine) -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        tiny_engine.layer_module_name(99)
+
+
+@pytest.mark.integration
+def test_embedded_model_batch_matches_single(smol_engine: Engine) -> None:
+    prompts = ["How do I make a cake?", "What is 2+2?", "Name three colours.", "How do I kill a Python process?"]
+    reqs = [GenerationRequest(smol_engine.chat_ids([{"role": "user", "content": p}]), max_new_tokens=24) for p in prompts]
+    batched = smol_engine.generate(reqs)
+    single = [smol_engine.generate([r])[0] for r in reqs]
+    matches = sum(b.token_ids == s.token_ids for b, s in zip(batched, single))
+    assert matches >= 3  # near-ties may flip one; padding bugs break all
+    assert "Paris" in smol_engine.generate(
+        [GenerationRequest(smol_engine.chat_ids([{"role": "user", "content": "What is the capital of France?"}]), max_new_tokens=16)]
+    )[0].text
