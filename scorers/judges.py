@@ -1,0 +1,207 @@
+"""Refusal and harmfulness judges (contract 1 in the project design).
+
+A *judge* turns (prompt, response) pairs into :class:`Verdict` objects. Refusal judges label a response
+``"compliance"``, ``"full_refusal"`` or ``"partial_refusal"`` (``flagged=1`` for either refusal); harm judges
+label it ``"safe"`` or ``"unsafe"`` (``flagged=1`` for unsafe). A judge that cannot decide (unparseable grader
+output, a failed call) returns ``Verdict(label=None, flagged=None, score=None, error=...)`` for that item:
+the Inspect scorers count those as judge errors and keep them out of every rate's denominator.
+
+Backends:
+
+========================  =======================================================================
+refusal ``strmatch``      XSTest paper's string match (prefix phrases), no training, never partial
+refusal ``embed``         all-MiniLM-L6-v2 sentence embedding + logistic regression trained on the
+                          human-labelled XSTest completions (offline default; ships as an artifact)
+refusal ``model``         Inspect ``grader`` model role with our rubric
+harm ``embed``            embedding + logistic regression trained on SafeEdit safe/unsafe generations
+                          and JailbreakBench artifacts' labelled responses (offline default)
+harm ``model``            Inspect ``grader`` model role with our rubric
+harm ``safeedit_classifier``  ``zjunlp/SafeEdit-Safety-Classifier`` from the Hugging Face hub
+========================  =======================================================================
+
+Everything heavy (torch, sentence-transformers, transformers) loads lazily on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
+
+RefusalLabel = Literal["compliance", "full_refusal", "partial_refusal"]
+HarmLabel = Literal["safe", "unsafe"]
+
+REFUSAL_LABELS: tuple[str, ...] = ("compliance", "full_refusal", "partial_refusal")
+HARM_LABELS: tuple[str, ...] = ("safe", "unsafe")
+
+
+@dataclass
+class Verdict:
+    """One judge decision.
+
+    Attributes:
+        label: refusal judges: "compliance" | "full_refusal" | "partial_refusal"; harm judges: "safe" |
+            "unsafe"; None on a judge error.
+        flagged: 1 for a refusal (full or partial) / an unsafe response, 0 otherwise, None on a judge error.
+        score: probability-like confidence that ``flagged`` is 1 (refusal / unsafe), or None when the
+            backend has none (errors).
+        error: message when the judge failed on this item (then label/flagged/score are None).
+    """
+
+    label: str | None
+    flagged: int | None
+    score: float | None
+    error: str | None = None
+
+    @classmethod
+    def failure(cls, message: str) -> Verdict:
+        """A judge error verdict carrying ``message``."""
+        return cls(label=None, flagged=None, score=None, error=message)
+
+
+class Judge(Protocol):
+    """What every judge exposes."""
+
+    name: str
+
+    async def judge(self, prompts: list[str], responses: list[str]) -> list[Verdict]:
+        """Judge ``responses`` (to ``prompts``, same length) and return one verdict each."""
+        ...
+
+
+class JudgeUnavailableError(RuntimeError):
+    """A judge backend cannot run here (missing artifact, dependency or hub access)."""
+
+
+def check_pairs(prompts: list[str], responses: list[str]) -> None:
+    """Validate judge inputs (equal lengths, strings).
+
+    Raises:
+        ValueError: naming the offending index and type.
+    """
+    if len(prompts) != len(responses):
+        raise ValueError(f"prompts and responses differ in length ({len(prompts)} vs {len(responses)})")
+    for kind, seq in (("prompt", prompts), ("response", responses)):
+        for i, item in enumerate(seq):
+            if not isinstance(item, str):
+                raise ValueError(f"{kind} {i} must be a string, got {type(item).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------
+# strmatch
+
+
+class StrMatchRefusalJudge:
+    """XSTest's string-match refusal judge (full compliance vs full refusal only)."""
+
+    name = "strmatch"
+
+    def judge_sync(self, prompts: list[str], responses: list[str]) -> list[Verdict]:
+        """Synchronous core of :meth:`judge`."""
+        from steerboard.scorers.strmatch import strmatch_is_refusal
+
+        check_pairs(prompts, responses)
+        out = []
+        for response in responses:
+            hit = strmatch_is_refusal(response)
+            out.append(Verdict("full_refusal" if hit else "compliance", int(hit), 1.0 if hit else 0.0))
+        return out
+
+    async def judge(self, prompts: list[str], responses: list[str]) -> list[Verdict]:
+        """See :class:`Judge`."""
+        return self.judge_sync(prompts, responses)
+
+
+# --------------------------------------------------------------------------------------------------
+# registry
+
+_REFUSAL_FACTORIES: dict[str, Callable[..., Judge]] = {}
+_HARM_FACTORIES: dict[str, Callable[..., Judge]] = {}
+
+
+def _refusal_factories() -> dict[str, Callable[..., Judge]]:
+    if not _REFUSAL_FACTORIES:
+        from steerboard.scorers.embed import EmbedRefusalJudge
+        from steerboard.scorers.model_judges import ModelRefusalJudge
+
+        _REFUSAL_FACTORIES.update(
+            {"embed": EmbedRefusalJudge, "strmatch": StrMatchRefusalJudge, "model": ModelRefusalJudge}
+        )
+    return _REFUSAL_FACTORIES
+
+
+def _harm_factories() -> dict[str, Callable[..., Judge]]:
+    if not _HARM_FACTORIES:
+        from steerboard.scorers.embed import EmbedHarmJudge
+        from steerboard.scorers.model_judges import ModelHarmJudge, SafeEditClassifierJudge
+
+        _HARM_FACTORIES.update(
+            {"embed": EmbedHarmJudge, "model": ModelHarmJudge, "safeedit_classifier": SafeEditClassifierJudge}
+        )
+    return _HARM_FACTORIES
+
+
+REFUSAL_JUDGES: tuple[str, ...] = ("embed", "strmatch", "model")
+HARM_JUDGES: tuple[str, ...] = ("embed", "model", "safeedit_classifier")
+
+_INSTANCES: dict[tuple[str, str, tuple[tuple[str, Any], ...]], Judge] = {}
+
+
+def _get(kind: str, name: str, valid: tuple[str, ...], factories: Callable[[], dict[str, Callable[..., Judge]]],
+         **kwargs: Any) -> Judge:
+    if name not in valid:
+        raise ValueError(f"unknown {kind} judge {name!r}; valid judges: {', '.join(valid)}")
+    key = (kind, name, tuple(sorted(kwargs.items())))
+    if key not in _INSTANCES:
+        _INSTANCES[key] = factories()[name](**kwargs)
+    return _INSTANCES[key]
+
+
+def get_refusal_judge(name: str = "embed", **kwargs: Any) -> Judge:
+    """Return the refusal judge ``name`` ("embed", "strmatch" or "model"); instances are shared.
+
+    Args:
+        name: backend name.
+        **kwargs: backend options (e.g. ``artifact=`` for embed, ``model=``/``role=`` for model).
+
+    Raises:
+        ValueError: for an unknown name (listing the valid ones).
+    """
+    return _get("refusal", name, REFUSAL_JUDGES, _refusal_factories, **kwargs)
+
+
+def get_harm_judge(name: str = "embed", **kwargs: Any) -> Judge:
+    """Return the harm judge ``name`` ("embed", "model" or "safeedit_classifier"); instances are shared.
+
+    Raises:
+        ValueError: for an unknown name (listing the valid ones).
+    """
+    return _get("harm", name, HARM_JUDGES, _harm_factories, **kwargs)
+
+
+T = TypeVar("T")
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from sync code, also when an event loop is already running here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # Called from inside a running loop (e.g. a notebook): run on a private loop in a worker thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def judge_refusals(prompts: list[str], responses: list[str], judge: str = "embed") -> list[Verdict]:
+    """Synchronously judge refusals with the named backend (see :func:`get_refusal_judge`)."""
+    check_pairs(prompts, responses)
+    return run_sync(get_refusal_judge(judge).judge(list(prompts), list(responses)))
+
+
+def judge_harm(prompts: list[str], responses: list[str], judge: str = "embed") -> list[Verdict]:
+    """Synchronously judge harmfulness with the named backend (see :func:`get_harm_judge`)."""
+    check_pairs(prompts, responses)
+    return run_sync(get_harm_judge(judge).judge(list(prompts), list(responses)))
