@@ -1,0 +1,206 @@
+"""Shared helpers for steerboard's Inspect tasks: pinned package data, option checks, local data files.
+
+Import-light (standard library + inspect_ai only) so that the task registry stays fast to import.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, get_args
+
+from inspect_ai.dataset import Dataset, MemoryDataset, Sample
+
+DATA_DIR = Path(__file__).parent / "data"
+"""Data shipped inside the package (each dataset folder carries LICENSE + SOURCE.md)."""
+
+_VERIFIED: set[tuple[str, str]] = set()
+
+
+def data_file(relpath: str, sha256: str) -> Path:
+    """Return the path of a shipped data file after checking its pinned SHA-256.
+
+    Args:
+        relpath: path relative to ``tasks/data`` (e.g. ``"xstest/xstest_prompts.csv"``).
+        sha256: the expected hex digest (the pin).
+
+    Raises:
+        FileNotFoundError: the file is not in the installed package.
+        ValueError: the file's checksum differs from the pin (the data changed).
+    """
+    path = DATA_DIR / relpath
+    if not path.is_file():
+        raise FileNotFoundError(f"shipped data file missing: {path} (reinstall steerboard)")
+    key = (str(path), sha256)
+    if key not in _VERIFIED:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != sha256:
+            raise ValueError(f"checksum mismatch for {path}: expected sha256 {sha256}, got {digest}")
+        _VERIFIED.add(key)
+    return path
+
+
+def open_text(path: Path) -> Any:
+    """Open a text file, transparently decompressing ``.gz``."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def read_json(path: Path) -> Any:
+    """Read a (possibly gzipped) JSON document, naming the file on a parse error."""
+    with open_text(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a (possibly gzipped) JSON-lines file; blank lines are skipped.
+
+    Raises:
+        ValueError: a line is not a JSON object (message names the file and line number).
+    """
+    rows: list[dict[str, Any]] = []
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {lineno}: malformed JSON ({e.msg})") from e
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Read a local data file: ``.jsonl`` / ``.jsonl.gz``, ``.json`` / ``.json.gz`` (a list) or ``.parquet``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: unsupported extension or malformed content (names file and line).
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"data file not found: {p}")
+    name = p.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        return read_jsonl(p)
+    if name.endswith((".json", ".json.gz")):
+        data = read_json(p)
+        if isinstance(data, dict):
+            # {"split": [...]} or {"data": [...]} style dumps: accept a single list value
+            lists = [v for v in data.values() if isinstance(v, list)]
+            if len(lists) == 1:
+                data = lists[0]
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise ValueError(f"{p}: expected a JSON list of objects")
+        return data
+    if name.endswith(".parquet"):
+        import pandas as pd  # lazy: only for parquet input
+
+        try:
+            frame = pd.read_parquet(p)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types
+            raise ValueError(f"{p}: cannot read parquet ({e})") from e
+        return frame.to_dict(orient="records")
+    raise ValueError(f"{p}: unsupported data file type; use .jsonl, .jsonl.gz, .json, .json.gz or .parquet")
+
+
+def check_fields(rows: Iterable[dict[str, Any]], required: Iterable[str], source: str, line_offset: int = 1) -> None:
+    """Raise a ValueError naming the source and record/line of the first row missing a required field."""
+    req = list(required)
+    for i, row in enumerate(rows):
+        missing = [k for k in req if k not in row or row[k] is None]
+        if missing:
+            raise ValueError(
+                f"{source}, record {i + line_offset}: missing field(s) {missing}; required fields: {req}"
+            )
+
+
+def check_choice(name: str, value: Any, literal: Any) -> None:
+    """Validate a task option against a ``Literal[...]`` type (Inspect passes ``-T`` values unchecked).
+
+    Raises:
+        ValueError: naming the option, the bad value and the valid values.
+    """
+    valid = get_args(literal)
+    if value not in valid:
+        raise ValueError(f"invalid -T {name}={value!r}; valid values: {', '.join(repr(v) for v in valid)}")
+
+
+def check_int(name: str, value: Any, minimum: int = 0, maximum: int | None = None) -> int:
+    """Coerce and range-check an integer task option."""
+    try:
+        ivalue = int(value)
+        if isinstance(value, float) and value != ivalue:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"invalid -T {name}={value!r}; expected an integer") from None
+    if ivalue < minimum or (maximum is not None and ivalue > maximum):
+        hi = "" if maximum is None else f" and <= {maximum}"
+        raise ValueError(f"invalid -T {name}={value!r}; expected an integer >= {minimum}{hi}")
+    return ivalue
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Coerce a boolean task option (accepts true/false/1/0/yes/no strings)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise ValueError(f"invalid -T {name}={value!r}; expected true or false")
+
+
+def make_dataset(
+    records: Iterable[dict[str, Any]],
+    record_to_sample: Callable[[dict[str, Any]], Sample | list[Sample]],
+    name: str,
+    location: str,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> Dataset:
+    """Build a MemoryDataset from raw records, optionally shuffled with a fixed seed.
+
+    Shuffling happens before Inspect applies ``--limit``, so ``-T shuffle=true -T seed=N --limit K``
+    always selects the same K samples.
+    """
+    samples: list[Sample] = []
+    for rec in records:
+        out = record_to_sample(rec)
+        samples.extend(out if isinstance(out, list) else [out])
+    dataset = MemoryDataset(samples, name=name, location=location)
+    if shuffle:
+        dataset.shuffle(seed=seed)
+    return dataset
+
+
+def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    """Yield consecutive chunks of ``items``."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def system_text(text: str) -> Any:
+    """A solver that prepends a fixed system message (no template formatting, so braces are safe)."""
+    from inspect_ai.model import ChatMessageSystem
+    from inspect_ai.solver import Generate, Solver, TaskState, solver
+
+    @solver(name="system_text")
+    def _system_text() -> Solver:
+        async def solve(state: TaskState, generate: Generate) -> TaskState:
+            state.messages.insert(0, ChatMessageSystem(content=text))
+            return state
+
+        return solve
+
+    return _system_text()

@@ -1,0 +1,61 @@
+"""Test helpers for steerboard's tasks: an offline fixed-output ``mockllm`` model.
+
+Inspect's ``mockllm/model`` estimates token usage with tiktoken, which downloads its encoding on first use;
+offline that fails. Giving each output an explicit usage avoids the download while keeping the model a
+fixed-string mock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from inspect_ai.model import (
+    ChatMessage,
+    GenerateConfig,
+    Logprob,
+    Logprobs,
+    Model,
+    ModelOutput,
+    ModelUsage,
+    TopLogprob,
+    get_model,
+)
+
+DEFAULT_OUTPUT = "Default output from mockllm/model"
+
+
+def mock_output(text: str = DEFAULT_OUTPUT, top: dict[str, float] | None = None) -> ModelOutput:
+    """A ModelOutput with ``text``; with ``top`` also first-token logprobs (token -> logprob)."""
+    out = ModelOutput.from_content("mockllm/model", text)
+    out.usage = ModelUsage(input_tokens=1, output_tokens=1, total_tokens=2)
+    if top:
+        first = max(top, key=lambda k: top[k])
+        out.choices[0].logprobs = Logprobs(
+            content=[
+                Logprob(
+                    token=first,
+                    logprob=top[first],
+                    top_logprobs=[TopLogprob(token=t, logprob=lp) for t, lp in top.items()],
+                )
+            ]
+        )
+    return out
+
+
+def mock_model(
+    text: str | Callable[[list[ChatMessage]], str | ModelOutput] = DEFAULT_OUTPUT, **kwargs: Any
+) -> Model:
+    """``mockllm/model`` answering every request with ``text`` (or ``text(messages)``), offline.
+
+    Args:
+        text: a fixed string, or a function of the input messages returning a string or a ModelOutput.
+        **kwargs: extra arguments for ``get_model`` (e.g. ``memoize=False``).
+    """
+
+    def outputs(messages: list[ChatMessage], tools: Any, tool_choice: Any, config: GenerateConfig) -> ModelOutput:
+        result = text(messages) if callable(text) else text
+        return result if isinstance(result, ModelOutput) else mock_output(result)
+
+    kwargs.setdefault("memoize", False)
+    return get_model("mockllm/model", custom_outputs=outputs, **kwargs)

@@ -1,0 +1,165 @@
+"""MMLU: 57-subject multiple-choice knowledge test, scored two ways in one run.
+
+Hendrycks et al. 2021, "Measuring Massive Multitask Language Understanding" (ICLR 2021, arXiv 2009.03300).
+All 14,042 test questions; ``-T fewshot=5`` prepends the subject's 5 dev exemplars (the dev split is
+disjoint from test). One greedy generation per question is read two ways (see ``steerboard.tasks._mc``):
+
+* ``mmlu_logprob``: the option letter with the highest log-probability at the first answer token
+  (needs a provider returning top_logprobs; otherwise falls back to the generated letter and counts it
+  in ``logprob_fallbacks``);
+* ``mmlu_generated``: the letter the model wrote.
+
+Each reports ``accuracy``, ``stderr`` and per-subject accuracy ``subject_<name>``. O'Brien et al. 2024
+(arXiv 2411.11296) report MMLU to measure the capability cost of refusal steering.
+
+Examples::
+
+    inspect eval tasks/mmlu.py --model base/smollm2-135m --limit 100 -T shuffle=true
+    inspect eval steerboard/mmlu --model sae/smollm2-135m -T fewshot=5 -T subjects=anatomy,virology
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from inspect_ai import Task, task
+from inspect_ai.dataset import Sample
+from inspect_ai.scorer import CORRECT, INCORRECT, Score, Scorer, Target, accuracy, grouped, scorer, stderr
+from inspect_ai.solver import Generate, Solver, TaskState, solver
+
+from steerboard.tasks._common import check_bool, check_choice, check_int, data_file, make_dataset, read_jsonl
+from steerboard.tasks._mc import MC_CONFIG, format_options, letters, logprob_fallbacks, read_choice
+
+TEST_FILE = "mmlu/test.jsonl.gz"
+TEST_SHA256 = "44a83e92a6bf20d3a8e415521f55d47d016495ad0e5bee0d45b6c50f59543ec8"
+DEV_FILE = "mmlu/dev.jsonl.gz"
+DEV_SHA256 = "b336f0647e1e82913c51432778323c5f41fccb30fa9cf52cc7774f5b3bdf47c7"
+TASK_VERSION = "1.0.0"
+
+Fewshot = Literal[0, 5]
+
+INSTRUCTION = "Answer the multiple-choice question about {subject}. Reply with the letter of the correct option only."
+
+
+def _subject_title(subject: str) -> str:
+    return subject.replace("_", " ")
+
+
+def format_question(record: dict[str, Any], with_answer: bool = False) -> str:
+    """Question, lettered options and an ``Answer:`` cue (followed by the letter for exemplars)."""
+    text = f"{record['question'].strip()}\n{format_options(list(record['choices']))}\nAnswer:"
+    if with_answer:
+        text += f" {letters(4)[int(record['answer'])]}"
+    return text
+
+
+def record_to_sample(record: dict[str, Any]) -> Sample:
+    """Convert a record (``subject``, ``index``, ``question``, ``choices`` (4), ``answer`` 0-3) to a Sample."""
+    choices = list(record["choices"])
+    if len(choices) != 4:
+        raise ValueError(f"MMLU {record.get('subject')}#{record.get('index')}: expected 4 choices, got {len(choices)}")
+    answer = int(record["answer"])
+    if not 0 <= answer < 4:
+        raise ValueError(f"MMLU {record.get('subject')}#{record.get('index')}: answer index {answer} not in 0-3")
+    return Sample(
+        id=f"{record['subject']}-{int(record['index']):04d}",
+        input=format_question(record),
+        target=letters(4)[answer],
+        choices=choices,
+        metadata={"subject": str(record["subject"])},
+    )
+
+
+@solver
+def mc_answer(exemplars: dict[str, list[dict[str, Any]]] | None = None) -> Solver:
+    """Prefix the instruction (and the subject's exemplars), then generate once with letter logprobs."""
+
+    async def solve(state: TaskState, generate: Generate) -> TaskState:
+        subject = (state.metadata or {})["subject"]
+        head = INSTRUCTION.format(subject=_subject_title(subject))
+        shots = (exemplars or {}).get(subject, [])
+        if shots:
+            head += "\n\n" + "\n\n".join(format_question(r, with_answer=True) for r in shots)
+        state.user_prompt.text = f"{head}\n\n{state.user_prompt.text}"
+        return await generate(state, **MC_CONFIG.model_dump(exclude_none=True))
+
+    return solve
+
+
+def _score(state: TaskState, target: Target, which: str) -> Score:
+    reading = read_choice(state.output, letters(4))
+    letter = reading[which]
+    return Score(
+        value=CORRECT if letter == target.text else INCORRECT,
+        answer=letter,
+        metadata={
+            "fallback": bool(reading["fallback"]) if which == "logprob_letter" else False,
+            "logprobs": reading["logprobs"],
+        },
+    )
+
+
+_SUBJECT = grouped(accuracy(), "subject", all=False, name_template="subject_{group_name}")
+
+
+@scorer(metrics=[accuracy(), stderr(), logprob_fallbacks(), _SUBJECT])
+def mmlu_logprob() -> Scorer:
+    """Correct when the highest-logprob option letter at the first answer token is the target."""
+
+    async def score(state: TaskState, target: Target) -> Score:
+        return _score(state, target, "logprob_letter")
+
+    return score
+
+
+@scorer(metrics=[accuracy(), stderr(), _SUBJECT])
+def mmlu_generated() -> Scorer:
+    """Correct when the option letter the model wrote is the target."""
+
+    async def score(state: TaskState, target: Target) -> Score:
+        return _score(state, target, "generated_letter")
+
+    return score
+
+
+@task
+def mmlu(
+    fewshot: Fewshot = 0,
+    subjects: str | list[str] | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> Task:
+    """MMLU test set (14,042 questions, 57 subjects), 0- or 5-shot, logprob and generated-letter scoring.
+
+    Args:
+        fewshot: 0 or 5 dev exemplars of the same subject.
+        subjects: comma-separated subject names (default: all 57).
+        shuffle: shuffle the samples (before ``--limit``) with ``seed``.
+        seed: shuffle seed.
+    """
+    fewshot = check_int("fewshot", fewshot)  # type: ignore[assignment]
+    check_choice("fewshot", fewshot, Fewshot)
+    shuffle = check_bool("shuffle", shuffle)
+    seed = check_int("seed", seed)
+
+    records = read_jsonl(data_file(TEST_FILE, TEST_SHA256))
+    all_subjects = sorted({r["subject"] for r in records})
+    if subjects:
+        wanted = [s.strip() for s in (subjects.split(",") if isinstance(subjects, str) else subjects) if s.strip()]
+        unknown = [s for s in wanted if s not in all_subjects]
+        if unknown:
+            raise ValueError(f"unknown MMLU subject(s) {unknown}; valid subjects: {', '.join(all_subjects)}")
+        records = [r for r in records if r["subject"] in set(wanted)]
+    exemplars: dict[str, list[dict[str, Any]]] = {}
+    if fewshot:
+        for r in read_jsonl(data_file(DEV_FILE, DEV_SHA256)):
+            exemplars.setdefault(r["subject"], []).append(r)
+        exemplars = {k: v[:fewshot] for k, v in exemplars.items()}
+    dataset = make_dataset(records, record_to_sample, "mmlu", TEST_FILE, shuffle=shuffle, seed=seed)
+    return Task(
+        dataset=dataset,
+        solver=mc_answer(exemplars),
+        scorer=[mmlu_logprob(), mmlu_generated()],
+        version=TASK_VERSION,
+        metadata={"fewshot": fewshot, "subjects": subjects or "all"},
+    )
