@@ -1,0 +1,89 @@
+"""``steerboard run``: run a suite (or an ad-hoc method x task grid) through Inspect, resumably."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _kv(items: list[str] | None, flag: str) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"{flag} {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    from steerboard.run import load_suite, parse_suite, run_suite
+
+    if args.suite and args.method:
+        raise ValueError("give either --suite or --method/--task (an ad-hoc grid), not both")
+    if args.suite:
+        suite = load_suite(args.suite)
+    elif args.method and args.task:
+        sweep = {k: (v.split(",") if isinstance(v, str) else v) for k, v in _kv(args.sweep, "--sweep").items()}
+        data = {
+            "name": "adhoc",
+            "model": args.model or "smollm2-135m",
+            "methods": [{"name": m, "args": _kv(args.M, "-M"), "sweep": sweep} for m in args.method],
+            "tasks": [{"name": t, "limit": args.limit, "args": _kv(args.T, "-T")} for t in args.task],
+        }
+        suite = parse_suite(data, "command line")
+    else:
+        raise ValueError("give --suite NAME|FILE, or --method NAME --task NAME (repeatable)")
+    summary = run_suite(
+        suite,
+        args.log_dir,
+        model=args.model,
+        limit_scale=args.limit_scale,
+        only_methods=args.only_method,
+        only_tasks=args.only_task,
+        display=args.display,
+        dry_run=args.dry_run,
+    )
+    failed = [s for s in summary if s["status"] not in ("success", "planned")]
+    for s in summary:
+        line = f"{s['status']:>8}  {s['method']:<8} {json.dumps(s['args'], sort_keys=True):<40} {s['task']:<12}"
+        if "seconds" in s:
+            line += f" {s['seconds']:>7.1f}s"
+        print(line)
+    Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+    (Path(args.log_dir) / f"suite-{suite.name}-summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if failed:
+        print(f"steerboard run: {len(failed)} of {len(summary)} runs failed; re-run the same command to retry "
+              "(finished runs are skipped)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a suite of methods x tasks through Inspect (resumable)",
+        description="Run a suite (quick, full, or a YAML file) or an ad-hoc grid. Finished (method, task) "
+        "pairs are skipped, so an interrupted run resumes where it stopped.",
+    )
+    p.add_argument("--suite", help="suite name (quick, full) or path to a suite YAML")
+    p.add_argument("--log-dir", default="logs", help="root log folder (default: logs)")
+    p.add_argument("--model", help="override the suite's model: alias, local dir or HF id")
+    p.add_argument("--method", action="append", help="ad-hoc: method name (repeatable)")
+    p.add_argument("--task", action="append", help="ad-hoc: task name (repeatable)")
+    p.add_argument("-M", action="append", metavar="KEY=VALUE", help="ad-hoc: method option")
+    p.add_argument("-T", action="append", metavar="KEY=VALUE", help="ad-hoc: task option")
+    p.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...",
+                   help="ad-hoc: expand a method option into one run per value (a strength sweep)")
+    p.add_argument("--limit", type=int, help="ad-hoc: samples per task")
+    p.add_argument("--limit-scale", type=float, default=1.0, help="multiply every task limit (default 1)")
+    p.add_argument("--only-method", action="append", help="run only these methods of the suite")
+    p.add_argument("--only-task", action="append", help="run only these tasks of the suite")
+    p.add_argument("--display", default=None, help="Inspect display: full, rich, plain, none")
+    p.add_argument("--dry-run", action="store_true", help="list the runs without running them")
+    p.set_defaults(func=_run)
