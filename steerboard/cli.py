@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: list[str] = [
     "steerboard.models_cli",
     "steerboard.run_cli",
+    "steerboard.leaderboard.cli",
 ]
 
 

@@ -1,0 +1,101 @@
+"""``steerboard ingest``, ``steerboard build`` and ``steerboard submit check``.
+
+Public build (the project's own runs plus a submissions folder with one sub-folder per method author)::
+
+    steerboard ingest --logs logs/ --db results.duckdb                 # the project's runs (source "steerboard")
+    steerboard ingest --submissions submissions/ --db results.duckdb   # submissions/<author>/*.eval
+    steerboard build --db results.duckdb --out site/
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _listing(path: str | None):  # -> Listing (imported lazily)
+    from steerboard.leaderboard.listing import resolve_listing
+
+    return resolve_listing(path)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    import warnings
+
+    from steerboard.leaderboard.ingest import ingest_logs, ingest_submissions
+
+    if not args.logs and not args.submissions:
+        raise ValueError("nothing to ingest: give --logs DIR (repeatable) and/or --submissions DIR")
+    try:
+        listing = _listing(args.listing)
+    except FileNotFoundError:
+        if args.listing:
+            raise
+        listing = None  # worst samples are then the first samples; metrics are computed at build time anyway
+        print("steerboard ingest: no task listing yet; keeping the first samples of each run as examples", file=sys.stderr)
+    rc = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # each skipped file is printed below, once
+        if args.logs:
+            s = ingest_logs(args.logs, args.db, submitter=args.submitter, listing=listing, workers=args.workers,
+                            progress=not args.quiet)
+            print("\n".join(s.lines()))
+            rc |= 1 if s.skipped and args.strict else 0
+        if args.submissions:
+            for who, s in ingest_submissions(args.submissions, args.db, listing=listing, workers=args.workers,
+                                             progress=not args.quiet).items():
+                print(f"[{who}] " + "\n".join(s.lines()))
+                rc |= 1 if s.skipped and args.strict else 0
+    return rc
+
+
+def _build(args: argparse.Namespace) -> int:
+    from steerboard.leaderboard.build import build_site
+
+    b = build_site(args.db, args.out, listing=_listing(args.listing), agreement_path=args.agreement)
+    print(f"wrote {b.out / 'index.html'}: {b.rows} rows, {b.runs} runs, {b.pages} pages")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from steerboard.leaderboard.submit import STANDARD_JUDGES, check_submission
+
+    judges = frozenset(args.judges.split(",")) if args.judges else STANDARD_JUDGES
+    required = args.tasks.split(",") if args.tasks else None
+    rep = check_submission(args.dir, _listing(args.listing), required=required, judges=judges)
+    print("\n".join(rep.lines()))
+    return 0 if rep.ok else 1
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``ingest``, ``build`` and ``submit`` to the ``steerboard`` CLI."""
+    workers = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+    p = sub.add_parser("ingest", help="load Inspect logs into a DuckDB results database (idempotent)")
+    p.add_argument("--logs", action="append", default=[], metavar="DIR_OR_FILE",
+                   help="log file or folder (local or any location Inspect reads); repeatable")
+    p.add_argument("--submissions", metavar="DIR", help="submissions folder: one sub-folder of logs per author")
+    p.add_argument("--submitter", default="steerboard", help="source name for --logs (default: steerboard)")
+    p.add_argument("--db", default="results.duckdb", help="results database (default: results.duckdb)")
+    p.add_argument("--listing", help="task listing YAML (default: the project's tasks/listing.yaml)")
+    p.add_argument("--workers", type=int, default=workers, help=f"reader processes (default: {workers})")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any log was skipped")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_ingest)
+
+    b = sub.add_parser("build", help="render the static leaderboard site from a results database")
+    b.add_argument("--db", default="results.duckdb", help="results database (default: results.duckdb)")
+    b.add_argument("--out", default="site", help="output folder (default: site/)")
+    b.add_argument("--listing", help="task listing YAML (default: the project's tasks/listing.yaml)")
+    b.add_argument("--agreement", help="judge agreement JSON (default: steerboard.scorers artifacts/agreement.json)")
+    b.set_defaults(func=_build)
+
+    s = sub.add_parser("submit", help="method submissions (Inspect logs, not code)")
+    ssub = s.add_subparsers(dest="submit_command", metavar="SUBCOMMAND")
+    ssub.required = True
+    c = ssub.add_parser("check", help="validate a submission folder before it is ingested; exit 1 on problems")
+    c.add_argument("dir", help="folder of .eval/.json logs from one method author")
+    c.add_argument("--listing", help="task listing YAML (default: the project's tasks/listing.yaml)")
+    c.add_argument("--tasks", help="comma-separated required tasks (default: every listed task)")
+    c.add_argument("--judges", help="comma-separated accepted judges (default: the standard ones)")
+    c.set_defaults(func=_check)

@@ -1,0 +1,331 @@
+"""Synthetic but well-formed Inspect logs for leaderboard tests and the ingest/build benchmark.
+
+The logs are real :class:`inspect_ai.log.EvalLog` objects written with Inspect's own writer
+(``write_eval_log``), shaped like the project's tasks: refusal tasks score a contract-1 dict
+(``{"refusal", "full", "partial", "judge_error"}``), harm tasks ``{"unsafe", "judge_error"}``, and capability
+tasks the scalar ``"C"``/``"I"``. The numbers are random draws (seeded), never presented as results: these logs
+exist only to exercise the pipeline.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+#: A listing in the format of contract 2 (``tasks/listing.yaml``), used by tests and the benchmark so they do not
+#: depend on the real listing's contents.
+SYNTHETIC_LISTING: dict[str, Any] = {
+    "tasks": {
+        "xstest": {
+            "title": "XSTest",
+            "description": "Exaggerated safety: safe prompts that look unsafe, plus unsafe contrasts.",
+            "paper": "Röttger et al. 2024",
+            "version": 1,
+            "metrics": [
+                {
+                    "name": "refusal_rate_unsafe",
+                    "scorer": "refusal_scorer",
+                    "title": "Refusal on unsafe",
+                    "higher_is_better": True,
+                    "headline": True,
+                    "axis": "safety",
+                    "sample_value": "refusal",
+                    "sample_filter": {"label": "unsafe"},
+                },
+                {
+                    "name": "refusal_rate_safe",
+                    "scorer": "refusal_scorer",
+                    "title": "Over-refusal (safe)",
+                    "higher_is_better": False,
+                    "headline": True,
+                    "axis": "overrefusal",
+                    "sample_value": "refusal",
+                    "sample_filter": {"label": "safe"},
+                },
+                {
+                    "name": "full_refusal_rate",
+                    "scorer": "refusal_scorer",
+                    "title": "Full refusal (all)",
+                    "higher_is_better": True,
+                    "headline": False,
+                    "axis": "safety",
+                    "sample_value": "full",
+                    "sample_filter": {},
+                },
+            ],
+        },
+        "crescendo": {
+            "title": "Crescendo",
+            "description": "Multi-turn escalation attacks; attack success = unsafe final answer.",
+            "paper": "Russinovich et al. 2024",
+            "version": 1,
+            "metrics": [
+                {
+                    "name": "unsafe_rate",
+                    "scorer": "harm_scorer",
+                    "title": "Attack success",
+                    "higher_is_better": False,
+                    "headline": True,
+                    "axis": "safety",
+                    "sample_value": "unsafe",
+                    "sample_filter": {},
+                }
+            ],
+        },
+        "mmlu": {
+            "title": "MMLU",
+            "description": "Multiple-choice knowledge.",
+            "paper": "Hendrycks et al. 2021",
+            "version": 1,
+            "metrics": [
+                {
+                    "name": "accuracy",
+                    "scorer": "choice",
+                    "title": "Accuracy",
+                    "higher_is_better": True,
+                    "headline": True,
+                    "axis": "capability",
+                    "sample_value": None,
+                    "sample_filter": {},
+                }
+            ],
+        },
+    }
+}
+
+_REFUSAL_TASKS = {"xstest", "wildguard", "jbb_refusal"}
+_HARM_TASKS = {"crescendo", "safeedit"}
+_STRENGTH_KEYS = ("strength", "coefficient", "alpha")
+
+
+@dataclass
+class SyntheticRun:
+    """What one synthetic log holds.
+
+    Attributes:
+        task: Task name.
+        method: Provider name (part of the model string before ``/``).
+        model: Model part of the model string.
+        model_args: Method config (``eval.model_args``).
+        n_samples: Number of samples.
+        seed: Random seed for the per-sample outcomes.
+        judge: Judge name recorded in task args and score metadata.
+        task_version: Task version recorded in the log.
+        status: Log status ("success", "error", "started", ...).
+        created: Creation time (defaults to a fixed epoch plus ``seed`` seconds).
+        text_prefix: Prepended to every prompt and response (used for hostile-text tests).
+        judge_error_every: Every n-th sample gets a judge error (0 = never).
+        sample_ids: Explicit sample ids (defaults to ``s0..s{n-1}``).
+    """
+
+    task: str
+    method: str
+    model: str = "smollm2-135m"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    n_samples: int = 20
+    seed: int = 0
+    judge: str = "embed"
+    task_version: int = 1
+    status: str = "success"
+    created: datetime | None = None
+    text_prefix: str = ""
+    judge_error_every: int = 0
+    sample_ids: Sequence[str] | None = None
+
+
+def _rates(run: SyntheticRun) -> tuple[float, float, float, float]:
+    """Probabilities (refuse unsafe, refuse safe, unsafe answer, correct) for a run, drifting with strength."""
+    s = 0.0
+    for k in _STRENGTH_KEYS:
+        if k in run.model_args:
+            try:
+                s = float(run.model_args[k])
+            except (TypeError, ValueError):
+                s = 0.0
+    if run.method == "base":
+        return 0.55, 0.08, 0.35, 0.40
+    boost = min(0.4, 0.035 * s + 0.1)
+    return 0.55 + boost, 0.08 + boost * 0.8, max(0.02, 0.35 - boost * 0.7), max(0.05, 0.40 - boost * 0.25)
+
+
+def _eval_id(rng: random.Random) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(rng.choice(alphabet) for _ in range(22))
+
+
+def synthetic_log(run: SyntheticRun) -> Any:
+    """Build an :class:`inspect_ai.log.EvalLog` for ``run`` (not written).
+
+    Args:
+        run: What the log should hold.
+
+    Returns:
+        The EvalLog, with samples, results and metrics computed from the samples.
+    """
+    from inspect_ai.log import (
+        EvalConfig,
+        EvalDataset,
+        EvalLog,
+        EvalMetric,
+        EvalResults,
+        EvalSample,
+        EvalScore,
+        EvalSpec,
+        EvalStats,
+    )
+    from inspect_ai.model import ChatMessageAssistant, ChatMessageUser, ModelOutput
+    from inspect_ai.scorer import Score
+
+    rng = random.Random(run.seed)
+    p_ref_unsafe, p_ref_safe, p_unsafe, p_correct = _rates(run)
+    model_string = f"{run.method}/{run.model}"
+    ids = list(run.sample_ids) if run.sample_ids is not None else [f"s{i}" for i in range(run.n_samples)]
+    samples = []
+    vals: list[dict[str, Any] | str] = []
+    pre = run.text_prefix
+    for i, sid in enumerate(ids):
+        jerr = 1 if run.judge_error_every and (i % run.judge_error_every == run.judge_error_every - 1) else 0
+        if run.task in _REFUSAL_TASKS:
+            label = "unsafe" if i % 2 else "safe"
+            meta = {"label": label, "type": ("privacy", "violence", "homonyms", "figurative")[i % 4]}
+            scorer = "refusal_scorer"
+            r = int(rng.random() < (p_ref_unsafe if label == "unsafe" else p_ref_safe))
+            full = int(r and rng.random() < 0.8)
+            value: dict[str, Any] | str = {"refusal": r, "full": full, "partial": r - full, "judge_error": jerr}
+            if jerr:
+                value = {"refusal": 0, "full": 0, "partial": 0, "judge_error": 1}
+            answer = None if jerr else ("compliance" if not r else ("full_refusal" if full else "partial_refusal"))
+            response = "I can't help with that." if r else f"Sure, here is how: step {i}."
+        elif run.task in _HARM_TASKS:
+            meta = {"category": ("violence", "fraud", "privacy")[i % 3], "label": "unsafe"}
+            scorer = "harm_scorer"
+            u = int(rng.random() < p_unsafe)
+            value = {"unsafe": 0 if jerr else u, "judge_error": jerr}
+            answer = None if jerr else ("unsafe" if u else "safe")
+            response = f"Detailed harmful answer {i}." if u else "I won't assist with that."
+        else:
+            meta = {"subject": ("algebra", "history", "biology", "law")[i % 4]}
+            scorer = "choice"
+            c = rng.random() < p_correct
+            value = "C" if c else "I"
+            answer = "A" if c else "B"
+            response = f"ANSWER: {answer}"
+            jerr = 0
+        prompt = f"{pre}Prompt {i} for {run.task}: please answer."
+        response = pre + response
+        score_meta: dict[str, Any] = {"judge": run.judge} if scorer != "choice" else {}
+        if jerr:
+            score_meta["judge_error"] = "judge output could not be parsed"
+        vals.append(value)
+        samples.append(
+            EvalSample(
+                id=sid,
+                epoch=1,
+                input=prompt,
+                target="" if scorer != "choice" else "A",
+                messages=[ChatMessageUser(content=prompt), ChatMessageAssistant(content=response)],
+                output=ModelOutput.from_content(model=model_string, content=response),
+                scores={scorer: Score(value=value, answer=answer, metadata=score_meta or None)},
+                metadata=meta,
+            )
+        )
+    metrics: dict[str, Any] = {}
+    if run.task in _REFUSAL_TASKS:
+        ok = [(v, s.metadata["label"]) for v, s in zip(vals, samples) if isinstance(v, dict) and not v["judge_error"]]
+        for g in ("safe", "unsafe"):
+            xs = [v["refusal"] for v, lab in ok if lab == g]
+            metrics[f"refusal_rate_{g}"] = sum(xs) / len(xs) if xs else 0.0
+        metrics["refusal_rate"] = sum(v["refusal"] for v, _ in ok) / max(1, len(ok))
+        metrics["full_refusal_rate"] = sum(v["full"] for v, _ in ok) / max(1, len(ok))
+        metrics["judge_errors"] = float(len(vals) - len(ok))
+    elif run.task in _HARM_TASKS:
+        ok2 = [v for v in vals if isinstance(v, dict) and not v["judge_error"]]
+        metrics["unsafe_rate"] = sum(v["unsafe"] for v in ok2) / max(1, len(ok2))
+        metrics["judge_errors"] = float(len(vals) - len(ok2))
+    else:
+        metrics["accuracy"] = sum(1 for v in vals if v == "C") / max(1, len(vals))
+    scorer_name = samples[0].scores and next(iter(samples[0].scores)) if samples else "choice"
+    created = run.created or (datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=run.seed))
+    task_args = {"judge": run.judge} if run.task in _REFUSAL_TASKS | _HARM_TASKS else {}
+    spec = EvalSpec(
+        eval_id=_eval_id(rng),
+        run_id=_eval_id(rng),
+        created=created.isoformat(),
+        task=run.task,
+        task_id=_eval_id(rng),
+        task_version=run.task_version,
+        task_args=task_args,
+        dataset=EvalDataset(name=run.task, samples=len(ids), sample_ids=ids),
+        model=model_string,
+        model_args=dict(run.model_args),
+        config=EvalConfig(epochs=1),
+    )
+    results = EvalResults(
+        total_samples=len(ids),
+        completed_samples=len(ids) if run.status == "success" else len(ids) // 2,
+        scores=[
+            EvalScore(
+                name=str(scorer_name),
+                scorer=str(scorer_name),
+                metrics={k: EvalMetric(name=k, value=v) for k, v in metrics.items()},
+            )
+        ],
+    )
+    keep = samples if run.status == "success" else samples[: len(samples) // 2]
+    return EvalLog(eval=spec, status=run.status, results=results, stats=EvalStats(), samples=keep)
+
+
+def write_synthetic_log(run: SyntheticRun, path: str | Path) -> Path:
+    """Build and write one synthetic log (``.eval`` or ``.json`` by suffix); returns the path."""
+    from inspect_ai.log import write_eval_log
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_eval_log(synthetic_log(run), str(path))
+    return path
+
+
+def _write_one(args: tuple[SyntheticRun, str]) -> str:
+    return str(write_synthetic_log(args[0], args[1]))
+
+
+def benchmark_runs(n_logs: int, n_samples: int) -> list[SyntheticRun]:
+    """A grid of runs like a real sweep: tasks x methods x strengths x models, ``n_logs`` in all."""
+    tasks = list(SYNTHETIC_LISTING["tasks"])
+    methods: list[tuple[str, dict[str, Any]]] = [("base", {})]
+    methods += [("prompt", {"variant": "v1"})]
+    methods += [("sae", {"feature": 7, "strength": s}) for s in (2, 4, 6, 8, 10, 12)]
+    methods += [("actadd", {"layer": 12, "coefficient": c}) for c in (1, 2, 4, 8)]
+    runs: list[SyntheticRun] = []
+    i = 0
+    while len(runs) < n_logs:
+        model = f"model-{i // (len(tasks) * len(methods))}"
+        method, cfg = methods[(i // len(tasks)) % len(methods)]
+        task = tasks[i % len(tasks)]
+        runs.append(SyntheticRun(task=task, method=method, model=model, model_args=cfg, n_samples=n_samples, seed=i))
+        i += 1
+    return runs
+
+
+def write_synthetic_logs(
+    out_dir: str | Path, runs: Sequence[SyntheticRun], workers: int = 1, progress: bool = True
+) -> list[Path]:
+    """Write ``runs`` as ``.eval`` files into ``out_dir`` (in a process pool when ``workers > 1``)."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(r, str(out / f"{k:05d}_{r.task}_{r.method}.eval")) for k, r in enumerate(runs)]
+    if workers <= 1:
+        return [Path(_write_one(j)) for j in tqdm(jobs, disable=not progress, desc="writing logs")]
+    with ProcessPoolExecutor(max_workers=workers) as ex:
+        return [
+            Path(p)
+            for p in tqdm(ex.map(_write_one, jobs, chunksize=4), total=len(jobs), disable=not progress, desc="writing logs")
+        ]

@@ -1,0 +1,372 @@
+"""Leaderboard: ingest (idempotent, fault tolerant, versioned), statistics, build, escaping, submit check."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from steerboard.leaderboard.build import _pareto, build_site, collect, run_page_name
+from steerboard.leaderboard.ingest import SchemaError, connect, ingest_logs, ingest_submissions
+from steerboard.leaderboard.listing import ListingError, load_listing_file, parse_listing
+from steerboard.leaderboard.stats import sign_test, wilson
+from steerboard.leaderboard.synthetic import SYNTHETIC_LISTING, SyntheticRun, synthetic_log, write_synthetic_log
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def _runs() -> list[SyntheticRun]:
+    runs = []
+    seed = 0
+    for task in ("xstest", "crescendo", "mmlu"):
+        for method, cfg in (("base", {}), ("sae", {"feature": 7, "strength": 4}), ("sae", {"feature": 7, "strength": 10})):
+            seed += 1
+            runs.append(SyntheticRun(task=task, method=method, model_args=cfg, n_samples=40, seed=seed, judge_error_every=9))
+    runs.append(
+        SyntheticRun(task="xstest", method=HOSTILE, model_args={"note": HOSTILE}, n_samples=12, seed=77, text_prefix=HOSTILE)
+    )
+    return runs
+
+
+@pytest.fixture(scope="module")
+def listing_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("listing") / "listing.yaml"
+    p.write_text(yaml.safe_dump(SYNTHETIC_LISTING, sort_keys=False))
+    return p
+
+
+@pytest.fixture(scope="module")
+def listing(listing_file: Path):
+    return load_listing_file(listing_file)
+
+
+@pytest.fixture(scope="module")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("logs")
+    for i, r in enumerate(_runs()):
+        write_synthetic_log(r, d / f"{i:02d}.eval")
+    # a .json log too (Inspect's other format)
+    write_synthetic_log(SyntheticRun(task="mmlu", method="prompt", n_samples=10, seed=500), d / "2026-01-01T00-00-00_prompt_mmlu.json")
+    # damaged inputs: a truncated .eval, garbage, a partial (still running) log
+    good = (d / "00.eval").read_bytes()
+    (d / "truncated.eval").write_bytes(good[: len(good) // 2])
+    (d / "2026-01-01T00-00-01_garbage.json").write_text("{not json")
+    write_synthetic_log(SyntheticRun(task="xstest", method="dinm", n_samples=10, seed=600, status="started"), d / "partial.eval")
+    return d
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory, logs_dir: Path, listing) -> tuple[Path, Any]:
+    p = tmp_path_factory.mktemp("db") / "results.duckdb"
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        summary = ingest_logs([logs_dir], p, listing=listing, progress=False)
+    summary.warnings = [str(x.message) for x in w]  # type: ignore[attr-defined]
+    return p, summary
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, db, listing) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    agreement = out.parent / "agreement.json"
+    agreement.write_text(json.dumps({"refusal": {"embed": {"accuracy": 0.912, "kappa": 0.801, "n": 250}}}))
+    build_site(db[0], out, listing=listing, agreement_path=agreement)
+    return out
+
+
+# ---------------------------------------------------------------- listing
+
+
+def test_listing_rejects_bad_axis() -> None:
+    bad = {"tasks": {"x": {"metrics": [{"name": "m", "scorer": "s", "axis": "speed"}]}}}
+    with pytest.raises(ListingError, match="axis 'speed' is not one of safety, overrefusal, capability"):
+        parse_listing(bad)
+
+
+def test_listing_headline_order(listing) -> None:
+    assert [m.key for m in listing.headline] == [
+        "xstest/refusal_scorer/refusal_rate_unsafe",
+        "xstest/refusal_scorer/refusal_rate_safe",
+        "crescendo/harm_scorer/unsafe_rate",
+        "mmlu/choice/accuracy",
+    ]
+
+
+# ---------------------------------------------------------------- ingest
+
+
+def test_ingest_counts_and_skips_damaged_logs(db) -> None:
+    _, s = db
+    assert s.files_seen == 14
+    assert s.runs_added == 11  # 9 grid runs + hostile + the .json log
+    assert s.skipped == 3
+    reasons = {Path(p).name: why for p, why in s.problems}
+    assert set(reasons) == {"truncated.eval", "2026-01-01T00-00-01_garbage.json", "partial.eval"}
+    assert "partial log (status 'started'" in reasons["partial.eval"]
+    assert sum("skipped" in w for w in s.warnings) == 3
+
+
+def test_ingest_is_idempotent(db, logs_dir: Path, listing) -> None:
+    path, _ = db
+    con = connect(path)
+    before = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("runs", "samples", "scores", "examples")]
+    con.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = ingest_logs([logs_dir], path, listing=listing, progress=False)
+    assert again.runs_added == 0 and again.samples_added == 0
+    con = connect(path)
+    after = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("runs", "samples", "scores", "examples")]
+    con.close()
+    assert after == before
+    assert before[1] == 9 * 40 + 12 + 10
+
+
+def test_same_log_copied_elsewhere_is_not_added_twice(db, logs_dir: Path, listing, tmp_path: Path) -> None:
+    path, _ = db
+    (tmp_path / "copy.eval").write_bytes((logs_dir / "01.eval").read_bytes())
+    s = ingest_logs([tmp_path], path, listing=listing, progress=False)
+    assert (s.runs_added, s.already_present) == (0, 1)
+
+
+def test_run_fields_from_eval_spec(db) -> None:
+    con = connect(db[0])
+    rows = con.execute(
+        "SELECT method, model, method_config, judge, task, task_version, n_samples, n_judge_errors "
+        "FROM runs WHERE task = 'xstest' AND method = 'sae' ORDER BY method_config"
+    ).fetchall()
+    con.close()
+    assert rows[0][:6] == ("sae", "smollm2-135m", '{"feature": 7, "strength": 10}', "embed", "xstest", "1")
+    assert rows[1][2] == '{"feature": 7, "strength": 4}'
+    assert rows[0][6] == 40 and rows[0][7] == 4  # every 9th sample has a judge error
+
+
+def test_judge_falls_back_to_score_metadata(tmp_path: Path, listing) -> None:
+    log = synthetic_log(SyntheticRun(task="xstest", method="base", n_samples=6, seed=3, judge="strmatch"))
+    log.eval.task_args = {}
+    from inspect_ai.log import write_eval_log
+
+    write_eval_log(log, str(tmp_path / "x.eval"))
+    ingest_logs([tmp_path / "x.eval"], tmp_path / "r.duckdb", listing=listing, progress=False)
+    con = connect(tmp_path / "r.duckdb")
+    assert con.execute("SELECT judge FROM runs").fetchone()[0] == "strmatch"
+    con.close()
+
+
+def test_schema_version_is_checked(tmp_path: Path, listing) -> None:
+    p = tmp_path / "r.duckdb"
+    connect(p).close()
+    import duckdb
+
+    con = duckdb.connect(str(p))
+    con.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(SchemaError, match="schema version 999"):
+        connect(p)
+    with pytest.raises(SchemaError):
+        build_site(p, tmp_path / "site", listing=listing)
+
+
+def test_missing_location_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="log location not found"):
+        ingest_logs([tmp_path / "nope"], tmp_path / "r.duckdb", progress=False)
+
+
+def test_submissions_folder_sets_submitter(tmp_path: Path, listing) -> None:
+    sub = tmp_path / "subs"
+    write_synthetic_log(SyntheticRun(task="mmlu", method="actadd", n_samples=5, seed=11), sub / "alice" / "a.eval")
+    write_synthetic_log(SyntheticRun(task="mmlu", method="dpo", n_samples=5, seed=12), sub / "bob" / "b.eval")
+    out = ingest_submissions(sub, tmp_path / "r.duckdb", listing=listing, progress=False)
+    assert {k: v.runs_added for k, v in out.items()} == {"alice": 1, "bob": 1}
+    con = connect(tmp_path / "r.duckdb")
+    assert sorted(con.execute("SELECT submitter, method FROM runs").fetchall()) == [("alice", "actadd"), ("bob", "dpo")]
+    con.close()
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def test_wilson_known_values() -> None:
+    lo, hi = wilson(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    assert wilson(0, 10)[0] == 0.0 and wilson(0, 0) == (0.0, 1.0)
+
+
+def test_sign_test_known_values() -> None:
+    assert sign_test(10, 0) == pytest.approx(2 * 0.5**10)
+    assert sign_test(3, 3) == 1.0
+    # McNemar exact for b=2, c=9: 2 * P(X <= 2 | n=11, 1/2) = 2 * (1 + 11 + 55) / 2048
+    assert sign_test(2, 9) == pytest.approx(2 * 67 / 2048)
+    assert sign_test(0, 0) == 1.0
+
+
+def test_pareto_front() -> None:
+    pts = [(0.9, 0.2, "a"), (0.5, 0.5, "b"), (0.4, 0.4, "c"), (0.2, 0.9, "d"), (0.5, 0.45, "e")]
+    assert _pareto(pts) == {"a", "b", "d"}
+
+
+def test_rates_match_the_logs_own_metrics(db, listing) -> None:
+    """Per-sample recomputation (filters, judge errors dropped) equals the metric Inspect logged."""
+    data = collect(db[0], listing)
+    checked = 0
+    for r in data["runs"]:
+        logged = json.loads(r["log_metrics"])
+        for m in listing.metrics:
+            if m.task != r["task"] or m.scorer not in logged or m.name not in logged[m.scorer]:
+                continue
+            st = data["stats"][(r["run_key"], m.key)]
+            assert st["mean"] == pytest.approx(logged[m.scorer][m.name]), (r["method"], m.key)
+            assert st["lo"] <= st["mean"] <= st["hi"]
+            checked += 1
+    assert checked == 19  # 4 xstest runs x 3 metrics + 3 crescendo + 4 mmlu
+
+
+def test_paired_change_vs_base(db, listing) -> None:
+    data = collect(db[0], listing)
+    runs = {(r["task"], r["method"], r["method_config"]): r for r in data["runs"]}
+    sae = runs[("xstest", "sae", '{"feature": 7, "strength": 10}')]
+    base = runs[("xstest", "base", "{}")]
+    assert data["base_of"][sae["run_key"]] == base["run_key"]
+    key = "xstest/refusal_scorer/refusal_rate_unsafe"
+    pr = data["paired"][(sae["run_key"], key)]
+    # independent recomputation from the logs' samples
+    from inspect_ai.log import read_eval_log
+
+    def vals(path: str) -> dict[str, float]:
+        out = {}
+        for s in read_eval_log(path).samples:
+            v = s.scores["refusal_scorer"].value
+            if s.metadata["label"] == "unsafe" and not v["judge_error"]:
+                out[s.id] = v["refusal"]
+        return out
+
+    a, b = vals(sae["log_path"]), vals(base["log_path"])
+    shared = sorted(set(a) & set(b))
+    up = sum(a[k] > b[k] for k in shared)
+    down = sum(a[k] < b[k] for k in shared)
+    assert (pr["n"], pr["up"], pr["down"]) == (len(shared), up, down)
+    assert pr["p"] == pytest.approx(sign_test(up, down))
+    assert pr["diff"] == pytest.approx(sum(a[k] for k in shared) / len(shared) - sum(b[k] for k in shared) / len(shared))
+
+
+# ---------------------------------------------------------------- site
+
+
+def test_site_has_table_plots_and_reported_rows(site: Path) -> None:
+    html = (site / "index.html").read_text()
+    assert html.count('<tr class="base">') == 1  # one base row: base/smollm2-135m
+    assert "Refusal on unsafe" in html and "Attack success" in html
+    assert "<svg" in html and "Pareto" in html
+    assert "strength" in html and "sae/smollm2-135m strength" in html  # a sweep over strength 4 and 10
+    assert 'class="reported"' in html and "35.98" in html and "arXiv 2411.11296" in html
+    assert "O&#39;Brien et al. 2024" in html
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "src=" not in html
+
+
+def test_run_pages_show_config_breakdown_agreement_and_samples(site: Path, db, listing) -> None:
+    data = collect(db[0], listing)
+    r = next(x for x in data["runs"] if x["task"] == "xstest" and x["method"] == "sae" and "10" in x["method_config"])
+    page = (site / run_page_name(r["run_key"])).read_text()
+    assert "&#34;strength&#34;: 10" in page
+    assert "by <code>type</code>" in page  # per-type breakdown
+    assert "kappa" in page and "0.801" in page
+    assert "Worst samples" in page and "[user]" not in page  # single-turn prompts shown as text
+    assert page.count('class="sample"') >= 2 and "Refusal on unsafe" in page
+
+
+def test_hostile_strings_are_escaped(site: Path) -> None:
+    for f in site.glob("*.html"):
+        text = f.read_text()
+        assert "<script>alert" not in text, f.name
+        assert text.count("<script") == (1 if f.name == "index.html" else 0), f.name
+    index = (site / "index.html").read_text()
+    assert "&lt;script&gt;alert(1)" in index
+    assert any("&lt;script&gt;alert(1)&lt;/script&gt;Prompt" in f.read_text() for f in site.glob("run-*.html"))  # sample text
+
+
+# ---------------------------------------------------------------- submit check
+
+
+def _good_submission(d: Path, method: str = "sae", cfg: dict[str, Any] | None = None) -> None:
+    cfg = cfg if cfg is not None else {"strength": 8}
+    for i, task in enumerate(("xstest", "crescendo", "mmlu")):
+        write_synthetic_log(SyntheticRun(task=task, method=method, model_args=cfg, n_samples=8, seed=900 + i), d / f"{task}.eval")
+
+
+def test_submit_check_accepts_good_submission(tmp_path: Path, listing) -> None:
+    from steerboard.leaderboard.submit import check_submission
+
+    _good_submission(tmp_path)
+    rep = check_submission(tmp_path, listing)
+    assert rep.ok, rep.lines()
+    assert rep.lines()[-1] == "submission OK"
+
+
+def test_submit_check_reports_each_problem_file_by_file(tmp_path: Path, listing_file: Path, capsys) -> None:
+    from inspect_ai.log import write_eval_log
+
+    from steerboard.cli import main
+
+    _good_submission(tmp_path)
+    (tmp_path / "crescendo.eval").unlink()  # missing task
+    log = synthetic_log(SyntheticRun(task="xstest", method="sae", model_args={"strength": 8}, n_samples=8, seed=1,
+                                     task_version=0, judge="my-own-judge"))
+    log.eval.config.limit = 8
+    write_eval_log(log, str(tmp_path / "xstest.eval"))
+    write_synthetic_log(SyntheticRun(task="mmlu", method="actadd", n_samples=8, seed=2), tmp_path / "mmlu.eval")
+    write_synthetic_log(SyntheticRun(task="mmlu", method="sae", model_args={"strength": 8}, n_samples=8, seed=3,
+                                     status="error"), tmp_path / "mmlu2.eval")
+    rc = main(["submit", "check", str(tmp_path), "--listing", str(listing_file)])
+    out = capsys.readouterr().out
+    assert rc == 1
+    blocks = out.split(str(tmp_path))
+    x = next(b for b in blocks if b.startswith("/xstest.eval"))
+    assert "version 0 but the current version is 1" in x
+    assert "--limit 8" in x
+    assert "judge 'my-own-judge' is not a standard judge" in x
+    m = next(b for b in blocks if b.startswith("/mmlu.eval"))
+    assert "method 'actadd' differs from the submission's method 'sae'" in m
+    m2 = next(b for b in blocks if b.startswith("/mmlu2.eval"))
+    assert "status is 'error'" in m2 and "only 4 of 8 samples completed" in m2
+    assert "required task 'crescendo' is missing" in out
+    assert "task 'mmlu' appears in 2 logs" in out
+
+
+def test_submit_check_unknown_required_task(tmp_path: Path, listing) -> None:
+    from steerboard.leaderboard.submit import check_submission
+
+    with pytest.raises(ValueError, match="not in the listing: gsm9k"):
+        check_submission(tmp_path, listing, required=["gsm9k"])
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_ingest_and_build(tmp_path: Path, logs_dir: Path, listing_file: Path, capsys) -> None:
+    from steerboard.cli import main
+
+    dbp = tmp_path / "r.duckdb"
+    assert main(["ingest", "--logs", str(logs_dir / "01.eval"), "--logs", str(logs_dir / "04.eval"), "--db", str(dbp),
+                 "--listing", str(listing_file), "-q", "--workers", "1"]) == 0
+    assert "runs added: 2" in capsys.readouterr().out
+    assert main(["build", "--db", str(dbp), "--out", str(tmp_path / "site"), "--listing", str(listing_file)]) == 0
+    assert "2 runs" in capsys.readouterr().out
+    assert (tmp_path / "site" / "index.html").is_file()
+    assert main(["build", "--db", str(tmp_path / "none.duckdb"), "--listing", str(listing_file)]) == 2
+
+
+def test_parallel_ingest_matches_serial(tmp_path: Path, logs_dir: Path, listing) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s1 = ingest_logs([logs_dir], tmp_path / "a.duckdb", listing=listing, progress=False, workers=1)
+        s2 = ingest_logs([logs_dir], tmp_path / "b.duckdb", listing=listing, progress=False, workers=2, batch_size=3)
+    assert (s1.runs_added, s1.samples_added, s1.skipped) == (s2.runs_added, s2.samples_added, s2.skipped)
+    q = "SELECT run_key, sample_key, scorer, key, value FROM scores ORDER BY ALL"
+    a, b = connect(tmp_path / "a.duckdb"), connect(tmp_path / "b.duckdb")
+    assert a.execute(q).fetchall() == b.execute(q).fetchall()
+    a.close()
+    b.close()

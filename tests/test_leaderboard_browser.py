@@ -1,0 +1,192 @@
+"""The built leaderboard in real headless Chromium (Debian ``chromium`` + ``chromium-driver``, via selenium).
+
+Needs ``make browser`` (installs the two Debian packages). Screenshots go to ``tests/_screenshots/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from steerboard.leaderboard.build import build_site, run_page_name
+from steerboard.leaderboard.ingest import ingest_logs
+from steerboard.leaderboard.listing import load_listing_file
+from steerboard.leaderboard.synthetic import SYNTHETIC_LISTING, SyntheticRun, benchmark_runs, write_synthetic_log
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SCREENSHOTS = Path(__file__).parent / "_screenshots"
+# Payloads that would set a sentinel global or open a dialog if any log string reached the DOM as markup.
+HOSTILE_METHOD = "<script>window.__pwned=1;alert(1)</script>"
+HOSTILE_TEXT = '<img src=x onerror="window.__pwned=2;alert(2)"><script>window.__pwned=3</script>'
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("browser")
+    listing_path = root / "listing.yaml"
+    listing_path.write_text(yaml.safe_dump(SYNTHETIC_LISTING, sort_keys=False))
+    listing = load_listing_file(listing_path)
+    runs = benchmark_runs(3 * 12, 40)  # one model: base, prompt, an sae strength sweep, an actadd sweep
+    hostile = SyntheticRun(
+        task="xstest", method=HOSTILE_METHOD, model_args={"cfg": HOSTILE_TEXT}, n_samples=10, seed=4242,
+        text_prefix=HOSTILE_TEXT, model="model-0",
+    )
+    for i, r in enumerate([*runs, hostile]):
+        write_synthetic_log(r, root / "logs" / f"{i:03d}.eval")
+    ingest_logs([root / "logs"], root / "r.duckdb", listing=listing, progress=False)
+    out = root / "site"
+    build_site(root / "r.duckdb", out, listing=listing)
+    import duckdb
+
+    con = duckdb.connect(str(root / "r.duckdb"), read_only=True)
+    hostile_key = con.execute("SELECT run_key FROM runs WHERE method LIKE '<script>%'").fetchone()[0]
+    con.close()
+    return {"dir": out, "hostile_page": run_page_name(hostile_key), "n_rows": 12 + 1 + 3}
+
+
+@pytest.fixture(scope="module")
+def server(site: dict[str, Any]) -> Iterator[str]:
+    handler = functools.partial(_QuietHandler, directory=str(site["dir"]))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        return None
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.fail("headless Chromium is missing: run `make browser` (Debian chromium + chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--window-size=1440,900",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chrome-profile')}"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    drv.set_page_load_timeout(30)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+def _severe(drv: Any) -> list[dict[str, Any]]:
+    return [e for e in drv.get_log("browser") if e.get("level") in ("SEVERE", "ERROR")]
+
+
+def _no_alert(drv: Any) -> bool:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    try:
+        drv.switch_to.alert
+    except NoAlertPresentException:
+        return True
+    return False
+
+
+def _column(drv: Any, idx: int) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    rows = drv.find_elements(By.CSS_SELECTOR, "#board tbody tr")
+    return [r.find_elements(By.TAG_NAME, "td")[idx].get_attribute("data-sort") for r in rows if r.is_displayed()]
+
+
+def test_index_loads_without_console_errors_and_screenshot(driver: Any, server: str, site: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(server + "/index.html")
+    assert driver.title == "steerboard leaderboard"
+    rows = driver.find_elements(By.CSS_SELECTOR, "#board tbody tr")
+    assert len(rows) == site["n_rows"]
+    assert driver.find_elements(By.CSS_SELECTOR, "svg circle")  # scatter rendered
+    assert _severe(driver) == []
+    SCREENSHOTS.mkdir(exist_ok=True)
+    path = SCREENSHOTS / "leaderboard_index.png"
+    assert driver.save_screenshot(str(path)) and path.stat().st_size > 10_000
+
+
+def test_clicking_a_header_sorts(driver: Any, server: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(server + "/index.html")
+    headers = driver.find_elements(By.CSS_SELECTOR, "#board thead th")
+    idx = next(i for i, h in enumerate(headers) if "Refusal on unsafe" in h.text)
+    before = _column(driver, idx)
+    headers[idx].click()
+    asc = [float(x) for x in _column(driver, idx) if x]
+    assert asc == sorted(asc) and len(asc) >= 10
+    assert "sort-asc" in headers[idx].get_attribute("class")
+    headers[idx].click()
+    desc = [float(x) for x in _column(driver, idx) if x]
+    assert desc == sorted(desc, reverse=True)
+    assert sorted(before, key=str) == sorted(_column(driver, idx), key=str)  # same rows, reordered
+    # a text column sorts too
+    method_idx = next(i for i, h in enumerate(headers) if h.text.strip() == "Method")
+    headers[method_idx].click()
+    names = [r.find_elements(By.TAG_NAME, "td")[method_idx].text.lower() for r in driver.find_elements(By.CSS_SELECTOR, "#board tbody tr")]
+    assert names == sorted(names)
+    assert _severe(driver) == []
+
+
+def test_filter_box_filters(driver: Any, server: str, site: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(server + "/index.html")
+    box = driver.find_element(By.ID, "filter")
+    box.send_keys("actadd")
+    visible = [r for r in driver.find_elements(By.CSS_SELECTOR, "#board tbody tr") if r.is_displayed()]
+    assert len(visible) == 4 and all("actadd" in r.text for r in visible)
+    box.clear()
+    box.send_keys(" ")  # clear() does not fire 'input'; whitespace-only query shows every row
+    visible = [r for r in driver.find_elements(By.CSS_SELECTOR, "#board tbody tr") if r.is_displayed()]
+    assert len(visible) == site["n_rows"]
+
+
+def test_hostile_log_executes_no_script(driver: Any, server: str, site: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+
+    for page in ("/index.html", "/" + site["hostile_page"]):
+        driver.get(server + page)
+        assert _no_alert(driver), page
+        assert driver.execute_script("return typeof window.__pwned") == "undefined", page
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "<script>window.__pwned=1;alert(1)</script>" in body, page  # shown as text
+        assert not driver.find_elements(By.CSS_SELECTOR, "main img")  # the <img onerror> stayed text
+    assert "<img src=x onerror=" in driver.find_element(By.TAG_NAME, "body").text
+    SCREENSHOTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(SCREENSHOTS / "leaderboard_hostile_run.png"))
+    assert _severe(driver) == []
+
+
+def test_run_page_reads(driver: Any, server: str, site: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(server + "/index.html")
+    link = driver.find_element(By.CSS_SELECTOR, "#board tbody td.num a")
+    link.click()
+    assert "Method config" in driver.find_element(By.TAG_NAME, "body").text
+    assert driver.find_elements(By.CSS_SELECTOR, ".sample")
+    driver.save_screenshot(str(SCREENSHOTS / "leaderboard_run.png"))
+    assert _severe(driver) == []
