@@ -59,6 +59,7 @@ SAFEMT_SHA256 = "f9c461afc19828140bc5fa50a419ce5dc93ca83b17f6b72b68fc7fa56de371e
 HARMBENCH_FILE = "harmbench/harmbench_behaviors_text_test.csv.gz"
 HARMBENCH_SHA256 = "850f049696b3139b72b1640c2d4c9702412a9eb5439e154cb22191b31c458497"
 TASK_VERSION = "1.0.0"
+NAN = float("nan")
 
 Attacker = Literal["replay", "live"]
 RefusalJudge = Literal["embed", "strmatch", "model"]
@@ -295,8 +296,9 @@ def crescendo_scorer() -> Scorer:
         judge_error = 1 if rec["judge_errors"] else 0
         value: dict[str, Any] = {
             "success": 0 if judge_error else int(success),
-            "turns_to_success": rec["success_turn"] if success and not judge_error else None,
-            "refusals_per_turn": refused / asked if asked and not judge_error else None,
+            # NaN, not None: Inspect's epoch reducer turns None into 0.0; the metrics skip NaN
+            "turns_to_success": float(rec["success_turn"]) if success and not judge_error else NAN,
+            "refusals_per_turn": refused / asked if asked and not judge_error else NAN,
             "backtracks": rec["backtracks"],
             "judge_error": judge_error,
         }
