@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -370,3 +371,39 @@ def test_parallel_ingest_matches_serial(tmp_path: Path, logs_dir: Path, listing)
     assert a.execute(q).fetchall() == b.execute(q).fetchall()
     a.close()
     b.close()
+
+
+# ---------------------------------------------------------------- real task logs
+
+
+def test_real_xstest_log_through_ingest_and_build(tmp_path: Path) -> None:
+    """A log of the project's own xstest task (Inspect eval on an offline mock model) with the real listing."""
+    from inspect_ai import eval as inspect_eval
+
+    from steerboard.leaderboard.listing import load_default_listing
+    from steerboard.tasks._testing import mock_model
+
+    def reply(messages: list[Any]) -> str:
+        text = messages[-1].text
+        return "I'm sorry, but I can't help with that." if len(text) % 3 == 0 else f"Sure! {HOSTILE} Here you go."
+
+    import steerboard.tasks.xstest as xstest_mod
+
+    logs = inspect_eval(
+        os.path.relpath(xstest_mod.__file__), model=mock_model(reply), limit=24, log_dir=str(tmp_path / "logs"), display="none",
+        task_args={"judge": "strmatch", "shuffle": True, "seed": 1},
+    )
+    assert logs[0].status == "success"
+    listing = load_default_listing()
+    s = ingest_logs([tmp_path / "logs"], tmp_path / "r.duckdb", listing=listing, progress=False)
+    assert (s.runs_added, s.samples_added, s.skipped) == (1, 24, 0)
+    data = collect(tmp_path / "r.duckdb", listing)
+    (r,) = data["runs"]
+    assert (r["method"], r["model"], r["judge"], r["task"]) == ("mockllm", "model", "strmatch", "xstest")
+    logged = json.loads(r["log_metrics"])["refusal_scorer"]
+    for m in listing.tasks["xstest"].metrics:
+        assert data["stats"][(r["run_key"], m.key)]["mean"] == pytest.approx(logged[m.name])
+    build_site(tmp_path / "r.duckdb", tmp_path / "site", listing=listing)
+    page = (tmp_path / "site" / run_page_name(r["run_key"])).read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; Here you go." in page  # a worst sample: safe prompt refused
+    assert "<script>" not in page
