@@ -156,9 +156,7 @@ def _sv_sql(m: MetricSpec) -> tuple[str, list[Any]]:
 def _pareto(points: list[tuple[float, float, Any]]) -> set[Any]:
     front = set()
     for s, c, k in points:
-        dominated = any(
-            (s2 >= s and c2 >= c) and (s2 > s or c2 > c) for s2, c2, k2 in points if k2 != k
-        )
+        dominated = any((s2 >= s and c2 >= c) and (s2 > s or c2 > c) for s2, c2, k2 in points if k2 != k)
         if not dominated:
             front.add(k)
     return front
@@ -186,7 +184,9 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
     con.execute("ATTACH ? AS r (READ_ONLY)", [str(db)])
     ver = con.execute("SELECT value FROM r.meta WHERE key = 'schema_version'").fetchone()
     if ver is None or int(ver[0]) != SCHEMA_VERSION:
-        raise SchemaError(f"{db}: schema version {ver and ver[0]}, expected {SCHEMA_VERSION}; re-ingest the logs")
+        raise SchemaError(
+            f"{db}: schema version {ver and ver[0]}, expected {SCHEMA_VERSION}; re-ingest the logs"
+        )
     # timestamps as text: fetching TIMESTAMPTZ into Python would need pytz
     con.execute(
         "CREATE TEMP TABLE cur AS SELECT * REPLACE (strftime(created, '%Y-%m-%d %H:%M:%S UTC') AS created, "
@@ -194,7 +194,7 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
     )
     cur = con.execute("SELECT * FROM cur ORDER BY model, method, method_config, task")
     names = [d[0] for d in cur.description]
-    run_list: list[dict[str, Any]] = [dict(zip(names, row)) for row in cur.fetchall()]
+    run_list: list[dict[str, Any]] = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
     metric_by_key = {m.key: m for m in listing.metrics}
 
     con.execute("CREATE TEMP TABLE sv (run_key VARCHAR, metric_key VARCHAR, sample_key VARCHAR, v DOUBLE)")
@@ -221,7 +221,10 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
             continue
         cands = bases.get((r["model"], r["task"]), [])
         if cands:
-            best = max(cands, key=lambda b: (b["submitter"] == r["submitter"], b["judge"] == r["judge"], b["created"]))
+            best = max(
+                cands,
+                key=lambda b: (b["submitter"] == r["submitter"], b["judge"] == r["judge"], b["created"]),
+            )
             pairs.append((r["run_key"], best["run_key"]))
     base_of = dict(pairs)
     paired: dict[tuple[str, str], dict[str, Any]] = {}
@@ -236,10 +239,18 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
             "JOIN sv b ON b.run_key = p.base_key AND b.metric_key = a.metric_key AND b.sample_key = a.sample_key "
             "GROUP BY ALL"
         ).fetchall():
-            paired[(rk, mk)] = {"n": n, "up": int(up), "down": int(down), "diff": diff, "p": sign_test(int(up), int(down))}
+            paired[(rk, mk)] = {
+                "n": n,
+                "up": int(up),
+                "down": int(down),
+                "diff": diff,
+                "p": sign_test(int(up), int(down)),
+            }
 
     # per-category breakdown of headline metrics
-    breakdown: dict[str, dict[str, dict[str, list[tuple[str, int, float]]]]] = defaultdict(lambda: defaultdict(dict))
+    breakdown: dict[str, dict[str, dict[str, list[tuple[str, int, float]]]]] = defaultdict(
+        lambda: defaultdict(dict)
+    )
     rows_bd = con.execute(
         "SELECT sv.run_key, sv.metric_key, t.key, t.value, count(*) AS n, avg(sv.v) AS mean "
         "FROM sv JOIN r.sample_tags t ON t.run_key = sv.run_key AND t.sample_key = sv.sample_key "
@@ -316,8 +327,14 @@ def _cell(m: MetricSpec, st: dict[str, Any] | None, pr: dict[str, Any] | None) -
 
 
 def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -> dict[str, Any]:
-    """Turn query results into rows/columns/plots for the templates."""
-    headline = listing.headline
+    """Turn query results into rows/columns/plots for the templates.
+
+    Columns are the listing's headline metrics that at least one run measured (all of them on an empty board),
+    so a laptop screen is not filled with empty columns; reported numbers for other tasks stay in the
+    reported-numbers table.
+    """
+    measured = {mk for _, mk in data["stats"]}
+    headline = [m for m in listing.headline if m.key in measured] or listing.headline
     rows_by_key: dict[str, dict[str, Any]] = {}
     for r in data["runs"]:
         row = rows_by_key.setdefault(
@@ -352,7 +369,13 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
                     overref.append(st["mean"])
         row["cells"] = cells
         cfg = row["config_obj"] if isinstance(row["config_obj"], dict) else {}
-        row["config_text"] = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}" for k, v in cfg.items()) or "(defaults)"
+        row["config_text"] = (
+            ", ".join(
+                f"{k}={json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}"
+                for k, v in cfg.items()
+            )
+            or "(defaults)"
+        )
         row["safety"] = sum(safety) / len(safety) if safety else None
         row["capability"] = sum(capability) / len(capability) if capability else None
         row["overrefusal"] = sum(overref) / len(overref) if overref else None
@@ -360,7 +383,11 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
         row["label"] = f"{row['method']}/{row['model']} {row['config']}" + (
             f" ({row['submitter']})" if row["submitter"] != "steerboard" else ""
         )
-    pts = [(r["safety"], r["capability"], r["row_key"]) for r in rows if r["safety"] is not None and r["capability"] is not None]
+    pts = [
+        (r["safety"], r["capability"], r["row_key"])
+        for r in rows
+        if r["safety"] is not None and r["capability"] is not None
+    ]
     front = _pareto(pts)
     for r in rows:
         r["pareto"] = r["row_key"] in front
@@ -373,9 +400,31 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
     for rr in reported["rows"]:
         paper = reported["papers"].get(rr.get("paper"), {})
         cells: list[dict[str, Any]] = [
-            {"sort": "", "value": "", "ci": "", "delta": "", "sig": False, "better": None, "n": 0, "page": None}
+            {
+                "sort": "",
+                "value": "",
+                "ci": "",
+                "delta": "",
+                "sig": False,
+                "better": None,
+                "n": 0,
+                "page": None,
+            }
             for _ in headline
         ]
+        if not rr.get("values"):
+            rep_list.append(
+                {
+                    "paper": paper.get("citation", rr.get("paper")),
+                    "url": paper.get("url", ""),
+                    "model": rr.get("model"),
+                    "setting": rr.get("setting"),
+                    "task": "",
+                    "axis": "",
+                    "text": "(no numbers transcribed)",
+                    "source": rr.get("source"),
+                }
+            )
         for v in rr.get("values") or []:
             rep_list.append(
                 {
@@ -399,6 +448,8 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
             else:
                 cells[i]["value"] = f"{100 * float(v['value']):.2f}"
                 cells[i]["sort"] = f"{float(v['value']):.6f}"
+        if not any(c["value"] or c["delta"] for c in cells):
+            continue  # nothing in this board's columns: listed in the reported-numbers table only
         rep_rows.append(
             {
                 "paper": paper.get("citation", rr.get("paper")),
@@ -418,13 +469,19 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
         if k is None:
             continue
         rest = {a: b for a, b in r["config_obj"].items() if a != k}
-        groups[(r["submitter"], r["model"], r["method"], k, canonical_json(rest))].append((float(r["config_obj"][k]), r))
+        groups[(r["submitter"], r["model"], r["method"], k, canonical_json(rest))].append(
+            (float(r["config_obj"][k]), r)
+        )
     sweeps = []
     for (sub, model, method, key, rest), pts2 in sorted(groups.items()):
         if len({x for x, _ in pts2}) < 2:
             continue
         pts2.sort(key=lambda t: t[0])
-        name = f"{method}/{model} {key}" + ("" if rest == "{}" else f" {rest}") + ("" if sub == "steerboard" else f" ({sub})")
+        name = (
+            f"{method}/{model} {key}"
+            + ("" if rest == "{}" else f" {rest}")
+            + ("" if sub == "steerboard" else f" ({sub})")
+        )
         sweeps.append(
             {
                 "name": name,
@@ -435,7 +492,13 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
                 "capability": [r["capability"] for _, r in pts2],
             }
         )
-    return {"rows": rows, "reported_rows": rep_rows, "reported_list": rep_list, "sweeps": sweeps}
+    return {
+        "headline": headline,
+        "rows": rows,
+        "reported_rows": rep_rows,
+        "reported_list": rep_list,
+        "sweeps": sweeps,
+    }
 
 
 def _env() -> Any:
@@ -481,7 +544,7 @@ def build_site(
         for old in outp.glob("run-*.html"):
             old.unlink()
     outp.mkdir(parents=True, exist_ok=True)
-    headline = listing.headline
+    headline = view["headline"]
     built_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     scatter = scatter_svg(
         [
@@ -490,14 +553,18 @@ def build_site(
             if r["safety"] is not None and r["capability"] is not None
         ]
     )
-    sweeps_svg = [
-        sweep_svg(view["sweeps"], field, title, key_label)
-        for field, title, key_label in (
-            ("safety", "Safety score (higher = safer)", "strength"),
-            ("overrefusal", "Over-refusal rate (lower = better)", "strength"),
-            ("capability", "Capability score (higher = better)", "strength"),
-        )
-    ] if view["sweeps"] else []
+    sweeps_svg = (
+        [
+            sweep_svg(view["sweeps"], field, title, key_label)
+            for field, title, key_label in (
+                ("safety", "Safety score (higher = safer)", "strength"),
+                ("overrefusal", "Over-refusal rate (lower = better)", "strength"),
+                ("capability", "Capability score (higher = better)", "strength"),
+            )
+        ]
+        if view["sweeps"]
+        else []
+    )
     index = env.get_template("index.html").render(
         headline=headline,
         tasks=listing.tasks,

@@ -33,18 +33,28 @@ def _ingest(args: argparse.Namespace) -> int:
         if args.listing:
             raise
         listing = None  # worst samples are then the first samples; metrics are computed at build time anyway
-        print("steerboard ingest: no task listing yet; keeping the first samples of each run as examples", file=sys.stderr)
+        print(
+            "steerboard ingest: no task listing yet; keeping the first samples of each run as examples",
+            file=sys.stderr,
+        )
     rc = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # each skipped file is printed below, once
         if args.logs:
-            s = ingest_logs(args.logs, args.db, submitter=args.submitter, listing=listing, workers=args.workers,
-                            progress=not args.quiet)
+            s = ingest_logs(
+                args.logs,
+                args.db,
+                submitter=args.submitter,
+                listing=listing,
+                workers=args.workers,
+                progress=not args.quiet,
+            )
             print("\n".join(s.lines()))
             rc |= 1 if s.skipped and args.strict else 0
         if args.submissions:
-            for who, s in ingest_submissions(args.submissions, args.db, listing=listing, workers=args.workers,
-                                             progress=not args.quiet).items():
+            for who, s in ingest_submissions(
+                args.submissions, args.db, listing=listing, workers=args.workers, progress=not args.quiet
+            ).items():
                 print(f"[{who}] " + "\n".join(s.lines()))
                 rc |= 1 if s.skipped and args.strict else 0
     return rc
@@ -72,9 +82,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``ingest``, ``build`` and ``submit`` to the ``steerboard`` CLI."""
     workers = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
     p = sub.add_parser("ingest", help="load Inspect logs into a DuckDB results database (idempotent)")
-    p.add_argument("--logs", action="append", default=[], metavar="DIR_OR_FILE",
-                   help="log file or folder (local or any location Inspect reads); repeatable")
-    p.add_argument("--submissions", metavar="DIR", help="submissions folder: one sub-folder of logs per author")
+    p.add_argument(
+        "--logs",
+        action="append",
+        default=[],
+        metavar="DIR_OR_FILE",
+        help="log file or folder (local or any location Inspect reads); repeatable",
+    )
+    p.add_argument(
+        "--submissions", metavar="DIR", help="submissions folder: one sub-folder of logs per author"
+    )
     p.add_argument("--submitter", default="steerboard", help="source name for --logs (default: steerboard)")
     p.add_argument("--db", default="results.duckdb", help="results database (default: results.duckdb)")
     p.add_argument("--listing", help="task listing YAML (default: the project's tasks/listing.yaml)")
@@ -87,13 +104,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--db", default="results.duckdb", help="results database (default: results.duckdb)")
     b.add_argument("--out", default="site", help="output folder (default: site/)")
     b.add_argument("--listing", help="task listing YAML (default: the project's tasks/listing.yaml)")
-    b.add_argument("--agreement", help="judge agreement JSON (default: steerboard.scorers artifacts/agreement.json)")
+    b.add_argument(
+        "--agreement", help="judge agreement JSON (default: steerboard.scorers artifacts/agreement.json)"
+    )
     b.set_defaults(func=_build)
 
     s = sub.add_parser("submit", help="method submissions (Inspect logs, not code)")
     ssub = s.add_subparsers(dest="submit_command", metavar="SUBCOMMAND")
     ssub.required = True
-    c = ssub.add_parser("check", help="validate a submission folder before it is ingested; exit 1 on problems")
+    c = ssub.add_parser(
+        "check", help="validate a submission folder before it is ingested; exit 1 on problems"
+    )
     c.add_argument("dir", help="folder of .eval/.json logs from one method author")
     c.add_argument("--listing", help="task listing YAML (default: the project's tasks/listing.yaml)")
     c.add_argument("--tasks", help="comma-separated required tasks (default: every listed task)")

@@ -226,7 +226,9 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(str(c.get("text", "")) for c in content if isinstance(c, dict) and c.get("type") == "text")
+        return "\n".join(
+            str(c.get("text", "")) for c in content if isinstance(c, dict) and c.get("type") == "text"
+        )
     return "" if content is None else str(content)
 
 
@@ -280,7 +282,9 @@ class _Reader:
                 return data
         from inspect_ai.log import read_eval_log_sample_summaries
 
-        return [s.model_dump(mode="json", exclude_none=True) for s in read_eval_log_sample_summaries(self.path)]
+        return [
+            s.model_dump(mode="json", exclude_none=True) for s in read_eval_log_sample_summaries(self.path)
+        ]
 
     def sample(self, sid: Any, epoch: int) -> tuple[str, str]:
         """(prompt, response) text of one sample."""
@@ -288,7 +292,7 @@ class _Reader:
             try:
                 d = json.loads(self.zip.read(f"samples/{sid}_epoch_{epoch}.json"))
                 msgs = [m for m in d.get("messages") or [] if isinstance(m, dict)]
-                response = _content_text(((d.get("output") or {}).get("completion")))
+                response = _content_text((d.get("output") or {}).get("completion"))
                 if msgs and msgs[-1].get("role") == "assistant":
                     msgs = msgs[:-1]
                 if len(msgs) > 1:
@@ -330,7 +334,11 @@ def read_log(path: str, listing: Listing | None) -> dict[str, Any]:
         return {"ok": False, "error": f"unreadable log ({type(ex).__name__}: {str(ex)[:200]})"}
     spec = hdr.eval
     if hdr.status != "success":
-        return {"ok": False, "error": f"partial log (status {hdr.status!r}, not 'success')", "eval_id": spec.eval_id}
+        return {
+            "ok": False,
+            "error": f"partial log (status {hdr.status!r}, not 'success')",
+            "eval_id": spec.eval_id,
+        }
     reader = _Reader(path)
     try:
         return _read_rows(path, hdr, reader, listing)
@@ -425,7 +433,11 @@ def _read_rows(path: str, hdr: Any, reader: _Reader, listing: Listing | None) ->
         except Exception as ex:  # noqa: BLE001 - a damaged sample entry must not lose the run
             prompt, response = _input_text(s.get("input")), f"(unreadable: {ex})"
         verdicts = {
-            name: {"value": sc.get("value"), "answer": sc.get("answer"), "explanation": (sc.get("explanation") or "")[:500]}
+            name: {
+                "value": sc.get("value"),
+                "answer": sc.get("answer"),
+                "explanation": (sc.get("explanation") or "")[:500],
+            }
             for name, sc in (s.get("scores") or {}).items()
         }
         e_cols["run_key"].append(run_key)
@@ -542,7 +554,9 @@ def ingest_logs(
         todo: list[str] = []
         seen_files = {
             (r[0], r[1], r[2])
-            for r in con.execute("SELECT path, size, mtime FROM ingest_files WHERE outcome = 'added'").fetchall()
+            for r in con.execute(
+                "SELECT path, size, mtime FROM ingest_files WHERE outcome = 'added'"
+            ).fetchall()
         }
         file_rows: list[tuple[Any, ...]] = []
         now = datetime.now(timezone.utc)
@@ -611,5 +625,7 @@ def ingest_submissions(
         raise FileNotFoundError(f"submissions folder not found: {root}")
     out: dict[str, IngestSummary] = {}
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        out[sub.name] = ingest_logs([sub], db, submitter=sub.name, listing=listing, workers=workers, progress=progress)
+        out[sub.name] = ingest_logs(
+            [sub], db, submitter=sub.name, listing=listing, workers=workers, progress=progress
+        )
     return out

@@ -11,13 +11,35 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+PALETTE = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#17becf",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+)
 
 
-def _axes(w: int, h: int, pad: tuple[int, int, int, int], xlabel: str, ylabel: str,
-          xr: tuple[float, float], yr: tuple[float, float], xfmt: str = "{:.0f}", xscale: float = 100) -> list[str]:
+def _axes(
+    w: int,
+    h: int,
+    pad: tuple[int, int, int, int],
+    xlabel: str,
+    ylabel: str,
+    xr: tuple[float, float],
+    yr: tuple[float, float],
+    xfmt: str = "{:.0f}",
+    xscale: float = 100,
+) -> list[str]:
     left, right, top, bottom = pad
-    parts = [f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}" fill="#fafafa" stroke="#999"/>']
+    parts = [
+        f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}" fill="#fafafa" stroke="#999"/>'
+    ]
     for i in range(6):
         fx = xr[0] + (xr[1] - xr[0]) * i / 5
         fy = yr[0] + (yr[1] - yr[0]) * i / 5
@@ -25,9 +47,15 @@ def _axes(w: int, h: int, pad: tuple[int, int, int, int], xlabel: str, ylabel: s
         y = h - bottom - (h - top - bottom) * i / 5
         parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{h - bottom}" stroke="#e3e3e3"/>')
         parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - right}" y2="{y:.1f}" stroke="#e3e3e3"/>')
-        parts.append(f'<text x="{x:.1f}" y="{h - bottom + 14}" font-size="11" text-anchor="middle">{escape(xfmt.format(fx * xscale))}</text>')
-        parts.append(f'<text x="{left - 5}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{100 * fy:.0f}</text>')
-    parts.append(f'<text x="{(left + w - right) / 2}" y="{h - 4}" font-size="12" text-anchor="middle">{escape(xlabel)}</text>')
+        parts.append(
+            f'<text x="{x:.1f}" y="{h - bottom + 14}" font-size="11" text-anchor="middle">{escape(xfmt.format(fx * xscale))}</text>'
+        )
+        parts.append(
+            f'<text x="{left - 5}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{100 * fy:.0f}</text>'
+        )
+    parts.append(
+        f'<text x="{(left + w - right) / 2}" y="{h - 4}" font-size="12" text-anchor="middle">{escape(xlabel)}</text>'
+    )
     parts.append(
         f'<text x="12" y="{(top + h - bottom) / 2}" font-size="12" text-anchor="middle" '
         f'transform="rotate(-90 12 {(top + h - bottom) / 2})">{escape(ylabel)}</text>'
@@ -62,12 +90,16 @@ def scatter_svg(points: Sequence[tuple[float, float, str, bool, bool]], w: int =
     def py(y: float) -> float:
         return h - bottom - (y - lo_y) / (hi_y - lo_y) * (h - top - bottom)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="safety versus capability">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="safety versus capability">'
+    ]
     parts += _axes(w, h, pad, "Safety score (%)", "Capability score (%)", (lo_x, hi_x), (lo_y, hi_y))
     front = sorted((p for p in points if p[3]), key=lambda p: p[0])
     if len(front) > 1:
         d = " ".join(f"{px(s):.1f},{py(c):.1f}" for s, c, *_ in front)
-        parts.append(f'<polyline points="{d}" fill="none" stroke="#d62728" stroke-width="1.5" stroke-dasharray="4 3"/>')
+        parts.append(
+            f'<polyline points="{d}" fill="none" stroke="#d62728" stroke-width="1.5" stroke-dasharray="4 3"/>'
+        )
     for s, c, label, pareto, is_base in points:
         color = "#555" if is_base else ("#d62728" if pareto else "#1f77b4")
         fill = color if pareto or is_base else "white"
@@ -83,11 +115,13 @@ def scatter_svg(points: Sequence[tuple[float, float, str, bool, bool]], w: int =
     return Markup("".join(parts))
 
 
-def sweep_svg(sweeps: Sequence[dict[str, Any]], field: str, title: str, xlabel: str, w: int = 380, h: int = 260) -> Markup:
+def sweep_svg(
+    sweeps: Sequence[dict[str, Any]], field: str, title: str, xlabel: str, w: int = 380, h: int = 260
+) -> Markup:
     """One panel: ``field`` (a 0-1 score) against strength, one line per sweep."""
     pad = (45, 10, 25, 38)
     left, right, top, bottom = pad
-    xs = [x for s in sweeps for x, y in zip(s["x"], s[field]) if y is not None]
+    xs = [x for s in sweeps for x, y in zip(s["x"], s[field], strict=True) if y is not None]
     if not xs:
         return Markup(f'<p class="muted">{escape(title)}: no data.</p>')
     lo_x, hi_x = min(xs), max(xs)
@@ -102,17 +136,21 @@ def sweep_svg(sweeps: Sequence[dict[str, Any]], field: str, title: str, xlabel: 
 
     span = hi_x - lo_x
     fmt = "{:.0f}" if span >= 5 else "{:.2g}"
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{escape(title)}">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{escape(title)}">'
+    ]
     parts.append(f'<text x="{left}" y="15" font-size="12" font-weight="bold">{escape(title)}</text>')
     parts += _axes(w, h, pad, xlabel, "%", (lo_x, hi_x), (0.0, 1.0), xfmt=fmt, xscale=1)
     for i, s in enumerate(sweeps):
         color = PALETTE[i % len(PALETTE)]
-        pts = [(x, y) for x, y in zip(s["x"], s[field]) if y is not None]
+        pts = [(x, y) for x, y in zip(s["x"], s[field], strict=True) if y is not None]
         if len(pts) > 1:
             d = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
             parts.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="1.5"/>')
         for x, y in pts:
             tip = f"{s['name']}: {s['key']}={x:g} -> {100 * y:.1f}"
-            parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}"><title>{escape(tip)}</title></circle>')
+            parts.append(
+                f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}"><title>{escape(tip)}</title></circle>'
+            )
     parts.append("</svg>")
     return Markup("".join(parts))

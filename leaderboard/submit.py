@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from steerboard.leaderboard.ingest import canonical_json, discover_logs
 from steerboard.leaderboard.listing import Listing
 
@@ -41,7 +42,11 @@ class SubmissionReport:
                 out += [f"  - {p}" for p in probs]
             elif f:
                 out.append(f"{name}: ok")
-        out.append("submission OK" if self.ok else f"submission has {sum(map(len, self.problems.values()))} problem(s)")
+        out.append(
+            "submission OK"
+            if self.ok
+            else f"submission has {sum(map(len, self.problems.values()))} problem(s)"
+        )
         return out
 
 
@@ -66,12 +71,14 @@ def check_submission(
         FileNotFoundError: when ``folder`` does not exist.
         ValueError: when a required task is not in the listing.
     """
-    from inspect_ai.log import read_eval_log
+    from inspect_ai.log import read_eval_log, read_eval_log_sample_summaries
 
     req = list(required) if required is not None else list(listing.tasks)
     unknown = [t for t in req if t not in listing.tasks]
     if unknown:
-        raise ValueError(f"required task(s) not in the listing: {', '.join(unknown)}; listed: {', '.join(listing.tasks)}")
+        raise ValueError(
+            f"required task(s) not in the listing: {', '.join(unknown)}; listed: {', '.join(listing.tasks)}"
+        )
     rep = SubmissionReport()
     paths = discover_logs([folder])
     rep.files = paths
@@ -95,7 +102,9 @@ def check_submission(
         if t is None:
             probs.append(f"task {task!r} is not a leaderboard task (tasks: {', '.join(listing.tasks)})")
         elif t.version is not None and str(spec.task_version) != str(t.version):
-            probs.append(f"task {task!r} version {spec.task_version} but the current version is {t.version}; re-run it")
+            probs.append(
+                f"task {task!r} version {spec.task_version} but the current version is {t.version}; re-run it"
+            )
         if spec.config.limit is not None:
             probs.append(f"run used --limit {spec.config.limit}; submissions must cover the full dataset")
         if spec.config.sample_id is not None:
@@ -109,7 +118,18 @@ def check_submission(
             n_ds = spec.dataset.samples
             epochs = spec.config.epochs or 1
             if n_ds is not None and res.total_samples < n_ds * epochs:
-                probs.append(f"{res.total_samples} samples scored but the dataset has {n_ds} x {epochs} epoch(s)")
+                probs.append(
+                    f"{res.total_samples} samples scored but the dataset has {n_ds} x {epochs} epoch(s)"
+                )
+        if log.status == "success":
+            try:
+                summaries = read_eval_log_sample_summaries(p)
+            except Exception as ex:  # noqa: BLE001
+                probs.append(f"sample summaries unreadable ({type(ex).__name__}: {str(ex)[:150]})")
+                summaries = []
+            errored = sum(1 for x in summaries if x.error)
+            if errored:
+                probs.append(f"{errored} sample(s) ended in an error")
         judge = (spec.task_args or {}).get("judge")
         for sc in spec.scorers or []:
             j = (sc.options or {}).get("judge")
@@ -125,7 +145,9 @@ def check_submission(
             if mc[0] != common[0]:
                 rep.problems[p].append(f"method {mc[0]!r} differs from the submission's method {common[0]!r}")
             elif mc[1] != common[1]:
-                rep.problems[p].append(f"method config {mc[1]} differs from the submission's config {common[1]}")
+                rep.problems[p].append(
+                    f"method config {mc[1]} differs from the submission's config {common[1]}"
+                )
     for t in req:
         if t not in tasks_seen:
             rep.problems[""].append(f"required task {t!r} is missing")
@@ -133,4 +155,3 @@ def check_submission(
         if len(ps) > 1:
             rep.problems[""].append(f"task {t!r} appears in {len(ps)} logs; submit one run per task")
     return rep
-

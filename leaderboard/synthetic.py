@@ -197,10 +197,17 @@ def synthetic_log(run: SyntheticRun) -> Any:
             scorer = "refusal_scorer"
             r = int(rng.random() < (p_ref_unsafe if label == "unsafe" else p_ref_safe))
             full = int(r and rng.random() < 0.8)
-            value: dict[str, Any] | str = {"refusal": r, "full": full, "partial": r - full, "judge_error": jerr}
+            value: dict[str, Any] | str = {
+                "refusal": r,
+                "full": full,
+                "partial": r - full,
+                "judge_error": jerr,
+            }
             if jerr:
                 value = {"refusal": 0, "full": 0, "partial": 0, "judge_error": 1}
-            answer = None if jerr else ("compliance" if not r else ("full_refusal" if full else "partial_refusal"))
+            answer = (
+                None if jerr else ("compliance" if not r else ("full_refusal" if full else "partial_refusal"))
+            )
             response = "I can't help with that." if r else f"Sure, here is how: step {i}."
         elif run.task in _HARM_TASKS:
             meta = {"category": ("violence", "fraud", "privacy")[i % 3], "label": "unsafe"}
@@ -237,7 +244,11 @@ def synthetic_log(run: SyntheticRun) -> Any:
         )
     metrics: dict[str, Any] = {}
     if run.task in _REFUSAL_TASKS:
-        ok = [(v, s.metadata["label"]) for v, s in zip(vals, samples) if isinstance(v, dict) and not v["judge_error"]]
+        ok = [
+            (v, s.metadata["label"])
+            for v, s in zip(vals, samples, strict=True)
+            if isinstance(v, dict) and not v["judge_error"]
+        ]
         for g in ("safe", "unsafe"):
             xs = [v["refusal"] for v, lab in ok if lab == g]
             metrics[f"refusal_rate_{g}"] = sum(xs) / len(xs) if xs else 0.0
@@ -308,7 +319,9 @@ def benchmark_runs(n_logs: int, n_samples: int) -> list[SyntheticRun]:
         model = f"model-{i // (len(tasks) * len(methods))}"
         method, cfg = methods[(i // len(tasks)) % len(methods)]
         task = tasks[i % len(tasks)]
-        runs.append(SyntheticRun(task=task, method=method, model=model, model_args=cfg, n_samples=n_samples, seed=i))
+        runs.append(
+            SyntheticRun(task=task, method=method, model=model, model_args=cfg, n_samples=n_samples, seed=i)
+        )
         i += 1
     return runs
 
@@ -327,5 +340,10 @@ def write_synthetic_logs(
     with ProcessPoolExecutor(max_workers=workers) as ex:
         return [
             Path(p)
-            for p in tqdm(ex.map(_write_one, jobs, chunksize=4), total=len(jobs), disable=not progress, desc="writing logs")
+            for p in tqdm(
+                ex.map(_write_one, jobs, chunksize=4),
+                total=len(jobs),
+                disable=not progress,
+                desc="writing logs",
+            )
         ]

@@ -10,12 +10,16 @@ from typing import Any
 
 import pytest
 import yaml
-
 from steerboard.leaderboard.build import _pareto, build_site, collect, run_page_name
 from steerboard.leaderboard.ingest import SchemaError, connect, ingest_logs, ingest_submissions
 from steerboard.leaderboard.listing import ListingError, load_listing_file, parse_listing
 from steerboard.leaderboard.stats import sign_test, wilson
-from steerboard.leaderboard.synthetic import SYNTHETIC_LISTING, SyntheticRun, synthetic_log, write_synthetic_log
+from steerboard.leaderboard.synthetic import (
+    SYNTHETIC_LISTING,
+    SyntheticRun,
+    synthetic_log,
+    write_synthetic_log,
+)
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -24,11 +28,26 @@ def _runs() -> list[SyntheticRun]:
     runs = []
     seed = 0
     for task in ("xstest", "crescendo", "mmlu"):
-        for method, cfg in (("base", {}), ("sae", {"feature": 7, "strength": 4}), ("sae", {"feature": 7, "strength": 10})):
+        for method, cfg in (
+            ("base", {}),
+            ("sae", {"feature": 7, "strength": 4}),
+            ("sae", {"feature": 7, "strength": 10}),
+        ):
             seed += 1
-            runs.append(SyntheticRun(task=task, method=method, model_args=cfg, n_samples=40, seed=seed, judge_error_every=9))
+            runs.append(
+                SyntheticRun(
+                    task=task, method=method, model_args=cfg, n_samples=40, seed=seed, judge_error_every=9
+                )
+            )
     runs.append(
-        SyntheticRun(task="xstest", method=HOSTILE, model_args={"note": HOSTILE}, n_samples=12, seed=77, text_prefix=HOSTILE)
+        SyntheticRun(
+            task="xstest",
+            method=HOSTILE,
+            model_args={"note": HOSTILE},
+            n_samples=12,
+            seed=77,
+            text_prefix=HOSTILE,
+        )
     )
     return runs
 
@@ -51,12 +70,18 @@ def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i, r in enumerate(_runs()):
         write_synthetic_log(r, d / f"{i:02d}.eval")
     # a .json log too (Inspect's other format)
-    write_synthetic_log(SyntheticRun(task="mmlu", method="prompt", n_samples=10, seed=500), d / "2026-01-01T00-00-00_prompt_mmlu.json")
+    write_synthetic_log(
+        SyntheticRun(task="mmlu", method="prompt", n_samples=10, seed=500),
+        d / "2026-01-01T00-00-00_prompt_mmlu.json",
+    )
     # damaged inputs: a truncated .eval, garbage, a partial (still running) log
     good = (d / "00.eval").read_bytes()
     (d / "truncated.eval").write_bytes(good[: len(good) // 2])
     (d / "2026-01-01T00-00-01_garbage.json").write_text("{not json")
-    write_synthetic_log(SyntheticRun(task="xstest", method="dinm", n_samples=10, seed=600, status="started"), d / "partial.eval")
+    write_synthetic_log(
+        SyntheticRun(task="xstest", method="dinm", n_samples=10, seed=600, status="started"),
+        d / "partial.eval",
+    )
     return d
 
 
@@ -114,14 +139,20 @@ def test_ingest_counts_and_skips_damaged_logs(db) -> None:
 def test_ingest_is_idempotent(db, logs_dir: Path, listing) -> None:
     path, _ = db
     con = connect(path)
-    before = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("runs", "samples", "scores", "examples")]
+    before = [
+        con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("runs", "samples", "scores", "examples")
+    ]
     con.close()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         again = ingest_logs([logs_dir], path, listing=listing, progress=False)
     assert again.runs_added == 0 and again.samples_added == 0
     con = connect(path)
-    after = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("runs", "samples", "scores", "examples")]
+    after = [
+        con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("runs", "samples", "scores", "examples")
+    ]
     con.close()
     assert after == before
     assert before[1] == 9 * 40 + 12 + 10
@@ -179,12 +210,17 @@ def test_missing_location_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_submissions_folder_sets_submitter(tmp_path: Path, listing) -> None:
     sub = tmp_path / "subs"
-    write_synthetic_log(SyntheticRun(task="mmlu", method="actadd", n_samples=5, seed=11), sub / "alice" / "a.eval")
+    write_synthetic_log(
+        SyntheticRun(task="mmlu", method="actadd", n_samples=5, seed=11), sub / "alice" / "a.eval"
+    )
     write_synthetic_log(SyntheticRun(task="mmlu", method="dpo", n_samples=5, seed=12), sub / "bob" / "b.eval")
     out = ingest_submissions(sub, tmp_path / "r.duckdb", listing=listing, progress=False)
     assert {k: v.runs_added for k, v in out.items()} == {"alice": 1, "bob": 1}
     con = connect(tmp_path / "r.duckdb")
-    assert sorted(con.execute("SELECT submitter, method FROM runs").fetchall()) == [("alice", "actadd"), ("bob", "dpo")]
+    assert sorted(con.execute("SELECT submitter, method FROM runs").fetchall()) == [
+        ("alice", "actadd"),
+        ("bob", "dpo"),
+    ]
     con.close()
 
 
@@ -251,7 +287,9 @@ def test_paired_change_vs_base(db, listing) -> None:
     down = sum(a[k] < b[k] for k in shared)
     assert (pr["n"], pr["up"], pr["down"]) == (len(shared), up, down)
     assert pr["p"] == pytest.approx(sign_test(up, down))
-    assert pr["diff"] == pytest.approx(sum(a[k] for k in shared) / len(shared) - sum(b[k] for k in shared) / len(shared))
+    assert pr["diff"] == pytest.approx(
+        sum(a[k] for k in shared) / len(shared) - sum(b[k] for k in shared) / len(shared)
+    )
 
 
 # ---------------------------------------------------------------- site
@@ -270,7 +308,11 @@ def test_site_has_table_plots_and_reported_rows(site: Path) -> None:
 
 def test_run_pages_show_config_breakdown_agreement_and_samples(site: Path, db, listing) -> None:
     data = collect(db[0], listing)
-    r = next(x for x in data["runs"] if x["task"] == "xstest" and x["method"] == "sae" and "10" in x["method_config"])
+    r = next(
+        x
+        for x in data["runs"]
+        if x["task"] == "xstest" and x["method"] == "sae" and "10" in x["method_config"]
+    )
     page = (site / run_page_name(r["run_key"])).read_text()
     assert "&#34;strength&#34;: 10" in page
     assert "by <code>type</code>" in page  # per-type breakdown
@@ -286,7 +328,9 @@ def test_hostile_strings_are_escaped(site: Path) -> None:
         assert text.count("<script") == (1 if f.name == "index.html" else 0), f.name
     index = (site / "index.html").read_text()
     assert "&lt;script&gt;alert(1)" in index
-    assert any("&lt;script&gt;alert(1)&lt;/script&gt;Prompt" in f.read_text() for f in site.glob("run-*.html"))  # sample text
+    assert any(
+        "&lt;script&gt;alert(1)&lt;/script&gt;Prompt" in f.read_text() for f in site.glob("run-*.html")
+    )  # sample text
 
 
 # ---------------------------------------------------------------- submit check
@@ -295,7 +339,10 @@ def test_hostile_strings_are_escaped(site: Path) -> None:
 def _good_submission(d: Path, method: str = "sae", cfg: dict[str, Any] | None = None) -> None:
     cfg = cfg if cfg is not None else {"strength": 8}
     for i, task in enumerate(("xstest", "crescendo", "mmlu")):
-        write_synthetic_log(SyntheticRun(task=task, method=method, model_args=cfg, n_samples=8, seed=900 + i), d / f"{task}.eval")
+        write_synthetic_log(
+            SyntheticRun(task=task, method=method, model_args=cfg, n_samples=8, seed=900 + i),
+            d / f"{task}.eval",
+        )
 
 
 def test_submit_check_accepts_good_submission(tmp_path: Path, listing) -> None:
@@ -314,13 +361,31 @@ def test_submit_check_reports_each_problem_file_by_file(tmp_path: Path, listing_
 
     _good_submission(tmp_path)
     (tmp_path / "crescendo.eval").unlink()  # missing task
-    log = synthetic_log(SyntheticRun(task="xstest", method="sae", model_args={"strength": 8}, n_samples=8, seed=1,
-                                     task_version=0, judge="my-own-judge"))
+    log = synthetic_log(
+        SyntheticRun(
+            task="xstest",
+            method="sae",
+            model_args={"strength": 8},
+            n_samples=8,
+            seed=1,
+            task_version=0,
+            judge="my-own-judge",
+        )
+    )
     log.eval.config.limit = 8
+    from inspect_ai.log import EvalError
+
+    log.samples[0].error = EvalError(message="boom", traceback="", traceback_ansi="")
     write_eval_log(log, str(tmp_path / "xstest.eval"))
-    write_synthetic_log(SyntheticRun(task="mmlu", method="actadd", n_samples=8, seed=2), tmp_path / "mmlu.eval")
-    write_synthetic_log(SyntheticRun(task="mmlu", method="sae", model_args={"strength": 8}, n_samples=8, seed=3,
-                                     status="error"), tmp_path / "mmlu2.eval")
+    write_synthetic_log(
+        SyntheticRun(task="mmlu", method="actadd", n_samples=8, seed=2), tmp_path / "mmlu.eval"
+    )
+    write_synthetic_log(
+        SyntheticRun(
+            task="mmlu", method="sae", model_args={"strength": 8}, n_samples=8, seed=3, status="error"
+        ),
+        tmp_path / "mmlu2.eval",
+    )
     rc = main(["submit", "check", str(tmp_path), "--listing", str(listing_file)])
     out = capsys.readouterr().out
     assert rc == 1
@@ -329,6 +394,7 @@ def test_submit_check_reports_each_problem_file_by_file(tmp_path: Path, listing_
     assert "version 0 but the current version is 1" in x
     assert "--limit 8" in x
     assert "judge 'my-own-judge' is not a standard judge" in x
+    assert "1 sample(s) ended in an error" in x
     m = next(b for b in blocks if b.startswith("/mmlu.eval"))
     assert "method 'actadd' differs from the submission's method 'sae'" in m
     m2 = next(b for b in blocks if b.startswith("/mmlu2.eval"))
@@ -351,10 +417,30 @@ def test_cli_ingest_and_build(tmp_path: Path, logs_dir: Path, listing_file: Path
     from steerboard.cli import main
 
     dbp = tmp_path / "r.duckdb"
-    assert main(["ingest", "--logs", str(logs_dir / "01.eval"), "--logs", str(logs_dir / "04.eval"), "--db", str(dbp),
-                 "--listing", str(listing_file), "-q", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "ingest",
+                "--logs",
+                str(logs_dir / "01.eval"),
+                "--logs",
+                str(logs_dir / "04.eval"),
+                "--db",
+                str(dbp),
+                "--listing",
+                str(listing_file),
+                "-q",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "runs added: 2" in capsys.readouterr().out
-    assert main(["build", "--db", str(dbp), "--out", str(tmp_path / "site"), "--listing", str(listing_file)]) == 0
+    assert (
+        main(["build", "--db", str(dbp), "--out", str(tmp_path / "site"), "--listing", str(listing_file)])
+        == 0
+    )
     assert "2 runs" in capsys.readouterr().out
     assert (tmp_path / "site" / "index.html").is_file()
     assert main(["build", "--db", str(tmp_path / "none.duckdb"), "--listing", str(listing_file)]) == 2
@@ -364,7 +450,9 @@ def test_parallel_ingest_matches_serial(tmp_path: Path, logs_dir: Path, listing)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s1 = ingest_logs([logs_dir], tmp_path / "a.duckdb", listing=listing, progress=False, workers=1)
-        s2 = ingest_logs([logs_dir], tmp_path / "b.duckdb", listing=listing, progress=False, workers=2, batch_size=3)
+        s2 = ingest_logs(
+            [logs_dir], tmp_path / "b.duckdb", listing=listing, progress=False, workers=2, batch_size=3
+        )
     assert (s1.runs_added, s1.samples_added, s1.skipped) == (s2.runs_added, s2.samples_added, s2.skipped)
     q = "SELECT run_key, sample_key, scorer, key, value FROM scores ORDER BY ALL"
     a, b = connect(tmp_path / "a.duckdb"), connect(tmp_path / "b.duckdb")
@@ -379,18 +467,25 @@ def test_parallel_ingest_matches_serial(tmp_path: Path, logs_dir: Path, listing)
 def test_real_xstest_log_through_ingest_and_build(tmp_path: Path) -> None:
     """A log of the project's own xstest task (Inspect eval on an offline mock model) with the real listing."""
     from inspect_ai import eval as inspect_eval
-
     from steerboard.leaderboard.listing import load_default_listing
     from steerboard.tasks._testing import mock_model
 
     def reply(messages: list[Any]) -> str:
         text = messages[-1].text
-        return "I'm sorry, but I can't help with that." if len(text) % 3 == 0 else f"Sure! {HOSTILE} Here you go."
+        return (
+            "I'm sorry, but I can't help with that."
+            if len(text) % 3 == 0
+            else f"Sure! {HOSTILE} Here you go."
+        )
 
     import steerboard.tasks.xstest as xstest_mod
 
     logs = inspect_eval(
-        os.path.relpath(xstest_mod.__file__), model=mock_model(reply), limit=24, log_dir=str(tmp_path / "logs"), display="none",
+        os.path.relpath(xstest_mod.__file__),
+        model=mock_model(reply),
+        limit=24,
+        log_dir=str(tmp_path / "logs"),
+        display="none",
         task_args={"judge": "strmatch", "shuffle": True, "seed": 1},
     )
     assert logs[0].status == "success"
@@ -407,3 +502,27 @@ def test_real_xstest_log_through_ingest_and_build(tmp_path: Path) -> None:
     page = (tmp_path / "site" / run_page_name(r["run_key"])).read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt; Here you go." in page  # a worst sample: safe prompt refused
     assert "<script>" not in page
+
+
+def test_aggregates_and_sweeps_are_formed_as_documented(db, listing) -> None:
+    from steerboard.leaderboard.build import assemble, load_reported
+
+    data = collect(db[0], listing)
+    view = assemble(data, listing, load_reported())
+    row = next(r for r in view["rows"] if r["method"] == "sae" and r["config_obj"].get("strength") == 4)
+    st = {m.key: data["stats"][(row["runs"][m.task]["run_key"], m.key)]["mean"] for m in listing.headline}
+    safety = (
+        st["xstest/refusal_scorer/refusal_rate_unsafe"] + 1 - st["crescendo/harm_scorer/unsafe_rate"]
+    ) / 2
+    capability = (1 - st["xstest/refusal_scorer/refusal_rate_safe"] + st["mmlu/choice/accuracy"]) / 2
+    assert row["safety"] == pytest.approx(safety) and row["capability"] == pytest.approx(capability)
+    (sweep,) = [s for s in view["sweeps"] if s["name"].startswith("sae/smollm2-135m strength")]
+    assert sweep["x"] == [4.0, 10.0] and sweep["safety"][0] == pytest.approx(safety)
+    # reported rows: only those with a value in this board's columns enter the main table
+    assert [r["setting"] for r in view["reported_rows"]] == [
+        "SAE feature 22373 clamped at 12",
+        "SAE feature 22373 clamped at 10-12",
+    ]
+    assert any(
+        x["text"] == "(no numbers transcribed)" and "Wang" in x["paper"] for x in view["reported_list"]
+    )

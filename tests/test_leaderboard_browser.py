@@ -14,11 +14,15 @@ from typing import Any
 
 import pytest
 import yaml
-
 from steerboard.leaderboard.build import build_site, run_page_name
 from steerboard.leaderboard.ingest import ingest_logs
 from steerboard.leaderboard.listing import load_listing_file
-from steerboard.leaderboard.synthetic import SYNTHETIC_LISTING, SyntheticRun, benchmark_runs, write_synthetic_log
+from steerboard.leaderboard.synthetic import (
+    SYNTHETIC_LISTING,
+    SyntheticRun,
+    benchmark_runs,
+    write_synthetic_log,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -38,8 +42,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     listing = load_listing_file(listing_path)
     runs = benchmark_runs(3 * 12, 40)  # one model: base, prompt, an sae strength sweep, an actadd sweep
     hostile = SyntheticRun(
-        task="xstest", method=HOSTILE_METHOD, model_args={"cfg": HOSTILE_TEXT}, n_samples=10, seed=4242,
-        text_prefix=HOSTILE_TEXT, model="model-0",
+        task="xstest",
+        method=HOSTILE_METHOD,
+        model_args={"cfg": HOSTILE_TEXT},
+        n_samples=10,
+        seed=4242,
+        text_prefix=HOSTILE_TEXT,
+        model="model-0",
     )
     for i, r in enumerate([*runs, hostile]):
         write_synthetic_log(r, root / "logs" / f"{i:03d}.eval")
@@ -79,9 +88,16 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--window-size=1440,900",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chrome-profile')}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--window-size=1440,900",
+        f"--user-data-dir={tmp_path_factory.mktemp('chrome-profile')}",
+    ):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
@@ -100,7 +116,7 @@ def _no_alert(drv: Any) -> bool:
     from selenium.common.exceptions import NoAlertPresentException
 
     try:
-        drv.switch_to.alert
+        _ = drv.switch_to.alert
     except NoAlertPresentException:
         return True
     return False
@@ -110,10 +126,14 @@ def _column(drv: Any, idx: int) -> list[str]:
     from selenium.webdriver.common.by import By
 
     rows = drv.find_elements(By.CSS_SELECTOR, "#board tbody tr")
-    return [r.find_elements(By.TAG_NAME, "td")[idx].get_attribute("data-sort") for r in rows if r.is_displayed()]
+    return [
+        r.find_elements(By.TAG_NAME, "td")[idx].get_attribute("data-sort") for r in rows if r.is_displayed()
+    ]
 
 
-def test_index_loads_without_console_errors_and_screenshot(driver: Any, server: str, site: dict[str, Any]) -> None:
+def test_index_loads_without_console_errors_and_screenshot(
+    driver: Any, server: str, site: dict[str, Any]
+) -> None:
     from selenium.webdriver.common.by import By
 
     driver.get(server + "/index.html")
@@ -145,7 +165,10 @@ def test_clicking_a_header_sorts(driver: Any, server: str) -> None:
     # a text column sorts too
     method_idx = next(i for i, h in enumerate(headers) if h.text.strip() == "Method")
     headers[method_idx].click()
-    names = [r.find_elements(By.TAG_NAME, "td")[method_idx].text.lower() for r in driver.find_elements(By.CSS_SELECTOR, "#board tbody tr")]
+    names = [
+        r.find_elements(By.TAG_NAME, "td")[method_idx].text.lower()
+        for r in driver.find_elements(By.CSS_SELECTOR, "#board tbody tr")
+    ]
     assert names == sorted(names)
     assert _severe(driver) == []
 
