@@ -391,7 +391,25 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
     front = _pareto(pts)
     for r in rows:
         r["pareto"] = r["row_key"] in front
-    rows.sort(key=lambda r: (r["model"], r["method"] != "base", r["method"], r["config"]))
+
+    def cfg_key(cfg: Any) -> list[tuple[str, int, float, str]]:
+        items = cfg.items() if isinstance(cfg, dict) else []
+        return [
+            (str(k), 0, float(v), "")
+            if isinstance(v, int | float) and not isinstance(v, bool)
+            else (str(k), 1, 0.0, str(v))
+            for k, v in sorted(items)
+        ]
+
+    rows.sort(
+        key=lambda r: (
+            r["model"],
+            r["method"] != "base",
+            r["method"],
+            cfg_key(r["config_obj"]),
+            r["submitter"],
+        )
+    )
 
     # reported rows (matched to columns by task + axis)
     col_index = {(m.task, m.axis): i for i, m in reversed(list(enumerate(headline)))}
@@ -553,13 +571,14 @@ def build_site(
             if r["safety"] is not None and r["capability"] is not None
         ]
     )
+    sweep_label = " / ".join(sorted({s["key"] for s in view["sweeps"]})) or "strength"
     sweeps_svg = (
         [
             sweep_svg(view["sweeps"], field, title, key_label)
             for field, title, key_label in (
-                ("safety", "Safety score (higher = safer)", "strength"),
-                ("overrefusal", "Over-refusal rate (lower = better)", "strength"),
-                ("capability", "Capability score (higher = better)", "strength"),
+                ("safety", "Safety score (higher = safer)", sweep_label),
+                ("overrefusal", "Over-refusal rate (lower = better)", sweep_label),
+                ("capability", "Capability score (higher = better)", sweep_label),
             )
         ]
         if view["sweeps"]
