@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -632,7 +631,3 @@ def build_site(
         pages += 1
     return BuildSummary(out=outp, rows=len(view["rows"]), runs=len(data["runs"]), pages=pages)
 
-
-def clean_site(out: str | Path) -> None:
-    """Remove a built site folder (used by tests)."""
-    shutil.rmtree(out, ignore_errors=True)

@@ -526,3 +526,32 @@ def test_aggregates_and_sweeps_are_formed_as_documented(db, listing) -> None:
     assert any(
         x["text"] == "(no numbers transcribed)" and "Wang" in x["paper"] for x in view["reported_list"]
     )
+
+
+def test_cli_help_and_empty_board(tmp_path: Path, listing_file: Path, capsys) -> None:
+    from steerboard.cli import main
+
+    for argv in (["ingest", "--help"], ["build", "--help"], ["submit", "check", "--help"]):
+        with pytest.raises(SystemExit) as ex:
+            main(argv)
+        assert ex.value.code == 0
+    assert "--submissions" in capsys.readouterr().out
+    assert main(["ingest", "--db", str(tmp_path / "r.duckdb")]) == 2  # nothing to ingest: clear error
+    assert "give --logs DIR" in capsys.readouterr().err
+    connect(tmp_path / "r.duckdb").close()
+    assert (
+        main(
+            [
+                "build",
+                "--db",
+                str(tmp_path / "r.duckdb"),
+                "--out",
+                str(tmp_path / "site"),
+                "--listing",
+                str(listing_file),
+            ]
+        )
+        == 0
+    )
+    html = (tmp_path / "site" / "index.html").read_text()
+    assert "0 method configurations" in html and "No row has both" in html
