@@ -260,7 +260,12 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
         tmp[(rk, mk, k)].append((v, n, mean))
     for (rk, mk, k), vals in tmp.items():
         m = metric_by_key.get(mk)
-        if m is None or k in dict(m.sample_filter) or not (1 < len(vals) <= MAX_BREAKDOWN_VALUES):
+        if (
+            m is None
+            or not m.headline
+            or k in dict(m.sample_filter)
+            or not (1 < len(vals) <= MAX_BREAKDOWN_VALUES)
+        ):
             continue
         breakdown[rk][mk][k] = vals
 
@@ -288,7 +293,8 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
         )
     totals = con.execute(
         "SELECT (SELECT count(*) FROM r.runs), (SELECT count(*) FROM r.samples), "
-        "(SELECT count(*) FROM r.ingest_files WHERE outcome = 'skipped')"
+        "(SELECT count(DISTINCT path) FROM r.ingest_files WHERE outcome = 'skipped' "
+        "AND path NOT IN (SELECT path FROM r.ingest_files WHERE outcome = 'added'))"
     ).fetchone()
     con.close()
     return {
@@ -630,4 +636,3 @@ def build_site(
         (outp / run_page_name(rk)).write_text(html, encoding="utf-8")
         pages += 1
     return BuildSummary(out=outp, rows=len(view["rows"]), runs=len(data["runs"]), pages=pages)
-
