@@ -32,6 +32,7 @@ GENERATOR_VERSION = 1
 def ensure_logs(n_logs: int, n_samples: int, workers: int, regenerate: bool) -> Path:
     """Return the cache dir holding the synthetic logs, writing them first if needed."""
     from steerboard.leaderboard.synthetic import SYNTHETIC_LISTING, benchmark_runs, write_synthetic_logs
+
     from steerboard.paths import cache_dir
 
     d = cache_dir("bench", f"leaderboard-{n_logs}x{n_samples}")
@@ -70,7 +71,10 @@ def main() -> int:
     from steerboard.leaderboard.listing import load_listing_file
 
     listing = load_listing_file(d / "listing.yaml")
-    print(f"cores available: {len(os.sched_getaffinity(0))}; ingest workers: {args.workers}")
+    print(
+        f"cores available: {len(os.sched_getaffinity(0))}; ingest workers: {args.workers}; "
+        f"load average before: {os.getloadavg()[0]:.1f} (shared machine: other jobs slow this down)"
+    )
     ingest_t: list[float] = []
     build_t: list[float] = []
     for rep in range(args.repeats):
@@ -88,6 +92,7 @@ def main() -> int:
                 f"({built.pages} pages)"
             )
     mi, mb = statistics.median(ingest_t), statistics.median(build_t)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     print(f"ingest median {mi:.2f} s  target {INGEST_TARGET_S:.0f} s  ratio {mi / INGEST_TARGET_S:.2f}")
     print(f"build  median {mb:.2f} s  target {BUILD_TARGET_S:.0f} s  ratio {mb / BUILD_TARGET_S:.2f}")
     return 0
