@@ -568,8 +568,11 @@ def ingest_logs(
             todo.append(p)
         jobs = [(p, listing) for p in todo]
         if workers > 1 and len(jobs) > 1:
+            # fork the readers while no DuckDB connection (and its threads) is open in this process
+            con.close()
             ex: ProcessPoolExecutor | None = ProcessPoolExecutor(max_workers=workers)
             results: Iterable[tuple[str, dict[str, Any]]] = ex.map(_read_job, jobs, chunksize=4)
+            con = connect(db)
         else:
             ex = None
             results = map(_read_job, jobs)
