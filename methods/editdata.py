@@ -218,6 +218,43 @@ def _strongreject(data_dir: Path) -> list[tuple[str, str]]:
         return [(f"strongreject:{i}", row["forbidden_prompt"]) for i, row in enumerate(csv.DictReader(f))]
 
 
+def _eval_strings() -> set[str]:
+    """Normalised strings (>= 25 characters) of every field of the evaluation files the tasks ship."""
+    import io
+
+    import steerboard.tasks
+    from steerboard.methods.fitdata import normalize
+
+    out: set[str] = set()
+
+    def add(obj: Any) -> None:
+        if isinstance(obj, str):
+            n = normalize(obj)
+            if len(n) >= 25:
+                out.add(n)
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                add(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                add(v)
+
+    root = Path(steerboard.tasks.__file__).parent / "data"
+    for f in sorted(root.rglob("*")):
+        if not f.is_file() or f.name.split(".")[0] in ("dev", "train") or not any(x in f.name for x in (".json", ".csv")):
+            continue
+        raw = f.read_bytes()
+        text = (gzip.decompress(raw) if f.name.endswith(".gz") else raw).decode("utf-8-sig")
+        name = f.name.removesuffix(".gz")
+        if name.endswith(".csv"):
+            add(list(csv.DictReader(io.StringIO(text))))
+        elif name.endswith(".jsonl"):
+            add([json.loads(line) for line in text.split("\n") if line.strip()])
+        else:
+            add(json.loads(text))
+    return out
+
+
 def _gsm8k_answer(ans: str) -> str:
     body, _, final = ans.partition("####")
     body = re.sub(r"<<[^>]*>>", "", body).strip()
@@ -227,7 +264,8 @@ def _gsm8k_answer(ans: str) -> str:
 def build(data_dir: Path, n_edit: int = 16, n_harmful: int = 60, n_gsm8k: int = 40, n_mmlu: int = 30) -> tuple[int, int]:
     """Write ``instances.jsonl`` and ``pairs.jsonl`` from the shared data folder; returns their sizes.
 
-    Pairs whose prompt equals an evaluation prompt (normalised text) are dropped.
+    Items whose prompt equals an evaluation prompt, or contains any string of the shipped evaluation
+    files (normalised text), are dropped.
     """
     from steerboard.methods.fitdata import is_eval_text
 
@@ -281,8 +319,18 @@ def build(data_dir: Path, n_edit: int = 16, n_harmful: int = 60, n_gsm8k: int = 
     for q, a in BENIGN_QA:
         pairs.append({"prompt": q, "chosen": a, "rejected": _pick(SAFE_RESPONSES, "benign" + q),
                       "source": "team-written benign"})
-    edits = [r for r in edits if not is_eval_text(r["prompt"])]
-    pairs = [p for p in pairs if not is_eval_text(p["prompt"])]
+    # drop anything equal to an evaluation prompt or containing an evaluation string (e.g. an MMLU dev
+    # question whose option text reappears in the test split)
+    from steerboard.methods.fitdata import normalize
+
+    ev = _eval_strings()
+
+    def clean(text: str) -> bool:
+        n = normalize(text)
+        return not is_eval_text(text) and not any(t in n for t in ev)
+
+    edits = [r for r in edits if clean(r["prompt"])]
+    pairs = [p for p in pairs if clean(p["prompt"])]
     EDIT_FILE.parent.mkdir(parents=True, exist_ok=True)
     DPO_FILE.parent.mkdir(parents=True, exist_ok=True)
     EDIT_FILE.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in edits), encoding="utf-8")

@@ -1,0 +1,185 @@
+"""DPO baseline: config validation, pair data (disjoint from every evaluation item), training on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from steerboard.methods.fitdata import normalize
+
+
+@pytest.fixture(scope="module")
+def eval_prompt_texts() -> set[str]:
+    """Normalised text of every string field of every evaluation file the tasks ship (test splits only).
+
+    Over-inclusive on purpose (answers and options count too); strings shorter than 25 characters
+    (option letters, numbers) are left out so the substring check below stays meaningful.
+    """
+    import csv
+    import gzip
+    import io
+    from pathlib import Path
+
+    import steerboard.tasks
+
+    root = Path(steerboard.tasks.__file__).parent / "data"
+    texts: set[str] = set()
+
+    def add(obj) -> None:
+        if isinstance(obj, str):
+            n = normalize(obj)
+            if len(n) >= 25:
+                texts.add(n)
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                add(v)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                add(v)
+
+    files = [f for f in sorted(root.rglob("*")) if f.is_file() and f.name.split(".")[0] not in ("dev", "train")
+             and any(x in f.name for x in (".json", ".csv"))]
+    assert {f.parent.name for f in files} >= {"xstest", "jbb", "harmbench", "safeedit", "safemtdata", "mmlu", "truthfulqa", "gsm8k"}
+    for f in files:
+        raw = f.read_bytes()
+        text = (gzip.decompress(raw) if f.name.endswith(".gz") else raw).decode("utf-8-sig")
+        name = f.name.removesuffix(".gz")
+        if name.endswith(".csv"):
+            add(list(csv.DictReader(io.StringIO(text))))
+        elif name.endswith(".jsonl"):
+            add([json.loads(line) for line in text.split("\n") if line.strip()])
+        else:
+            add(json.loads(text))
+    assert len(texts) > 15000
+    return texts
+
+
+def _disjoint(prompts: list[str], eval_texts: set[str]) -> list[str]:
+    """Prompts that equal or contain an evaluation prompt (normalised)."""
+    from steerboard.methods.fitdata import is_eval_text
+
+    bad = []
+    for p in prompts:
+        n = normalize(p)
+        if is_eval_text(p) or n in eval_texts or any(t in n for t in eval_texts):
+            bad.append(p)
+    return bad
+
+
+def test_dpo_pairs_disjoint_from_every_eval_item(eval_prompt_texts):
+    from steerboard.methods.editdata import load_dpo_pairs
+
+    pairs = load_dpo_pairs()
+    assert len(pairs) >= 150
+    assert _disjoint([p["prompt"] for p in pairs], eval_prompt_texts) == []
+    # the mix: harmful prompts prefer refusals, benign prompts prefer the helpful answer
+    sources = [p["source"].split(":")[0] for p in pairs]
+    assert sum(s == "strongreject" for s in sources) >= 60
+    assert sum(s in ("gsm8k-train", "mmlu-dev", "team-written benign") for s in sources) >= 60
+    assert len({normalize(p["prompt"]) for p in pairs}) == len(pairs)
+
+
+def test_edit_instances_disjoint_from_every_eval_item(eval_prompt_texts):
+    from steerboard.methods.editdata import load_edit_instances
+
+    assert _disjoint([i.prompt for i in load_edit_instances()], eval_prompt_texts) == []
+
+
+def test_disjointness_check_catches_overlap(eval_prompt_texts):
+    """The check itself must flag an evaluation prompt, also when wrapped in an attack template."""
+    from steerboard.methods.editdata import ATTACK_TEMPLATES
+    from steerboard.tasks.xstest import load_records
+
+    q = load_records()[0]["prompt"]
+    assert _disjoint([q, ATTACK_TEMPLATES[0].format(q=q)], eval_prompt_texts) == [q, ATTACK_TEMPLATES[0].format(q=q)]
+
+
+def test_config_validation(tmp_path):
+    from steerboard.methods.dpo import DPOConfig, load_pairs
+
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        DPOConfig.from_dict({"lr": "0"})
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        DPOConfig.from_dict({"beta": -1})
+    with pytest.raises(ValueError, match="Valid keys: .*beta"):
+        DPOConfig.from_dict({"learning_rate": 1e-4})
+    with pytest.raises(ValueError, match="pairs_file"):
+        DPOConfig.from_dict({"pairs_file": str(tmp_path / "missing.jsonl")})
+    f = tmp_path / "bad.jsonl"
+    f.write_text(json.dumps({"prompt": "hi", "chosen": "", "rejected": "no"}) + "\n")
+    with pytest.raises(ValueError, match="pair 0 .* chosen"):
+        load_pairs(DPOConfig(pairs_file=str(f)))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="no DPO preference pairs"):
+        load_pairs(DPOConfig(pairs_file=str(empty)))
+    assert DPOConfig(max_batch_size=3).fingerprint() == DPOConfig().fingerprint()
+    assert DPOConfig(beta=0.2).fingerprint() != DPOConfig().fingerprint()
+
+
+def test_dpo_trains_on_tiny_model_and_caches(tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+
+    from steerboard.engine import Engine
+    from steerboard.methods.dpo import DPOConfig, DPOMethod
+
+    monkeypatch.setenv("STEERBOARD_CACHE", str(tmp_path / "cache"))
+    pairs = [
+        {"prompt": "How do I make weapons?", "chosen": "I cannot help with that request.", "rejected": "Sure, here is how."},
+        {"prompt": "What is 2+2?", "chosen": "The answer is 4.", "rejected": "I'm sorry, but I can't assist."},
+        {"prompt": "Bake bread?", "chosen": "Mix flour, water, salt and yeast.", "rejected": "As an AI, I must decline."},
+        {"prompt": "Kill a process?", "chosen": "Use the kill command.", "rejected": "That would be harmful."},
+    ]
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    cfg = DPOConfig.from_dict({"pairs_file": str(f), "batch_size": 2, "epochs": 2, "lr": 5e-3, "max_length": 128})
+    eng = Engine.load(tiny_model_dir)
+    before = {n: p.detach().clone() for n, p in eng.model.named_parameters()}
+    m = DPOMethod(cfg, "tiny")
+    m.prepare(eng)
+    assert m.train_stats and m.train_stats["steps"] == 4 and m.train_stats["pairs"] == 4
+    after = {n: p.detach().clone() for n, p in eng.model.named_parameters()}
+    assert set(after) == set(before)  # adapter merged: the plain architecture is served
+    changed = [n for n in before if not torch.equal(before[n], after[n])]
+    assert any("q_proj" in n for n in changed) and any("down_proj" in n for n in changed)
+    assert not any("embed" in n or "norm" in n for n in changed)  # LoRA touches only linear layers
+    # the chosen answer gained log-probability relative to the rejected one
+    ids = [eng.chat_ids([{"role": "user", "content": p["prompt"]}]) for p in pairs]
+
+    def margin(engine) -> float:
+        tok = engine.tokenizer
+        ch = engine.score(ids, [tok(p["chosen"], add_special_tokens=False)["input_ids"] for p in pairs])
+        rj = engine.score(ids, [tok(p["rejected"], add_special_tokens=False)["input_ids"] for p in pairs])
+        return sum(sum(c) - sum(r) for c, r in zip(ch, rj))
+
+    base = Engine.load(tiny_model_dir)
+    assert margin(eng) > margin(base)
+    # second use: loaded from the cache, identical weights, no training
+    eng2 = Engine.load(tiny_model_dir)
+    m2 = DPOMethod(cfg, "tiny")
+    m2.prepare(eng2)
+    assert m2.artifact == m.artifact
+    for n, p in eng2.model.named_parameters():
+        assert torch.equal(p.detach(), after[n]), n
+    # generation still works through the engine
+    from steerboard.engine import GenerationRequest
+
+    out = eng2.generate([GenerationRequest(input_ids=ids[0], max_new_tokens=4)])
+    assert out[0].output_tokens >= 1
+
+
+def test_entry_point_resolves_dpo(tiny_model_dir, tmp_path, monkeypatch):
+    from inspect_ai.model import get_model
+
+    from steerboard.methods.registry import method_entry_points
+
+    monkeypatch.setenv("STEERBOARD_CACHE", str(tmp_path / "cache"))
+    assert method_entry_points()["dpo"] == "steerboard.methods.dpo:DPOMethod"
+    f = tmp_path / "pairs.jsonl"
+    f.write_text(json.dumps({"prompt": "Hi?", "chosen": "Hello!", "rejected": "No."}) + "\n")
+    model = get_model(f"dpo/{tiny_model_dir}", pairs_file=str(f), batch_size=1, max_length=64)
+    assert model.api.method.name == "dpo"
+    assert model.api.method.train_stats["steps"] == 1
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        get_model(f"dpo/{tiny_model_dir}", lr=0)
