@@ -9,11 +9,11 @@ from steerboard.methods.registry import register_methods as _register_methods
 _METHODS = _register_methods()
 
 # tasks (addressable as steerboard/<name>)
-from steerboard.tasks.crescendo import crescendo
-from steerboard.tasks.gsm8k import gsm8k
-from steerboard.tasks.jbb_refusal import jbb_refusal
-from steerboard.tasks.mmlu import mmlu
-from steerboard.tasks.safeedit import safeedit
-from steerboard.tasks.truthfulqa import truthfulqa
-from steerboard.tasks.wildguard import wildguard
-from steerboard.tasks.xstest import xstest
+from steerboard.tasks.crescendo import crescendo  # noqa: E402
+from steerboard.tasks.gsm8k import gsm8k  # noqa: E402
+from steerboard.tasks.jbb_refusal import jbb_refusal  # noqa: E402
+from steerboard.tasks.mmlu import mmlu  # noqa: E402
+from steerboard.tasks.safeedit import safeedit  # noqa: E402
+from steerboard.tasks.truthfulqa import truthfulqa  # noqa: E402
+from steerboard.tasks.wildguard import wildguard  # noqa: E402
+from steerboard.tasks.xstest import xstest  # noqa: E402

@@ -42,7 +42,6 @@ from inspect_ai.dataset import Sample
 from inspect_ai.model import ChatMessage, ChatMessageAssistant, ChatMessageSystem, ChatMessageUser, get_model
 from inspect_ai.scorer import Score, Scorer, Target, scorer
 from inspect_ai.solver import Generate, Solver, TaskState, solver
-
 from steerboard.tasks._common import (
     check_bool,
     check_choice,
@@ -261,6 +260,8 @@ def crescendo_attack(
             "kept_turns": kept,
             "backtracks": backtracks,
             "judge_errors": errors,
+            "refusal_judge": refusal_judge,
+            "harm_judge": harm_judge,
         }
         if last_output is not None:
             state.output = last_output
@@ -306,7 +307,10 @@ def crescendo_scorer() -> Scorer:
             value=value,
             answer="success" if success else "failure",
             explanation=f"{rec['kept_turns']} kept turn(s), {rec['backtracks']} backtrack(s)",
-            metadata={"judge_error": "; ".join(rec["judge_errors"]) or None},
+            metadata={
+                "judge_error": "; ".join(rec["judge_errors"]) or None,
+                "judge": f"refusal={rec['refusal_judge']}, harm={rec['harm_judge']}",
+            },
         )
 
     return score

@@ -26,7 +26,6 @@ from inspect_ai import Task, task
 from inspect_ai.dataset import Sample
 from inspect_ai.scorer import CORRECT, INCORRECT, Score, Scorer, Target, accuracy, grouped, scorer, stderr
 from inspect_ai.solver import Generate, Solver, TaskState, solver
-
 from steerboard.tasks._common import check_bool, check_choice, check_int, data_file, make_dataset, read_jsonl
 from steerboard.tasks._mc import MC_CONFIG, format_options, letters, logprob_fallbacks, read_choice
 

@@ -33,7 +33,6 @@ from inspect_ai.dataset import Sample
 from inspect_ai.model import ChatMessageUser, ModelOutput
 from inspect_ai.scorer import CORRECT, INCORRECT, Score, Scorer, Target, accuracy, mean, scorer, stderr
 from inspect_ai.solver import Generate, Solver, TaskState, solver
-
 from steerboard.tasks._common import check_bool, check_int, data_file, make_dataset, read_json
 from steerboard.tasks._mc import MC_CONFIG, format_options, letters, logprob_fallbacks, read_choice
 

@@ -29,8 +29,14 @@ from typing import Any, Literal
 from inspect_ai import Task, task
 from inspect_ai.dataset import Sample
 from inspect_ai.solver import generate
-
-from steerboard.tasks._common import check_bool, check_choice, check_fields, check_int, make_dataset, read_records
+from steerboard.tasks._common import (
+    check_bool,
+    check_choice,
+    check_fields,
+    check_int,
+    make_dataset,
+    read_records,
+)
 from steerboard.tasks._metrics import breakdown, extended_metrics
 
 HF_DATASET = "allenai/wildguardmix"

@@ -24,7 +24,6 @@ from typing import Any, Literal
 from inspect_ai import Task, task
 from inspect_ai.dataset import Sample
 from inspect_ai.solver import generate
-
 from steerboard.tasks._common import check_bool, check_choice, check_int, data_file, make_dataset, open_text
 from steerboard.tasks._metrics import breakdown, extended_metrics
 

@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from inspect_ai import eval as inspect_eval
-
 import steerboard.scorers.judges as judges
+from inspect_ai import eval as inspect_eval
 from steerboard.scorers.judges import Verdict
 from steerboard.tasks import _common
 from steerboard.tasks._testing import mock_model, mock_output
@@ -153,8 +152,8 @@ def test_truthfulqa_e2e(tmp_path):
 
 
 def test_truthfulqa_mc2_mass(tmp_path):
-    from steerboard.tasks.truthfulqa import record_to_sample
     from steerboard.tasks._common import read_json
+    from steerboard.tasks.truthfulqa import record_to_sample
 
     rec = read_json(TASKS / "data/truthfulqa/mc_task.json.gz")[0]
     s = record_to_sample(rec)
