@@ -19,7 +19,7 @@ import steerboard.scorers.judges as judges
 from inspect_ai import eval as inspect_eval
 from steerboard.scorers.judges import Verdict
 from steerboard.tasks import _common
-from steerboard.tasks._testing import mock_model, mock_output
+from steerboard.tasks._testing import WILDGUARD_ROWS, mock_model, mock_output
 
 TASKS = Path(_common.__file__).parent
 
@@ -110,10 +110,8 @@ def test_jbb_refusal_e2e(tmp_path):
 
 
 def test_wildguard_e2e_local_file(tmp_path):
-    from tests.test_tasks_data import WG_ROWS  # noqa: PLC0415 - shared records in the hub schema
-
     f = tmp_path / "wg.jsonl"
-    f.write_text("\n".join(json.dumps(r) for r in WG_ROWS))
+    f.write_text("\n".join(json.dumps(r) for r in WILDGUARD_ROWS))
     log = run(task_file("wildguard"), tmp_path=tmp_path, limit=4, task_args={"judge": "strmatch", "data_file": str(f)})
     m = metrics(log)
     for key in ("refusal_rate_unsafe", "refusal_rate_safe", "refusal_rate_unsafe_vanilla",
@@ -330,3 +328,39 @@ def test_limit_shuffle_seed_same_samples(tmp_path):
     c = run(task_file("xstest"), tmp_path=tmp_path / "c", task_args={**args, "seed": 8})
     ids = lambda log: [s.id for s in log.samples]  # noqa: E731
     assert ids(a) == ids(b) and ids(a) != ids(c)
+
+
+# ---- listing metric names exist in real logs -------------------------------------------------------------
+
+def test_listing_metrics_appear_in_logs(tmp_path, fake_harm):
+    from steerboard.tasks.listing import load_listing
+
+    wg_file = tmp_path / "wg.jsonl"
+    wg_file.write_text("\n".join(json.dumps(r) for r in WILDGUARD_ROWS))
+    refusing = mock_model("I'm sorry, I can't help with that.")
+    args = {
+        "xstest": {"judge": "strmatch", "shuffle": True, "seed": 4},
+        "jbb_refusal": {"judge": "strmatch", "shuffle": True, "seed": 0},
+        "wildguard": {"judge": "strmatch", "data_file": str(wg_file)},
+        "crescendo": {"refusal_judge": "strmatch", "max_turns": 1},
+        "safeedit": {},
+        "mmlu": {},
+        "truthfulqa": {},
+        "gsm8k": {},
+    }
+    listing = load_listing()["tasks"]
+    for name, task_args in args.items():
+        log = run(task_file(name), model=refusing, limit=4, tmp_path=tmp_path / name, task_args=task_args)
+        logged = {(sc.name, k) for sc in log.results.scores for k in sc.metrics}
+        for m in listing[name]["metrics"]:
+            assert (m["scorer"], m["name"]) in logged, (name, m["scorer"], m["name"], sorted(logged))
+        # per-sample values the leaderboard reads
+        for m in listing[name]["metrics"]:
+            for s in log.samples:
+                value = s.scores[m["scorer"]].value
+                if m["sample_value"] is None:
+                    assert not isinstance(value, dict)
+                else:
+                    assert m["sample_value"] in value
+                for key in m["sample_filter"]:
+                    assert key in s.metadata
