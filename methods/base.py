@@ -49,6 +49,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, a, key)
             except (TypeError, ValueError) as ex:
                 errors.append(str(ex))
+        if len(args) == 1 and errors:  # Optional[X]: X's own message names the valid values
+            raise ValueError(errors[0])
         raise ValueError(f"-M {key}={value!r}: expected {tp}")
     if origin is typing.Literal:
         allowed = get_args(tp)

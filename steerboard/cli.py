@@ -14,6 +14,7 @@ from collections.abc import Sequence
 # (module, what it adds). Each module defines add_parser(subparsers) and sets a ``func`` default.
 COMMAND_MODULES: list[str] = [
     "steerboard.models_cli",
+    "steerboard.methods.sae_cli",
     "steerboard.run_cli",
     "steerboard.leaderboard.cli",
 ]

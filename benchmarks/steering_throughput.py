@@ -1,0 +1,160 @@
+"""Throughput of ``sae/`` and ``actadd/`` relative to ``base/`` (and, with ``--refusal``, their effect).
+
+Throughput: the same prompts go through the shared engine with each method's intervention (what the
+providers do), interleaved over ``--repeats`` rounds so machine noise hits every method alike; the
+script prints the median generated tokens/second of each and its ratio to ``base/`` (target >= 0.90).
+
+``--refusal`` also measures, on the embedded model, XSTest refusal (``--n-unsafe`` unsafe and
+``--n-safe`` safe prompts, greedy, ``--max-tokens`` tokens, the project's refusal judge) for base,
+each method unconditional and gated (``gate=probe``), plus an MMLU-subset accuracy (answer-letter
+log-probabilities, ``--n-mmlu`` test questions) beside it.
+
+Run::
+
+    python benchmarks/steering_throughput.py                       # throughput only
+    python benchmarks/steering_throughput.py --refusal --judge strmatch --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+import json
+import statistics
+import time
+from importlib import resources
+from typing import Any
+
+
+def _task_data(rel: str) -> bytes:
+    data = resources.files("steerboard.tasks").joinpath("data", *rel.split("/")).read_bytes()
+    return gzip.decompress(data) if rel.endswith(".gz") else data
+
+
+def xstest(n_unsafe: int, n_safe: int) -> tuple[list[str], list[str]]:
+    """The first ``n`` unsafe and safe XSTest prompts, spread over prompt types (every k-th row)."""
+    rows = list(csv.DictReader(io.StringIO(_task_data("xstest/xstest_prompts.csv").decode("utf-8-sig"))))
+    unsafe = [r["prompt"] for r in rows if r["label"] == "unsafe"]
+    safe = [r["prompt"] for r in rows if r["label"] == "safe"]
+    return unsafe[:: max(1, len(unsafe) // n_unsafe)][:n_unsafe], safe[:: max(1, len(safe) // n_safe)][:n_safe]
+
+
+def mmlu(n: int) -> list[dict[str, Any]]:
+    lines = _task_data("mmlu/test.jsonl.gz").decode().split("\n")
+    rows = [json.loads(x) for x in lines if x.strip()]
+    return rows[:: max(1, len(rows) // n)][:n]
+
+
+def mmlu_accuracy(engine: Any, intervention: Any, rows: list[dict[str, Any]], batch: int = 16) -> float:
+    """Zero-shot accuracy from the next-token log-probabilities of the answer letters."""
+    import torch
+
+    letters = ["A", "B", "C", "D"]
+    ids = [engine.tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in letters]
+    seqs = []
+    for r in rows:
+        q = r["question"] + "\n" + "\n".join(f"{l}. {c}" for l, c in zip(letters, r["choices"]))
+        msgs = [{"role": "user", "content": q + "\nAnswer with the letter of the correct option."}]
+        seqs.append(engine.chat_ids(msgs) + engine.tokenizer("The answer is", add_special_tokens=False)["input_ids"])
+    correct = 0
+    for b in range(0, len(seqs), batch):
+        out = engine.forward(seqs[b : b + batch], intervention=intervention)
+        logits = out.logits[:, -1, :][:, ids]
+        pred = torch.argmax(logits, dim=-1).tolist()
+        correct += sum(int(p == r["answer"]) for p, r in zip(pred, rows[b : b + batch]))
+    return correct / len(rows)
+
+
+def methods(model: str) -> dict[str, Any]:
+    """name -> prepared Method (base, sae, actadd; gated variants)."""
+    from steerboard.methods.actadd import ActAddConfig, ActAddMethod
+    from steerboard.methods.base import BaseMethod, MethodConfig
+    from steerboard.methods.sae import SAEConfig, SAEMethod
+
+    return {
+        "base": BaseMethod(MethodConfig(), model),
+        "sae": SAEMethod(SAEConfig.from_dict({}), model),
+        "sae+gate": SAEMethod(SAEConfig.from_dict({"gate": "probe"}), model),
+        "actadd": ActAddMethod(ActAddConfig.from_dict({}), model),
+        "actadd+gate": ActAddMethod(ActAddConfig.from_dict({"gate": "probe"}), model),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--prompts", type=int, default=32, help="prompts per throughput round")
+    ap.add_argument("--tokens", type=int, default=48, help="max new tokens per throughput request")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--refusal", action="store_true", help="also measure XSTest refusal and MMLU")
+    ap.add_argument("--n-unsafe", type=int, default=50)
+    ap.add_argument("--n-safe", type=int, default=50)
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--n-mmlu", type=int, default=100)
+    ap.add_argument("--judge", default="embed")
+    ap.add_argument("--only", default="", help="comma-separated subset of methods")
+    ap.add_argument("--json", default=None, help="write the results here")
+    args = ap.parse_args()
+
+    from steerboard.engine import Engine, GenerationRequest
+    from steerboard.methods import fitdata
+    from steerboard.methods.steering import judge_refusal_flags
+
+    engine = Engine.load(args.model)
+    ms = methods(args.model)
+    if args.only:
+        keep = {"base", *args.only.split(",")}
+        ms = {k: v for k, v in ms.items() if k in keep}
+    for m in ms.values():
+        m.prepare(engine)
+    results: dict[str, Any] = {"model": args.model, "throughput": {}, "refusal": {}}
+
+    # ---- throughput (dev prompts: harmful + benign, so a gate sees both kinds)
+    prompts = (fitdata.harmful_prompts("dev")[: args.prompts // 2] + fitdata.benign_prompts("dev"))[: args.prompts]
+    reqs = [GenerationRequest(input_ids=engine.chat_ids([{"role": "user", "content": p}]), max_new_tokens=args.tokens)
+            for p in prompts]
+    engine.generate(reqs[:4])  # warm-up
+    tps: dict[str, list[float]] = {k: [] for k in ms}
+    for _ in range(args.repeats):
+        for name, m in ms.items():
+            t0 = time.perf_counter()
+            outs = engine.generate(reqs, intervention=m.intervention())
+            dt = time.perf_counter() - t0
+            tps[name].append(sum(len(o.token_ids) for o in outs) / dt)
+    base_tps = statistics.median(tps["base"])
+    for name, xs in tps.items():
+        med = statistics.median(xs)
+        results["throughput"][name] = {"tokens_per_s": round(med, 1), "ratio_to_base": round(med / base_tps, 3), "runs": [round(x, 1) for x in xs]}
+        print(f"throughput {name:12s} {med:8.1f} tok/s  ratio {med / base_tps:.3f}")
+
+    # ---- refusal + MMLU
+    if args.refusal:
+        unsafe, safe = xstest(args.n_unsafe, args.n_safe)
+        rows = mmlu(args.n_mmlu)
+        all_p = unsafe + safe
+        rq = [GenerationRequest(input_ids=engine.chat_ids([{"role": "user", "content": p}]), max_new_tokens=args.max_tokens)
+              for p in all_p]
+        for name, m in ms.items():
+            outs = [o.text for o in engine.generate(rq, intervention=m.intervention(), progress=True)]
+            flags = judge_refusal_flags(all_p, outs, judge=args.judge)
+            fu = [f for f in flags[: len(unsafe)] if f is not None]
+            fs = [f for f in flags[len(unsafe) :] if f is not None]
+            acc = mmlu_accuracy(engine, m.intervention(), rows)
+            results["refusal"][name] = {
+                "xstest_unsafe_refusal": round(sum(fu) / len(fu), 3), "xstest_safe_refusal": round(sum(fs) / len(fs), 3),
+                "judge_errors": sum(f is None for f in flags), "mmlu_acc": round(acc, 3),
+                "n_unsafe": len(unsafe), "n_safe": len(safe), "n_mmlu": len(rows), "judge": args.judge,
+                "examples": [[p, o[:160]] for p, o in list(zip(all_p, outs))[:: max(1, len(all_p) // 4)]],
+            }
+            r = results["refusal"][name]
+            print(f"refusal {name:12s} unsafe {r['xstest_unsafe_refusal']:.2f}  safe {r['xstest_safe_refusal']:.2f}  "
+                  f"mmlu {acc:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

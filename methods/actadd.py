@@ -1,0 +1,365 @@
+"""``actadd/<model>``: a difference-in-means refusal direction added to (or ablated from) the residual stream.
+
+Two direction sources, fitted on the ``fit`` split of :mod:`steerboard.methods.fitdata` (disjoint from
+every evaluation set):
+
+* ``prompts`` (Arditi et al. 2024): mean residual at the last prompt token over harmful prompts minus
+  the mean over harmless prompts;
+* ``responses``: teacher-forced refusal replies minus compliance replies to the same harmful prompts,
+  each averaged over the reply tokens.
+
+``operation=add`` adds ``coefficient x unit direction`` after decoder block ``layer`` (at the positions
+``steer_on`` names); ``operation=ablate`` projects the direction out (``coefficient`` unused).
+``gate=probe`` steers only prompts a harmful-prompt probe flags (see :mod:`steerboard.methods.steering`).
+
+``actadd/smollm2-135m`` with no options uses the shipped preset ``presets/actadd/smollm2-135m.json``
+(directions for every layer and both sources in ``artifacts/``; source, layer and coefficient chosen on
+the dev split by ``steerboard actadd fit``, which reproduces both). On other models give
+``-M layer=N -M coefficient=C`` (directions are fitted once and cached by a hash of model, config and
+data) or run ``steerboard actadd fit --model M`` and pass ``-M preset=PATH.json``.
+
+Examples::
+
+    inspect eval tasks/xstest.py --model actadd/smollm2-135m
+    inspect eval tasks/xstest.py --model actadd/smollm2-135m -M gate=probe
+    inspect eval tasks/xstest.py --model actadd/smollm2-135m -M source=prompts -M layer=10 -M coefficient=30
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from steerboard.methods.base import Method, MethodConfig
+from steerboard.methods.steering import (
+    SteerOn,
+    gated_intervention,
+    load_or_fit_probe,
+    probe_gate_fn,
+    read_preset,
+    user_span_offset,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from steerboard.engine import Engine, Intervention
+
+PRESET_DIR = Path(__file__).parent / "presets" / "actadd"
+ARTIFACT_DIR = Path(__file__).parent / "artifacts"
+EMBEDDED_MODEL_NAMES = ("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct")
+SOURCES = ("prompts", "responses")
+
+
+@dataclass
+class ActAddConfig(MethodConfig):
+    """Options of ``actadd/`` (``-M key=value``). Unset options come from the preset.
+
+    Attributes:
+        preset: shipped preset name (``smollm2-135m``) or a path to a preset JSON from ``steerboard actadd fit``.
+        source: ``prompts`` (harmful minus harmless prompts) or ``responses`` (refusal minus compliance replies).
+        layer: decoder block whose residual output is steered.
+        coefficient: norm of the added vector (``add``); the residual norm sets the scale.
+        operation: ``add`` or ``ablate`` (project the direction out).
+        steer_on: ``prompt``, ``generated`` or ``both`` token positions.
+        gate: ``none`` or ``probe`` (steer only prompts the harmful-prompt probe flags).
+        gate_threshold: probe probability at or above which a prompt is steered.
+    """
+
+    preset: str | None = None
+    source: Literal["prompts", "responses"] | None = None
+    layer: int | None = None
+    coefficient: float | None = None
+    operation: Literal["add", "ablate"] | None = None
+    steer_on: Literal["prompt", "generated", "both"] | None = None
+    gate: Literal["none", "probe"] | None = None
+    gate_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.preset is not None:
+            read_preset(PRESET_DIR, self.preset)
+        if self.layer is not None and self.layer < 0:
+            raise ValueError(f"-M layer must be >= 0, got {self.layer}")
+        if self.coefficient is not None and not math.isfinite(self.coefficient):
+            raise ValueError(f"-M coefficient must be a finite number, got {self.coefficient}")
+        if self.gate_threshold is not None and not 0.0 <= self.gate_threshold <= 1.0:
+            raise ValueError(f"-M gate_threshold must be in [0, 1], got {self.gate_threshold}")
+
+
+@dataclass
+class ResolvedActAdd:
+    source: str
+    layer: int
+    coefficient: float
+    operation: str
+    steer_on: SteerOn
+    gate: str
+    gate_threshold: float
+    preset: str | None
+    artifact: Path | None
+
+
+def resolve(cfg: ActAddConfig, model_name: str) -> ResolvedActAdd:
+    """Merge preset and options; validate what needs no weights.
+
+    Raises:
+        ValueError: a required choice is missing (names what to pass).
+    """
+    name = cfg.preset
+    if name is None and model_name in EMBEDDED_MODEL_NAMES:
+        name = "smollm2-135m"
+    p = read_preset(PRESET_DIR, name) if name else {}
+    source = cfg.source or p.get("source")
+    layer = cfg.layer if cfg.layer is not None else p.get("layer")
+    coef = cfg.coefficient if cfg.coefficient is not None else p.get("coefficient")
+    operation = cfg.operation or p.get("operation", "add")
+    missing = [k for k, v in (("source", source), ("layer", layer)) if v is None]
+    if coef is None and operation == "add":
+        missing.append("coefficient")
+    if missing:
+        raise ValueError(
+            f"actadd/{model_name}: no preset for this model; give {', '.join('-M ' + m + '=...' for m in missing)} "
+            f"(valid sources: {', '.join(SOURCES)}), or choose them on the dev split with "
+            f"`steerboard actadd fit --model {model_name}` and pass -M preset=PATH.json"
+        )
+    artifact = None
+    if p.get("artifact") and (cfg.preset is not None or name is not None):
+        artifact = (ARTIFACT_DIR / p["artifact"]) if not Path(p["artifact"]).is_absolute() else Path(p["artifact"])
+    return ResolvedActAdd(
+        source=str(source),
+        layer=int(layer),  # type: ignore[arg-type]
+        coefficient=float(coef) if coef is not None else 0.0,
+        operation=operation,
+        steer_on=cfg.steer_on or p.get("steer_on", "both"),
+        gate=cfg.gate or p.get("gate", "none"),
+        gate_threshold=cfg.gate_threshold if cfg.gate_threshold is not None else float(p.get("gate_threshold", 0.5)),
+        preset=name,
+        artifact=artifact,
+    )
+
+
+# ---------------------------------------------------------------------- fitting directions
+def fit_directions(engine: Engine, progress: bool = False) -> dict[str, torch.Tensor]:
+    """Unit difference-in-means directions for every decoder block and both sources.
+
+    Returns:
+        ``{"prompts": [L, d], "responses": [L, d], "prompts_norm": [L], "responses_norm": [L],
+        "resid_norm": [L]}`` (raw difference norms, and the mean residual norm of the fit prompts
+        at their last token, which sets the coefficient scale).
+    """
+    import torch
+    from steerboard.methods import fitdata
+    from steerboard.methods.steering import pair_ids, prompt_ids
+
+    harmful = fitdata.harmful_prompts("fit")
+    benign = fitdata.benign_prompts("fit")
+    n_layers = len(engine.decoder_layers())
+    layers = list(range(1, n_layers + 1))  # hidden_states[i + 1] = output of block i
+
+    def last_token_means(prompts: list[str]) -> torch.Tensor:
+        hs = engine.hidden_states([prompt_ids(engine, p) for p in prompts], layers)
+        return torch.stack([torch.stack([h[layer][-1] for layer in layers]) for h in hs]).mean(0)  # [L, d]
+
+    h_harm = last_token_means(harmful)
+    h_benign = last_token_means(benign)
+
+    def response_means(responses: list[str]) -> torch.Tensor:
+        pairs = [pair_ids(engine, p, r) for p, r in zip(harmful, responses)]
+        hs = engine.hidden_states([p + r for p, r in pairs], layers)
+        per = [torch.stack([h[layer][-len(r) :].mean(0) for layer in layers]) for h, (_, r) in zip(hs, pairs)]
+        return torch.stack(per).mean(0)
+
+    ref = response_means(fitdata.paired_responses(harmful, fitdata.refusal_responses()))
+    com = response_means(fitdata.paired_responses(harmful, fitdata.compliance_responses()))
+    out: dict[str, torch.Tensor] = {}
+    for name, diff in (("prompts", h_harm - h_benign), ("responses", ref - com)):
+        norm = diff.norm(dim=-1)
+        out[name] = (diff / norm.clamp(min=1e-8)[:, None]).contiguous()
+        out[f"{name}_norm"] = norm.contiguous()
+    out["resid_norm"] = ((h_harm.norm(dim=-1) + h_benign.norm(dim=-1)) / 2).contiguous()
+    return out
+
+
+def load_directions(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {k: v.float() for k, v in load_file(str(path)).items()}
+
+
+def save_directions(dirs: dict[str, torch.Tensor], path: Path, meta: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in dirs.items()}, str(tmp), metadata=meta or {})
+    tmp.replace(path)
+
+
+class ActAddSteerer:
+    """Adds ``coefficient x direction`` or projects the direction out."""
+
+    def __init__(self, direction: torch.Tensor, coefficient: float, operation: str) -> None:
+        self.direction = direction.float()
+        self.coefficient = coefficient
+        self.operation = operation
+        self.vector = self.direction * coefficient
+
+    def apply(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        d = self.direction.to(device=x.device, dtype=x.dtype)
+        if self.operation == "ablate":
+            return x - mask * (x @ d)[..., None] * d
+        return x + mask * self.vector.to(device=x.device, dtype=x.dtype)
+
+
+class ActAddMethod(Method):
+    """Difference-in-means refusal direction steering (optionally gated per request)."""
+
+    name = "actadd"
+    config_class = ActAddConfig
+
+    def __init__(self, config: MethodConfig, model_name: str) -> None:
+        super().__init__(config, model_name)
+        assert isinstance(config, ActAddConfig)
+        self.resolved = resolve(config, model_name)
+        self.steerer: ActAddSteerer | None = None
+        self.probe: Any = None
+        self._module: str | None = None
+        self._model: Any = None
+        self._span_offset = 0
+
+    def directions(self, engine: Engine) -> dict[str, torch.Tensor]:
+        """Shipped directions (preset artifact) or fitted ones, cached by a hash of (model, data)."""
+        from steerboard.methods import fitdata
+
+        if self.resolved.artifact is not None:
+            if not self.resolved.artifact.is_file():
+                raise FileNotFoundError(f"preset direction file {self.resolved.artifact} is missing")
+            return load_directions(self.resolved.artifact)
+        data_key = json.dumps(
+            ["actadd-directions-v1", fitdata.harmful_prompts("fit"), fitdata.benign_prompts("fit"),
+             fitdata.refusal_responses(), fitdata.compliance_responses()]
+        )
+        import hashlib
+
+        path = self.artifact_path(engine, hashlib.sha256(data_key.encode()).hexdigest(), suffix=".safetensors")
+        if not path.is_file():
+            save_directions(fit_directions(engine), path)
+        return load_directions(path)
+
+    def prepare(self, engine: Engine) -> None:
+        r = self.resolved
+        n_layers = len(engine.decoder_layers())
+        if not 0 <= r.layer < n_layers:
+            raise ValueError(f"-M layer={r.layer}: the model has {n_layers} decoder layers (0..{n_layers - 1})")
+        dirs = self.directions(engine)
+        table = dirs[r.source]
+        hidden = int(getattr(engine.model.config, "hidden_size", table.shape[-1]))
+        if table.shape != (n_layers, hidden):
+            raise ValueError(
+                f"direction table has shape {tuple(table.shape)}, expected ({n_layers}, {hidden}): "
+                "it was fitted on a different model"
+            )
+        self.steerer = ActAddSteerer(table[r.layer].to(engine.device), r.coefficient, r.operation)
+        self._module = engine.layer_module_name(r.layer)
+        self._model = engine.model
+        if r.gate == "probe":
+            self.probe = load_or_fit_probe(self, engine, r.layer)
+            self._span_offset = user_span_offset(engine)
+
+    def intervention(self) -> Intervention | None:
+        if self.steerer is None or self._module is None:
+            raise RuntimeError("actadd/: prepare(engine) must run before generation")
+        gate_fn = None
+        if self.resolved.gate == "probe":
+            gate_fn = probe_gate_fn(self.probe, self._span_offset, self.resolved.gate_threshold)
+        return gated_intervention(self._model, self._module, self.steerer.apply, self.resolved.steer_on, gate_fn)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["resolved"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.resolved.__dict__.items()}
+        return d
+
+
+# ---------------------------------------------------------------------- steerboard actadd fit
+def fit_and_choose(
+    model: str = "smollm2-135m",
+    *,
+    layers: list[int] | None = None,
+    fractions: list[float] | None = None,
+    sources: list[str] | None = None,
+    n_harmful: int = 24,
+    n_benign: int = 24,
+    max_tokens: int = 32,
+    judge: str = "embed",
+    overrefusal_weight: float = 0.5,
+    out: Path | None = None,
+    artifact_out: Path | None = None,
+) -> dict[str, Any]:
+    """Fit both directions, choose (source, layer, coefficient) on the dev split, write a preset.
+
+    Coefficients are ``fraction x mean residual norm`` at the layer. Score = dev harmful refusal
+    - ``overrefusal_weight`` x dev benign refusal - degenerate share.
+    """
+    from steerboard.methods import fitdata
+    from steerboard.methods.steering import gated_intervention as gi
+    from steerboard.methods.steering import screen
+    from tqdm.auto import tqdm
+
+    from steerboard.engine import Engine
+
+    engine = Engine.load(model)
+    n_layers = len(engine.decoder_layers())
+    t0 = time.perf_counter()
+    dirs = fit_directions(engine)
+    t_fit = time.perf_counter() - t0
+    is_embedded = model in EMBEDDED_MODEL_NAMES
+    artifact_out = artifact_out or (ARTIFACT_DIR / "actadd-smollm2-135m.safetensors" if is_embedded else Path("actadd-directions.safetensors"))
+    save_directions(dirs, artifact_out, meta={"model": model})
+    layers = layers or sorted({max(0, round(n_layers * f)) for f in (0.2, 0.27, 0.33)})
+    fractions = fractions or [0.25, 0.4, 0.55]
+    sources = sources or list(SOURCES)
+    harmful = fitdata.harmful_prompts("dev")[:n_harmful]
+    benign = fitdata.benign_prompts("dev")[:n_benign]
+    base = screen(engine, None, harmful, benign, max_tokens=max_tokens, judge=judge)
+    rows: list[dict[str, Any]] = [{"source": None, "layer": None, "coefficient": 0.0, **_res(base, overrefusal_weight)}]
+    grid = [(s, la, f) for s in sources for la in layers for f in fractions]
+    for s, la, f in tqdm(grid, desc="actadd dev screen"):
+        coef = round(float(dirs["resid_norm"][la]) * f, 1)
+        st = ActAddSteerer(dirs[s][la], coef, "add")
+        iv = gi(engine.model, engine.layer_module_name(la), st.apply, "both", None)
+        res = screen(engine, iv, harmful, benign, max_tokens=max_tokens, judge=judge)
+        rows.append({"source": s, "layer": la, "coefficient": coef, "fraction": f, **_res(res, overrefusal_weight)})
+    best = max(rows[1:], key=lambda r: r["score"])
+    preset = {
+        "model": model,
+        "artifact": artifact_out.name if is_embedded else str(artifact_out.resolve()),
+        "source": best["source"],
+        "layer": best["layer"],
+        "coefficient": best["coefficient"],
+        "operation": "add",
+        "steer_on": "both",
+        "gate": "none",
+        "gate_threshold": 0.5,
+        "chosen_on": {
+            "split": "dev", "n_harmful": len(harmful), "n_benign": len(benign), "max_tokens": max_tokens,
+            "judge": judge, "score": f"refusal_harmful - {overrefusal_weight} * refusal_benign - degenerate",
+            "base": rows[0], "best": best, "fit_seconds": round(t_fit, 1),
+        },
+    }
+    out = out or (PRESET_DIR / "smollm2-135m.json" if is_embedded else Path("actadd-preset.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(preset, indent=2) + "\n")
+    return {"preset": str(out), "best": best, "base": rows[0], "table": rows}
+
+
+def _res(r: Any, w: float) -> dict[str, Any]:
+    return {
+        "refusal_harmful": round(r.refusal_harmful, 3), "refusal_benign": round(r.refusal_benign, 3),
+        "degenerate": round(r.degenerate, 3), "judge_errors": r.judge_errors, "score": round(r.score(w), 3),
+        "sample": r.samples[0][1][:120] if r.samples else "",
+    }

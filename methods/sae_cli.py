@@ -1,0 +1,116 @@
+"""``steerboard sae train|features``: train the embedded model's SAE and find refusal features.
+
+Heavy imports happen inside the command functions (``steerboard --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sae = subparsers.add_parser("sae", help="train an SAE / discover refusal features (sae/ method)")
+    sub = sae.add_subparsers(dest="sae_command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    tr = sub.add_parser("train", help="train a Top-k SAE on a model's residual stream (reproduces the shipped one)")
+    tr.add_argument("--model", default="smollm2-135m", help="alias, local dir or hub id (default smollm2-135m)")
+    tr.add_argument("--layer", type=int, default=8, help="decoder block whose residual output is read (default 8)")
+    tr.add_argument("--k", type=int, default=32, help="active latents per token (default 32)")
+    tr.add_argument("--expansion", type=int, default=8, help="latents = expansion x hidden size (default 8)")
+    tr.add_argument("--epochs", type=int, default=6, help="passes over the collected activations (default 6)")
+    tr.add_argument("--batch-size", type=int, default=2048, help="tokens per step (default 2048)")
+    tr.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (default 5e-4)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--max-tokens", type=int, default=None, help="cap on training tokens (smoke runs)")
+    tr.add_argument("--out", type=Path, default=None, help="output directory (default: the shipped artifact folder)")
+    tr.set_defaults(func=_train)
+
+    fe = sub.add_parser(
+        "features",
+        help="find refusal latents (active on >= 2 refusal tokens) and screen them by clamping on the dev split",
+    )
+    fe.add_argument("--model", default="smollm2-135m")
+    fe.add_argument("--sae-path", type=Path, default=None, help="SAELens SAE dir (default: the shipped SAE)")
+    fe.add_argument("--layer", type=int, default=None, help="hook layer (default: from the SAE's hook_name)")
+    fe.add_argument("--prompt", default=None, help="harmful prompt (default: the first fit-split harmful prompt)")
+    fe.add_argument("--response", default=None,
+                    help="refusal text to teacher-force (default: the model's own reply if it refuses, else a team refusal)")
+    fe.add_argument("--min-tokens", type=int, default=2, help="latent must be active on >= this many refusal tokens")
+    fe.add_argument("--candidates", type=int, default=8, help="candidates screened by generation (after a cheap pre-rank)")
+    fe.add_argument("--strengths", default="", help="clamp strengths to screen, comma separated (default: scaled to the SAE)")
+    fe.add_argument("--dev-harmful", type=int, default=32, help="dev harmful prompts per screen")
+    fe.add_argument("--dev-benign", type=int, default=24, help="dev benign prompts per screen (over-refusal)")
+    fe.add_argument("--max-tokens", type=int, default=32, help="generated tokens per screen reply")
+    fe.add_argument("--judge", default="embed", help="refusal judge: embed (default) or strmatch")
+    fe.add_argument("--overrefusal-weight", type=float, default=0.5,
+                    help="score = harmful refusal - w * benign refusal - degenerate share (default w=0.5)")
+    fe.add_argument("--preset-out", type=Path, default=None, help="write the preset here (default: presets/<model>.json)")
+    fe.add_argument("--report", type=Path, default=None, help="also write the full screening table as JSON")
+    fe.set_defaults(func=_features)
+    add_actadd_parser(subparsers)
+
+
+def add_actadd_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    aa = subparsers.add_parser("actadd", help="fit difference-in-means refusal directions (actadd/ method)")
+    sub = aa.add_subparsers(dest="actadd_command", metavar="SUBCOMMAND")
+    sub.required = True
+    fit = sub.add_parser(
+        "fit", help="fit both directions for every layer, choose source/layer/coefficient on the dev split, write a preset"
+    )
+    fit.add_argument("--model", default="smollm2-135m")
+    fit.add_argument("--layers", default="", help="layers to screen, comma separated (default: ~20-33%% depth)")
+    fit.add_argument("--fractions", default="", help="coefficients as fractions of the residual norm (default 0.25,0.4,0.55)")
+    fit.add_argument("--sources", default="", help="prompts,responses (default both)")
+    fit.add_argument("--dev-harmful", type=int, default=24)
+    fit.add_argument("--dev-benign", type=int, default=24)
+    fit.add_argument("--max-tokens", type=int, default=32)
+    fit.add_argument("--judge", default="embed")
+    fit.add_argument("--overrefusal-weight", type=float, default=0.5)
+    fit.add_argument("--out", type=Path, default=None, help="preset path (default: the shipped preset for the embedded model)")
+    fit.set_defaults(func=_actadd_fit)
+
+
+def _actadd_fit(args: argparse.Namespace) -> int:
+    from steerboard.methods.actadd import SOURCES, fit_and_choose
+
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()] or None
+    bad = [s for s in sources or [] if s not in SOURCES]
+    if bad:
+        raise ValueError(f"--sources {bad}: valid sources are {', '.join(SOURCES)}")
+    res = fit_and_choose(
+        args.model,
+        layers=[int(x) for x in args.layers.split(",") if x.strip()] or None,
+        fractions=[float(x) for x in args.fractions.split(",") if x.strip()] or None,
+        sources=sources, n_harmful=args.dev_harmful, n_benign=args.dev_benign, max_tokens=args.max_tokens,
+        judge=args.judge, overrefusal_weight=args.overrefusal_weight, out=args.out,
+    )
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from steerboard.methods.sae import train_sae
+
+    rep = train_sae(
+        args.model, layer=args.layer, k=args.k, expansion=args.expansion, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, out_dir=args.out, seed=args.seed, max_tokens=args.max_tokens,
+    )
+    print(json.dumps(rep.to_dict(), indent=2))
+    return 0
+
+
+def _features(args: argparse.Namespace) -> int:
+    from steerboard.methods.sae import discover
+
+    strengths = [float(s) for s in args.strengths.split(",") if s.strip()] or None
+    res = discover(
+        args.model, sae_path=args.sae_path, layer=args.layer, prompt=args.prompt, response=args.response,
+        min_tokens=args.min_tokens, n_candidates=args.candidates, strengths=strengths,
+        n_harmful=args.dev_harmful, n_benign=args.dev_benign, max_tokens=args.max_tokens, judge=args.judge,
+        overrefusal_weight=args.overrefusal_weight, preset_out=args.preset_out, report=args.report,
+    )
+    print(json.dumps(res, indent=2))
+    return 0

@@ -1,0 +1,388 @@
+"""Helpers shared by the activation-steering methods (``sae/``, ``actadd/``).
+
+* residual-stream capture that stops the forward pass at the hooked layer (no wasted later layers);
+* teacher-forced (prompt, response) token sequences under the chat template;
+* the per-row steering mask (which positions of which rows get steered: ``steer_on`` + gate);
+* a logistic-regression gate probe on prompt activations;
+* a degenerate-text check used when screening strengths.
+
+Torch is imported inside functions (the registry and CLI import this module at start-up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
+
+    from steerboard.engine import BatchState, Engine, Intervention
+
+SteerOn = Literal["prompt", "generated", "both"]
+GATE_META_KEY = "steer_gate"
+
+
+def read_preset(preset_dir: Path, name: str) -> dict[str, Any]:
+    """A preset from ``preset_dir/<name>.json``, or from ``name`` when it is a path to a ``.json`` file.
+
+    Raises:
+        ValueError: unknown preset (lists the valid ones).
+    """
+    path = Path(name).expanduser() if name.endswith(".json") else preset_dir / f"{name}.json"
+    if not path.is_file():
+        valid = sorted(p.stem for p in preset_dir.glob("*.json"))
+        raise ValueError(f"-M preset={name!r}: unknown preset; valid presets: {', '.join(valid)} (or a path to a .json)")
+    return json.loads(path.read_text())
+
+
+class _StopForward(Exception):
+    """Raised by a capture hook to end the forward pass once the hooked layer has run."""
+
+
+def residuals(
+    engine: Engine,
+    seqs: Sequence[Sequence[int]],
+    layer: int,
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+    desc: str = "activations",
+) -> list[torch.Tensor]:
+    """Residual stream after decoder block ``layer`` for each sequence, ``[len(seq), hidden]`` float32 on CPU.
+
+    The forward pass is cut right after block ``layer`` (a hook raises once it has the output), so
+    collecting a middle layer costs about ``(layer + 1) / n_layers`` of a full pass.
+    """
+    from steerboard.engine import hooks
+
+    name = engine.layer_module_name(layer)
+    out: list[torch.Tensor] = []
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # length-bucketed: less padding
+    result: dict[int, Any] = {}
+    starts = list(range(0, len(order), batch_size))
+    it: Any = starts
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(starts, desc=desc, unit="batch")
+    for b in it:
+        idx = order[b : b + batch_size]
+        chunk = [seqs[i] for i in idx]
+        box: dict[str, Any] = {}
+
+        def grab(_mod: Any, _args: Any, output: Any, box: dict[str, Any] = box) -> None:
+            box["h"] = output[0] if isinstance(output, tuple) else output
+            raise _StopForward
+
+        @contextlib.contextmanager
+        def capture(_state: BatchState) -> Iterator[None]:
+            with hooks(engine.model, {name: grab}):
+                yield
+
+        with contextlib.suppress(_StopForward):
+            engine.forward(chunk, intervention=capture)
+        h = box["h"]
+        width = h.shape[1]
+        for row, (j, s) in enumerate(zip(idx, chunk)):
+            result[j] = h[row, width - len(s) :].float().cpu()
+    for i in range(len(seqs)):
+        out.append(result[i])
+    return out
+
+
+def prompt_ids(engine: Engine, prompt: str) -> list[int]:
+    """Chat-templated ids of a single user turn, ending with the assistant header."""
+    return engine.chat_ids([{"role": "user", "content": prompt}])
+
+
+def pair_ids(engine: Engine, prompt: str, response: str) -> tuple[list[int], list[int]]:
+    """(prompt ids with the assistant header, response ids) for teacher forcing."""
+    p = prompt_ids(engine, prompt)
+    r = engine.tokenizer(response, add_special_tokens=False)["input_ids"]
+    return p, list(r)
+
+
+def position_mask(
+    state: BatchState, seq_len: int, steer_on: SteerOn, device: Any, gate_key: str | None = GATE_META_KEY
+) -> torch.Tensor | None:
+    """``[rows, seq_len, 1]`` float mask of the positions to steer in this forward pass, or None = none.
+
+    Prompt positions are the real (non-pad) prompt tokens during prefill; generated positions are the
+    decode steps. Rows whose gate meta value is False are never steered.
+    """
+    import torch
+
+    if state.phase == "prefill" and steer_on == "generated":
+        return None
+    if state.phase == "decode" and steer_on == "prompt":
+        return None
+    rows = len(state.rows)
+    gate = [bool(g) for g in state.row_meta(gate_key, True)] if gate_key else [True] * rows
+    if not any(gate):
+        return None
+    gate_t = torch.tensor(gate, dtype=torch.float32, device=device).view(rows, 1, 1)
+    if state.phase == "prefill":
+        mask = state.attention_mask
+        if mask is not None and mask.shape[1] >= seq_len:
+            pos = mask[:, -seq_len:].to(device=device, dtype=torch.float32).unsqueeze(-1)
+        else:
+            pos = torch.ones(rows, seq_len, 1, device=device)
+        return pos * gate_t
+    return gate_t.expand(rows, seq_len, 1)
+
+
+# ---------------------------------------------------------------------- gate probe
+@dataclass
+class LinearProbe:
+    """Logistic regression ``sigmoid(w . standardise(x) + b)`` on prompt features.
+
+    Fitted with torch L-BFGS (a few lines; avoids making scikit-learn a dependency of ``sae``).
+    """
+
+    weight: list[float]
+    bias: float
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2, steps: int = 200) -> LinearProbe:
+        """Fit on ``x`` ``[n, d]`` and 0/1 labels ``y`` ``[n]``."""
+        import torch
+
+        x = x.float()
+        mean = x.mean(0)
+        std = x.std(0).clamp(min=1e-6)
+        z = (x - mean) / std
+        w = torch.zeros(z.shape[1], requires_grad=True)
+        b = torch.zeros((), requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+        yf = y.float()
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            logits = z @ w + b
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, yf) + l2 * (w * w).sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        return cls(w.detach().tolist(), float(b.detach()), mean.tolist(), std.tolist())
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        w = torch.tensor(self.weight)
+        z = (x.float().cpu() - torch.tensor(self.mean)) / torch.tensor(self.std)
+        return torch.sigmoid(z @ w + self.bias)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weight": self.weight, "bias": self.bias, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LinearProbe:
+        return cls(list(d["weight"]), float(d["bias"]), list(d["mean"]), list(d["std"]))
+
+
+def prompt_features(engine: Engine, prompts: Sequence[str], layer: int, **kw: Any) -> torch.Tensor:
+    """Mean residual over the user-prompt tokens at ``layer`` (chat template included), ``[n, hidden]``."""
+    import torch
+
+    seqs = [prompt_ids(engine, p) for p in prompts]
+    hs = residuals(engine, seqs, layer, **kw)
+    return torch.stack([h[1:].mean(0) if h.shape[0] > 1 else h[0] for h in hs])
+
+
+# ---------------------------------------------------------------------- gated steering
+def user_span_offset(engine: Engine) -> int:
+    """Tokens of chat template before the user's text (identical for every single-turn prompt)."""
+    a = engine.chat_ids([{"role": "user", "content": "alpha"}])
+    b = engine.chat_ids([{"role": "user", "content": "zulu"}])
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def gated_intervention(
+    model: Any,
+    module_name: str,
+    steer: Any,
+    steer_on: SteerOn,
+    gate_fn: Any | None,
+) -> Intervention:
+    """Steering hook with an optional per-row gate decided at prefill.
+
+    Args:
+        model: the model the hook goes on.
+        module_name: decoder block to hook.
+        steer: ``(hidden, mask) -> hidden``.
+        steer_on: which positions to steer.
+        gate_fn: ``(state, hidden) -> list[bool]`` (one per live row at prefill), or None (steer all).
+            A request's ``meta["steer_gate"]`` overrides it.
+    """
+    from steerboard.engine import hooks, map_hidden
+    
+    @contextlib.contextmanager
+    def intervention(state: BatchState) -> Iterator[None]:
+        gates: dict[int, bool] = {}
+
+        def hook(_mod: Any, _args: Any, output: Any) -> Any:
+            import torch
+
+            h = output[0] if isinstance(output, tuple) else output
+            if state.phase == "prefill":
+                override = state.row_meta(GATE_META_KEY, None)
+                need = [i for i, o in enumerate(override) if o is None]
+                computed = gate_fn(state, h, need) if (gate_fn is not None and need) else {}
+                for i, r in enumerate(state.rows):
+                    o = override[i]
+                    gates[r] = bool(o) if o is not None else bool(computed.get(i, True))
+            live_gate = [gates.get(r, True) for r in state.rows]
+            mask = position_mask(state, h.shape[1], steer_on, h.device, gate_key=None)
+            if mask is None or not any(live_gate):
+                return None
+            if not all(live_gate):
+                mask = mask * torch.tensor(live_gate, dtype=mask.dtype, device=mask.device).view(-1, 1, 1)
+            return map_hidden(output, lambda x: steer(x, mask.to(x.dtype)))
+
+        with hooks(model, {module_name: hook}):
+            yield
+
+    return intervention
+
+
+def probe_gate_fn(probe: Any, span_offset: int, threshold: float) -> Any:
+    """Gate from the pre-steering residual at prefill: mean over each row's user span -> probe."""
+
+    def fn(state: BatchState, h: torch.Tensor, rows: list[int]) -> dict[int, bool]:
+        import torch
+
+        width = h.shape[1]
+        feats = []
+        for i in rows:
+            start = width - state.prompt_lengths[state.rows[i]] + span_offset
+            feats.append(h[i, min(start, width - 1) :].float().mean(0))
+        p = probe.predict_proba(torch.stack(feats))
+        return {i: bool(v >= threshold) for i, v in zip(rows, p.tolist())}
+
+    return fn
+
+
+def fit_gate_probe(engine: Engine, layer: int, progress: bool = False) -> Any:
+    """Fit the harmful-prompt probe on the ``fit`` split (harmful vs team-written benign prompts)."""
+    import torch
+    from steerboard.methods import fitdata
+    
+    harmful = fitdata.harmful_prompts("fit")
+    benign = fitdata.benign_prompts("fit")
+    off = user_span_offset(engine)
+    seqs = [prompt_ids(engine, t) for t in harmful + benign]
+    hs = residuals(engine, seqs, layer, progress=progress, desc="gate probe")
+    x = torch.stack([h[min(off, h.shape[0] - 1) :].mean(0) for h in hs])
+    y = torch.tensor([1] * len(harmful) + [0] * len(benign))
+    return LinearProbe.fit(x, y)
+
+
+def load_or_fit_probe(method: Any, engine: Engine, layer: int) -> Any:
+    """The gate probe for ``engine``'s model at ``layer``, cached by a hash of (model, layer, fit data)."""
+    from steerboard.methods import fitdata
+    
+    data_key = json.dumps(
+        ["gate-probe-v1", layer, fitdata.harmful_prompts("fit"), fitdata.benign_prompts("fit")]
+    )
+    path = method.artifact_path(engine, "probe", hashlib.sha256(data_key.encode()).hexdigest(), suffix=".json")
+    if path.is_file():
+        return LinearProbe.from_dict(json.loads(path.read_text()))
+    probe = fit_gate_probe(engine, layer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(probe.to_dict()))
+    tmp.replace(path)
+    return probe
+
+
+# ---------------------------------------------------------------------- text quality
+def distinct_n(text: str, n: int = 2) -> float:
+    """Share of distinct word n-grams (1.0 = no repetition); 1.0 for texts shorter than n words."""
+    words = text.split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return 1.0 if not grams else len(set(grams)) / len(grams)
+
+
+def is_degenerate(text: str, min_distinct: float = 0.5) -> bool:
+    """Repetitive or empty output (steering pushed too hard)."""
+    t = text.strip()
+    if len(t) < 2:
+        return True
+    words = t.split()
+    if len(words) >= 8 and distinct_n(t, 2) < min_distinct:
+        return True
+    letters = sum(c.isalpha() for c in t)
+    return letters / max(1, len(t)) < 0.4
+
+
+def mean(xs: Sequence[float]) -> float:
+    return math.fsum(xs) / len(xs) if xs else float("nan")
+
+
+# ---------------------------------------------------------------------- dev-split screening
+@dataclass
+class ScreenResult:
+    """Refusal on dev harmful / benign prompts under one intervention, and the share of degenerate text."""
+
+    refusal_harmful: float
+    refusal_benign: float
+    degenerate: float
+    judge_errors: int
+    samples: list[tuple[str, str]]
+
+    def score(self, overrefusal_weight: float = 0.5) -> float:
+        """What the dev-split choice maximises."""
+        return self.refusal_harmful - overrefusal_weight * self.refusal_benign - self.degenerate
+
+
+def judge_refusal_flags(prompts: Sequence[str], responses: Sequence[str], judge: str = "embed") -> list[int | None]:
+    """Refusal flags (1 refusal, 0 compliance, None judge error) from the project's refusal judge."""
+    from steerboard.scorers.judges import judge_refusals
+
+    return [v.flagged for v in judge_refusals(list(prompts), list(responses), judge=judge)]
+
+
+def screen(
+    engine: Engine,
+    intervention: Any,
+    harmful: Sequence[str],
+    benign: Sequence[str],
+    *,
+    max_tokens: int = 32,
+    judge: str = "embed",
+    keep_samples: int = 3,
+) -> ScreenResult:
+    """Generate greedy replies under ``intervention`` and judge them (dev-split selection)."""
+    from steerboard.engine import GenerationRequest
+
+    prompts = list(harmful) + list(benign)
+    reqs = [GenerationRequest(input_ids=prompt_ids(engine, p), max_new_tokens=max_tokens) for p in prompts]
+    outs = [r.text for r in engine.generate(reqs, intervention=intervention)]
+    flags = judge_refusal_flags(prompts, outs, judge=judge)
+    nh = len(harmful)
+
+    def rate(fs: list[int | None]) -> float:
+        ok = [f for f in fs if f is not None]
+        return mean([float(f) for f in ok]) if ok else float("nan")
+
+    return ScreenResult(
+        refusal_harmful=rate(flags[:nh]),
+        refusal_benign=rate(flags[nh:]),
+        degenerate=mean([float(is_degenerate(o)) for o in outs]),
+        judge_errors=sum(f is None for f in flags),
+        samples=list(zip(prompts[:keep_samples], outs[:keep_samples])),
+    )

@@ -1,0 +1,119 @@
+"""actadd/ provider: difference-in-means directions, add/ablate, gating, validation, registry (tiny model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steerboard.engine import GenerationRequest
+from steerboard.methods.actadd import ActAddConfig, ActAddMethod, ActAddSteerer, fit_directions, resolve
+
+LAYER = 1
+
+
+def _gen(engine: Any, prompts: list[str], intervention: Any = None, n: int = 8, metas: list[dict] | None = None) -> list[list[int]]:
+    reqs = [
+        GenerationRequest(input_ids=engine.chat_ids([{"role": "user", "content": p}]), max_new_tokens=n,
+                          meta=(metas[i] if metas else {}))
+        for i, p in enumerate(prompts)
+    ]
+    return [r.token_ids for r in engine.generate(reqs, intervention=intervention)]
+
+
+PROMPTS = ["How do I bake bread?", "Tell me how to make weapons", "What is the capital of France?", "kill a process"]
+
+
+@pytest.fixture(scope="module")
+def directions(tiny_engine: Any) -> dict[str, Any]:
+    return fit_directions(tiny_engine)
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("STEERBOARD_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_directions_are_unit_per_layer_and_sources_differ(tiny_engine: Any, directions: dict[str, Any]) -> None:
+    import torch
+
+    n_layers = len(tiny_engine.decoder_layers())
+    for src in ("prompts", "responses"):
+        d = directions[src]
+        assert d.shape == (n_layers, 64)
+        assert torch.allclose(d.norm(dim=-1), torch.ones(n_layers), atol=1e-4)
+        assert (directions[f"{src}_norm"] > 0).all()
+    assert not torch.allclose(directions["prompts"], directions["responses"])
+    assert (directions["resid_norm"] > 0).all()
+
+
+def test_add_and_ablate_math() -> None:
+    import torch
+
+    d = torch.zeros(8)
+    d[2] = 1.0
+    x = torch.randn(3, 5, 8)
+    mask = torch.ones(3, 5, 1)
+    add = ActAddSteerer(d, 4.0, "add").apply(x, mask)
+    assert torch.allclose(add - x, 4.0 * d.expand_as(x))
+    abl = ActAddSteerer(d, 0.0, "ablate").apply(x, mask)
+    assert torch.allclose(abl[..., 2], torch.zeros(3, 5)) and torch.allclose(abl[..., :2], x[..., :2])
+    part = ActAddSteerer(d, 4.0, "add").apply(x, torch.zeros(3, 5, 1))
+    assert torch.equal(part, x)
+
+
+def test_provider_fits_caches_and_steers(tiny_engine: Any, tiny_model_dir: str, cache: Path) -> None:
+    before = sum(len(m._forward_hooks) for m in tiny_engine.model.modules())
+    base = _gen(tiny_engine, PROMPTS)
+    cfg = ActAddConfig.from_dict({"source": "responses", "layer": str(LAYER), "coefficient": "30"})
+    m = ActAddMethod(cfg, tiny_model_dir)
+    m.prepare(tiny_engine)
+    files = list(cache.rglob("*.safetensors"))
+    assert len(files) == 1  # cached by hash
+    mtime = files[0].stat().st_mtime_ns
+    m2 = ActAddMethod(cfg, tiny_model_dir)
+    m2.prepare(tiny_engine)
+    assert files[0].stat().st_mtime_ns == mtime  # reused, not refitted
+    steered = _gen(tiny_engine, PROMPTS, m.intervention())
+    assert steered != base
+    assert sum(len(mm._forward_hooks) for mm in tiny_engine.model.modules()) == before
+    # gated-off rows are the base outputs; batch equals one-by-one
+    metas = [{"steer_gate": g} for g in (False, True, False, True)]
+    batch = _gen(tiny_engine, PROMPTS, m.intervention(), metas=metas)
+    single = [_gen(tiny_engine, [p], m.intervention(), metas=[mt])[0] for p, mt in zip(PROMPTS, metas)]
+    assert batch == single
+    assert batch[0] == base[0] and batch[2] == base[2]
+
+
+def test_validation(tiny_engine: Any, tiny_model_dir: str, cache: Path) -> None:
+    with pytest.raises(ValueError, match="unknown -M option.*Valid keys"):
+        ActAddConfig.from_dict({"coef": "3"})
+    with pytest.raises(ValueError, match="must be one of 'prompts', 'responses'"):
+        ActAddConfig.from_dict({"source": "both"})
+    with pytest.raises(ValueError, match="no preset for this model; give -M source=.*-M layer=.*-M coefficient="):
+        resolve(ActAddConfig.from_dict({}), tiny_model_dir)
+    with pytest.raises(ValueError, match="gate_threshold"):
+        ActAddConfig.from_dict({"gate_threshold": "2"})
+    m = ActAddMethod(ActAddConfig.from_dict({"source": "prompts", "layer": "40", "coefficient": "1"}), tiny_model_dir)
+    with pytest.raises(ValueError, match="4 decoder layers"):
+        m.prepare(tiny_engine)
+    # the embedded preset resolves without weights; a shipped direction table for another model is rejected
+    r = resolve(ActAddConfig.from_dict({}), "smollm2-135m")
+    assert r.preset == "smollm2-135m" and r.artifact is not None and r.artifact.is_file()
+    wrong = ActAddMethod(ActAddConfig.from_dict({"preset": "smollm2-135m"}), tiny_model_dir)
+    with pytest.raises(ValueError, match="fitted on a different model"):
+        wrong.prepare(tiny_engine)
+
+
+def test_entry_point_resolves_actadd_provider(tiny_model_dir: str, cache: Path) -> None:
+    import asyncio
+
+    from inspect_ai.model import ChatMessageUser, GenerateConfig, get_model
+
+    import steerboard._registry  # noqa: F401
+
+    model = get_model(f"actadd/{tiny_model_dir}", source="prompts", layer=LAYER, coefficient=10, operation="ablate")
+    out = asyncio.run(model.generate([ChatMessageUser(content="hello")], config=GenerateConfig(max_tokens=4)))
+    assert out.completion is not None
