@@ -25,8 +25,10 @@ from inspect_ai.scorer import Metric, SampleScore, metric
 
 LETTERS = string.ascii_uppercase
 TOP_LOGPROBS = 20
-MC_CONFIG = GenerateConfig(logprobs=True, top_logprobs=TOP_LOGPROBS, max_tokens=16, temperature=0.0)
-"""Generation settings for letter answers: greedy, short, with the top-20 alternatives per token."""
+MC_CONFIG = GenerateConfig(max_tokens=16, temperature=0.0)
+"""Task-level defaults for letter answers (greedy, short); ``--max-tokens`` etc. override them."""
+LOGPROB_ARGS: dict[str, Any] = {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
+"""Forced by the solvers on every generate call: the logprob reading needs them."""
 
 
 def letters(n: int) -> str:

@@ -44,16 +44,21 @@ def mock_output(text: str = DEFAULT_OUTPUT, top: dict[str, float] | None = None)
 
 
 def mock_model(
-    text: str | Callable[[list[ChatMessage]], str | ModelOutput] = DEFAULT_OUTPUT, **kwargs: Any
+    text: str | Callable[[list[ChatMessage]], str | ModelOutput] = DEFAULT_OUTPUT,
+    configs: list[GenerateConfig] | None = None,
+    **kwargs: Any,
 ) -> Model:
     """``mockllm/model`` answering every request with ``text`` (or ``text(messages)``), offline.
 
     Args:
         text: a fixed string, or a function of the input messages returning a string or a ModelOutput.
+        configs: if given, the GenerateConfig of every request is appended to it.
         **kwargs: extra arguments for ``get_model`` (e.g. ``memoize=False``).
     """
 
     def outputs(messages: list[ChatMessage], tools: Any, tool_choice: Any, config: GenerateConfig) -> ModelOutput:
+        if configs is not None:
+            configs.append(config)
         result = text(messages) if callable(text) else text
         return result if isinstance(result, ModelOutput) else mock_output(result)
 

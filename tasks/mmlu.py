@@ -27,7 +27,14 @@ from inspect_ai.dataset import Sample
 from inspect_ai.scorer import CORRECT, INCORRECT, Score, Scorer, Target, accuracy, grouped, scorer, stderr
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 from steerboard.tasks._common import check_bool, check_choice, check_int, data_file, make_dataset, read_jsonl
-from steerboard.tasks._mc import MC_CONFIG, format_options, letters, logprob_fallbacks, read_choice
+from steerboard.tasks._mc import (
+    LOGPROB_ARGS,
+    MC_CONFIG,
+    format_options,
+    letters,
+    logprob_fallbacks,
+    read_choice,
+)
 
 TEST_FILE = "mmlu/test.jsonl.gz"
 TEST_SHA256 = "44a83e92a6bf20d3a8e415521f55d47d016495ad0e5bee0d45b6c50f59543ec8"
@@ -80,7 +87,7 @@ def mc_answer(exemplars: dict[str, list[dict[str, Any]]] | None = None) -> Solve
         if shots:
             head += "\n\n" + "\n\n".join(format_question(r, with_answer=True) for r in shots)
         state.user_prompt.text = f"{head}\n\n{state.user_prompt.text}"
-        return await generate(state, **MC_CONFIG.model_dump(exclude_none=True))
+        return await generate(state, **LOGPROB_ARGS)
 
     return solve
 
@@ -159,6 +166,7 @@ def mmlu(
         dataset=dataset,
         solver=mc_answer(exemplars),
         scorer=[mmlu_logprob(), mmlu_generated()],
+        config=MC_CONFIG,
         version=TASK_VERSION,
         metadata={"fewshot": fewshot, "subjects": subjects or "all"},
     )

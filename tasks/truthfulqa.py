@@ -34,7 +34,14 @@ from inspect_ai.model import ChatMessageUser, ModelOutput
 from inspect_ai.scorer import CORRECT, INCORRECT, Score, Scorer, Target, accuracy, mean, scorer, stderr
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 from steerboard.tasks._common import check_bool, check_int, data_file, make_dataset, read_json
-from steerboard.tasks._mc import MC_CONFIG, format_options, letters, logprob_fallbacks, read_choice
+from steerboard.tasks._mc import (
+    LOGPROB_ARGS,
+    MC_CONFIG,
+    format_options,
+    letters,
+    logprob_fallbacks,
+    read_choice,
+)
 
 DATA_FILE = "truthfulqa/mc_task.json.gz"
 DATA_SHA256 = "d40f652931915ac4b32f69adf5166fb1226ce6c454f1d65611d03e960e6aec95"
@@ -97,7 +104,7 @@ def mc1_mc2_answer() -> Solver:
         outputs: dict[str, Any] = {}
         for kind in ("mc2", "mc1"):  # mc1 last so that state.output/messages show the MC1 exchange
             state.messages = [ChatMessageUser(content=mc_prompt(question, meta[f"{kind}_options"]))]
-            state = await generate(state, **MC_CONFIG.model_dump(exclude_none=True))
+            state = await generate(state, **LOGPROB_ARGS)
             outputs[kind] = state.output.model_dump()
         state.store.set("truthfulqa_outputs", outputs)
         return state
@@ -182,6 +189,7 @@ def truthfulqa(option_seed: int = 0, shuffle: bool = False, seed: int = 0) -> Ta
         dataset=dataset,
         solver=mc1_mc2_answer(),
         scorer=[truthfulqa_mc1(), truthfulqa_mc2()],
+        config=MC_CONFIG,
         version=TASK_VERSION,
         metadata={"option_seed": option_seed},
     )

@@ -143,6 +143,14 @@ def test_mmlu_logprob_and_generated_disagree(tmp_path):
     assert metrics(log, "mmlu_generated")["accuracy"] == 0.0
 
 
+def test_mc_generate_config_user_overrides_and_forced_logprobs(tmp_path):
+    configs = []
+    run(task_file("mmlu"), model=mock_model("A", configs=configs), limit=1, tmp_path=tmp_path / "default")
+    assert configs[-1].max_tokens == 16 and configs[-1].logprobs is True and configs[-1].top_logprobs == 20
+    run(task_file("truthfulqa"), model=mock_model("A", configs=configs), limit=1, tmp_path=tmp_path / "user", max_tokens=4)
+    assert configs[-1].max_tokens == 4 and configs[-1].logprobs is True and configs[-1].top_logprobs == 20
+
+
 def test_truthfulqa_e2e(tmp_path):
     log = run(task_file("truthfulqa"), tmp_path=tmp_path)
     assert metrics(log, "truthfulqa_mc1")["logprob_fallbacks"] == 3
