@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 SUITE_KEYS = {"name", "description", "model", "max_connections", "methods", "tasks", "generate"}
-METHOD_KEYS = {"name", "args", "sweep", "label"}
+METHOD_KEYS = {"name", "args", "sweep", "label", "tasks"}
 TASK_KEYS = {"name", "limit", "args", "config", "methods", "exclude_methods"}
 
 
@@ -41,6 +41,7 @@ class MethodRun:
 
     name: str
     args: dict[str, Any] = field(default_factory=dict)
+    tasks: list[str] | None = None  # only these tasks (None: all)
 
     @property
     def slug(self) -> str:
@@ -78,7 +79,10 @@ class Suite:
     generate: dict[str, Any] = field(default_factory=dict)
 
     def runs(self) -> list[tuple[MethodRun, TaskRun]]:
-        return [(m, t) for m in self.methods for t in self.tasks if t.applies_to(m.name)]
+        return [
+            (m, t) for m in self.methods for t in self.tasks
+            if t.applies_to(m.name) and (m.tasks is None or t.name in m.tasks)
+        ]
 
 
 def suite_path(name_or_path: str) -> Path:
@@ -96,9 +100,11 @@ def suite_path(name_or_path: str) -> Path:
     return cand
 
 
-def _expand_sweep(name: str, args: dict[str, Any], sweep: dict[str, Any]) -> list[MethodRun]:
+def _expand_sweep(
+    name: str, args: dict[str, Any], sweep: dict[str, Any], tasks: list[str] | None = None
+) -> list[MethodRun]:
     if not sweep:
-        return [MethodRun(name, dict(args))]
+        return [MethodRun(name, dict(args), tasks)]
     keys = list(sweep)
     values = []
     for k in keys:
@@ -112,7 +118,7 @@ def _expand_sweep(name: str, args: dict[str, Any], sweep: dict[str, Any]) -> lis
     for combo in itertools.product(*values):
         a = dict(args)
         a.update(dict(zip(keys, combo)))
-        runs.append(MethodRun(name, a))
+        runs.append(MethodRun(name, a, tasks))
     return runs
 
 
@@ -140,7 +146,11 @@ def parse_suite(data: dict[str, Any], source: str = "suite") -> Suite:
             raise ValueError(
                 f"{source}: methods[{i}]: unknown method {m.get('name')!r}; installed: {', '.join(sorted(known_methods))}"
             )
-        methods.extend(_expand_sweep(m["name"], m.get("args") or {}, m.get("sweep") or {}))
+        only = m.get("tasks")
+        if only is not None:
+            for t in only:
+                resolve_task(t)
+        methods.extend(_expand_sweep(m["name"], m.get("args") or {}, m.get("sweep") or {}, only))
     if not methods:
         raise ValueError(f"{source}: no methods")
     tasks: list[TaskRun] = []

@@ -28,6 +28,16 @@ def test_sweep_expands_into_runs() -> None:
     assert len(s.runs()) == 3
 
 
+def test_method_task_filter() -> None:
+    s = parse_suite({"methods": ["base", {"name": "prompt", "tasks": ["mmlu"], "sweep": {"placement": ["replace", "prepend"]}}],
+                     "tasks": [{"name": "xstest", "limit": 2}, {"name": "mmlu", "limit": 2}]})
+    assert [(m.name, t.name) for m, t in s.runs()] == [
+        ("base", "xstest"), ("base", "mmlu"), ("prompt", "mmlu"), ("prompt", "mmlu")
+    ]
+    with pytest.raises(ValueError, match="unknown task"):
+        parse_suite({"methods": [{"name": "base", "tasks": ["xstets"]}], "tasks": ["xstest"]})
+
+
 def test_task_method_filter() -> None:
     s = parse_suite({"methods": ["base", "prompt"],
                      "tasks": [{"name": "xstest", "limit": 2, "methods": ["prompt"]}, {"name": "mmlu", "limit": 2}]})
@@ -54,3 +64,24 @@ def test_bad_suites_rejected(data, message) -> None:
 def test_unknown_suite_name_lists_shipped() -> None:
     with pytest.raises(ValueError, match="quick"):
         load_suite("quik")
+
+
+def test_run_suite_end_to_end_and_resume(tiny_model_dir: str, tmp_path) -> None:
+    """Two methods x one task on the tiny model; a second run skips what finished."""
+    from steerboard.run import run_suite
+
+    suite = parse_suite({
+        "model": tiny_model_dir,
+        "methods": ["base", {"name": "prompt", "sweep": {"placement": ["replace", "prepend"]}}],
+        "tasks": [{"name": "xstest", "limit": 2, "args": {"judge": "strmatch"}, "config": {"max_tokens": 4}}],
+    })
+    first = run_suite(suite, tmp_path, display="none")
+    assert [s["status"] for s in first] == ["success"] * 3
+    assert all("refusal_scorer/refusal_rate" in s["metrics"] for s in first)
+    logs = sorted(tmp_path.rglob("*.eval"))
+    assert len(logs) == 3
+    second = run_suite(suite, tmp_path, display="none")
+    assert [s["status"] for s in second] == ["success"] * 3
+    assert sorted(tmp_path.rglob("*.eval")) == logs  # nothing re-ran
+    plan = run_suite(suite, tmp_path, dry_run=True, only_methods=["prompt"])
+    assert [s["status"] for s in plan] == ["planned", "planned"]
