@@ -621,7 +621,11 @@ class Engine:
 
     def decoder_layers(self) -> Any:
         """The model's list of transformer blocks (``model.model.layers`` for llama-style models)."""
-        base = getattr(self.model, "model", None) or getattr(self.model, "transformer", None)
+        base = (
+            getattr(self.model, "model", None)
+            or getattr(self.model, "transformer", None)
+            or getattr(self.model, "gpt_neox", None)
+        )
         for attr in ("layers", "h", "blocks"):
             layers = getattr(base, attr, None)
             if layers is not None:

@@ -339,3 +339,79 @@ def test_one_edit_on_embedded_model(smol_engine):
         assert stats["nll"][-1] < stats["nll"][0]
     for n, p in eng.model.named_parameters():
         assert torch.equal(p.detach(), before[n]), n
+
+
+def _tiny_other_arch(tiny_model_dir: str, out, arch: str) -> str:
+    """Save a tiny random model of another architecture next to the tiny llama's tokenizer."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    if arch == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=3, n_head=4, n_positions=512,
+                                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    else:
+        model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=3,
+                                                 num_attention_heads=4, intermediate_size=64, max_position_embeddings=512,
+                                                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    model.save_pretrained(out)
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        src = f"{tiny_model_dir}/{f}"
+        try:
+            shutil.copy(src, out / f)
+        except FileNotFoundError:
+            pass
+    return str(out)
+
+
+@pytest.mark.parametrize("arch,suffix", [("gpt2", "mlp.c_proj"), ("gpt_neox", "mlp.dense_4h_to_h")])
+def test_other_architectures_cached_prefix_and_target(tiny_model_dir, tmp_path, arch, suffix):
+    import torch
+
+    from steerboard.engine import Engine
+    from steerboard.methods.dinm import DINMConfig, dinm_edit
+
+    eng = Engine.load(_tiny_other_arch(tiny_model_dir, tmp_path / arch, arch))
+    before = _params(eng)
+    cfg = DINMConfig(instances=0, steps=2, lr=1e-2)
+    runs = {}
+    for cached in (True, False):
+        s = dinm_edit(eng, INST, cfg, cached_prefix=cached, layer=1)
+        runs[cached] = s
+        changed = [n for n, p in eng.model.named_parameters() if not torch.equal(p.detach(), before[n])]
+        assert changed == [f"{s['module']}.weight"] and s["module"].endswith(suffix)
+        with torch.no_grad():
+            for n, p in eng.model.named_parameters():
+                p.copy_(before[n])
+    assert runs[True]["mode"] == "cached"
+    assert runs[True]["loss"][0] == pytest.approx(runs[False]["loss"][0], rel=1e-5, abs=1e-6)
+
+
+def test_provider_edit_roundtrip(tiny_model_dir):
+    """The Inspect provider's async edit context: generation inside sees the edit, weights come back."""
+    import asyncio
+
+    import torch
+    from inspect_ai.model import ChatMessageUser, GenerateConfig, get_model
+
+    model = get_model(f"dinm/{tiny_model_dir}", instances=0, steps=3, lr=5e-2)
+    api = model.api
+    before = {n: p.detach().clone() for n, p in api.engine.model.named_parameters()}
+
+    async def run():
+        cfg = GenerateConfig(max_tokens=8)
+        out0 = await model.generate([ChatMessageUser(content=INST.prompt)], config=cfg)
+        async with api.edit(INST) as stats:
+            changed = [n for n, p in api.engine.model.named_parameters() if not torch.equal(p.detach(), before[n])]
+            out1 = await model.generate([ChatMessageUser(content=INST.prompt)], config=cfg)
+        out2 = await model.generate([ChatMessageUser(content=INST.prompt)], config=cfg)
+        return stats, changed, out0.completion, out1.completion, out2.completion
+
+    stats, changed, a, b, c = asyncio.run(run())
+    assert changed == [stats["module"] + ".weight"]
+    assert a == c  # restored: same greedy answer as before the edit
+    for n, p in api.engine.model.named_parameters():
+        assert torch.equal(p.detach(), before[n])
