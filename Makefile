@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
 STAMP := $(VENV)/.steerboard-installed
+DISPLAY_MODE ?= plain
 
-.PHONY: setup demo test lint browser clean-site
+.PHONY: setup demo test lint browser
 
 setup: $(STAMP)
 
@@ -32,8 +33,12 @@ test: setup browser
 	$(VENV)/bin/python -m pytest -q
 
 demo: setup
-	$(VENV)/bin/steerboard model fetch -q
-	@echo "steerboard demo: (suite, ingest and build are added as they land)"
+	@start=$$(date +%s); \
+	$(VENV)/bin/steerboard model fetch -q && \
+	$(VENV)/bin/steerboard run --suite quick --log-dir logs --display $(DISPLAY_MODE) && \
+	$(VENV)/bin/steerboard ingest --logs logs --db results.duckdb && \
+	$(VENV)/bin/steerboard build --db results.duckdb --out site && \
+	echo "steerboard demo: done in $$(( $$(date +%s) - start )) s -- logs in logs/, database results.duckdb, leaderboard site/index.html"
 
 lint: setup
 	$(VENV)/bin/ruff check .
