@@ -143,6 +143,7 @@ def test_dpo_trains_on_tiny_model_and_caches(tiny_model_dir, tmp_path, monkeypat
     assert set(after) == set(before)  # adapter merged: the plain architecture is served
     changed = [n for n in before if not torch.equal(before[n], after[n])]
     assert any("q_proj" in n for n in changed) and any("down_proj" in n for n in changed)
+    assert not any("layers.0." in n or "layers.1." in n for n in changed)  # LoRA only in the top half
     assert not any("embed" in n or "norm" in n for n in changed)  # LoRA touches only linear layers
     # the chosen answer gained log-probability relative to the rejected one
     ids = [eng.chat_ids([{"role": "user", "content": p["prompt"]}]) for p in pairs]
