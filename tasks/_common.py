@@ -204,3 +204,24 @@ def system_text(text: str) -> Any:
         return solve
 
     return _system_text()
+
+
+def reject_unknown_options(task_name: str, task_fn: Callable[..., Any], extra: dict[str, Any]) -> None:
+    """Raise on ``-T`` options the task does not define (Inspect itself only logs a warning).
+
+    Tasks take ``**options`` so that Inspect hands misspelt options to them; ``model`` (which Inspect may
+    pass to any task) is ignored.
+
+    Raises:
+        ValueError: naming the unknown options and the valid ones.
+    """
+    import inspect
+
+    unknown = sorted(k for k in extra if k != "model")
+    if unknown:
+        valid = [
+            p.name
+            for p in inspect.signature(task_fn).parameters.values()
+            if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+        ]
+        raise ValueError(f"unknown -T option(s) {unknown} for task {task_name}; valid options: {', '.join(valid)}")

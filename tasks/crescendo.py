@@ -50,6 +50,7 @@ from steerboard.tasks._common import (
     make_dataset,
     open_text,
     read_json,
+    reject_unknown_options,
 )
 from steerboard.tasks._metrics import key_means, key_sums
 
@@ -325,6 +326,7 @@ def crescendo(
     harm_judge: HarmJudge = "embed",
     shuffle: bool = False,
     seed: int = 0,
+    **options: Any,
 ) -> Task:
     """Multi-turn (Crescendo-style) jailbreak task.
 
@@ -337,7 +339,9 @@ def crescendo(
             "safeedit_classifier").
         shuffle: shuffle the samples (before ``--limit``) with ``seed``.
         seed: shuffle seed.
+        **options: anything else is rejected (Inspect would only warn about it).
     """
+    reject_unknown_options("crescendo", crescendo, options)
     check_choice("attacker", attacker, Attacker)
     check_choice("refusal_judge", refusal_judge, RefusalJudge)
     check_choice("harm_judge", harm_judge, HarmJudge)

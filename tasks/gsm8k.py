@@ -24,7 +24,15 @@ from inspect_ai.dataset import Sample
 from inspect_ai.model import GenerateConfig
 from inspect_ai.scorer import match
 from inspect_ai.solver import generate, prompt_template
-from steerboard.tasks._common import check_bool, check_int, data_file, make_dataset, read_jsonl, system_text
+from steerboard.tasks._common import (
+    check_bool,
+    check_int,
+    data_file,
+    make_dataset,
+    read_jsonl,
+    reject_unknown_options,
+    system_text,
+)
 
 TEST_FILE = "gsm8k/test.jsonl.gz"
 TEST_SHA256 = "8aefed8a0a4edffc10dabc1cb850490cd05e40e41187834ab38619094f4e7d5d"
@@ -71,7 +79,7 @@ def fewshot_block(records: list[dict[str, Any]]) -> str:
 
 
 @task
-def gsm8k(fewshot: int = 0, fewshot_seed: int = 42, shuffle: bool = False, seed: int = 0) -> Task:
+def gsm8k(fewshot: int = 0, fewshot_seed: int = 42, shuffle: bool = False, seed: int = 0, **options: Any) -> Task:
     """GSM8K test set (1,319 problems) with chain-of-thought and numeric exact match.
 
     Args:
@@ -79,7 +87,9 @@ def gsm8k(fewshot: int = 0, fewshot_seed: int = 42, shuffle: bool = False, seed:
         fewshot_seed: seed for choosing the few-shot examples.
         shuffle: shuffle the samples (before ``--limit``) with ``seed``.
         seed: shuffle seed.
+        **options: anything else is rejected (Inspect would only warn about it).
     """
+    reject_unknown_options("gsm8k", gsm8k, options)
     fewshot = check_int("fewshot", fewshot, 0, 8)
     fewshot_seed = check_int("fewshot_seed", fewshot_seed)
     shuffle = check_bool("shuffle", shuffle)

@@ -36,6 +36,7 @@ from steerboard.tasks._common import (
     make_dataset,
     open_text,
     read_json,
+    reject_unknown_options,
 )
 from steerboard.tasks._metrics import breakdown, extended_metrics
 
@@ -98,6 +99,7 @@ def jbb_refusal(
     judge: Judge = "embed",
     shuffle: bool = False,
     seed: int = 0,
+    **options: Any,
 ) -> Task:
     """Open stand-in for WildGuardTest: JBB 100 harmful + 100 benign goals (+ optional HarmBench test).
 
@@ -106,7 +108,9 @@ def jbb_refusal(
         judge: refusal judge ("embed", "strmatch", "model").
         shuffle: shuffle the samples (before ``--limit``) with ``seed``.
         seed: shuffle seed.
+        **options: anything else is rejected (Inspect would only warn about it).
     """
+    reject_unknown_options("jbb_refusal", jbb_refusal, options)
     check_choice("extra", extra, Extra)
     check_choice("judge", judge, Judge)
     shuffle = check_bool("shuffle", shuffle)

@@ -26,7 +26,15 @@ from inspect_ai import Task, task
 from inspect_ai.dataset import Sample
 from inspect_ai.scorer import CORRECT, INCORRECT, Score, Scorer, Target, accuracy, grouped, scorer, stderr
 from inspect_ai.solver import Generate, Solver, TaskState, solver
-from steerboard.tasks._common import check_bool, check_choice, check_int, data_file, make_dataset, read_jsonl
+from steerboard.tasks._common import (
+    check_bool,
+    check_choice,
+    check_int,
+    data_file,
+    make_dataset,
+    read_jsonl,
+    reject_unknown_options,
+)
 from steerboard.tasks._mc import (
     LOGPROB_ARGS,
     MC_CONFIG,
@@ -134,6 +142,7 @@ def mmlu(
     subjects: str | list[str] | None = None,
     shuffle: bool = False,
     seed: int = 0,
+    **options: Any,
 ) -> Task:
     """MMLU test set (14,042 questions, 57 subjects), 0- or 5-shot, logprob and generated-letter scoring.
 
@@ -142,7 +151,9 @@ def mmlu(
         subjects: comma-separated subject names (default: all 57).
         shuffle: shuffle the samples (before ``--limit``) with ``seed``.
         seed: shuffle seed.
+        **options: anything else is rejected (Inspect would only warn about it).
     """
+    reject_unknown_options("mmlu", mmlu, options)
     fewshot = check_int("fewshot", fewshot)  # type: ignore[assignment]
     check_choice("fewshot", fewshot, Fewshot)
     shuffle = check_bool("shuffle", shuffle)

@@ -57,6 +57,7 @@ from steerboard.tasks._common import (
     make_dataset,
     read_json,
     read_records,
+    reject_unknown_options,
 )
 from steerboard.tasks._metrics import key_means, key_sums
 
@@ -292,6 +293,7 @@ def safeedit(
     revision: str = HF_REVISION,
     shuffle: bool = False,
     seed: int = 0,
+    **options: Any,
 ) -> Task:
     """SafeEdit detoxification task (DS, DG_*, fluency, KQA), standard or per-instance editing protocol.
 
@@ -303,7 +305,9 @@ def safeedit(
         revision: hub revision for ``source=hub``.
         shuffle: shuffle the samples (before ``--limit``) with ``seed``.
         seed: shuffle seed.
+        **options: anything else is rejected (Inspect would only warn about it).
     """
+    reject_unknown_options("safeedit", safeedit, options)
     check_choice("protocol", protocol, Protocol)
     check_choice("judge", judge, HarmJudge)
     check_choice("source", source, Source)

@@ -33,7 +33,14 @@ from inspect_ai.dataset import Sample
 from inspect_ai.model import ChatMessageUser, ModelOutput
 from inspect_ai.scorer import CORRECT, INCORRECT, Score, Scorer, Target, accuracy, mean, scorer, stderr
 from inspect_ai.solver import Generate, Solver, TaskState, solver
-from steerboard.tasks._common import check_bool, check_int, data_file, make_dataset, read_json
+from steerboard.tasks._common import (
+    check_bool,
+    check_int,
+    data_file,
+    make_dataset,
+    read_json,
+    reject_unknown_options,
+)
 from steerboard.tasks._mc import (
     LOGPROB_ARGS,
     MC_CONFIG,
@@ -169,14 +176,16 @@ def truthfulqa_mc2() -> Scorer:
 
 
 @task
-def truthfulqa(option_seed: int = 0, shuffle: bool = False, seed: int = 0) -> Task:
+def truthfulqa(option_seed: int = 0, shuffle: bool = False, seed: int = 0, **options: Any) -> Task:
     """TruthfulQA MC1/MC2 (817 questions) from option-letter log-probabilities.
 
     Args:
         option_seed: seed for the per-question option order.
         shuffle: shuffle the samples (before ``--limit``) with ``seed``.
         seed: shuffle seed.
+        **options: anything else is rejected (Inspect would only warn about it).
     """
+    reject_unknown_options("truthfulqa", truthfulqa, options)
     option_seed = check_int("option_seed", option_seed)
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)

@@ -36,6 +36,7 @@ from steerboard.tasks._common import (
     check_int,
     make_dataset,
     read_records,
+    reject_unknown_options,
 )
 from steerboard.tasks._metrics import breakdown, extended_metrics
 
@@ -127,6 +128,7 @@ def wildguard(
     shuffle: bool = False,
     seed: int = 0,
     revision: str = HF_REVISION,
+    **options: Any,
 ) -> Task:
     """WildGuardTest refusal / over-refusal task.
 
@@ -137,7 +139,9 @@ def wildguard(
         shuffle: shuffle the samples (before ``--limit``) with ``seed``.
         seed: shuffle seed.
         revision: hub revision (only used without ``data_file``).
+        **options: anything else is rejected (Inspect would only warn about it).
     """
+    reject_unknown_options("wildguard", wildguard, options)
     check_choice("subset", subset, Subset)
     check_choice("judge", judge, Judge)
     shuffle = check_bool("shuffle", shuffle)

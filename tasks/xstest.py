@@ -24,7 +24,15 @@ from typing import Any, Literal
 from inspect_ai import Task, task
 from inspect_ai.dataset import Sample
 from inspect_ai.solver import generate
-from steerboard.tasks._common import check_bool, check_choice, check_int, data_file, make_dataset, open_text
+from steerboard.tasks._common import (
+    check_bool,
+    check_choice,
+    check_int,
+    data_file,
+    make_dataset,
+    open_text,
+    reject_unknown_options,
+)
 from steerboard.tasks._metrics import breakdown, extended_metrics
 
 DATA_FILE = "xstest/xstest_prompts.csv"
@@ -85,6 +93,7 @@ def xstest(
     judge: Judge = "embed",
     shuffle: bool = False,
     seed: int = 0,
+    **options: Any,
 ) -> Task:
     """XSTest refusal / over-refusal task.
 
@@ -94,7 +103,9 @@ def xstest(
             (uses the Inspect model role ``grader``).
         shuffle: shuffle the samples (before ``--limit``) with ``seed``.
         seed: shuffle seed.
+        **options: anything else is rejected (Inspect would only warn about it).
     """
+    reject_unknown_options("xstest", xstest, options)
     check_choice("subset", subset, Subset)
     check_choice("judge", judge, Judge)
     shuffle = check_bool("shuffle", shuffle)

@@ -239,6 +239,18 @@ def test_invalid_options_name_valid_values(factory, kwargs, expect):
     assert expect in str(e.value)
 
 
+@pytest.mark.parametrize(
+    ("factory", "bad"),
+    [(xs.xstest, "subsets"), (g8.gsm8k, "fewshots"), (mm.mmlu, "subject"), (se.safeedit, "protocoll"),
+     (cres.crescendo, "turns"), (tqa.truthfulqa, "seeds"), (jbb.jbb_refusal, "judges"), (wg.wildguard, "datafile")],
+)
+def test_unknown_option_names_rejected(factory, bad):
+    with pytest.raises(ValueError) as e:
+        factory(**{bad: 1})
+    assert f"unknown -T option(s) ['{bad}']" in str(e.value) and "valid options: " in str(e.value)
+    assert "shuffle" in str(e.value) and "options" not in str(e.value).split("valid options: ")[1]
+
+
 def test_string_options_from_cli_are_coerced():
     t = mm.mmlu(fewshot="5", subjects="anatomy", shuffle="true", seed="3")
     assert len(t.dataset) == 135

@@ -327,6 +327,12 @@ def test_safeedit_per_instance_edits_once_per_item_around_all_prompts(tmp_path, 
     assert all(r == f"reply under edit {s.id}" for r in s.metadata["responses"].values())
 
 
+def test_unknown_option_rejected_through_eval(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown -T option\(s\) \['fewshots'\] for task gsm8k; valid options: fewshot"):
+        inspect_eval(task_file("gsm8k"), model=mock_model(), limit=1, log_dir=str(tmp_path), display="none",
+                     task_args={"fewshots": 2})
+
+
 # ---- limit + shuffle determinism through eval ----------------------------------------------------------
 
 def test_limit_shuffle_seed_same_samples(tmp_path):
