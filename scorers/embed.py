@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,9 +38,11 @@ ARTIFACT_DIR = Path(__file__).parent / "artifacts"
 REFUSAL_ARTIFACT = ARTIFACT_DIR / "refusal_embed.json"
 HARM_ARTIFACT = ARTIFACT_DIR / "harm_embed.json"
 
-FEATURE_BLOCKS: tuple[str, ...] = ("response_head", "response_tail", "prompt", "strmatch")
-"""Feature recipe blocks: embedding of the response start, of its last :data:`MAX_CHARS` characters, of the
-prompt, and the XSTest string-match hit (0/1)."""
+FEATURE_BLOCKS: tuple[str, ...] = ("response_head", "response_first", "prompt", "strmatch")
+"""Feature recipe blocks: embedding of the response start (what fits in the encoder), of its first sentence
+(:func:`first_sentence`; refusals announce themselves there), of the prompt, and the XSTest string-match
+hit (0/1)."""
+FIRST_SENTENCE_CHARS = 300
 
 _ENCODER_LOCK = threading.Lock()
 _ENCODER: Any = None
@@ -80,8 +83,12 @@ def _head(text: str) -> str:
     return text[:MAX_CHARS]
 
 
-def _tail(text: str) -> str:
-    return text[-MAX_CHARS:]
+def first_sentence(text: str) -> str:
+    """The response's opening sentence: up to the first ``.``/``!``/``?`` + space after 20 characters, within
+    the first :data:`FIRST_SENTENCE_CHARS` characters of the stripped text."""
+    t = text.strip()[:FIRST_SENTENCE_CHARS]
+    m = re.search(r"(?<=[.!?])\s", t[20:])
+    return t[: 20 + m.start()] if m else t
 
 
 def encode(texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
@@ -91,14 +98,17 @@ def encode(texts: Sequence[str], batch_size: int = 64, progress: bool = False) -
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
     model = get_encoder()
+    unique = list(dict.fromkeys(texts))  # identical texts (e.g. short responses' head/first) encode once
     with _ENCODER_LOCK:  # one encode at a time: torch already uses every core
         vecs = model.encode(
-            list(texts),
+            unique,
             batch_size=batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=progress,
         )
+    row = {t: i for i, t in enumerate(unique)}
+    vecs = np.asarray(vecs)[[row[t] for t in texts]]
     return np.asarray(vecs, dtype=np.float32)
 
 
@@ -117,8 +127,8 @@ def featurize(
     for block in blocks:
         if block == "response_head":
             parts.append(encode([_head(r) for r in responses], progress=progress))
-        elif block == "response_tail":
-            parts.append(encode([_tail(r) for r in responses], progress=progress))
+        elif block == "response_first":
+            parts.append(encode([first_sentence(r) for r in responses], progress=progress))
         elif block == "prompt":
             parts.append(encode([_head(p) for p in prompts], progress=progress))
         elif block == "strmatch":

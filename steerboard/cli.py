@@ -17,6 +17,7 @@ COMMAND_MODULES: list[str] = [
     "steerboard.methods.sae_cli",
     "steerboard.run_cli",
     "steerboard.leaderboard.cli",
+    "steerboard.scorers.cli",
 ]
 
 

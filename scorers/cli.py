@@ -1,0 +1,155 @@
+"""``steerboard judge refusal|harm|train|eval|prepare-data``: run, retrain and measure the judges."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+CHUNK = 256
+
+
+def read_pairs(path: Path) -> list[dict[str, Any]]:
+    """Read and validate a JSONL file of ``{"prompt": str, "response": str, ...}`` records.
+
+    Blank lines are skipped. Every problem names its line number.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        ValueError: malformed JSON, a non-object line, or a missing / non-string ``prompt`` or ``response``.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"input file {path} not found")
+    records: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as ex:
+                raise ValueError(f"{path} line {lineno}: malformed JSON ({ex.msg} at column {ex.colno})") from ex
+            if not isinstance(rec, dict):
+                raise ValueError(
+                    f"{path} line {lineno}: expected a JSON object with 'prompt' and 'response', "
+                    f"got {type(rec).__name__}"
+                )
+            for key in ("prompt", "response"):
+                if key not in rec:
+                    raise ValueError(
+                        f"{path} line {lineno}: missing field {key!r} (each line needs string fields "
+                        "'prompt' and 'response')"
+                    )
+                if not isinstance(rec[key], str):
+                    raise ValueError(
+                        f"{path} line {lineno}: field {key!r} must be a string, got {type(rec[key]).__name__}"
+                    )
+            records.append(rec)
+    if not records:
+        raise ValueError(f"{path} holds no records (expected JSON lines with 'prompt' and 'response')")
+    return records
+
+
+def _judge_file(args: argparse.Namespace, kind: str) -> int:
+    from tqdm import tqdm
+
+    from steerboard.scorers.judges import get_harm_judge, get_refusal_judge, run_sync
+
+    records = read_pairs(Path(args.inp))  # validate everything before loading any judge
+    out_path = Path(args.out)
+    kwargs: dict[str, Any] = {"model": args.grader} if args.judge == "model" else {}
+    if args.judge == "model" and not args.grader:
+        raise ValueError("--judge model needs --grader MODEL (an Inspect model string, e.g. openai/gpt-4o)")
+    judge = get_refusal_judge(args.judge, **kwargs) if kind == "refusal" else get_harm_judge(args.judge, **kwargs)
+    field = "refusal" if kind == "refusal" else "unsafe"
+    n_err = 0
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "w", encoding="utf-8") as f:
+        for start in tqdm(range(0, len(records), CHUNK), desc=f"{kind} judge ({judge.name})", unit="chunk",
+                          disable=len(records) <= CHUNK):
+            chunk = records[start : start + CHUNK]
+            verdicts = run_sync(judge.judge([r["prompt"] for r in chunk], [r["response"] for r in chunk]))
+            for rec, v in zip(chunk, verdicts, strict=True):
+                row = dict(rec)
+                row[field] = v.flagged
+                row["score"] = v.score
+                if v.error is not None:
+                    row["judge_error"] = v.error
+                    n_err += 1
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    flagged = sum(1 for _ in open(out_path, encoding="utf-8") if f'"{field}": 1' in _)
+    print(f"{len(records)} records judged by {kind}/{judge.name}: {flagged} {field}, {n_err} judge errors -> {out_path}",
+          file=sys.stderr)
+    return 1 if n_err else 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from steerboard.scorers.embed import HARM_ARTIFACT, REFUSAL_ARTIFACT
+    from steerboard.scorers.training import train_harm, train_refusal
+
+    out_dir = Path(args.out_dir) if args.out_dir else REFUSAL_ARTIFACT.parent
+    if args.which in ("refusal", "all"):
+        clf = train_refusal(progress=True)
+        clf.save(out_dir / REFUSAL_ARTIFACT.name)
+        print(f"wrote {out_dir / REFUSAL_ARTIFACT.name} (n={clf.meta['training_data']['n']})")
+    if args.which in ("harm", "all"):
+        clf = train_harm(progress=True)
+        clf.save(out_dir / HARM_ARTIFACT.name)
+        print(f"wrote {out_dir / HARM_ARTIFACT.name} (n={clf.meta['training_data']['n']})")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from steerboard.scorers.embed import ARTIFACT_DIR
+    from steerboard.scorers.training import evaluate_agreement, format_table
+
+    report = evaluate_agreement(progress=True)
+    out = Path(args.out) if args.out else ARTIFACT_DIR / "agreement.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(format_table(report))
+    print(f"\nwrote {out}")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from steerboard.scorers.training import DATA_DIR, prepare_data
+
+    counts = prepare_data(Path(args.raw_dir), Path(args.out_dir) if args.out_dir else DATA_DIR)
+    for name, n in counts.items():
+        print(f"{name}: {n} rows")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``judge`` command group."""
+    p = sub.add_parser("judge", help="refusal / harmfulness judges: run on JSONL, retrain, measure agreement")
+    jsub = p.add_subparsers(dest="judge_command", metavar="SUBCOMMAND")
+    jsub.required = True
+    for kind, choices, default, doc in (
+        ("refusal", ("embed", "strmatch", "model"), "embed",
+         "adds `refusal` (0/1; partial refusals count) and `score` (probability of refusal)"),
+        ("harm", ("embed", "model", "safeedit_classifier"), "embed",
+         "adds `unsafe` (0/1) and `score` (probability of unsafe)"),
+    ):
+        r = jsub.add_parser(kind, help=f"judge a JSONL file of prompt/response records: {doc}")
+        r.add_argument("--in", dest="inp", required=True, help="input JSONL; each line has 'prompt' and 'response'")
+        r.add_argument("--out", required=True, help="output JSONL: the input records plus the judge's fields")
+        r.add_argument("--judge", choices=choices, default=default, help=f"backend (default {default})")
+        r.add_argument("--grader", default=None, help="Inspect model string for --judge model")
+        r.set_defaults(func=lambda a, k=kind: _judge_file(a, k))
+    t = jsub.add_parser("train", help="retrain the embed judges' classifiers (deterministic) and write the artifacts")
+    t.add_argument("--which", choices=("refusal", "harm", "all"), default="all")
+    t.add_argument("--out-dir", default=None, help="where to write (default: the package's scorers/artifacts)")
+    t.set_defaults(func=_train)
+    e = jsub.add_parser(
+        "eval", help="agreement with labels: leave-one-model-out on XSTest (refusal), held-out split (harm)"
+    )
+    e.add_argument("--out", default=None, help="JSON report path (default: the package's scorers/artifacts/agreement.json)")
+    e.set_defaults(func=_eval)
+    d = jsub.add_parser("prepare-data", help="rebuild the shipped training JSONL from the raw public data folder")
+    d.add_argument("--raw-dir", required=True, help="folder with xstest/, safeedit/, jailbreakbench_artifacts/")
+    d.add_argument("--out-dir", default=None, help="default: the package's scorers/data")
+    d.set_defaults(func=_prepare)
