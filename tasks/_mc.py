@@ -79,8 +79,12 @@ def _logsumexp(values: list[float]) -> float:
     return m + math.log(sum(math.exp(v - m) for v in values))
 
 
-# Option letters are matched upper-case only, so the article "a" is never read as option A.
-_LEAD = re.compile(r"^\s*(?:(?i:answer)\s*[:\-]?\s*)?[\(\[]?([A-Z])[\)\]]?(?=$|[\s.,:;)\]])")
+# Option letters are matched upper-case only, so the article "a" is never read as option A. A reply that
+# starts with a bare letter counts only when the letter stands alone ("B", "B.", "(B)", "B:"), so the
+# article in "A lesion causes ..." is not read as option A either.
+_LEAD = re.compile(
+    r"^\s*(?:(?i:answer)\s*[:\-]?\s*)?(?:\(([A-Z])\)|\[([A-Z])\]|([A-Z])(?=$|[.,:;)\]]|\s*\n))"
+)
 _PHRASE = re.compile(r"(?i:\banswer\s*(?:is\s*:?|:)\s*(?:option\s*)?)[\(\[]?([A-Z])[\)\]]?(?=$|[\s.,:;)\]])")
 
 
@@ -88,8 +92,10 @@ def generated_letter(text: str, valid: str) -> str | None:
     """Parse the option letter a model wrote; ``None`` when no valid letter can be read."""
     for pattern in (_LEAD, _PHRASE):
         m = pattern.search(text)
-        if m and m.group(1) in valid:
-            return m.group(1)
+        if m:
+            letter = next(g for g in m.groups() if g)
+            if letter in valid:
+                return letter
     return None
 
 
