@@ -346,3 +346,12 @@ def test_every_evaluated_prompt_is_in_the_methods_eval_index():
     for name, items in texts.items():
         missing = [t for t in items if not is_eval_text(t)]
         assert not missing, f"{name}: {len(missing)} evaluation prompts missing from the index, e.g. {missing[0][:80]!r}"
+
+
+def test_listing_versions_match_tasks():
+    from steerboard.tasks.listing import load_listing
+
+    modules = {"xstest": xs, "wildguard": wg, "jbb_refusal": jbb, "crescendo": cres, "safeedit": se, "mmlu": mm,
+               "truthfulqa": tqa, "gsm8k": g8}
+    for name, t in load_listing()["tasks"].items():
+        assert str(t["version"]) == modules[name].TASK_VERSION, name
