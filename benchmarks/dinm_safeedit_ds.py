@@ -28,12 +28,12 @@ KEYS = ("ds", "onlyq", "knowledge")
 
 
 def generate_all(n: int, out: Path, max_new_tokens: int, offset: int) -> None:
-    from tqdm.auto import tqdm
-
-    from steerboard.engine import Engine, GenerationRequest
     from steerboard.methods.base import EditInstance
     from steerboard.methods.dinm import DINMConfig, DINMMethod
     from steerboard.tasks.safeedit import load_records
+    from tqdm.auto import tqdm
+
+    from steerboard.engine import Engine, GenerationRequest
 
     records, _ = load_records("shipped", None)
     records = records[offset : offset + n]
@@ -68,7 +68,7 @@ def generate_all(n: int, out: Path, max_new_tokens: int, offset: int) -> None:
                 edited = answer(list(ps.values()))
             row = {
                 "id": r["id"], "prompts": ps, "knowledge_answer": r["knowledge constrain"]["answer"],
-                "base": dict(zip(KEYS, base[3 * i : 3 * i + 3])), "dinm": dict(zip(KEYS, edited)),
+                "base": dict(zip(KEYS, base[3 * i : 3 * i + 3], strict=True)), "dinm": dict(zip(KEYS, edited, strict=True)),
                 "edit": {k: stats[k] for k in ("layer", "seconds", "mode")} | {"loss0": stats["loss"][0], "loss": stats["loss"][-1]},
             }
             f.write(json.dumps(row) + "\n")
