@@ -353,7 +353,10 @@ def _read_rows(path: str, hdr: Any, reader: _Reader, listing: Listing | None) ->
     summaries = reader.summaries()
     run_key = spec.eval_id
     method, _, model = spec.model.partition("/")
-    cols: dict[str, dict[str, list[Any]]] = {t: {c: [] for c in cs} for t, cs in _COLS.items()}
+    # run_key is the same on every row: added as a constant column when the Arrow tables are built
+    cols: dict[str, dict[str, list[Any]]] = {
+        t: {c: [] for c in cs if c != "run_key"} for t, cs in _COLS.items()
+    }
     s_cols, t_cols, v_cols = cols["samples"], cols["sample_tags"], cols["scores"]
     n_judge_err = 0
     bad = _bad_keys(spec.task, listing)
@@ -364,7 +367,6 @@ def _read_rows(path: str, hdr: Any, reader: _Reader, listing: Listing | None) ->
         sk = f"{sid}#{epoch}"
         meta = s.get("metadata") or {}
         target = s.get("target")
-        s_cols["run_key"].append(run_key)
         s_cols["sample_key"].append(sk)
         s_cols["sample_id"].append(str(sid))
         s_cols["epoch"].append(epoch)
@@ -378,7 +380,6 @@ def _read_rows(path: str, hdr: Any, reader: _Reader, listing: Listing | None) ->
             tv = tag_text(v)
             if tv is not None:
                 tags[str(k)] = tv
-                t_cols["run_key"].append(run_key)
                 t_cols["sample_key"].append(sk)
                 t_cols["key"].append(str(k))
                 t_cols["value"].append(tv)
@@ -390,7 +391,7 @@ def _read_rows(path: str, hdr: Any, reader: _Reader, listing: Listing | None) ->
             jerr = 0
             if isinstance(val, dict):
                 jerr = 1 if _to_float(val.get("judge_error")) == 1.0 else 0
-                items = [(str(k), _to_float(v)) for k, v in val.items()]
+                items = [(str(k), float(v) if type(v) is int else _to_float(v)) for k, v in val.items()]
             elif isinstance(val, list):
                 items = [(str(i), _to_float(v)) for i, v in enumerate(val)]
             else:
@@ -401,7 +402,6 @@ def _read_rows(path: str, hdr: Any, reader: _Reader, listing: Listing | None) ->
             answer = answer if isinstance(answer, str) else None
             for k, f in items:
                 sample_vals[(scorer, k)] = f
-                v_cols["run_key"].append(run_key)
                 v_cols["sample_key"].append(sk)
                 v_cols["scorer"].append(scorer)
                 v_cols["key"].append(k)
@@ -440,7 +440,6 @@ def _read_rows(path: str, hdr: Any, reader: _Reader, listing: Listing | None) ->
             }
             for name, sc in (s.get("scores") or {}).items()
         }
-        e_cols["run_key"].append(run_key)
         e_cols["sample_key"].append(sk)
         e_cols["prompt"].append(prompt[:MAX_TEXT])
         e_cols["response"].append((response or "")[:MAX_TEXT])
@@ -484,9 +483,16 @@ def _read_job(args: tuple[str, Listing | None]) -> tuple[str, dict[str, Any]]:
         d = read_log(path, listing)
         if d["ok"]:
             types = _arrow_types()
+            rk = d["run"]["run_key"]
             for table, cols in _COLS.items():
                 t = types.get(table, {})
-                d[table] = pa.table({c: pa.array(d[table][c], type=t.get(c, pa.string())) for c in cols})
+                n = len(d[table][cols[1]])
+                d[table] = pa.table(
+                    {
+                        c: pa.array([rk] * n if c == "run_key" else d[table][c], type=t.get(c, pa.string()))
+                        for c in cols
+                    }
+                )
         return path, d
     except Exception as ex:  # noqa: BLE001 - last-resort guard: one bad log never stops the batch
         return path, {"ok": False, "error": f"{type(ex).__name__}: {str(ex)[:200]}"}
