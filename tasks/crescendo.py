@@ -183,6 +183,7 @@ def crescendo_attack(
         history: list[ChatMessage] = []
         turns: list[dict[str, Any]] = []
         errors: list[str] = []
+        attacker_errors: list[str] = []
         success_turn: int | None = None
         backtracks = 0
         kept = 0
@@ -224,8 +225,8 @@ def crescendo_attack(
                 ]
                 out = await attacker_model.generate(prompt)
                 question = clean_question(out.completion)
-                if not question:
-                    errors.append(f"turn {kept + 1}: attacker returned an empty question")
+                if not question:  # the attack ends here (a failed attack, not a judge failure)
+                    attacker_errors.append(f"turn {kept + 1}: attacker returned an empty question")
                     break
 
             reply = await target.generate([*history, ChatMessageUser(content=question)])
@@ -261,6 +262,7 @@ def crescendo_attack(
             "kept_turns": kept,
             "backtracks": backtracks,
             "judge_errors": errors,
+            "attacker_errors": attacker_errors,
             "refusal_judge": refusal_judge,
             "harm_judge": harm_judge,
         }
