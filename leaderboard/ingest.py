@@ -611,7 +611,11 @@ def ingest_logs(
             if ex is not None:
                 ex.shutdown(cancel_futures=True)
         if file_rows:
-            con.executemany("INSERT INTO ingest_files VALUES (?, ?, ?, ?, ?, ?, ?)", file_rows)
+            import pyarrow as pa
+
+            names = ["path", "size", "mtime", "run_key", "outcome", "message", "ingested_at"]
+            files_tbl = pa.table({n: [r[i] for r in file_rows] for i, n in enumerate(names)})  # noqa: F841
+            con.execute(f"INSERT INTO ingest_files SELECT {', '.join(names)} FROM files_tbl")
     finally:
         con.close()
     return summary
