@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -86,6 +87,9 @@ def _arrow_types() -> dict[str, dict[str, Any]]:
         "samples": {"epoch": pa.int32()},
         "scores": {"value": pa.float64(), "judge_error": pa.int8()},
     }
+
+
+_LOG_JSON_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}[:-]\d{2}[:-]\d{2}")
 
 
 class SchemaError(RuntimeError):
@@ -165,6 +169,16 @@ def discover_logs(locations: Iterable[str | Path]) -> list[str]:
             raise FileNotFoundError(f"log location not found: {s}")
         if "://" not in s and p.is_file():
             out.append(str(p))
+            continue
+        if "://" not in s:
+            # local folder: a plain walk (list_eval_logs costs ~3 s CPU per 1,000 local files), same rule as
+            # Inspect's: every .eval file, and .json files named like Inspect logs (timestamp first)
+            out += sorted(
+                str(f)
+                for f in p.rglob("*")
+                if f.is_file()
+                and (f.suffix == ".eval" or (f.suffix == ".json" and _LOG_JSON_NAME.match(f.name)))
+            )
             continue
         infos = list_eval_logs(s, formats=["eval", "json"], recursive=True)
         out += sorted(i.name.removeprefix("file://") for i in infos)
