@@ -76,10 +76,32 @@ def load_agreement(path: str | Path | None = None) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else {"agreement": data}
 
 
-def agreement_for(agreement: dict[str, Any] | None, judge: str | None) -> list[tuple[str, str]]:
-    """Flatten the agreement entry for ``judge`` (searched at any depth, by key) into (name, value) pairs."""
+def judge_kind(scorers: list[str]) -> str | None:
+    """Which judge family a run's scorers use: "refusal", "harm" or None."""
+    names = " ".join(scorers).lower()
+    if "refusal" in names:
+        return "refusal"
+    if any(k in names for k in ("harm", "crescendo", "safeedit")):
+        return "harm"
+    return None
+
+
+def agreement_for(
+    agreement: dict[str, Any] | None, judge: str | None, kind: str | None = None
+) -> list[tuple[str, str]]:
+    """Flatten the agreement entry for ``judge`` into (name, value) pairs.
+
+    The judges' file groups backends by judge family (``{"refusal": {"protocol", "backends": {name: ...}}}``);
+    the entry is looked up under ``kind`` first, then by key at any depth.
+    """
     if not agreement or not judge:
         return []
+    if kind and isinstance(agreement.get(kind), dict):
+        section = agreement[kind]
+        backends = section.get("backends") if isinstance(section.get("backends"), dict) else section
+        if isinstance(backends, dict) and isinstance(backends.get(judge), dict):
+            out = [("protocol", str(section["protocol"])[:400])] if section.get("protocol") else []
+            return out + agreement_for({judge: backends[judge]}, judge)
 
     def find(obj: Any, depth: int = 0) -> Any:
         if isinstance(obj, dict) and depth < 4:
@@ -628,7 +650,7 @@ def build_site(
             metrics=metrics,
             breakdown=bd,
             examples=data["examples"].get(rk, []),
-            agreement=agreement_for(agreement, r["judge"]),
+            agreement=agreement_for(agreement, r["judge"], judge_kind(json.loads(r["scorers"] or "[]"))),
             has_agreement_file=agreement is not None,
             base_page=run_page_name(base_key) if base_key else None,
             built_at=built_at,

@@ -99,7 +99,21 @@ def db(tmp_path_factory: pytest.TempPathFactory, logs_dir: Path, listing) -> tup
 def site(tmp_path_factory: pytest.TempPathFactory, db, listing) -> Path:
     out = tmp_path_factory.mktemp("site")
     agreement = out.parent / "agreement.json"
-    agreement.write_text(json.dumps({"refusal": {"embed": {"accuracy": 0.912, "kappa": 0.801, "n": 250}}}))
+    agreement.write_text(
+        json.dumps(
+            {
+                "format": "steerboard-judge-agreement/1",
+                "refusal": {
+                    "protocol": "held-out folds",
+                    "backends": {"embed": {"overall": {"accuracy": 0.912, "kappa": 0.801}}},
+                },
+                "harm": {
+                    "protocol": "harm folds",
+                    "backends": {"embed": {"overall": {"accuracy": 0.7, "kappa": 0.444}}},
+                },
+            }
+        )
+    )
     build_site(db[0], out, listing=listing, agreement_path=agreement)
     return out
 
@@ -316,7 +330,9 @@ def test_run_pages_show_config_breakdown_agreement_and_samples(site: Path, db, l
     page = (site / run_page_name(r["run_key"])).read_text()
     assert "&#34;strength&#34;: 10" in page
     assert "by <code>type</code>" in page  # per-type breakdown
-    assert "kappa" in page and "0.801" in page
+    assert "overall.kappa" in page and "0.801" in page and "held-out folds" in page and "0.444" not in page
+    c = next(x for x in data["runs"] if x["task"] == "crescendo" and x["method"] == "base")
+    assert "0.444" in (site / run_page_name(c["run_key"])).read_text()  # harm judge: the harm section
     assert "Worst samples" in page and "[user]" not in page  # single-turn prompts shown as text
     assert page.count('class="sample"') >= 2 and "Refusal on unsafe" in page
 
