@@ -89,6 +89,8 @@ def _arrow_types() -> dict[str, dict[str, Any]]:
     }
 
 
+# one encoder for every sample (json.dumps with options builds a new encoder per call)
+_ENCODE = json.JSONEncoder(default=str, ensure_ascii=False).encode
 _LOG_JSON_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}[:-]\d{2}[:-]\d{2}")
 
 
@@ -386,12 +388,12 @@ def _read_rows(path: str, hdr: Any, reader: _Reader, listing: Listing | None) ->
         s_cols["epoch"].append(epoch)
         s_cols["input"].append(_input_text(s.get("input"))[:MAX_INPUT])
         s_cols["target"].append(target if isinstance(target, str) else json.dumps(target)[:MAX_INPUT])
-        s_cols["metadata"].append(json.dumps(meta, default=str, ensure_ascii=False))
+        s_cols["metadata"].append(_ENCODE(meta))
         err = s.get("error")
         s_cols["error"].append(err if err is None or isinstance(err, str) else str(err))
         tags: dict[str, str] = {}
         for k, v in meta.items():
-            tv = tag_text(v)
+            tv = v if type(v) is str and len(v) <= 80 else tag_text(v)
             if tv is not None:
                 tags[str(k)] = tv
                 t_cols["sample_key"].append(sk)
