@@ -24,6 +24,7 @@ from inspect_ai.dataset import Sample
 from inspect_ai.model import GenerateConfig
 from inspect_ai.scorer import match
 from inspect_ai.solver import generate, prompt_template
+
 from steerboard.tasks._common import (
     check_bool,
     check_int,

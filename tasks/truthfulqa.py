@@ -33,6 +33,7 @@ from inspect_ai.dataset import Sample
 from inspect_ai.model import ChatMessageUser, ModelOutput
 from inspect_ai.scorer import CORRECT, INCORRECT, Score, Scorer, Target, accuracy, mean, scorer, stderr
 from inspect_ai.solver import Generate, Solver, TaskState, solver
+
 from steerboard.tasks._common import (
     check_bool,
     check_int,

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from inspect_ai import Task, task
 from inspect_ai.dataset import Sample
 from inspect_ai.solver import generate
+
 from steerboard.tasks._common import (
     check_bool,
     check_choice,

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from steerboard.tasks import _common
 from steerboard.tasks import crescendo as cres
 from steerboard.tasks import gsm8k as g8

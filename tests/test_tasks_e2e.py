@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import steerboard.scorers.judges as judges
 from inspect_ai import eval as inspect_eval
+
+import steerboard.scorers.judges as judges
 from steerboard.scorers.judges import Verdict
 from steerboard.tasks import _common
 from steerboard.tasks._testing import WILDGUARD_ROWS, mock_model, mock_output

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from inspect_ai import eval as inspect_eval
+
 from steerboard.tasks import _common
 
 pytestmark = pytest.mark.integration

@@ -6,6 +6,7 @@ import math
 
 import pytest
 from inspect_ai.scorer import SampleScore, Score
+
 from steerboard.tasks._mc import generated_letter, letter_logprobs, letters, read_choice
 from steerboard.tasks._metrics import breakdown, key_means, key_sums
 from steerboard.tasks._testing import mock_output
