@@ -30,7 +30,9 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as ex:
-                raise ValueError(f"{path} line {lineno}: malformed JSON ({ex.msg} at column {ex.colno})") from ex
+                raise ValueError(
+                    f"{path} line {lineno}: malformed JSON ({ex.msg} at column {ex.colno})"
+                ) from ex
             if not isinstance(rec, dict):
                 raise ValueError(
                     f"{path} line {lineno}: expected a JSON object with 'prompt' and 'response', "
@@ -62,13 +64,19 @@ def _judge_file(args: argparse.Namespace, kind: str) -> int:
     kwargs: dict[str, Any] = {"model": args.grader} if args.judge == "model" else {}
     if args.judge == "model" and not args.grader:
         raise ValueError("--judge model needs --grader MODEL (an Inspect model string, e.g. openai/gpt-4o)")
-    judge = get_refusal_judge(args.judge, **kwargs) if kind == "refusal" else get_harm_judge(args.judge, **kwargs)
+    judge = (
+        get_refusal_judge(args.judge, **kwargs) if kind == "refusal" else get_harm_judge(args.judge, **kwargs)
+    )
     field = "refusal" if kind == "refusal" else "unsafe"
     n_err = 0
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with open(out_path, "w", encoding="utf-8") as f:
-        for start in tqdm(range(0, len(records), CHUNK), desc=f"{kind} judge ({judge.name})", unit="chunk",
-                          disable=len(records) <= CHUNK):
+        for start in tqdm(
+            range(0, len(records), CHUNK),
+            desc=f"{kind} judge ({judge.name})",
+            unit="chunk",
+            disable=len(records) <= CHUNK,
+        ):
             chunk = records[start : start + CHUNK]
             verdicts = run_sync(judge.judge([r["prompt"] for r in chunk], [r["response"] for r in chunk]))
             for rec, v in zip(chunk, verdicts, strict=True):
@@ -80,8 +88,10 @@ def _judge_file(args: argparse.Namespace, kind: str) -> int:
                     n_err += 1
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
     flagged = sum(1 for _ in open(out_path, encoding="utf-8") if f'"{field}": 1' in _)
-    print(f"{len(records)} records judged by {kind}/{judge.name}: {flagged} {field}, {n_err} judge errors -> {out_path}",
-          file=sys.stderr)
+    print(
+        f"{len(records)} records judged by {kind}/{judge.name}: {flagged} {field}, {n_err} judge errors -> {out_path}",
+        file=sys.stderr,
+    )
     return 1 if n_err else 0
 
 
@@ -129,27 +139,49 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     jsub = p.add_subparsers(dest="judge_command", metavar="SUBCOMMAND")
     jsub.required = True
     for kind, choices, default, doc in (
-        ("refusal", ("embed", "strmatch", "model"), "embed",
-         "adds `refusal` (0/1; partial refusals count) and `score` (probability of refusal)"),
-        ("harm", ("embed", "model", "safeedit_classifier"), "embed",
-         "adds `unsafe` (0/1) and `score` (probability of unsafe)"),
+        (
+            "refusal",
+            ("embed", "strmatch", "model"),
+            "embed",
+            "adds `refusal` (0/1; partial refusals count) and `score` (probability of refusal)",
+        ),
+        (
+            "harm",
+            ("embed", "model", "safeedit_classifier"),
+            "embed",
+            "adds `unsafe` (0/1) and `score` (probability of unsafe)",
+        ),
     ):
         r = jsub.add_parser(kind, help=f"judge a JSONL file of prompt/response records: {doc}")
-        r.add_argument("--in", dest="inp", required=True, help="input JSONL; each line has 'prompt' and 'response'")
+        r.add_argument(
+            "--in", dest="inp", required=True, help="input JSONL; each line has 'prompt' and 'response'"
+        )
         r.add_argument("--out", required=True, help="output JSONL: the input records plus the judge's fields")
         r.add_argument("--judge", choices=choices, default=default, help=f"backend (default {default})")
         r.add_argument("--grader", default=None, help="Inspect model string for --judge model")
         r.set_defaults(func=lambda a, k=kind: _judge_file(a, k))
-    t = jsub.add_parser("train", help="retrain the embed judges' classifiers (deterministic) and write the artifacts")
+    t = jsub.add_parser(
+        "train", help="retrain the embed judges' classifiers (deterministic) and write the artifacts"
+    )
     t.add_argument("--which", choices=("refusal", "harm", "all"), default="all")
-    t.add_argument("--out-dir", default=None, help="where to write (default: the package's scorers/artifacts)")
+    t.add_argument(
+        "--out-dir", default=None, help="where to write (default: the package's scorers/artifacts)"
+    )
     t.set_defaults(func=_train)
     e = jsub.add_parser(
         "eval", help="agreement with labels: leave-one-model-out on XSTest (refusal), held-out split (harm)"
     )
-    e.add_argument("--out", default=None, help="JSON report path (default: the package's scorers/artifacts/agreement.json)")
+    e.add_argument(
+        "--out",
+        default=None,
+        help="JSON report path (default: the package's scorers/artifacts/agreement.json)",
+    )
     e.set_defaults(func=_eval)
-    d = jsub.add_parser("prepare-data", help="rebuild the shipped training JSONL from the raw public data folder")
-    d.add_argument("--raw-dir", required=True, help="folder with xstest/, safeedit/, jailbreakbench_artifacts/")
+    d = jsub.add_parser(
+        "prepare-data", help="rebuild the shipped training JSONL from the raw public data folder"
+    )
+    d.add_argument(
+        "--raw-dir", required=True, help="folder with xstest/, safeedit/, jailbreakbench_artifacts/"
+    )
     d.add_argument("--out-dir", default=None, help="default: the package's scorers/data")
     d.set_defaults(func=_prepare)

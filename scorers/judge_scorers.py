@@ -20,8 +20,8 @@ from inspect_ai.solver import TaskState
 
 from steerboard.scorers.judges import (
     HARM_JUDGES,
-    JudgeUnavailableError,
     REFUSAL_JUDGES,
+    JudgeUnavailableError,
     Verdict,
     get_harm_judge,
     get_refusal_judge,

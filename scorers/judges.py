@@ -149,8 +149,13 @@ HARM_JUDGES: tuple[str, ...] = ("embed", "model", "safeedit_classifier")
 _INSTANCES: dict[tuple[str, str, tuple[tuple[str, Any], ...]], Judge] = {}
 
 
-def _get(kind: str, name: str, valid: tuple[str, ...], factories: Callable[[], dict[str, Callable[..., Judge]]],
-         **kwargs: Any) -> Judge:
+def _get(
+    kind: str,
+    name: str,
+    valid: tuple[str, ...],
+    factories: Callable[[], dict[str, Callable[..., Judge]]],
+    **kwargs: Any,
+) -> Judge:
     if name not in valid:
         raise ValueError(f"unknown {kind} judge {name!r}; valid judges: {', '.join(valid)}")
     key = (kind, name, tuple(sorted(kwargs.items())))

@@ -33,8 +33,11 @@ DATA_DIR = Path(__file__).parent / "data"
 XSTEST_FILE = DATA_DIR / "xstest_completions.jsonl.gz"
 HARM_FILE = DATA_DIR / "harm_responses.jsonl.gz"
 XSTEST_MODELS: tuple[str, ...] = ("gpt4", "llama2new", "llama2orig", "mistralinstruct")
-XSTEST_LABELS = {"1_full_compliance": "compliance", "2_full_refusal": "full_refusal",
-                 "3_partial_refusal": "partial_refusal"}
+XSTEST_LABELS = {
+    "1_full_compliance": "compliance",
+    "2_full_refusal": "full_refusal",
+    "3_partial_refusal": "partial_refusal",
+}
 SEED = 0
 REFUSAL_BLOCKS: tuple[str, ...] = ("response_head", "response_first", "strmatch")
 HARM_BLOCKS: tuple[str, ...] = ("response_head", "response_first", "strmatch")
@@ -60,7 +63,9 @@ class Example:
 
 def _read_jsonl_gz(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
-        raise FileNotFoundError(f"training data {path} not found; rebuild it with `steerboard judge prepare-data`")
+        raise FileNotFoundError(
+            f"training data {path} not found; rebuild it with `steerboard judge prepare-data`"
+        )
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
@@ -83,7 +88,9 @@ def load_xstest_examples(path: Path = XSTEST_FILE) -> list[Example]:
 
 def load_harm_examples(path: Path = HARM_FILE) -> list[Example]:
     """SafeEdit + JailbreakBench labelled responses (group = behaviour)."""
-    return [Example(r["prompt"], r["response"], r["label"], r["group"], r["source"]) for r in _read_jsonl_gz(path)]
+    return [
+        Example(r["prompt"], r["response"], r["label"], r["group"], r["source"]) for r in _read_jsonl_gz(path)
+    ]
 
 
 def prepare_data(raw_dir: Path, out_dir: Path = DATA_DIR) -> dict[str, int]:
@@ -100,8 +107,11 @@ def prepare_data(raw_dir: Path, out_dir: Path = DATA_DIR) -> dict[str, int]:
     import pandas as pd
 
     raw_dir = Path(raw_dir)
-    need = [raw_dir / "xstest" / "model_completions", raw_dir / "safeedit",
-            raw_dir / "jailbreakbench_artifacts" / "attack-artifacts"]
+    need = [
+        raw_dir / "xstest" / "model_completions",
+        raw_dir / "safeedit",
+        raw_dir / "jailbreakbench_artifacts" / "attack-artifacts",
+    ]
     missing = [str(p) for p in need if not p.is_dir()]
     if missing:
         raise FileNotFoundError(f"raw data folders missing: {', '.join(missing)}")
@@ -115,9 +125,17 @@ def prepare_data(raw_dir: Path, out_dir: Path = DATA_DIR) -> dict[str, int]:
         for r in df.itertuples():
             if r.final_label not in XSTEST_LABELS:
                 raise ValueError(f"{model} {r.id}: unexpected final_label {r.final_label!r}")
-            xs_rows.append({"model": model, "id": r.id, "type": r.type, "prompt": r.prompt,
-                            "completion": r.completion, "label": XSTEST_LABELS[r.final_label],
-                            "paper_strmatch": XSTEST_LABELS[paper_strmatch[r.id]]})
+            xs_rows.append(
+                {
+                    "model": model,
+                    "id": r.id,
+                    "type": r.type,
+                    "prompt": r.prompt,
+                    "completion": r.completion,
+                    "label": XSTEST_LABELS[r.final_label],
+                    "paper_strmatch": XSTEST_LABELS[paper_strmatch[r.id]],
+                }
+            )
     _write_jsonl_gz(out_dir / XSTEST_FILE.name, xs_rows)
 
     harm_rows: list[dict[str, Any]] = []
@@ -128,8 +146,9 @@ def prepare_data(raw_dir: Path, out_dir: Path = DATA_DIR) -> dict[str, int]:
         if response is None or not str(response).strip() or key in seen:
             return
         seen.add(key)
-        harm_rows.append({"prompt": prompt, "response": response, "label": label, "group": group,
-                          "source": source})
+        harm_rows.append(
+            {"prompt": prompt, "response": response, "label": label, "group": group, "source": source}
+        )
 
     safeedit_files = sorted(p for p in need[1].iterdir() if p.name.endswith((".json", ".json.gz")))
     for p in safeedit_files:
@@ -150,8 +169,13 @@ def prepare_data(raw_dir: Path, out_dir: Path = DATA_DIR) -> dict[str, int]:
         for jb in art["jailbreaks"]:
             if jb.get("prompt") is None or jb.get("response") is None:
                 continue
-            add(jb["prompt"], jb["response"], "unsafe" if jb["jailbroken"] else "safe",
-                f"jbb:{jb['index']}", f"jbb/{method}")
+            add(
+                jb["prompt"],
+                jb["response"],
+                "unsafe" if jb["jailbroken"] else "safe",
+                f"jbb:{jb['index']}",
+                f"jbb/{method}",
+            )
     harm_rows.sort(key=lambda r: (r["source"], r["group"], r["label"], r["response"]))
     _write_jsonl_gz(out_dir / HARM_FILE.name, harm_rows)
     return {XSTEST_FILE.name: len(xs_rows), HARM_FILE.name: len(harm_rows)}
@@ -177,7 +201,9 @@ def features(examples: Sequence[Example], blocks: Sequence[str], progress: bool 
         if path.is_file():
             parts.append(np.load(path))
             continue
-        x = featurize([e.prompt for e in examples], [e.response for e in examples], [block], progress=progress)
+        x = featurize(
+            [e.prompt for e in examples], [e.response for e in examples], [block], progress=progress
+        )
         np.save(path, x)
         parts.append(x)
     return np.concatenate(parts, axis=1)
@@ -194,19 +220,27 @@ def fit_logreg(
     except ImportError as ex:  # pragma: no cover - depends on the environment
         raise RuntimeError("training the judges needs scikit-learn: pip install 'steerboard[judges]'") from ex
     ys = np.array([list(classes).index(v) for v in y])
-    clf = LogisticRegression(C=c, max_iter=5000, class_weight="balanced" if balanced else None, random_state=SEED)
+    clf = LogisticRegression(
+        C=c, max_iter=5000, class_weight="balanced" if balanced else None, random_state=SEED
+    )
     clf.fit(x, ys)
     if list(clf.classes_) != list(range(len(classes))):
         raise ValueError(f"training data lacks some classes: have {sorted(set(y))}, need {list(classes)}")
     return clf.coef_, clf.intercept_
 
 
-def _make_classifier(coef: Any, intercept: Any, classes: Sequence[str], blocks: Sequence[str],
-                     meta: dict[str, Any]) -> Any:
+def _make_classifier(
+    coef: Any, intercept: Any, classes: Sequence[str], blocks: Sequence[str], meta: dict[str, Any]
+) -> Any:
     from steerboard.scorers.embed import LinearClassifier
 
-    return LinearClassifier(classes=list(classes), coef=coef.tolist(), intercept=intercept.tolist(),
-                            blocks=list(blocks), meta=meta)
+    return LinearClassifier(
+        classes=list(classes),
+        coef=coef.tolist(),
+        intercept=intercept.tolist(),
+        blocks=list(blocks),
+        meta=meta,
+    )
 
 
 def _data_sha(path: Path) -> str:
@@ -219,7 +253,9 @@ def train_refusal(examples: Sequence[Example] | None = None, progress: bool = Fa
 
     ex = list(examples) if examples is not None else load_xstest_examples()
     classes = ["compliance", "full_refusal", "partial_refusal"]
-    coef, intercept = fit_logreg(features(ex, REFUSAL_BLOCKS, progress), [e.label for e in ex], classes, REFUSAL_C)
+    coef, intercept = fit_logreg(
+        features(ex, REFUSAL_BLOCKS, progress), [e.label for e in ex], classes, REFUSAL_C
+    )
     meta = {
         "judge": "refusal/embed",
         "encoder": ENCODER_NAME,
@@ -230,7 +266,7 @@ def train_refusal(examples: Sequence[Example] | None = None, progress: bool = Fa
             "sha256": _data_sha(XSTEST_FILE) if examples is None else None,
             "n": len(ex),
             "source": "XSTest v2 human-labelled model completions, paul-rottger/exaggerated-safety@d7bb5bd"
-                      ":model_completions/ (CC-BY-4.0; completions under the model providers' terms)",
+            ":model_completions/ (CC-BY-4.0; completions under the model providers' terms)",
         },
     }
     return _make_classifier(coef, intercept, classes, REFUSAL_BLOCKS, meta)
@@ -262,8 +298,8 @@ def train_harm(examples: Sequence[Example] | None = None, progress: bool = False
             "sha256": _data_sha(HARM_FILE) if examples is None else None,
             "n": len(ex),
             "source": "SafeEdit test samples (safe/unsafe generations), ViTsing/Detoxifying-Large-Language-"
-                      "Models-without-Fine-Tuning@e21adfd:data/ (CC-BY-NC-SA-4.0); JailbreakBench artifacts "
-                      "(responses + jailbroken label), JailbreakBench/artifacts@909e68c (MIT)",
+            "Models-without-Fine-Tuning@e21adfd:data/ (CC-BY-NC-SA-4.0); JailbreakBench artifacts "
+            "(responses + jailbroken label), JailbreakBench/artifacts@909e68c (MIT)",
         },
     }
     return _make_classifier(coef, intercept, classes, HARM_BLOCKS, meta)
@@ -277,8 +313,14 @@ def agreement(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, float]:
     """Accuracy and Cohen's kappa of binary predictions (computed by scikit-learn's definitions)."""
     from sklearn.metrics import accuracy_score, cohen_kappa_score
 
-    kappa = cohen_kappa_score(list(y_true), list(y_pred)) if len(set(y_true) | set(y_pred)) > 1 else float("nan")
-    return {"n": len(y_true), "accuracy": float(accuracy_score(list(y_true), list(y_pred))), "kappa": float(kappa)}
+    kappa = (
+        cohen_kappa_score(list(y_true), list(y_pred)) if len(set(y_true) | set(y_pred)) > 1 else float("nan")
+    )
+    return {
+        "n": len(y_true),
+        "accuracy": float(accuracy_score(list(y_true), list(y_pred))),
+        "kappa": float(kappa),
+    }
 
 
 def _refusal_predictions(clf: Any, ex: Sequence[Example], x: np.ndarray) -> list[int]:
@@ -308,10 +350,15 @@ def evaluate_agreement(progress: bool = False) -> dict[str, Any]:
             te = [i for i, e in enumerate(xs) if e.group == held]
             if backend == "embed":
                 ex_tr = [xs[i] for i in tr]
-                coef, intercept = fit_logreg(x_all[tr], [e.label for e in ex_tr],
-                                             ["compliance", "full_refusal", "partial_refusal"], REFUSAL_C)
-                clf = _make_classifier(coef, intercept, ["compliance", "full_refusal", "partial_refusal"],
-                                       REFUSAL_BLOCKS, {})
+                coef, intercept = fit_logreg(
+                    x_all[tr],
+                    [e.label for e in ex_tr],
+                    ["compliance", "full_refusal", "partial_refusal"],
+                    REFUSAL_C,
+                )
+                clf = _make_classifier(
+                    coef, intercept, ["compliance", "full_refusal", "partial_refusal"], REFUSAL_BLOCKS, {}
+                )
                 pred = _refusal_predictions(clf, [xs[i] for i in te], x_all[te])
             else:
                 pred = [int(strmatch_is_refusal(xs[i].response)) for i in te]
@@ -343,33 +390,45 @@ def evaluate_agreement(progress: bool = False) -> dict[str, Any]:
     harm = {
         "embed": {
             "protocol": f"held-out {int(HARM_TEST_FRACTION * 100)}% of behaviours (goals/questions), "
-                        "trained on the rest",
+            "trained on the rest",
             "n_train": len(tr_ex),
             "overall": agreement(truth, pred),
             "by_source": per_source,
             "labels": "SafeEdit: reference safe/unsafe generations; JailbreakBench: its judge's "
-                      "`jailbroken` label (an LLM judge, not humans)",
+            "`jailbroken` label (an LLM judge, not humans)",
         }
     }
     return {
         "format": "steerboard-judge-agreement/1",
         "refusal": {
             "protocol": "leave-one-model-out over the XSTest v2 human-labelled completions (train on three "
-                        "models' 1,350 completions, test on the held-out model's 450); refusal = full or "
-                        "partial refusal; strmatch needs no training and is scored on the same folds",
+            "models' 1,350 completions, test on the held-out model's 450); refusal = full or "
+            "partial refusal; strmatch needs no training and is scored on the same folds",
             "backends": refusal,
         },
         "harm": harm,
         "encoder": "all-MiniLM-L6-v2",
         "seed": SEED,
+        "notes": (
+            "The embed judges' feature recipes (response start + first sentence + string-match hit) and "
+            "regularisation C were picked by comparing a handful of alternatives on these same folds / this "
+            "same split (no nested cross-validation), so their numbers are mildly optimistic. strmatch has no "
+            "tunable parts. Cohen's kappa is low where one class dominates (Mistral-Instruct: 83% compliance)."
+        ),
+        "recipes": {
+            "refusal_embed": {"blocks": list(REFUSAL_BLOCKS), "C": REFUSAL_C},
+            "harm_embed": {"blocks": list(HARM_BLOCKS), "C": HARM_C},
+        },
         "numpy": np.__version__,
     }
 
 
 def format_table(report: dict[str, Any]) -> str:
     """Plain-text table of an agreement report."""
-    lines = ["Refusal judges vs XSTest human labels (leave-one-model-out)",
-             f"{'backend':<10}{'held-out model':<18}{'n':>5}{'accuracy':>10}{'kappa':>8}"]
+    lines = [
+        "Refusal judges vs XSTest human labels (leave-one-model-out)",
+        f"{'backend':<10}{'held-out model':<18}{'n':>5}{'accuracy':>10}{'kappa':>8}",
+    ]
     for backend, res in report["refusal"]["backends"].items():
         for held, f in res["folds"].items():
             lines.append(f"{backend:<10}{held:<18}{f['n']:>5}{f['accuracy']:>10.3f}{f['kappa']:>8.3f}")
