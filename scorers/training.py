@@ -318,6 +318,7 @@ def agreement(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, float]:
     )
     return {
         "n": len(y_true),
+        "n_positive": int(sum(y_true)),
         "accuracy": float(accuracy_score(list(y_true), list(y_pred))),
         "kappa": float(kappa),
     }
