@@ -55,7 +55,7 @@ def mmlu_accuracy(engine: Any, intervention: Any, rows: list[dict[str, Any]], ba
     ids = [engine.tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in letters]
     seqs = []
     for r in rows:
-        q = r["question"] + "\n" + "\n".join(f"{l}. {c}" for l, c in zip(letters, r["choices"]))
+        q = r["question"] + "\n" + "\n".join(f"{let}. {c}" for let, c in zip(letters, r["choices"]))
         msgs = [{"role": "user", "content": q + "\nAnswer with the letter of the correct option."}]
         seqs.append(engine.chat_ids(msgs) + engine.tokenizer("The answer is", add_special_tokens=False)["input_ids"])
     correct = 0
@@ -94,7 +94,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--n-mmlu", type=int, default=100)
     ap.add_argument("--judge", default="embed")
-    ap.add_argument("--only", default="", help="comma-separated subset of methods")
+    ap.add_argument("--methods", default="base,sae,sae+gate,actadd,actadd+gate", help="comma-separated methods")
+    ap.add_argument("--skip-throughput", action="store_true", help="only the --refusal measurements")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
 
@@ -104,26 +105,35 @@ def main() -> None:
 
     engine = Engine.load(args.model)
     ms = methods(args.model)
-    if args.only:
-        keep = {"base", *args.only.split(",")}
-        ms = {k: v for k, v in ms.items() if k in keep}
+    want = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in want if m not in ms]
+    if bad:
+        raise SystemExit(f"unknown methods {bad}; valid: {', '.join(ms)}")
+    ms = {k: ms[k] for k in want}
     for m in ms.values():
         m.prepare(engine)
     results: dict[str, Any] = {"model": args.model, "throughput": {}, "refusal": {}}
 
     # ---- throughput (dev prompts: harmful + benign, so a gate sees both kinds)
+    if args.skip_throughput:
+        ms_tp: dict[str, Any] = {}
+    else:
+        if "base" not in ms:
+            raise SystemExit("throughput ratios need base in --methods (or pass --skip-throughput)")
+        ms_tp = ms
     prompts = (fitdata.harmful_prompts("dev")[: args.prompts // 2] + fitdata.benign_prompts("dev"))[: args.prompts]
     reqs = [GenerationRequest(input_ids=engine.chat_ids([{"role": "user", "content": p}]), max_new_tokens=args.tokens)
             for p in prompts]
-    engine.generate(reqs[:4])  # warm-up
-    tps: dict[str, list[float]] = {k: [] for k in ms}
-    for _ in range(args.repeats):
-        for name, m in ms.items():
+    if ms_tp:
+        engine.generate(reqs[:4])  # warm-up
+    tps: dict[str, list[float]] = {k: [] for k in ms_tp}
+    for _ in range(args.repeats if ms_tp else 0):
+        for name, m in ms_tp.items():
             t0 = time.perf_counter()
             outs = engine.generate(reqs, intervention=m.intervention())
             dt = time.perf_counter() - t0
             tps[name].append(sum(len(o.token_ids) for o in outs) / dt)
-    base_tps = statistics.median(tps["base"])
+    base_tps = statistics.median(tps["base"]) if ms_tp else float("nan")
     for name, xs in tps.items():
         med = statistics.median(xs)
         results["throughput"][name] = {"tokens_per_s": round(med, 1), "ratio_to_base": round(med / base_tps, 3), "runs": [round(x, 1) for x in xs]}

@@ -299,6 +299,7 @@ def fit_and_choose(
     overrefusal_weight: float = 0.5,
     out: Path | None = None,
     artifact_out: Path | None = None,
+    reuse_directions: bool = False,
 ) -> dict[str, Any]:
     """Fit both directions, choose (source, layer, coefficient) on the dev split, write a preset.
 
@@ -315,11 +316,14 @@ def fit_and_choose(
     engine = Engine.load(model)
     n_layers = len(engine.decoder_layers())
     t0 = time.perf_counter()
-    dirs = fit_directions(engine)
-    t_fit = time.perf_counter() - t0
     is_embedded = model in EMBEDDED_MODEL_NAMES
     artifact_out = artifact_out or (ARTIFACT_DIR / "actadd-smollm2-135m.safetensors" if is_embedded else Path("actadd-directions.safetensors"))
-    save_directions(dirs, artifact_out, meta={"model": model})
+    if reuse_directions and artifact_out.is_file():
+        dirs = load_directions(artifact_out)  # only re-run the dev-split choice
+    else:
+        dirs = fit_directions(engine)
+        save_directions(dirs, artifact_out, meta={"model": model})
+    t_fit = time.perf_counter() - t0
     layers = layers or sorted({max(0, round(n_layers * f)) for f in (0.2, 0.27, 0.33)})
     fractions = fractions or [0.25, 0.4, 0.55]
     sources = sources or list(SOURCES)

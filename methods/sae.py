@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 PRESET_DIR = Path(__file__).parent / "presets" / "sae"
 ARTIFACT_DIR = Path(__file__).parent / "artifacts"
 DEFAULT_PRESET = "smollm2-135m"
+DEFAULT_ARTIFACT = "smollm2-135m-l8-topk32"  # the shipped SAE (``steerboard sae train`` defaults)
 # model names for which sae/ with no options uses the embedded preset
 EMBEDDED_MODEL_NAMES = ("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct")
 
@@ -402,18 +403,22 @@ def train_sae(
     layer: int = 8,
     k: int = 32,
     expansion: int = 8,
-    epochs: int = 6,
-    batch_size: int = 2048,
+    epochs: int = 2,
+    batch_size: int = 1024,
     lr: float = 5e-4,
     out_dir: Path | None = None,
     seed: int = 0,
     holdout: float = 0.05,
-    max_tokens: int | None = None,
+    max_tokens: int | None = 40000,
+    activation_cache: Path | None = None,
 ) -> TrainReport:
     """Train a Top-k SAE on ``model``'s residual stream after block ``layer`` and save it (fp16, SAELens format).
 
     Uses SAELens' ``TopKTrainingSAE`` and ``SAETrainer`` with an in-memory activation iterator: the
     activations are collected once (forward cut at the hooked layer) and shuffled each epoch.
+    The decoder starts from normalised, centred activation samples (encoder = decoder transpose), which
+    gets a usable dictionary from a small compute budget (the defaults fit a 2-core machine shared with
+    other jobs: ~40k tokens, 2 epochs); raise ``max_tokens``/``epochs`` for a better SAE.
     SAELens' ``LanguageModelSAETrainingRunner`` is not used because it loads the model through
     TransformerLens/hub and streams a hub dataset, which does not work offline.
     """
@@ -427,14 +432,17 @@ def train_sae(
     torch.manual_seed(seed)
     engine = Engine.load(model)
     t0 = time.perf_counter()
-    seqs = training_sequences(engine)
-    if max_tokens is not None:  # smoke runs: a spread-out subset of the sequences
-        step = max(1, sum(len(q) for q in seqs) // max_tokens)
-        seqs = seqs[::step]
-    hs = residuals(engine, seqs, layer, batch_size=16, progress=True, desc="collect activations")
-    acts = torch.cat([h[1:] for h in hs])  # drop each sequence's first position (attention-sink outlier)
-    if max_tokens is not None:
-        acts = acts[:max_tokens]
+    if activation_cache is not None and Path(activation_cache).is_file():
+        acts = torch.load(activation_cache)
+    else:
+        seqs = training_sequences(engine)
+        if max_tokens is not None:  # an evenly spread subset of the sequences (corpus and chat alike)
+            step = max(1, round(sum(len(q) for q in seqs) / max_tokens))
+            seqs = seqs[::step]
+        hs = residuals(engine, seqs, layer, batch_size=16, progress=True, desc="collect activations")
+        acts = torch.cat([h[1:] for h in hs])  # drop each sequence's first position (attention-sink outlier)
+        if activation_cache is not None:
+            torch.save(acts, activation_cache)
     t_collect = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(acts.shape[0], generator=gen)
@@ -449,6 +457,13 @@ def train_sae(
     sae = TopKTrainingSAE(cfg)
     with torch.no_grad():
         sae.b_dec.copy_(train.mean(0))
+        pick = torch.randperm(train.shape[0], generator=gen)[: cfg.d_sae]
+        atoms = train[pick] - train.mean(0)
+        if atoms.shape[0] < cfg.d_sae:  # fewer tokens than latents: pad with random directions
+            atoms = torch.cat([atoms, torch.randn(cfg.d_sae - atoms.shape[0], d_in, generator=gen)])
+        atoms = atoms / atoms.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+        sae.W_dec.copy_(atoms * 0.1)  # SAELens' decoder_init_norm
+        sae.W_enc.copy_(atoms.T.contiguous())
 
     def provider() -> Iterator[torch.Tensor]:
         while True:
@@ -475,7 +490,8 @@ def train_sae(
     sae.fold_activation_norm_scaling_factor(scale)
     sae.fold_W_dec_norm()
 
-    out_dir = Path(out_dir or ARTIFACT_DIR / f"smollm2-135m-l{layer}-topk{k}")
+    slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(model).name.lower())
+    out_dir = Path(out_dir or ARTIFACT_DIR / f"{slug}-l{layer}-topk{k}")
     out_dir.mkdir(parents=True, exist_ok=True)
     sae.cfg.metadata.hook_name = engine.layer_module_name(layer)
     sae.cfg.metadata.model_name = engine.source
@@ -537,13 +553,17 @@ def discover(
     overrefusal_weight: float = 0.5,
     preset_out: Path | None = None,
     report: Path | None = None,
+    max_prerank: int = 48,
+    n_rank_prompts: int = 6,
 ) -> dict[str, Any]:
     """The paper's feature search, then a dev-split screen; writes the best feature and strength to a preset.
 
     1. Teacher-force a refusal to one harmful prompt (the model's own reply if the judge calls it a
        refusal, else a team-written refusal) and list latents active on >= ``min_tokens`` reply tokens.
-    2. Pre-rank every candidate cheaply: clamp it (at the middle strength) and measure the teacher-forced
-       log-probability of a refusal opener on dev harmful prompts (one forward pass per candidate).
+    2. Pre-rank candidates cheaply: the ``max_prerank`` with the largest mean activation on the refusal
+       are each clamped (at the middle strength) and scored by the teacher-forced log-probability of a
+       refusal opener on ``n_rank_prompts`` dev harmful prompts (one forward pass per candidate). The
+       cap keeps this affordable on a shared CPU; raise it to rank every candidate.
     3. Screen the top ``n_candidates`` by generation at each strength on dev harmful and benign prompts,
        judged by the refusal judge, with a degenerate-text check; score = harmful refusal
        - ``overrefusal_weight`` x benign refusal - degenerate share.
@@ -564,7 +584,7 @@ def discover(
     t0 = time.perf_counter()
     engine = Engine.load(model)
     is_embedded = model in EMBEDDED_MODEL_NAMES
-    path = Path(sae_path) if sae_path else ARTIFACT_DIR / load_preset(DEFAULT_PRESET)["artifact"]
+    path = Path(sae_path) if sae_path else ARTIFACT_DIR / DEFAULT_ARTIFACT
     sae_cfg = _read_sae_cfg(path)
     layer = layer if layer is not None else _layer_from_hook((sae_cfg.get("metadata") or {}).get("hook_name"))
     if layer is None:
@@ -591,6 +611,8 @@ def discover(
     cand = [int(i) for i in torch.nonzero(active >= min_tokens).flatten().tolist()]
     if not cand:
         raise ValueError(f"no latent is active on >= {min_tokens} refusal tokens; lower --min-tokens")
+    mean_act = acts.mean(0)
+    ranked = sorted(cand, key=lambda f: -float(mean_act[f]))[:max_prerank]
     resid_norm = float(h.norm(dim=-1).mean())
     strengths = strengths or [round(resid_norm * f, 1) for f in (0.2, 0.35, 0.5)]
     mid = strengths[len(strengths) // 2]
@@ -599,7 +621,7 @@ def discover(
     harmful = fitdata.harmful_prompts("dev")[:n_harmful]
     benign = fitdata.benign_prompts("dev")[:n_benign]
     opener = engine.tokenizer("I'm sorry, but I can't", add_special_tokens=False)["input_ids"]
-    rank_prompts = [prompt_ids(engine, p) for p in harmful[:16]]
+    rank_prompts = [prompt_ids(engine, p) for p in harmful[:n_rank_prompts]]
     conts = [list(opener)] * len(rank_prompts)
 
     def opener_lp(iv: Any) -> float:
@@ -608,7 +630,7 @@ def discover(
 
     base_lp = opener_lp(None)
     pre: list[tuple[float, int]] = []
-    for f in tqdm(cand, desc="pre-rank candidates"):
+    for f in tqdm(ranked, desc="pre-rank candidates"):
         st = SAESteerer(sae, [f], [mid], "clamp")
         pre.append((opener_lp(gated_intervention(engine.model, module, st.apply, "both", None)) - base_lp, f))
     pre.sort(reverse=True)
@@ -633,7 +655,7 @@ def discover(
     best = max(rows, key=lambda r: r["score"])
     result = {
         "prompt": prompt, "response": response, "response_source": source, "layer": layer,
-        "n_candidates_found": len(cand), "prerank_top": [{"feature": f, "opener_logprob_gain": round(g, 3)} for g, f in pre[:n_candidates]],
+        "n_candidates_found": len(cand), "n_preranked": len(ranked), "prerank_top": [{"feature": f, "opener_logprob_gain": round(g, 3)} for g, f in pre[:n_candidates]],
         "strengths": strengths, "base": res_dict(base), "best": best, "table": rows,
         "seconds": round(time.perf_counter() - t0, 1),
     }

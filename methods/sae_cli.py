@@ -20,11 +20,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     tr.add_argument("--layer", type=int, default=8, help="decoder block whose residual output is read (default 8)")
     tr.add_argument("--k", type=int, default=32, help="active latents per token (default 32)")
     tr.add_argument("--expansion", type=int, default=8, help="latents = expansion x hidden size (default 8)")
-    tr.add_argument("--epochs", type=int, default=6, help="passes over the collected activations (default 6)")
-    tr.add_argument("--batch-size", type=int, default=2048, help="tokens per step (default 2048)")
+    tr.add_argument("--epochs", type=int, default=2, help="passes over the collected activations (default 2)")
+    tr.add_argument("--batch-size", type=int, default=1024, help="tokens per step (default 1024)")
     tr.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (default 5e-4)")
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--max-tokens", type=int, default=None, help="cap on training tokens (smoke runs)")
+    tr.add_argument("--max-tokens", type=int, default=40000, help="activation tokens collected (default 40000)")
+    tr.add_argument("--activation-cache", type=Path, default=None, help="save/load the collected activations here")
     tr.add_argument("--out", type=Path, default=None, help="output directory (default: the shipped artifact folder)")
     tr.set_defaults(func=_train)
 
@@ -39,7 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     fe.add_argument("--response", default=None,
                     help="refusal text to teacher-force (default: the model's own reply if it refuses, else a team refusal)")
     fe.add_argument("--min-tokens", type=int, default=2, help="latent must be active on >= this many refusal tokens")
-    fe.add_argument("--candidates", type=int, default=8, help="candidates screened by generation (after a cheap pre-rank)")
+    fe.add_argument("--max-prerank", type=int, default=48, help="candidates pre-ranked (largest mean activation first)")
+    fe.add_argument("--rank-prompts", type=int, default=6, help="dev harmful prompts used by the pre-rank")
+    fe.add_argument("--candidates", type=int, default=4, help="candidates screened by generation (after a cheap pre-rank)")
     fe.add_argument("--strengths", default="", help="clamp strengths to screen, comma separated (default: scaled to the SAE)")
     fe.add_argument("--dev-harmful", type=int, default=32, help="dev harmful prompts per screen")
     fe.add_argument("--dev-benign", type=int, default=24, help="dev benign prompts per screen (over-refusal)")
@@ -70,6 +73,8 @@ def add_actadd_parser(subparsers: argparse._SubParsersAction) -> None:  # type: 
     fit.add_argument("--judge", default="embed")
     fit.add_argument("--overrefusal-weight", type=float, default=0.5)
     fit.add_argument("--out", type=Path, default=None, help="preset path (default: the shipped preset for the embedded model)")
+    fit.add_argument("--reuse-directions", action="store_true",
+                     help="load the already fitted direction file instead of refitting (re-runs only the dev-split choice)")
     fit.set_defaults(func=_actadd_fit)
 
 
@@ -86,6 +91,7 @@ def _actadd_fit(args: argparse.Namespace) -> int:
         fractions=[float(x) for x in args.fractions.split(",") if x.strip()] or None,
         sources=sources, n_harmful=args.dev_harmful, n_benign=args.dev_benign, max_tokens=args.max_tokens,
         judge=args.judge, overrefusal_weight=args.overrefusal_weight, out=args.out,
+        reuse_directions=args.reuse_directions,
     )
     print(json.dumps(res, indent=2))
     return 0
@@ -97,6 +103,7 @@ def _train(args: argparse.Namespace) -> int:
     rep = train_sae(
         args.model, layer=args.layer, k=args.k, expansion=args.expansion, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, out_dir=args.out, seed=args.seed, max_tokens=args.max_tokens,
+        activation_cache=args.activation_cache,
     )
     print(json.dumps(rep.to_dict(), indent=2))
     return 0
@@ -111,6 +118,7 @@ def _features(args: argparse.Namespace) -> int:
         min_tokens=args.min_tokens, n_candidates=args.candidates, strengths=strengths,
         n_harmful=args.dev_harmful, n_benign=args.dev_benign, max_tokens=args.max_tokens, judge=args.judge,
         overrefusal_weight=args.overrefusal_weight, preset_out=args.preset_out, report=args.report,
+        max_prerank=args.max_prerank, n_rank_prompts=args.rank_prompts,
     )
     print(json.dumps(res, indent=2))
     return 0

@@ -291,16 +291,30 @@ def fit_gate_probe(engine: Engine, layer: int, progress: bool = False) -> Any:
     return LinearProbe.fit(x, y)
 
 
-def load_or_fit_probe(method: Any, engine: Engine, layer: int) -> Any:
-    """The gate probe for ``engine``'s model at ``layer``, cached by a hash of (model, layer, fit data)."""
+def probe_key(engine: Engine, layer: int) -> str:
+    """Hash of (model, layer, fit data, probe version): names the cached or shipped probe."""
     from steerboard.methods import fitdata
-    
-    data_key = json.dumps(
-        ["gate-probe-v1", layer, fitdata.harmful_prompts("fit"), fitdata.benign_prompts("fit")]
+
+    key = json.dumps(
+        ["gate-probe-v1", Path(str(engine.source)).name, layer, fitdata.harmful_prompts("fit"), fitdata.benign_prompts("fit")]
     )
-    path = method.artifact_path(engine, "probe", hashlib.sha256(data_key.encode()).hexdigest(), suffix=".json")
-    if path.is_file():
-        return LinearProbe.from_dict(json.loads(path.read_text()))
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def load_or_fit_probe(method: Any, engine: Engine, layer: int) -> Any:
+    """The gate probe for ``engine``'s model at ``layer``.
+
+    Looked up in the shipped ``artifacts/gate-probe-<key>.json``, then the cache, else fitted (on the
+    ``fit`` split, ~a minute) and cached; ``<key>`` hashes (model, layer, fit data).
+    """
+    from steerboard.paths import cache_dir
+
+    key = probe_key(engine, layer)
+    shipped = Path(__file__).parent / "artifacts" / f"gate-probe-{key}.json"
+    path = cache_dir("artifacts", "gate-probe") / f"{key}.json"
+    for p in (shipped, path):
+        if p.is_file():
+            return LinearProbe.from_dict(json.loads(p.read_text()))
     probe = fit_gate_probe(engine, layer)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -324,6 +338,9 @@ def is_degenerate(text: str, min_distinct: float = 0.5) -> bool:
         return True
     words = t.split()
     if len(words) >= 8 and distinct_n(t, 2) < min_distinct:
+        return True
+    grams = [t[i : i + 4] for i in range(len(t) - 3)]
+    if len(grams) >= 12 and len(set(grams)) / len(grams) < 0.35:  # character loops ("egegegeg...")
         return True
     letters = sum(c.isalpha() for c in t)
     return letters / max(1, len(t)) < 0.4

@@ -276,3 +276,18 @@ def test_shipped_sae_steers_embedded_model(smol_engine: Any) -> None:
     assert json.loads((Path(m.resolved.sae_path) / "cfg.json").read_text())["d_sae"] == 4608  # type: ignore[arg-type]
     with contextlib.suppress(Exception):
         pass
+
+
+def test_cli_commands_parse() -> None:
+    from steerboard.cli import build_parser
+
+    p = build_parser()
+    a = p.parse_args(["sae", "train", "--layer", "8", "--epochs", "1"])
+    assert a.layer == 8 and a.epochs == 1 and a.k == 32 and a.expansion == 8 and callable(a.func)
+    a = p.parse_args(["sae", "features", "--judge", "strmatch", "--strengths", "20,40"])
+    assert a.strengths == "20,40" and a.min_tokens == 2 and callable(a.func)
+    a = p.parse_args(["actadd", "fit", "--layers", "6,8", "--reuse-directions"])
+    assert a.layers == "6,8" and a.reuse_directions and callable(a.func)
+    from steerboard.cli import main
+
+    assert main(["actadd", "fit", "--sources", "bogus"]) == 2  # rejected before any model work
