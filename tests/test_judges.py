@@ -325,3 +325,31 @@ def test_shipped_agreement_report():
     assert min(f["accuracy"] for f in emb["folds"].values()) == emb["min_fold_accuracy"]
     assert emb["min_fold_accuracy"] >= 0.90  # the target for the offline default
     assert rep["harm"]["embed"]["overall"]["n"] > 100
+
+
+def test_artifacts_match_shipped_training_data():
+    import hashlib
+
+    from steerboard.scorers.embed import REFUSAL_ARTIFACT
+    from steerboard.scorers.training import HARM_FILE, XSTEST_FILE
+
+    for art, data in ((REFUSAL_ARTIFACT, XSTEST_FILE), (HARM_ARTIFACT, HARM_FILE)):
+        meta = LinearClassifier.load(art).meta["training_data"]
+        assert meta["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest(), f"retrain {art.name}"
+
+
+def test_training_is_deterministic(refusal_embed):
+    from steerboard.scorers.training import train_refusal
+
+    rows = load_xstest_examples()
+    # a small stratified subset (every class present) keeps this fast
+    subset: list = []
+    for lab in ("compliance", "full_refusal", "partial_refusal"):
+        subset += [e for e in rows if e.label == lab][:8]
+    a = train_refusal(subset).to_json()
+    b = train_refusal(subset).to_json()
+    assert a == b
+    assert (
+        a["classes"] == ["compliance", "full_refusal", "partial_refusal"]
+        and a["meta"]["training_data"]["n"] == 24
+    )
