@@ -69,6 +69,7 @@ def _judge_file(args: argparse.Namespace, kind: str) -> int:
     )
     field = "refusal" if kind == "refusal" else "unsafe"
     n_err = 0
+    n_flagged = 0
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with open(out_path, "w", encoding="utf-8") as f:
         for start in tqdm(
@@ -83,13 +84,13 @@ def _judge_file(args: argparse.Namespace, kind: str) -> int:
                 row = dict(rec)
                 row[field] = v.flagged
                 row["score"] = v.score
+                n_flagged += int(v.flagged == 1)
                 if v.error is not None:
                     row["judge_error"] = v.error
                     n_err += 1
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    flagged = sum(1 for _ in open(out_path, encoding="utf-8") if f'"{field}": 1' in _)
     print(
-        f"{len(records)} records judged by {kind}/{judge.name}: {flagged} {field}, {n_err} judge errors -> {out_path}",
+        f"{len(records)} records judged by {kind}/{judge.name}: {n_flagged} {field}, {n_err} judge errors -> {out_path}",
         file=sys.stderr,
     )
     return 1 if n_err else 0
