@@ -239,6 +239,13 @@ class MethodModelAPI(ModelAPI):
             time=res.seconds,
         )
 
+    async def count_tokens(self, input: str | list[ChatMessage], config: GenerateConfig | None = None) -> int:
+        """Exact count with the model's own tokenizer and chat template (Inspect's default uses tiktoken,
+        which downloads its vocabulary and so fails offline)."""
+        if isinstance(input, str):
+            return len(self.engine.tokenizer(input, add_special_tokens=False)["input_ids"])
+        return len(self.engine.chat_ids(self.method.messages(message_dicts(input))))
+
     # -- per-instance editing (the SafeEdit protocol)
     @property
     def supports_edit(self) -> bool:

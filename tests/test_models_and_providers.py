@@ -81,6 +81,16 @@ def test_entry_point_resolves_providers(tiny_model_dir: str) -> None:
     assert out.usage.output_tokens >= 1
 
 
+def test_count_tokens_uses_model_tokenizer(tiny_model_dir: str) -> None:
+    from inspect_ai.model import ChatMessageUser, get_model
+
+    model = get_model(f"prompt/{tiny_model_dir}")
+    eng = model.api.engine
+    n = asyncio.run(model.api.count_tokens([ChatMessageUser(content="hello there")]))
+    assert n == len(eng.chat_ids(model.api.method.messages([{"role": "user", "content": "hello there"}])))
+    assert asyncio.run(model.api.count_tokens("hello there")) == len(eng.tokenizer("hello there")["input_ids"])
+
+
 def test_provider_rejects_unknown_option_before_loading(tiny_model_dir: str) -> None:
     from inspect_ai.model import get_model
 
