@@ -35,7 +35,9 @@ from steerboard.leaderboard.listing import Listing, MetricSpec
 from steerboard.leaderboard.plots import scatter_svg, sweep_svg
 from steerboard.leaderboard.stats import mean_ci, sign_test, wilson
 
-SWEEP_KEYS = ("strength", "coefficient", "alpha", "clamp", "clamp_value", "multiplier", "scale", "coeff")
+SWEEP_KEYS = (
+    "strength", "strengths", "coefficient", "alpha", "clamp", "clamp_value", "multiplier", "scale", "coeff",
+)
 MAX_BREAKDOWN_VALUES = 20
 
 
