@@ -52,7 +52,7 @@ def mmlu_accuracy(engine: Any, intervention: Any, rows: list[dict[str, Any]], ba
     import torch
 
     letters = ["A", "B", "C", "D"]
-    ids = [engine.tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in letters]
+    ids = [engine.tokenizer(" " + x, add_special_tokens=False)["input_ids"][-1] for x in letters]
     seqs = []
     for r in rows:
         q = r["question"] + "\n" + "\n".join(f"{let}. {c}" for let, c in zip(letters, r["choices"]))
@@ -67,19 +67,30 @@ def mmlu_accuracy(engine: Any, intervention: Any, rows: list[dict[str, Any]], ba
     return correct / len(rows)
 
 
-def methods(model: str) -> dict[str, Any]:
-    """name -> prepared Method (base, sae, actadd; gated variants)."""
+METHODS: dict[str, tuple[str, dict[str, str]]] = {
+    "base": ("base", {}),
+    "sae": ("sae", {}),
+    "sae+gate": ("sae", {"gate": "probe"}),
+    "actadd": ("actadd", {}),
+    "actadd+gate": ("actadd", {"gate": "probe"}),
+}
+
+
+def make_method(name: str, model: str, extra: dict[str, str]) -> Any:
+    """A Method for a benchmark entry (its shipped preset, plus ``extra`` -M options)."""
     from steerboard.methods.actadd import ActAddConfig, ActAddMethod
     from steerboard.methods.base import BaseMethod, MethodConfig
     from steerboard.methods.sae import SAEConfig, SAEMethod
 
-    return {
-        "base": BaseMethod(MethodConfig(), model),
-        "sae": SAEMethod(SAEConfig.from_dict({}), model),
-        "sae+gate": SAEMethod(SAEConfig.from_dict({"gate": "probe"}), model),
-        "actadd": ActAddMethod(ActAddConfig.from_dict({}), model),
-        "actadd+gate": ActAddMethod(ActAddConfig.from_dict({"gate": "probe"}), model),
-    }
+    kind, opts = METHODS[name]
+    mine = {k.split(".", 1)[1]: v for k, v in extra.items() if k.startswith(kind + ".")}
+    shared = {k: v for k, v in extra.items() if "." not in k}
+    opts = {**opts, **shared, **mine} if kind != "base" else {}
+    if kind == "sae":
+        return SAEMethod(SAEConfig.from_dict(opts), model)
+    if kind == "actadd":
+        return ActAddMethod(ActAddConfig.from_dict(opts), model)
+    return BaseMethod(MethodConfig(), model)
 
 
 def main() -> None:
@@ -95,6 +106,7 @@ def main() -> None:
     ap.add_argument("--n-mmlu", type=int, default=100)
     ap.add_argument("--judge", default="embed")
     ap.add_argument("--methods", default="base,sae,sae+gate,actadd,actadd+gate", help="comma-separated methods")
+    ap.add_argument("-M", action="append", default=[], help="extra -M key=value for the steering methods (e.g. gate_threshold=0.9; sae.features=12 for one kind)")
     ap.add_argument("--skip-throughput", action="store_true", help="only the --refusal measurements")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
@@ -104,12 +116,12 @@ def main() -> None:
     from steerboard.methods.steering import judge_refusal_flags
 
     engine = Engine.load(args.model)
-    ms = methods(args.model)
     want = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in want if m not in ms]
+    bad = [m for m in want if m not in METHODS]
     if bad:
-        raise SystemExit(f"unknown methods {bad}; valid: {', '.join(ms)}")
-    ms = {k: ms[k] for k in want}
+        raise SystemExit(f"unknown methods {bad}; valid: {', '.join(METHODS)}")
+    extra = dict(kv.split("=", 1) for kv in args.M)
+    ms = {k: make_method(k, args.model, extra) for k in want}
     for m in ms.values():
         m.prepare(engine)
     results: dict[str, Any] = {"model": args.model, "throughput": {}, "refusal": {}}

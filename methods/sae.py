@@ -635,6 +635,7 @@ def discover(
         pre.append((opener_lp(gated_intervention(engine.model, module, st.apply, "both", None)) - base_lp, f))
     pre.sort(reverse=True)
     top = [f for _, f in pre[:n_candidates]]
+    tqdm.write(json.dumps({"prerank_top": [[f, round(g, 3)] for g, f in pre[: max(n_candidates, 8)]]}))
 
     # 3. generation screen on the dev split
     def res_dict(r: Any) -> dict[str, Any]:
@@ -652,6 +653,7 @@ def discover(
         r = screen(engine, gated_intervention(engine.model, module, st.apply, "both", None), harmful, benign,
                    max_tokens=max_tokens, judge=judge)
         rows.append({"feature": f, "strength": s, **res_dict(r)})
+        tqdm.write(json.dumps(rows[-1]))  # partial results survive an interrupted screen
     best = max(rows, key=lambda r: r["score"])
     result = {
         "prompt": prompt, "response": response, "response_source": source, "layer": layer,

@@ -102,7 +102,7 @@ def test_validation(tiny_engine: Any, tiny_model_dir: str, cache: Path) -> None:
     # the embedded preset resolves without weights; a shipped direction table for another model is rejected
     r = resolve(ActAddConfig.from_dict({}), "smollm2-135m")
     assert r.preset == "smollm2-135m" and r.artifact is not None and r.artifact.is_file()
-    wrong = ActAddMethod(ActAddConfig.from_dict({"preset": "smollm2-135m"}), tiny_model_dir)
+    wrong = ActAddMethod(ActAddConfig.from_dict({"preset": "smollm2-135m", "layer": str(LAYER)}), tiny_model_dir)
     with pytest.raises(ValueError, match="fitted on a different model"):
         wrong.prepare(tiny_engine)
 
