@@ -1,5 +1,7 @@
 # steerboard: the two front-door commands are `make demo` and `make test`.
 SHELL := /bin/bash
+# OpenMP threads sleep rather than spin while waiting (see steerboard/__init__.py)
+export OMP_WAIT_POLICY ?= PASSIVE
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny random-weight llama built offline, and the embedded model (integration)."""
 
+import steerboard  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+
 from __future__ import annotations
 
 import os
