@@ -1,8 +1,8 @@
 """Shared fixtures: a tiny random-weight llama built offline, and the embedded model (integration)."""
 
-import steerboard  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
-
 from __future__ import annotations
+
+import steerboard  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
 
 import os
 
