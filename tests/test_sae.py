@@ -234,8 +234,11 @@ def test_presets_resolve_without_weights() -> None:
     assert r.preset == "smollm2-135m" and r.layer == 8 and r.mode == "clamp"
     assert r.d_sae == 4608 and r.d_in == 576 and len(r.features) == len(r.strengths) >= 1
     assert r.sae_path is not None and (r.sae_path / "sae_weights.safetensors").stat().st_size <= 12 * 2**20
-    p = resolve(SAEConfig.from_dict({"preset": "paper-phi3", "sae_path": str(r.sae_path), "layer": "16"}), "x")
-    assert p.features == [22373] and p.strengths == [12.0] and p.layer == 16 or pytest.fail("paper preset")
+    from steerboard.methods.sae import load_preset
+
+    paper = load_preset("paper-phi3")
+    assert paper["features"] == [22373] and paper["strengths"] == [12.0] and 10.0 in paper["strength_alternatives"]
+    assert paper["model"] == "microsoft/Phi-3-mini-4k-instruct" and paper["sae_path_required"]
 
 
 def test_paper_preset_feature_checked_against_sae(tiny_sae: Path) -> None:
