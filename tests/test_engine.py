@@ -108,6 +108,12 @@ def test_chat_template_with_system_message(tiny_engine: Engine) -> None:
 
 
 def test_hooks_always_removed_and_change_output(tiny_engine: Engine) -> None:
+    # transformers installs its own persistent output-capturing hooks once output_hidden_states is used,
+    # so compare counts rather than expecting none
+    def n_hooks() -> int:
+        return sum(len(m._forward_hooks) for m in tiny_engine.model.modules())
+
+    before = n_hooks()
     reqs = _reqs(tiny_engine, n=8)[:2]
     base = tiny_engine.generate(reqs)
     name = tiny_engine.layer_module_name(1)
@@ -123,7 +129,7 @@ def test_hooks_always_removed_and_change_output(tiny_engine: Engine) -> None:
     steered = tiny_engine.generate(reqs, intervention)
     assert [b.token_ids for b in base] != [s.token_ids for s in steered]
     assert seen[0] == "prefill" and "decode" in seen
-    assert all(not m._forward_hooks for m in tiny_engine.model.modules())
+    assert n_hooks() == before
     again = tiny_engine.generate(reqs)
     assert [b.token_ids for b in base] == [a.token_ids for a in again]
 
@@ -135,7 +141,7 @@ def test_hooks_always_removed_and_change_output(tiny_engine: Engine) -> None:
 
     with pytest.raises(RuntimeError, match="boom"):
         tiny_engine.generate(reqs, broken)
-    assert all(not m._forward_hooks for m in tiny_engine.model.modules())
+    assert n_hooks() == before
 
 
 def test_hooks_unknown_module_names_the_problem(tiny_engine: Engine) -> None:
