@@ -97,30 +97,49 @@ class Batcher:
         return fut
 
     def _run(self) -> None:
+        pending: list[_Job] = []
         while True:
-            jobs = [self.queue.get()]
+            if not pending:
+                pending.append(self.queue.get())
             deadline = time.monotonic() + 10 * self.wait
-            while len(jobs) < self.max_batch:
+            while len(pending) < self.max_batch:
                 try:
-                    jobs.append(self.queue.get(timeout=self.wait))
+                    pending.append(self.queue.get(timeout=self.wait))
                 except queue.Empty:
                     break
                 if time.monotonic() > deadline:
                     break
-            # one method per engine batch (its hooks apply to the whole batch)
-            groups: dict[int, list[_Job]] = {}
-            for j in jobs:
-                groups.setdefault(id(j.method), []).append(j)
-            for group in groups.values():
-                method = group[0].method
-                try:
-                    results = self.engine.generate([j.request for j in group], method.intervention())
-                except BaseException as ex:  # noqa: BLE001 - surfaced to every waiting caller
-                    for j in group:
+            # one method per engine batch (its hooks apply to the whole batch); other methods wait
+            method = pending[0].method
+            batch = [j for j in pending if j.method is method][: self.max_batch]
+            pending = [j for j in pending if not any(j is b for b in batch)]
+            jobs = list(batch)
+
+            def more(free: int, method: Method = method, jobs: list[_Job] = jobs) -> list[GenerationRequest]:
+                """Continuous batching: requests that arrived meanwhile join the running batch."""
+                nonlocal pending
+                while True:
+                    try:
+                        pending.append(self.queue.get_nowait())
+                    except queue.Empty:
+                        break
+                take = [j for j in pending if j.method is method][: max(0, free)]
+                if take:
+                    pending = [j for j in pending if not any(j is t for t in take)]
+                    jobs.extend(take)
+                return [j.request for j in take]
+
+            def on_done(i: int, result: GenerationResult, jobs: list[_Job] = jobs) -> None:
+                jobs[i].future.set_result(result)
+
+            try:
+                self.engine.generate_continuous(
+                    [j.request for j in batch], method.intervention(), more=more, on_done=on_done
+                )
+            except BaseException as ex:  # noqa: BLE001 - surfaced to every waiting caller
+                for j in jobs:
+                    if not j.future.done():
                         j.future.set_exception(ex)
-                    continue
-                for j, r in zip(group, results):
-                    j.future.set_result(r)
 
 
 _BATCHERS: dict[int, Batcher] = {}

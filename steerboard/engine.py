@@ -371,136 +371,209 @@ class Engine:
                 results[i] = r
         return [r for r in results if r is not None]
 
+    def generate_continuous(
+        self,
+        requests: Sequence[GenerationRequest],
+        intervention: Intervention | None = None,
+        more: Callable[[int], list[GenerationRequest]] | None = None,
+        on_done: Callable[[int, GenerationResult], None] | None = None,
+    ) -> list[GenerationResult]:
+        """One batch with continuous admission: finished rows leave, new requests join mid-flight.
+
+        Args:
+            requests: the starting batch.
+            intervention: entered once around the whole batch.
+            more: called with the number of free slots between decode steps; returns requests that
+                join the batch (their prompt is prefilled and merged into the running KV cache).
+            on_done: called as ``on_done(index, result)`` the moment a request finishes; ``index``
+                counts the starting requests first, then joined ones in order.
+
+        Returns:
+            Results of every request, starting ones first, then joined ones.
+        """
+        return self._generate_batch(list(requests), intervention, more=more, on_done=on_done)
+
+    def _prefill(self, reqs: list[GenerationRequest], state: BatchState, rows: list[int]) -> tuple[Any, ...]:
+        """Left-padded prompt forward for ``rows``; returns (cache, mask, next positions, last logits)."""
+        import torch
+        from transformers import DynamicCache
+
+        dev = self.device
+        lengths = [len(reqs[r].input_ids) for r in rows]
+        width = max(lengths)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - lengths[i] :] = torch.tensor(reqs[r].input_ids)
+            mask[i, width - lengths[i] :] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        state.phase, state.rows, state.attention_mask = "prefill", list(rows), mask
+        state.padded_length = width
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=pos,
+            past_key_values=DynamicCache(config=self.model.config), use_cache=True, logits_to_keep=1,
+        )
+        return out.past_key_values, mask, pos[:, -1:] + 1, out.logits[:, -1, :]
+
+    @staticmethod
+    def _merge(cache_a: Any, mask_a: Any, cache_b: Any, mask_b: Any) -> tuple[Any, Any]:
+        """Stack two KV caches (and masks) along the batch, left-padding the shorter one."""
+        import torch
+
+        la, lb = mask_a.shape[1], mask_b.shape[1]
+        width = max(la, lb)
+
+        def lpad(t: Any, n: int) -> Any:
+            if n == 0:
+                return t
+            shape = list(t.shape)
+            shape[-2] = n
+            return torch.cat([t.new_zeros(shape), t], dim=-2)
+
+        for layer_a, layer_b in zip(cache_a.layers, cache_b.layers):
+            layer_a.keys = torch.cat([lpad(layer_a.keys, width - la), lpad(layer_b.keys, width - lb)], dim=0)
+            layer_a.values = torch.cat([lpad(layer_a.values, width - la), lpad(layer_b.values, width - lb)], dim=0)
+        mask = torch.cat(
+            [
+                torch.cat([mask_a.new_zeros((mask_a.shape[0], width - la)), mask_a], dim=1),
+                torch.cat([mask_b.new_zeros((mask_b.shape[0], width - lb)), mask_b], dim=1),
+            ],
+            dim=0,
+        )
+        return cache_a, mask
+
     def _generate_batch(
-        self, reqs: list[GenerationRequest], intervention: Intervention | None
+        self,
+        reqs: list[GenerationRequest],
+        intervention: Intervention | None,
+        more: Callable[[int], list[GenerationRequest]] | None = None,
+        on_done: Callable[[int, GenerationResult], None] | None = None,
     ) -> list[GenerationResult]:
         import torch
 
         t0 = time.perf_counter()
         dev = self.device
-        n = len(reqs)
-        lengths = [len(r.input_ids) for r in reqs]
-        width = max(lengths)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((n, width), pad, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for i, r in enumerate(reqs):
-            ids[i, width - lengths[i] :] = torch.tensor(r.input_ids)
-            mask[i, width - lengths[i] :] = 1
-        ids, mask = ids.to(dev), mask.to(dev)
-
-        state = BatchState(requests=reqs, prompt_lengths=lengths, padded_length=width, rows=list(range(n)))
-        state.attention_mask = mask
+        reqs = list(reqs)
+        state = BatchState(
+            requests=reqs, prompt_lengths=[len(r.input_ids) for r in reqs], padded_length=0, rows=[]
+        )
         gens: list[torch.Generator | None] = []
-        for r in reqs:
-            if r.temperature > 0:
-                g = torch.Generator(device=dev)
-                g.manual_seed(r.seed if r.seed is not None else torch.seed() % (2**63))
+        out_tokens: list[list[int]] = []
+        out_lps: list[list[TokenLogprob]] = []
+        finish: list[str] = []
+        cut_text: list[str | None] = []
+        results: list[GenerationResult | None] = []
+
+        def admit(new: list[GenerationRequest]) -> list[int]:
+            first = len(out_tokens)
+            for r in new:
+                g = None
+                if r.temperature > 0:
+                    g = torch.Generator(device=dev)
+                    g.manual_seed(r.seed if r.seed is not None else torch.seed() % (2**63))
                 gens.append(g)
-            else:
-                gens.append(None)
-        want_lp = any(r.logprobs or r.top_logprobs for r in reqs)
-        any_stop = any(r.stop for r in reqs)
-        max_stop = max((len(s) for r in reqs for s in r.stop), default=0)
+                out_tokens.append([])
+                out_lps.append([])
+                finish.append("max_tokens")
+                cut_text.append(None)
+                results.append(None)
+            return list(range(first, len(out_tokens)))
+
         eos = torch.tensor(sorted(self.eos_ids), device=dev) if self.eos_ids else None
 
-        out_tokens: list[list[int]] = [[] for _ in range(n)]
-        out_lps: list[list[TokenLogprob]] = [[] for _ in range(n)]
-        finish: list[str] = ["max_tokens"] * n
-        cut_text: list[str | None] = [None] * n
-        live = list(range(n))  # original row index of each live row
-        budget = torch.tensor([r.max_new_tokens for r in reqs], device=dev)
+        def finalize(r: int) -> None:
+            text = cut_text[r]
+            if text is None:
+                text = self.tokenizer.decode(out_tokens[r], skip_special_tokens=True)
+            res = GenerationResult(
+                text=text,
+                token_ids=out_tokens[r],
+                finish_reason=finish[r],  # type: ignore[arg-type]
+                input_tokens=len(reqs[r].input_ids),
+                output_tokens=len(out_tokens[r]) + (1 if finish[r] == "stop" and cut_text[r] is None else 0),
+                logprobs=out_lps[r] if (reqs[r].logprobs or reqs[r].top_logprobs) else None,
+                seconds=time.perf_counter() - t0,
+            )
+            results[r] = res
+            if on_done is not None:
+                on_done(r, res)
 
         ctx = intervention(state) if intervention is not None else contextlib.nullcontext()
         with self.lock, torch.inference_mode(), ctx:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=self.model.config)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            state.phase, state.step = "prefill", 0
-            out = self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=pos,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            logits = out.logits[:, -1, :]
-            cache = out.past_key_values
-            next_pos = pos[:, -1:] + 1
-            step = 0
+            live = admit(reqs)
+            cache, mask, next_pos, logits = self._prefill(reqs, state, live)
             while True:
-                step += 1
-                # --- choose next tokens for live rows
+                # --- choose the next token of every live row
                 tok = self._choose(logits, [reqs[r] for r in live], [gens[r] for r in live])
-                if want_lp:
+                if any(reqs[r].logprobs or reqs[r].top_logprobs for r in live):
                     lp = torch.log_softmax(logits.float(), dim=-1)
                     for j, r in enumerate(live):
                         if reqs[r].logprobs or reqs[r].top_logprobs:
                             out_lps[r].append(self._token_logprob(lp[j], int(tok[j]), reqs[r].top_logprobs))
                 tok_list = tok.tolist()
-                done = torch.zeros(len(live), dtype=torch.bool, device=dev)
-                if eos is not None:
-                    done |= torch.isin(tok, eos)
-                done |= budget[live] <= step
-                done_list = done.tolist()
+                is_eos = torch.isin(tok, eos).tolist() if eos is not None else [False] * len(live)
+                done_list = []
                 for j, r in enumerate(live):
-                    t = tok_list[j]
-                    if t in self.eos_ids:
+                    req = reqs[r]
+                    if is_eos[j]:
                         finish[r] = "stop"
+                        done_list.append(True)
                         continue
-                    out_tokens[r].append(t)
-                    if any_stop and reqs[r].stop and not done_list[j]:
+                    out_tokens[r].append(tok_list[j])
+                    done = len(out_tokens[r]) >= req.max_new_tokens
+                    if req.stop and not done:
+                        max_stop = max(len(s) for s in req.stop)
                         tail = self.tokenizer.decode(out_tokens[r][-(max_stop + 8) :], skip_special_tokens=True)
-                        if any(s in tail for s in reqs[r].stop):
+                        if any(s in tail for s in req.stop):
                             full = self.tokenizer.decode(out_tokens[r], skip_special_tokens=True)
-                            cut = min((full.find(s) for s in reqs[r].stop if s in full), default=-1)
+                            cut = min((full.find(s) for s in req.stop if s in full), default=-1)
                             if cut >= 0:
                                 cut_text[r] = full[:cut]
                                 finish[r] = "stop"
-                                done_list[j] = True
+                                done = True
+                    done_list.append(done)
+                for j, r in enumerate(live):
+                    if done_list[j]:
+                        finalize(r)
                 keep = [j for j, d in enumerate(done_list) if not d]
-                if not keep:
-                    break
                 if len(keep) < len(live):
-                    keep_t = torch.tensor(keep, device=dev)
-                    cache.batch_select_indices(keep_t)
-                    mask = mask.index_select(0, keep_t)
-                    next_pos = next_pos.index_select(0, keep_t)
-                    tok = tok.index_select(0, keep_t)
                     live = [live[j] for j in keep]
-                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-                state.phase, state.step, state.rows, state.attention_mask = "decode", step, live, mask
-                out = self.model(
-                    input_ids=tok.unsqueeze(-1),
-                    attention_mask=mask,
-                    position_ids=next_pos,
-                    past_key_values=cache,
-                    use_cache=True,
-                )
-                logits = out.logits[:, -1, :]
-                cache = out.past_key_values
-                next_pos = next_pos + 1
-
-        secs = time.perf_counter() - t0
-        results = []
-        for r in range(n):
-            text = cut_text[r]
-            if text is None:
-                text = self.tokenizer.decode(out_tokens[r], skip_special_tokens=True)
-            results.append(
-                GenerationResult(
-                    text=text,
-                    token_ids=out_tokens[r],
-                    finish_reason=finish[r],  # type: ignore[arg-type]
-                    input_tokens=lengths[r],
-                    output_tokens=len(out_tokens[r]) + (1 if finish[r] == "stop" and cut_text[r] is None else 0),
-                    logprobs=out_lps[r] if (reqs[r].logprobs or reqs[r].top_logprobs) else None,
-                    seconds=secs,
-                )
-            )
-        return results
+                    if keep:
+                        keep_t = torch.tensor(keep, device=dev)
+                        cache.batch_select_indices(keep_t)
+                        mask = mask.index_select(0, keep_t)
+                        next_pos = next_pos.index_select(0, keep_t)
+                        tok = tok.index_select(0, keep_t)
+                # --- one decode step for the rows that continue
+                if live:
+                    mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+                    state.phase, state.rows, state.attention_mask = "decode", list(live), mask
+                    state.step += 1
+                    out = self.model(
+                        input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=next_pos,
+                        past_key_values=cache, use_cache=True,
+                    )
+                    logits = out.logits[:, -1, :]
+                    cache = out.past_key_values
+                    next_pos = next_pos + 1
+                # --- admit waiting requests into the free slots
+                new = more(self.max_batch_size - len(live)) if more is not None else []
+                if new:
+                    reqs.extend(new)
+                    state.prompt_lengths.extend(len(r.input_ids) for r in new)
+                    rows = admit(new)
+                    c2, m2, p2, l2 = self._prefill(reqs, state, rows)
+                    if live:
+                        cache, mask = self._merge(cache, mask, c2, m2)
+                        next_pos = torch.cat([next_pos, p2], dim=0)
+                        logits = torch.cat([logits, l2], dim=0)
+                        live = live + rows
+                    else:
+                        cache, mask, next_pos, logits, live = c2, m2, p2, l2, rows
+                if not live:
+                    break
+        return [r for r in results if r is not None]
 
     @staticmethod
     def _choose(logits: torch.Tensor, reqs: list[GenerationRequest], gens: list[Any]) -> torch.Tensor:

@@ -173,3 +173,24 @@ def test_embedded_model_batch_matches_single(smol_engine: Engine) -> None:
     assert "Paris" in smol_engine.generate(
         [GenerationRequest(smol_engine.chat_ids([{"role": "user", "content": "What is the capital of France?"}]), max_new_tokens=16)]
     )[0].text
+
+
+def test_continuous_batching_joins_match_one_by_one(tiny_engine: Engine) -> None:
+    """Requests joining a running batch (merged KV cache) give the same greedy tokens as alone."""
+    reqs = _reqs(tiny_engine, n=10)
+    late = [
+        GenerationRequest(tiny_engine.chat_ids([{"role": "user", "content": p}]), max_new_tokens=n)
+        for p, n in (("A much longer late prompt that is longer than the others in the batch", 7), ("x", 12))
+    ]
+    short_first = [GenerationRequest(r.input_ids, max_new_tokens=3) for r in reqs[:2]]
+    pending = [list(late)]
+    done_order: list[int] = []
+
+    def more(free: int) -> list[GenerationRequest]:
+        return pending.pop() if pending and free > 0 else []
+
+    out = tiny_engine.generate_continuous(short_first, more=more, on_done=lambda i, r: done_order.append(i))
+    assert len(out) == 4
+    alone = [tiny_engine.generate([r])[0] for r in short_first + late]
+    assert [o.token_ids for o in out] == [a.token_ids for a in alone]
+    assert sorted(done_order) == [0, 1, 2, 3]
