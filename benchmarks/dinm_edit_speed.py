@@ -25,11 +25,11 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+
+    from steerboard.engine import Engine, default_threads
     from steerboard.methods.base import EditInstance
     from steerboard.methods.dinm import DINMConfig, dinm_edit
     from steerboard.tasks.safeedit import load_records
-
-    from steerboard.engine import Engine, default_threads
 
     records, _ = load_records("shipped", None)
     eng = Engine.load(args.model)

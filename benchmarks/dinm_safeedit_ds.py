@@ -28,12 +28,12 @@ KEYS = ("ds", "onlyq", "knowledge")
 
 
 def generate_all(n: int, out: Path, max_new_tokens: int, offset: int) -> None:
-    from steerboard.methods.base import EditInstance
-    from steerboard.methods.dinm import DINMConfig, DINMMethod
-    from steerboard.tasks.safeedit import load_records
     from tqdm.auto import tqdm
 
     from steerboard.engine import Engine, GenerationRequest
+    from steerboard.methods.base import EditInstance
+    from steerboard.methods.dinm import DINMConfig, DINMMethod
+    from steerboard.tasks.safeedit import load_records
 
     records, _ = load_records("shipped", None)
     records = records[offset : offset + n]

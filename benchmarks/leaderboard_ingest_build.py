@@ -33,7 +33,6 @@ GENERATOR_VERSION = 1
 def ensure_logs(n_logs: int, n_samples: int, workers: int, regenerate: bool) -> Path:
     """Return the cache dir holding the synthetic logs, writing them first if needed."""
     from steerboard.leaderboard.synthetic import SYNTHETIC_LISTING, benchmark_runs, write_synthetic_logs
-
     from steerboard.paths import cache_dir
 
     d = cache_dir("bench", f"leaderboard-{n_logs}x{n_samples}")

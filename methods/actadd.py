@@ -153,6 +153,7 @@ def fit_directions(engine: Engine, progress: bool = False) -> dict[str, torch.Te
         at their last token, which sets the coefficient scale).
     """
     import torch
+
     from steerboard.methods import fitdata
     from steerboard.methods.steering import pair_ids, prompt_ids
 
@@ -306,12 +307,12 @@ def fit_and_choose(
     Coefficients are ``fraction x mean residual norm`` at the layer. Score = dev harmful refusal
     - ``overrefusal_weight`` x dev benign refusal - degenerate share.
     """
-    from steerboard.methods import fitdata
-    from steerboard.methods.steering import gated_intervention as gi
-    from steerboard.methods.steering import screen
     from tqdm.auto import tqdm
 
     from steerboard.engine import Engine
+    from steerboard.methods import fitdata
+    from steerboard.methods.steering import gated_intervention as gi
+    from steerboard.methods.steering import screen
 
     engine = Engine.load(model)
     n_layers = len(engine.decoder_layers())

@@ -425,9 +425,9 @@ def train_sae(
     import torch
     from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.config import SAETrainerConfig
-    from steerboard.methods.steering import residuals
 
     from steerboard.engine import Engine
+    from steerboard.methods.steering import residuals
 
     torch.manual_seed(seed)
     engine = Engine.load(model)
@@ -569,6 +569,9 @@ def discover(
        - ``overrefusal_weight`` x benign refusal - degenerate share.
     """
     import torch
+    from tqdm.auto import tqdm
+
+    from steerboard.engine import Engine, GenerationRequest
     from steerboard.methods import fitdata
     from steerboard.methods.steering import (
         judge_refusal_flags,
@@ -577,9 +580,6 @@ def discover(
         residuals,
         screen,
     )
-    from tqdm.auto import tqdm
-
-    from steerboard.engine import Engine, GenerationRequest
 
     t0 = time.perf_counter()
     engine = Engine.load(model)

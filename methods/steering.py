@@ -279,6 +279,7 @@ def probe_gate_fn(probe: Any, span_offset: int, threshold: float) -> Any:
 def fit_gate_probe(engine: Engine, layer: int, progress: bool = False) -> Any:
     """Fit the harmful-prompt probe on the ``fit`` split (harmful vs team-written benign prompts)."""
     import torch
+
     from steerboard.methods import fitdata
     
     harmful = fitdata.harmful_prompts("fit")

@@ -671,7 +671,7 @@ class Engine:
             res = self.forward(seqs, intervention=intervention)
             lp = torch.log_softmax(res.logits.float(), dim=-1)
             width = lp.shape[1]
-            for i, (p, c) in enumerate(zip(ps, cs)):
+            for i, c in enumerate(cs):
                 start = width - len(c)  # positions of continuation tokens
                 rows = lp[i, start - 1 : width - 1]
                 out.append(rows.gather(-1, torch.tensor(list(c), device=rows.device).unsqueeze(-1)).squeeze(-1).tolist())

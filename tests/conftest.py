@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import steerboard  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
-
 import os
 
 import pytest
+
+import steerboard  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -6,6 +6,7 @@ import json
 import types
 
 import pytest
+
 from steerboard.methods.base import EditInstance
 
 INST = EditInstance(
@@ -40,6 +41,7 @@ def test_locate_picks_max_mean_distance_layer():
     import threading
 
     import torch
+
     from steerboard.methods.dinm import locate_toxic_layer
 
     prompt, safe, unsafe = [1, 2, 3], [4, 5], [6, 7, 8]
@@ -72,6 +74,7 @@ def test_locate_picks_max_mean_distance_layer():
 def test_locate_on_tiny_model_follows_amplified_block(fresh_engine):
     """Scaling one block's MLP output makes that block's output differ most between the responses."""
     import torch
+
     from steerboard.methods.dinm import DINMConfig, locate_toxic_layer, tokenize_instance
 
     eng = fresh_engine
@@ -106,8 +109,9 @@ def test_edit_changes_only_target_and_restores_bit_for_bit(fresh_engine):
 
 
 def test_restores_after_error(fresh_engine, monkeypatch):
-    import steerboard.methods.dinm as dinm
     import torch
+
+    import steerboard.methods.dinm as dinm
 
     eng = fresh_engine
     m = _method(steps=2, lr=1e-2)
@@ -137,6 +141,7 @@ def test_restores_after_error(fresh_engine, monkeypatch):
 
 def test_cached_prefix_matches_full_forward(fresh_engine):
     import torch
+
     from steerboard.methods.dinm import DINMConfig, dinm_edit
 
     eng = fresh_engine
@@ -161,6 +166,7 @@ def test_cached_prefix_matches_full_forward(fresh_engine):
 
 def test_kl_is_zero_before_first_step_then_positive(fresh_engine):
     import torch
+
     from steerboard.methods.dinm import DINMConfig, dinm_edit
 
     eng = fresh_engine
@@ -223,6 +229,7 @@ def test_bad_instances_and_architecture(fresh_engine):
 
 def test_missing_unsafe_response_uses_model_answer(fresh_engine):
     import torch
+
     from steerboard.methods.dinm import DINMConfig, dinm_edit
 
     eng = fresh_engine
@@ -238,9 +245,9 @@ def test_missing_unsafe_response_uses_model_answer(fresh_engine):
 
 def test_persistent_mode_cached_by_hash(tiny_model_dir, tmp_path, monkeypatch):
     import torch
-    from steerboard.methods.dinm import DINMConfig, DINMMethod
 
     from steerboard.engine import Engine
+    from steerboard.methods.dinm import DINMConfig, DINMMethod
 
     monkeypatch.setenv("STEERBOARD_CACHE", str(tmp_path / "cache"))
     f = tmp_path / "inst.jsonl"
@@ -295,6 +302,7 @@ def test_edit_instances_disjoint_from_eval():
 
 def test_entry_point_resolves_dinm(tiny_model_dir):
     from inspect_ai.model import get_model
+
     from steerboard.methods.registry import method_entry_points
 
     assert method_entry_points()["dinm"] == "steerboard.methods.dinm:DINMMethod"
@@ -309,6 +317,7 @@ def test_entry_point_resolves_dinm(tiny_model_dir):
 @pytest.mark.integration
 def test_one_edit_on_embedded_model(smol_engine):
     import torch
+
     from steerboard.methods.dinm import DINMConfig, DINMMethod
 
     eng = smol_engine
@@ -361,9 +370,9 @@ def _tiny_other_arch(tiny_model_dir: str, out, arch: str) -> str:
 @pytest.mark.parametrize("arch,suffix", [("gpt2", "mlp.c_proj"), ("gpt_neox", "mlp.dense_4h_to_h")])
 def test_other_architectures_cached_prefix_and_target(tiny_model_dir, tmp_path, arch, suffix):
     import torch
-    from steerboard.methods.dinm import DINMConfig, dinm_edit
 
     from steerboard.engine import Engine
+    from steerboard.methods.dinm import DINMConfig, dinm_edit
 
     eng = Engine.load(_tiny_other_arch(tiny_model_dir, tmp_path / arch, arch))
     before = _params(eng)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from steerboard.methods.fitdata import normalize
 
 
@@ -119,9 +120,9 @@ def test_config_validation(tmp_path):
 
 def test_dpo_trains_on_tiny_model_and_caches(tiny_model_dir, tmp_path, monkeypatch):
     import torch
-    from steerboard.methods.dpo import DPOConfig, DPOMethod
 
     from steerboard.engine import Engine
+    from steerboard.methods.dpo import DPOConfig, DPOMethod
 
     monkeypatch.setenv("STEERBOARD_CACHE", str(tmp_path / "cache"))
     pairs = [
@@ -171,6 +172,7 @@ def test_dpo_trains_on_tiny_model_and_caches(tiny_model_dir, tmp_path, monkeypat
 
 def test_entry_point_resolves_dpo(tiny_model_dir, tmp_path, monkeypatch):
     from inspect_ai.model import get_model
+
     from steerboard.methods.registry import method_entry_points
 
     monkeypatch.setenv("STEERBOARD_CACHE", str(tmp_path / "cache"))

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from steerboard.leaderboard.build import _pareto, build_site, collect, run_page_name
 from steerboard.leaderboard.ingest import SchemaError, connect, ingest_logs, ingest_submissions
 from steerboard.leaderboard.listing import ListingError, load_listing_file, parse_listing
@@ -483,6 +484,7 @@ def test_parallel_ingest_matches_serial(tmp_path: Path, logs_dir: Path, listing)
 def test_real_xstest_log_through_ingest_and_build(tmp_path: Path) -> None:
     """A log of the project's own xstest task (Inspect eval on an offline mock model) with the real listing."""
     from inspect_ai import eval as inspect_eval
+
     from steerboard.leaderboard.listing import load_default_listing
     from steerboard.tasks._testing import mock_model
 

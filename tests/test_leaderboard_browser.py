@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from steerboard.leaderboard.build import build_site, run_page_name
 from steerboard.leaderboard.ingest import ingest_logs
 from steerboard.leaderboard.listing import load_listing_file
