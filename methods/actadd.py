@@ -36,18 +36,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from steerboard.methods.base import Method, MethodConfig
 from steerboard.methods.steering import (
+    HookSteering,
     SteerOn,
-    gated_intervention,
-    load_or_fit_probe,
-    probe_gate_fn,
     read_preset,
-    user_span_offset,
 )
 
 if TYPE_CHECKING:
     import torch
 
-    from steerboard.engine import Engine, Intervention
+    from steerboard.engine import Engine
 
 PRESET_DIR = Path(__file__).parent / "presets" / "actadd"
 ARTIFACT_DIR = Path(__file__).parent / "artifacts"
@@ -217,7 +214,7 @@ class ActAddSteerer:
         return x + mask * self.vector.to(device=x.device, dtype=x.dtype)
 
 
-class ActAddMethod(Method):
+class ActAddMethod(HookSteering, Method):
     """Difference-in-means refusal direction steering (optionally gated per request)."""
 
     name = "actadd"
@@ -265,20 +262,7 @@ class ActAddMethod(Method):
                 f"direction table has shape {tuple(table.shape)}, expected ({n_layers}, {hidden}): "
                 "it was fitted on a different model"
             )
-        self.steerer = ActAddSteerer(table[r.layer].to(engine.device), r.coefficient, r.operation)
-        self._module = engine.layer_module_name(r.layer)
-        self._model = engine.model
-        if r.gate == "probe":
-            self.probe = load_or_fit_probe(self, engine, r.layer)
-            self._span_offset = user_span_offset(engine)
-
-    def intervention(self) -> Intervention | None:
-        if self.steerer is None or self._module is None:
-            raise RuntimeError("actadd/: prepare(engine) must run before generation")
-        gate_fn = None
-        if self.resolved.gate == "probe":
-            gate_fn = probe_gate_fn(self.probe, self._span_offset, self.resolved.gate_threshold)
-        return gated_intervention(self._model, self._module, self.steerer.apply, self.resolved.steer_on, gate_fn)
+        self.bind_steering(engine, ActAddSteerer(table[r.layer].to(engine.device), r.coefficient, r.operation), r.layer)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

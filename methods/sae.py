@@ -40,17 +40,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from steerboard.methods.base import Method, MethodConfig
 from steerboard.methods.steering import (
+    HookSteering,
     SteerOn,
     gated_intervention,
-    load_or_fit_probe,
-    probe_gate_fn,
-    user_span_offset,
 )
 
 if TYPE_CHECKING:
     import torch
 
-    from steerboard.engine import Engine, Intervention
+    from steerboard.engine import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -296,7 +294,7 @@ class SAESteerer:
         return x + mask * self.delta(x)
 
 
-class SAEMethod(Method):
+class SAEMethod(HookSteering, Method):
     """Clamps or adds SAE latents in the residual stream (optionally gated per request)."""
 
     name = "sae"
@@ -328,20 +326,7 @@ class SAEMethod(Method):
         bad = [f for f in r.features if f >= d_sae]
         if bad:
             raise ValueError(f"feature index {bad} out of range: this SAE has {d_sae} latents (0..{d_sae - 1})")
-        self.steerer = SAESteerer(self.sae, r.features, r.strengths, r.mode)
-        self._module = engine.layer_module_name(r.layer)
-        self._model = engine.model
-        if r.gate == "probe":
-            self.probe = load_or_fit_probe(self, engine, r.layer)
-            self._span_offset = user_span_offset(engine)
-
-    def intervention(self) -> Intervention | None:
-        if self.steerer is None or self._module is None:
-            raise RuntimeError("sae/: prepare(engine) must run before generation")
-        gate_fn = None
-        if self.resolved.gate == "probe":
-            gate_fn = probe_gate_fn(self.probe, self._span_offset, self.resolved.gate_threshold)
-        return gated_intervention(self._model, self._module, self.steerer.apply, self.resolved.steer_on, gate_fn)
+        self.bind_steering(engine, SAESteerer(self.sae, r.features, r.strengths, r.mode), r.layer)
 
     def describe(self) -> dict[str, Any]:
         r = self.resolved

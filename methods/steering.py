@@ -404,3 +404,33 @@ def screen(
         judge_errors=sum(f is None for f in flags),
         samples=list(zip(prompts[:keep_samples], outs[:keep_samples])),
     )
+
+
+class HookSteering:
+    """The apply side shared by ``sae/`` and ``actadd/``: one steerer hooked on one block, optionally gated.
+
+    A method using it sets ``self.resolved`` (with ``gate``, ``gate_threshold``, ``steer_on``) and calls
+    :meth:`bind_steering` at the end of ``prepare``.
+    """
+
+    name: str
+    resolved: Any
+    steerer: Any = None
+    _module: str | None = None
+
+    def bind_steering(self, engine: Engine, steerer: Any, layer: int) -> None:
+        """Attach ``steerer`` (an object with ``apply(hidden, mask)``) to block ``layer`` of ``engine``."""
+        self.steerer = steerer
+        self._module = engine.layer_module_name(layer)
+        self._model = engine.model
+        if self.resolved.gate == "probe":
+            self.probe = load_or_fit_probe(self, engine, layer)
+            self._span_offset = user_span_offset(engine)
+
+    def intervention(self) -> Intervention | None:
+        if self.steerer is None or self._module is None:
+            raise RuntimeError(f"{self.name}/: prepare(engine) must run before generation")
+        gate_fn = None
+        if self.resolved.gate == "probe":
+            gate_fn = probe_gate_fn(self.probe, self._span_offset, self.resolved.gate_threshold)
+        return gated_intervention(self._model, self._module, self.steerer.apply, self.resolved.steer_on, gate_fn)
