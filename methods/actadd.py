@@ -36,9 +36,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from steerboard.methods.base import Method, MethodConfig
 from steerboard.methods.steering import (
+    DEFAULT_GATE_FEATURE,
     HookSteering,
     SteerOn,
     read_preset,
+    valid_gate_feature,
 )
 
 if TYPE_CHECKING:
@@ -64,7 +66,10 @@ class ActAddConfig(MethodConfig):
         operation: ``add`` or ``ablate`` (project the direction out).
         steer_on: ``prompt``, ``generated`` or ``both`` token positions.
         gate: ``none`` or ``probe`` (steer only prompts the harmful-prompt probe flags).
-        gate_threshold: probe probability at or above which a prompt is steered.
+        gate_threshold: probe probability at or above which a prompt is steered (the preset's value was
+            chosen on the gate data's dev split, see ``steerboard sae gate``).
+        gate_feature: how the probe pools the hooked layer's prompt residual: ``mean`` (user span),
+            ``last`` (last prompt token) or ``mean_last`` (both; default).
     """
 
     preset: str | None = None
@@ -75,6 +80,7 @@ class ActAddConfig(MethodConfig):
     steer_on: Literal["prompt", "generated", "both"] | None = None
     gate: Literal["none", "probe"] | None = None
     gate_threshold: float | None = None
+    gate_feature: Literal["mean", "last", "mean_last"] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -97,6 +103,7 @@ class ResolvedActAdd:
     steer_on: SteerOn
     gate: str
     gate_threshold: float
+    gate_feature: str
     preset: str | None
     artifact: Path | None
 
@@ -135,6 +142,7 @@ def resolve(cfg: ActAddConfig, model_name: str) -> ResolvedActAdd:
         steer_on=cfg.steer_on or p.get("steer_on", "both"),
         gate=cfg.gate or p.get("gate", "none"),
         gate_threshold=cfg.gate_threshold if cfg.gate_threshold is not None else float(p.get("gate_threshold", 0.5)),
+        gate_feature=valid_gate_feature(cfg.gate_feature or p.get("gate_feature", DEFAULT_GATE_FEATURE)),
         preset=name,
         artifact=artifact,
     )

@@ -120,6 +120,27 @@ def benign_prompts(split: Split = "all") -> list[str]:
     return _clean(_team()["benign_prompts"], split)
 
 
+def gate_harmful_prompts(split: Split = "all") -> list[str]:
+    """Harmful prompts for fitting/choosing the conditional-steering gate.
+
+    :func:`harmful_prompts` (long imperative requests) plus team-written short, direct harmful questions
+    of many harm categories, so a gate also learns the question form.
+    """
+    _check_split(split)
+    return _clean(harmful_prompts(split) + list(_team()["gate_harmful_prompts"]), split)
+
+
+def gate_benign_prompts(split: Split = "all") -> list[str]:
+    """Benign prompts for fitting/choosing the conditional-steering gate.
+
+    :func:`benign_prompts` plus team-written prompts that *sound* harmful but are fine (homonyms, figurative
+    language, safe targets, game/fiction/sport contexts, definitions, history, facts about public figures
+    and fictional characters, nonsense questions about groups) and ordinary requests.
+    """
+    _check_split(split)
+    return _clean(benign_prompts(split) + list(_team()["gate_benign_prompts"]), split)
+
+
 def refusal_responses() -> list[str]:
     """Team-written refusal replies (used teacher-forced)."""
     return list(_team()["refusal_responses"])
@@ -224,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"indexed {n} evaluation prompts")
         return 0
     if argv[:1] == ["stats"]:
-        for name, fn in (("harmful", harmful_prompts), ("benign", benign_prompts)):
+        for name, fn in (("harmful", harmful_prompts), ("benign", benign_prompts),
+                         ("gate_harmful", gate_harmful_prompts), ("gate_benign", gate_benign_prompts)):
             print(name, {s: len(fn(s)) for s in ("fit", "dev", "all")})  # type: ignore[arg-type]
         return 0
     print("usage: python -m steerboard.methods.fitdata build-eval-index DATA_DIR | stats", file=sys.stderr)

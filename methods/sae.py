@@ -8,9 +8,11 @@ An SAE in SAELens format hooks the residual stream after decoder block ``layer``
 * ``add``: add ``s_f * W_dec[f]`` for each chosen latent.
 
 ``steer_on`` picks prompt tokens, generated tokens or both. ``gate=probe`` is conditional steering
-(the paper's future work): a logistic probe on the prompt's mean residual at the hook layer, fitted on
-the ``fit`` split of :mod:`steerboard.methods.fitdata`, decides per request at prefill whether that
-row is steered (``gate_threshold``); a request's ``meta["steer_gate"]`` (bool) overrides it.
+(the paper's future work): a logistic probe on the prompt's residual at the hook layer (mean over the
+user span and last prompt token, ``gate_feature``), fitted on the gate data's ``fit`` split
+(:func:`steerboard.methods.fitdata.gate_harmful_prompts` / ``gate_benign_prompts``), decides per request at
+prefill whether that row is steered (``gate_threshold``, chosen on the dev split by ``steerboard sae gate``);
+a request's ``meta["steer_gate"]`` (bool) overrides it.
 
 Presets (``-M preset=NAME``, files in ``presets/``): ``smollm2-135m`` (the default on the embedded
 model: the shipped Top-k SAE on layer 8 and the feature/strength chosen on the dev split by
@@ -40,9 +42,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from steerboard.methods.base import Method, MethodConfig
 from steerboard.methods.steering import (
+    DEFAULT_GATE_FEATURE,
     HookSteering,
     SteerOn,
     gated_intervention,
+    valid_gate_feature,
 )
 
 if TYPE_CHECKING:
@@ -100,7 +104,10 @@ class SAEConfig(MethodConfig):
         mode: ``clamp`` or ``add``.
         steer_on: ``prompt``, ``generated`` or ``both`` token positions.
         gate: ``none`` (always steer) or ``probe`` (steer only prompts the harmful-prompt probe flags).
-        gate_threshold: probe probability at or above which a prompt is steered.
+        gate_threshold: probe probability at or above which a prompt is steered (the preset's value was
+            chosen on the gate data's dev split, see ``steerboard sae gate``).
+        gate_feature: how the probe pools the hooked layer's prompt residual: ``mean`` (user span),
+            ``last`` (last prompt token) or ``mean_last`` (both; default).
     """
 
     preset: str | None = None
@@ -114,6 +121,7 @@ class SAEConfig(MethodConfig):
     steer_on: Literal["prompt", "generated", "both"] | None = None
     gate: Literal["none", "probe"] | None = None
     gate_threshold: float | None = None
+    gate_feature: Literal["mean", "last", "mean_last"] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -158,6 +166,7 @@ class ResolvedSAE:
     steer_on: SteerOn
     gate: str
     gate_threshold: float
+    gate_feature: str
     preset: str | None
     d_sae: int | None = None
     d_in: int | None = None
@@ -237,6 +246,7 @@ def resolve(cfg: SAEConfig, model_name: str) -> ResolvedSAE:
         steer_on=cfg.steer_on or p.get("steer_on", "both"),
         gate=cfg.gate or p.get("gate", "none"),
         gate_threshold=cfg.gate_threshold if cfg.gate_threshold is not None else float(p.get("gate_threshold", 0.5)),
+        gate_feature=valid_gate_feature(cfg.gate_feature or p.get("gate_feature", DEFAULT_GATE_FEATURE)),
         preset=preset_name,
         d_sae=int(d_sae) if d_sae is not None else None,
         d_in=int(sae_cfg["d_in"]) if "d_in" in sae_cfg else None,
@@ -335,6 +345,7 @@ class SAEMethod(HookSteering, Method):
             "preset": r.preset, "sae_path": str(r.sae_path) if r.sae_path else None, "release": r.release,
             "sae_id": r.sae_id, "layer": r.layer, "features": r.features, "strengths": r.strengths,
             "mode": r.mode, "steer_on": r.steer_on, "gate": r.gate, "gate_threshold": r.gate_threshold,
+            "gate_feature": r.gate_feature,
         }
         return d
 

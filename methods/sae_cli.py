@@ -53,6 +53,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     fe.add_argument("--preset-out", type=Path, default=None, help="write the preset here (default: presets/<model>.json)")
     fe.add_argument("--report", type=Path, default=None, help="also write the full screening table as JSON")
     fe.set_defaults(func=_features)
+
+    ga = sub.add_parser(
+        "gate",
+        help="fit the conditional-steering gate probe (fit split) and choose its threshold on the dev split",
+    )
+    ga.add_argument("--model", default="smollm2-135m")
+    ga.add_argument("--layer", type=int, default=8, help="hooked layer whose prompt residual the probe reads (default 8)")
+    ga.add_argument("--feature", default="mean_last", help="pooling: mean, last or mean_last (default mean_last)")
+    ga.add_argument("--thresholds", default="", help="thresholds to try, comma separated (default 0.05..0.95 step 0.05)")
+    ga.add_argument("--ship", action="store_true", help="write the probe into the package's artifacts/ folder")
+    ga.add_argument("--write-presets", type=Path, nargs="*", default=None,
+                    help="preset JSON files to update with the chosen threshold and pooling")
+    ga.set_defaults(func=_gate)
     add_actadd_parser(subparsers)
 
 
@@ -94,6 +107,33 @@ def _actadd_fit(args: argparse.Namespace) -> int:
         reuse_directions=args.reuse_directions,
     )
     print(json.dumps(res, indent=2))
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from steerboard.methods.steering import (
+        DEFAULT_THRESHOLD_GRID,
+        check_gate_feature,
+        choose_gate,
+        write_gate_to_preset,
+    )
+
+    check_gate_feature(args.feature)  # before loading the model
+    thresholds = [float(x) for x in args.thresholds.split(",") if x.strip()] or list(DEFAULT_THRESHOLD_GRID)
+    bad = [t for t in thresholds if not 0.0 <= t <= 1.0]
+    if bad:
+        raise ValueError(f"--thresholds {bad}: thresholds must be in [0, 1]")
+    missing = [str(p) for p in args.write_presets or [] if not p.is_file()]
+    if missing:
+        raise ValueError(f"--write-presets: no such preset file(s): {', '.join(missing)}")
+    from steerboard.engine import Engine
+    from steerboard.models import resolve_model
+
+    engine = Engine.load(str(resolve_model(args.model)))
+    rep = choose_gate(engine, args.layer, args.feature, thresholds, ship=args.ship)
+    for path in args.write_presets or []:
+        write_gate_to_preset(path, rep)
+    print(json.dumps(rep, indent=2))
     return 0
 
 

@@ -26,7 +26,13 @@ if TYPE_CHECKING:
     from steerboard.engine import BatchState, Engine, Intervention
 
 SteerOn = Literal["prompt", "generated", "both"]
+GateFeature = Literal["mean", "last", "mean_last"]
 GATE_META_KEY = "steer_gate"
+GATE_FEATURES: tuple[str, ...] = ("mean", "last", "mean_last")
+"""How the gate probe pools the hooked layer's prompt residual: mean over the user span (chat-template tail
+included), the last prompt token, or both concatenated."""
+DEFAULT_GATE_FEATURE = "mean_last"
+PROBE_VERSION = "gate-probe-v2"
 
 
 def read_preset(preset_dir: Path, name: str) -> dict[str, Any]:
@@ -191,13 +197,45 @@ class LinearProbe:
         return cls(list(d["weight"]), float(d["bias"]), list(d["mean"]), list(d["std"]))
 
 
-def prompt_features(engine: Engine, prompts: Sequence[str], layer: int, **kw: Any) -> torch.Tensor:
-    """Mean residual over the user-prompt tokens at ``layer`` (chat template included), ``[n, hidden]``."""
+def check_gate_feature(feature: str) -> None:
+    """Raises ValueError naming the valid pooling choices."""
+    if feature not in GATE_FEATURES:
+        raise ValueError(f"gate_feature {feature!r} is unknown; valid: {', '.join(GATE_FEATURES)}")
+
+
+def valid_gate_feature(feature: str) -> str:
+    """``feature`` if it is a valid gate pooling (e.g. read from a preset), else ValueError."""
+    check_gate_feature(feature)
+    return feature
+
+
+def pool_span(span: torch.Tensor, feature: str) -> torch.Tensor:
+    """Pool one prompt's residuals ``[tokens, hidden]`` (user span to the end of the prompt) into a gate feature.
+
+    ``mean`` -> ``[hidden]``; ``last`` (the final prompt token) -> ``[hidden]``; ``mean_last`` -> ``[2 * hidden]``.
+    """
     import torch
 
+    check_gate_feature(feature)
+    span = span.float()
+    if feature == "mean":
+        return span.mean(0)
+    if feature == "last":
+        return span[-1]
+    return torch.cat([span.mean(0), span[-1]])
+
+
+def prompt_features(
+    engine: Engine, prompts: Sequence[str], layer: int, feature: str = "mean", **kw: Any
+) -> torch.Tensor:
+    """Gate features of ``prompts`` at ``layer`` (pooled from the user span on; see :func:`pool_span`)."""
+    import torch
+
+    check_gate_feature(feature)
+    off = user_span_offset(engine)
     seqs = [prompt_ids(engine, p) for p in prompts]
     hs = residuals(engine, seqs, layer, **kw)
-    return torch.stack([h[1:].mean(0) if h.shape[0] > 1 else h[0] for h in hs])
+    return torch.stack([pool_span(h[min(off, h.shape[0] - 1) :], feature) for h in hs])
 
 
 # ---------------------------------------------------------------------- gated steering
@@ -259,8 +297,12 @@ def gated_intervention(
     return intervention
 
 
-def probe_gate_fn(probe: Any, span_offset: int, threshold: float) -> Any:
-    """Gate from the pre-steering residual at prefill: mean over each row's user span -> probe."""
+def probe_gate_fn(probe: Any, span_offset: int, threshold: float, feature: str = "mean") -> Any:
+    """Gate from the pre-steering residual at prefill: each row's user span pooled (``feature``) -> probe.
+
+    A row is steered when the probe's probability is ``>= threshold``.
+    """
+    check_gate_feature(feature)
 
     def fn(state: BatchState, h: torch.Tensor, rows: list[int]) -> dict[int, bool]:
         import torch
@@ -269,59 +311,169 @@ def probe_gate_fn(probe: Any, span_offset: int, threshold: float) -> Any:
         feats = []
         for i in rows:
             start = width - state.prompt_lengths[state.rows[i]] + span_offset
-            feats.append(h[i, min(start, width - 1) :].float().mean(0))
+            feats.append(pool_span(h[i, min(start, width - 1) :], feature))
         p = probe.predict_proba(torch.stack(feats))
         return {i: bool(v >= threshold) for i, v in zip(rows, p.tolist())}
 
     return fn
 
 
-def fit_gate_probe(engine: Engine, layer: int, progress: bool = False) -> Any:
-    """Fit the harmful-prompt probe on the ``fit`` split (harmful vs team-written benign prompts)."""
+def gate_data(split: Literal["fit", "dev"]) -> tuple[list[str], list[str]]:
+    """(harmful, benign) prompts of ``split`` for the gate: :func:`fitdata.gate_harmful_prompts` /
+    :func:`fitdata.gate_benign_prompts` (long requests, short direct questions, harmless prompts that
+    sound harmful, ordinary requests)."""
+    from steerboard.methods import fitdata
+
+    return fitdata.gate_harmful_prompts(split), fitdata.gate_benign_prompts(split)
+
+
+def fit_gate_probe(engine: Engine, layer: int, feature: str = DEFAULT_GATE_FEATURE, progress: bool = False) -> Any:
+    """Fit the harmful-prompt probe on the gate data's ``fit`` split (see :func:`gate_data`)."""
     import torch
 
-    from steerboard.methods import fitdata
-    
-    harmful = fitdata.harmful_prompts("fit")
-    benign = fitdata.benign_prompts("fit")
-    off = user_span_offset(engine)
-    seqs = [prompt_ids(engine, t) for t in harmful + benign]
-    hs = residuals(engine, seqs, layer, progress=progress, desc="gate probe")
-    x = torch.stack([h[min(off, h.shape[0] - 1) :].mean(0) for h in hs])
+    harmful, benign = gate_data("fit")
+    x = prompt_features(engine, harmful + benign, layer, feature, progress=progress, desc="gate probe")
     y = torch.tensor([1] * len(harmful) + [0] * len(benign))
     return LinearProbe.fit(x, y)
 
 
-def probe_key(engine: Engine, layer: int) -> str:
-    """Hash of (model, layer, fit data, probe version): names the cached or shipped probe."""
-    from steerboard.methods import fitdata
-
-    key = json.dumps(
-        ["gate-probe-v1", Path(str(engine.source)).name, layer, fitdata.harmful_prompts("fit"), fitdata.benign_prompts("fit")]
-    )
+def probe_key(engine: Engine, layer: int, feature: str = DEFAULT_GATE_FEATURE) -> str:
+    """Hash of (probe version, model, layer, pooling, fit data): names the cached or shipped probe."""
+    harmful, benign = gate_data("fit")
+    key = json.dumps([PROBE_VERSION, Path(str(engine.source)).name, layer, feature, harmful, benign])
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def load_or_fit_probe(method: Any, engine: Engine, layer: int) -> Any:
-    """The gate probe for ``engine``'s model at ``layer``.
+def shipped_probe_path(engine: Engine, layer: int, feature: str = DEFAULT_GATE_FEATURE) -> Path:
+    """Where a shipped probe for (model, layer, feature, fit data) lives inside the package."""
+    return Path(__file__).parent / "artifacts" / f"gate-probe-{probe_key(engine, layer, feature)}.json"
+
+
+def load_or_fit_probe(method: Any, engine: Engine, layer: int, feature: str = DEFAULT_GATE_FEATURE) -> Any:
+    """The gate probe for ``engine``'s model at ``layer`` pooling ``feature``.
 
     Looked up in the shipped ``artifacts/gate-probe-<key>.json``, then the cache, else fitted (on the
-    ``fit`` split, ~a minute) and cached; ``<key>`` hashes (model, layer, fit data).
+    gate data's ``fit`` split, a minute or two on CPU) and cached; ``<key>`` = :func:`probe_key`.
     """
     from steerboard.paths import cache_dir
 
-    key = probe_key(engine, layer)
-    shipped = Path(__file__).parent / "artifacts" / f"gate-probe-{key}.json"
+    check_gate_feature(feature)
+    key = probe_key(engine, layer, feature)
     path = cache_dir("artifacts", "gate-probe") / f"{key}.json"
-    for p in (shipped, path):
+    for p in (shipped_probe_path(engine, layer, feature), path):
         if p.is_file():
             return LinearProbe.from_dict(json.loads(p.read_text()))
-    probe = fit_gate_probe(engine, layer)
+    probe = fit_gate_probe(engine, layer, feature)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(probe.to_dict()))
     tmp.replace(path)
     return probe
+
+
+@dataclass
+class GatePoint:
+    """Gate firing rates on the dev split at one threshold."""
+
+    threshold: float
+    tpr: float  # share of dev harmful prompts gated on
+    fpr: float  # share of dev benign prompts gated on
+
+    @property
+    def youden(self) -> float:
+        return self.tpr - self.fpr
+
+
+def gate_curve(p_harmful: Sequence[float], p_benign: Sequence[float], thresholds: Sequence[float]) -> list[GatePoint]:
+    """TPR / FPR of ``p >= threshold`` for each threshold."""
+    if not p_harmful or not p_benign:
+        raise ValueError("gate_curve needs harmful and benign probabilities")
+    for t in thresholds:
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"gate thresholds must be in [0, 1], got {t}")
+    return [
+        GatePoint(float(t), mean([float(p >= t) for p in p_harmful]), mean([float(p >= t) for p in p_benign]))
+        for t in thresholds
+    ]
+
+
+def choose_gate_threshold(points: Sequence[GatePoint]) -> GatePoint:
+    """The dev-split point with the largest Youden J = TPR - FPR; ties go to the higher threshold
+    (fewer benign prompts steered)."""
+    if not points:
+        raise ValueError("choose_gate_threshold needs at least one point")
+    return max(points, key=lambda g: (round(g.youden, 9), g.threshold))
+
+
+DEFAULT_THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+def choose_gate(
+    engine: Engine,
+    layer: int,
+    feature: str = DEFAULT_GATE_FEATURE,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLD_GRID,
+    ship: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit (or load) the gate probe on the ``fit`` split and choose its threshold on the ``dev`` split.
+
+    The threshold maximises Youden's J (dev TPR - dev FPR; see :func:`choose_gate_threshold`). No
+    evaluation set is read. With ``ship`` the probe is written to the package's ``artifacts/`` folder.
+
+    Returns:
+        A JSON-able report: the chosen point, the whole dev curve, split sizes, the probe key and a
+        one-line note for presets.
+    """
+    check_gate_feature(feature)
+    if not thresholds:
+        raise ValueError("choose_gate needs at least one threshold")
+    probe = load_or_fit_probe(None, engine, layer, feature)
+    harmful, benign = gate_data("dev")
+    x = prompt_features(engine, harmful + benign, layer, feature, progress=progress, desc="gate dev")
+    p = probe.predict_proba(x).tolist()
+    ph, pb = p[: len(harmful)], p[len(harmful) :]
+    curve = gate_curve(ph, pb, thresholds)
+    best = choose_gate_threshold(curve)
+    n_fit_h, n_fit_b = (len(v) for v in gate_data("fit"))
+    key = probe_key(engine, layer, feature)
+    if ship:
+        path = shipped_probe_path(engine, layer, feature)
+        path.write_text(json.dumps(probe.to_dict()))
+    note = (
+        f"{best.threshold} chosen on the gate data's dev split (max TPR - FPR; steerboard sae gate --feature "
+        f"{feature}): dev harmful TPR {best.tpr:.3f}, dev benign FPR {best.fpr:.3f} over {len(harmful)} harmful / "
+        f"{len(benign)} benign dev prompts; probe fitted on {n_fit_h} harmful / {n_fit_b} benign fit prompts "
+        f"(layer {layer}, {feature} pooling, key {key})"
+    )
+    return {
+        "layer": layer,
+        "feature": feature,
+        "probe_key": key,
+        "n_fit": {"harmful": n_fit_h, "benign": n_fit_b},
+        "n_dev": {"harmful": len(harmful), "benign": len(benign)},
+        "chosen": {"threshold": best.threshold, "tpr": round(best.tpr, 4), "fpr": round(best.fpr, 4)},
+        "curve": [{"threshold": g.threshold, "tpr": round(g.tpr, 4), "fpr": round(g.fpr, 4)} for g in curve],
+        "note": note,
+    }
+
+
+def write_gate_to_preset(path: Path, report: dict[str, Any]) -> None:
+    """Set ``gate_threshold`` / ``gate_feature`` (and the ``chosen_on.gate_threshold`` note) in a preset file."""
+    preset = json.loads(path.read_text())
+    if int(preset.get("layer", report["layer"])) != int(report["layer"]):
+        raise ValueError(f"{path}: preset layer {preset.get('layer')} differs from the gate's layer {report['layer']}")
+    out: dict[str, Any] = {}
+    for k, v in preset.items():  # keep the key order; gate_feature goes right after gate_threshold
+        if k == "gate_feature":
+            continue
+        out[k] = v
+        if k == "gate_threshold":
+            out["gate_feature"] = report["feature"]
+    out["gate_threshold"] = report["chosen"]["threshold"]
+    out.setdefault("gate_feature", report["feature"])
+    out.setdefault("chosen_on", {})["gate_threshold"] = report["note"]
+    path.write_text(json.dumps(out, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------- text quality
@@ -409,7 +561,8 @@ def screen(
 class HookSteering:
     """The apply side shared by ``sae/`` and ``actadd/``: one steerer hooked on one block, optionally gated.
 
-    A method using it sets ``self.resolved`` (with ``gate``, ``gate_threshold``, ``steer_on``) and calls
+    A method using it sets ``self.resolved`` (with ``gate``, ``gate_threshold``, ``gate_feature``, ``steer_on``)
+    and calls
     :meth:`bind_steering` at the end of ``prepare``.
     """
 
@@ -424,7 +577,7 @@ class HookSteering:
         self._module = engine.layer_module_name(layer)
         self._model = engine.model
         if self.resolved.gate == "probe":
-            self.probe = load_or_fit_probe(self, engine, layer)
+            self.probe = load_or_fit_probe(self, engine, layer, self.resolved.gate_feature)
             self._span_offset = user_span_offset(engine)
 
     def intervention(self) -> Intervention | None:
@@ -432,5 +585,7 @@ class HookSteering:
             raise RuntimeError(f"{self.name}/: prepare(engine) must run before generation")
         gate_fn = None
         if self.resolved.gate == "probe":
-            gate_fn = probe_gate_fn(self.probe, self._span_offset, self.resolved.gate_threshold)
+            gate_fn = probe_gate_fn(
+                self.probe, self._span_offset, self.resolved.gate_threshold, self.resolved.gate_feature
+            )
         return gated_intervention(self._model, self._module, self.steerer.apply, self.resolved.steer_on, gate_fn)

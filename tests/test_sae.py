@@ -193,7 +193,7 @@ def test_gate_probe_option_fits_and_caches(tiny_engine: Any, tiny_model_dir: str
     monkeypatch.setenv("STEERBOARD_CACHE", str(tmp_path))
     m = _method(tiny_engine, tiny_model_dir, sae_path=str(tiny_sae), features="5", strengths="40", mode="add",
                 gate="probe", gate_threshold="0.5")
-    assert m.probe is not None and len(m.probe.weight) == HIDDEN
+    assert m.probe is not None and len(m.probe.weight) == 2 * HIDDEN  # default pooling mean_last: [mean, last]
     cached = list(tmp_path.rglob("*.json"))
     assert len(cached) == 1
     m2 = _method(tiny_engine, tiny_model_dir, sae_path=str(tiny_sae), features="5", strengths="40", mode="add",
