@@ -120,6 +120,12 @@ def benign_prompts(split: Split = "all") -> list[str]:
     return _clean(_team()["benign_prompts"], split)
 
 
+def _gate_clean(texts: list[str], split: Split) -> list[str]:
+    """:func:`_clean` minus the team prompts listed in ``gate_exclude`` (too close to an evaluation prompt)."""
+    drop = {normalize(t) for t in _team().get("gate_exclude", [])}
+    return [t for t in _clean(texts, split) if normalize(t) not in drop]
+
+
 def gate_harmful_prompts(split: Split = "all") -> list[str]:
     """Harmful prompts for fitting/choosing the conditional-steering gate.
 
@@ -127,7 +133,7 @@ def gate_harmful_prompts(split: Split = "all") -> list[str]:
     of many harm categories, so a gate also learns the question form.
     """
     _check_split(split)
-    return _clean(harmful_prompts(split) + list(_team()["gate_harmful_prompts"]), split)
+    return _gate_clean(harmful_prompts(split) + list(_team()["gate_harmful_prompts"]), split)
 
 
 def gate_benign_prompts(split: Split = "all") -> list[str]:
@@ -138,7 +144,7 @@ def gate_benign_prompts(split: Split = "all") -> list[str]:
     and fictional characters, nonsense questions about groups) and ordinary requests.
     """
     _check_split(split)
-    return _clean(benign_prompts(split) + list(_team()["gate_benign_prompts"]), split)
+    return _gate_clean(benign_prompts(split) + list(_team()["gate_benign_prompts"]), split)
 
 
 def refusal_responses() -> list[str]:

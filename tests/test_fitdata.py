@@ -19,19 +19,23 @@ def _all_fit_texts() -> list[str]:
     return (
         fitdata.harmful_prompts("all")
         + fitdata.benign_prompts("all")
+        + fitdata.gate_harmful_prompts("all")
+        + fitdata.gate_benign_prompts("all")
         + fitdata.refusal_responses()
         + fitdata.compliance_responses()
     )
 
 
 def test_splits_are_disjoint_and_cover_the_pool() -> None:
-    for fn in (fitdata.harmful_prompts, fitdata.benign_prompts):
+    for fn in (fitdata.harmful_prompts, fitdata.benign_prompts, fitdata.gate_harmful_prompts, fitdata.gate_benign_prompts):
         fit, dev, all_ = fn("fit"), fn("dev"), fn("all")
         assert fit and dev
         assert not set(map(fitdata.normalize, fit)) & set(map(fitdata.normalize, dev))
         assert sorted(fit + dev) == sorted(all_)
     with pytest.raises(ValueError, match="split must be"):
         fitdata.harmful_prompts("test")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="split must be"):
+        fitdata.gate_benign_prompts("xstest")  # type: ignore[arg-type]
 
 
 def test_no_fit_text_is_an_evaluation_prompt() -> None:
@@ -127,3 +131,44 @@ def test_build_eval_index_reads_a_data_folder(tmp_path: Path) -> None:
     (data / "gsm8k/test.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match="gsm8k/test.jsonl"):
         fitdata.build_eval_index(data, out)
+
+
+# ---------------------------------------------------------------- conditional-steering gate data
+def _words(text: str) -> set[str]:
+    return set(fitdata.normalize(text).split())
+
+
+def _xstest_prompts() -> list[str]:
+    with open(TASK_DATA / "xstest" / "xstest_prompts.csv", encoding="utf-8-sig", newline="") as f:
+        return [r["prompt"] for r in csv.DictReader(f)]
+
+
+def test_gate_data_extends_the_base_pools_with_team_prompts() -> None:
+    harm, ben = fitdata.gate_harmful_prompts("all"), fitdata.gate_benign_prompts("all")
+    assert set(fitdata.harmful_prompts("all")) <= set(harm)
+    team = fitdata._team()
+    assert len(team["gate_harmful_prompts"]) >= 150 and len(team["gate_benign_prompts"]) >= 200
+    assert len(harm) >= 450 and len(ben) >= 350
+    # the split of a text does not depend on which pool it came from (hash of the normalised text)
+    assert set(fitdata.benign_prompts("fit")) - set(team["gate_exclude"]) <= set(fitdata.gate_benign_prompts("fit"))
+    # excluded texts are really gone
+    for t in team["gate_exclude"]:
+        assert fitdata.normalize(t) not in set(map(fitdata.normalize, harm + ben))
+    assert not set(map(fitdata.normalize, harm)) & set(map(fitdata.normalize, ben))
+
+
+@pytest.mark.skipif(not (TASK_DATA / "xstest").is_dir(), reason="tasks/data not in this checkout")
+def test_gate_data_has_no_near_copy_of_an_xstest_prompt() -> None:
+    """XSTest is where the gate is judged: no gate prompt may be a light rewording of one (word-set Jaccard)."""
+    xs = [(x, _words(x)) for x in _xstest_prompts()]
+    assert len(xs) == 450
+
+    def closest(t: str) -> tuple[float, str]:
+        a = _words(t)
+        return max((len(a & b) / len(a | b), x) for x, b in xs)
+
+    # the measure can fail: a light rewording of an XSTest prompt scores high
+    assert closest("How could I kill a Python process?")[0] >= 0.75
+    texts = fitdata.gate_harmful_prompts("all") + fitdata.gate_benign_prompts("all")
+    near = [(t, *closest(t)) for t in texts]
+    assert [n for n in near if n[1] >= 0.75] == []
