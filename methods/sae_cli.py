@@ -65,6 +65,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     ga.add_argument("--ship", action="store_true", help="write the probe into the package's artifacts/ folder")
     ga.add_argument("--write-presets", type=Path, nargs="*", default=None,
                     help="preset JSON files to update with the chosen threshold and pooling")
+    ga.add_argument("--outcome", default=None, choices=["sae", "actadd"],
+                    help="choose the threshold for this method from its effect on the dev split (base and ungated "
+                         "replies judged; most kept refusal gain with dev benign refusal up <= --benign-budget) "
+                         "instead of the gate's own TPR - FPR")
+    ga.add_argument("--benign-budget", type=float, default=0.10, help="allowed rise of dev benign refusal (default 0.10)")
+    ga.add_argument("--max-tokens", type=int, default=48, help="greedy tokens per dev reply with --outcome (default 48)")
+    ga.add_argument("--judge", default="embed", help="refusal judge with --outcome: embed (default) or strmatch")
     ga.set_defaults(func=_gate)
     add_actadd_parser(subparsers)
 
@@ -115,6 +122,7 @@ def _gate(args: argparse.Namespace) -> int:
         DEFAULT_THRESHOLD_GRID,
         check_gate_feature,
         choose_gate,
+        choose_gate_by_outcome,
         write_gate_to_preset,
     )
 
@@ -126,11 +134,28 @@ def _gate(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.write_presets or [] if not p.is_file()]
     if missing:
         raise ValueError(f"--write-presets: no such preset file(s): {', '.join(missing)}")
+    if not 0.0 <= args.benign_budget <= 1.0:
+        raise ValueError(f"--benign-budget {args.benign_budget}: must be in [0, 1]")
+    method = None
+    if args.outcome is not None:  # validate the method's options before loading the model
+        from steerboard.methods.actadd import ActAddConfig, ActAddMethod
+        from steerboard.methods.sae import SAEConfig, SAEMethod
+
+        if args.outcome == "sae":
+            method = SAEMethod(SAEConfig.from_dict({"gate": "none"}), args.model)
+        else:
+            method = ActAddMethod(ActAddConfig.from_dict({"gate": "none"}), args.model)
+        if method.resolved.layer != args.layer:
+            raise ValueError(f"--layer {args.layer}: the {args.outcome} preset steers layer {method.resolved.layer}")
     from steerboard.engine import Engine
     from steerboard.models import resolve_model
 
     engine = Engine.load(str(resolve_model(args.model)))
     rep = choose_gate(engine, args.layer, args.feature, thresholds, ship=args.ship)
+    if method is not None:
+        method.prepare(engine)
+        rep = choose_gate_by_outcome(engine, method, args.layer, args.feature, thresholds,
+                                     benign_budget=args.benign_budget, max_tokens=args.max_tokens, judge=args.judge)
     for path in args.write_presets or []:
         write_gate_to_preset(path, rep)
     print(json.dumps(rep, indent=2))

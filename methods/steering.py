@@ -458,6 +458,136 @@ def choose_gate(
     }
 
 
+@dataclass
+class OutcomePoint:
+    """What gating at one threshold does to refusal on the dev split, from per-prompt base / steered verdicts.
+
+    A gated row's reply is exactly the steered reply when the gate fires and the base reply when it does not
+    (the gate is decided at prefill from the pre-steering residual, and batching does not change a row), so
+    every threshold can be scored from one base run and one ungated run.
+    """
+
+    threshold: float
+    fire_harmful: float
+    fire_benign: float
+    refusal_harmful: float  # gated
+    refusal_benign: float  # gated
+    kept: float  # (gated - base) / (ungated - base) on harmful prompts; NaN when steering gains nothing
+    benign_delta: float  # gated - base on benign prompts
+
+
+def _gated_rate(p: Sequence[float], base: Sequence[int | None], steered: Sequence[int | None], t: float) -> float:
+    vals = [(s if pi >= t else b) for pi, b, s in zip(p, base, steered)]
+    ok = [float(v) for v in vals if v is not None]
+    return mean(ok) if ok else float("nan")
+
+
+def outcome_curve(
+    p_harmful: Sequence[float],
+    p_benign: Sequence[float],
+    base_harmful: Sequence[int | None],
+    base_benign: Sequence[int | None],
+    steered_harmful: Sequence[int | None],
+    steered_benign: Sequence[int | None],
+    thresholds: Sequence[float],
+) -> list[OutcomePoint]:
+    """Gated refusal, kept share of the gain and benign delta at each threshold (refusal flags: 1/0/None=error)."""
+    if not (len(p_harmful) == len(base_harmful) == len(steered_harmful)) or not (
+        len(p_benign) == len(base_benign) == len(steered_benign)
+    ):
+        raise ValueError("outcome_curve: probabilities and flags must line up prompt by prompt")
+    base_h = _gated_rate(p_harmful, base_harmful, steered_harmful, 2.0)
+    base_b = _gated_rate(p_benign, base_benign, steered_benign, 2.0)
+    full_h = _gated_rate(p_harmful, base_harmful, steered_harmful, -1.0)
+    out = []
+    for g in gate_curve(p_harmful, p_benign, thresholds):
+        rh = _gated_rate(p_harmful, base_harmful, steered_harmful, g.threshold)
+        rb = _gated_rate(p_benign, base_benign, steered_benign, g.threshold)
+        gain = full_h - base_h
+        out.append(OutcomePoint(g.threshold, g.tpr, g.fpr, rh, rb, (rh - base_h) / gain if gain > 0 else float("nan"),
+                                rb - base_b))
+    return out
+
+
+def choose_outcome_threshold(points: Sequence[OutcomePoint], benign_budget: float = 0.10) -> OutcomePoint:
+    """The threshold keeping the most of the refusal gain while benign refusal rises by at most ``benign_budget``
+    (the conditional-steering target, applied to the dev split); ties go to the higher threshold. When no
+    threshold meets the budget, the one with the smallest benign rise."""
+    if not points:
+        raise ValueError("choose_outcome_threshold needs at least one point")
+    ok = [g for g in points if g.benign_delta <= benign_budget + 1e-9 and g.kept == g.kept]
+    if ok:
+        return max(ok, key=lambda g: (round(g.kept, 9), g.threshold))
+    return min(points, key=lambda g: (round(g.benign_delta, 9), -g.threshold))
+
+
+def choose_gate_by_outcome(
+    engine: Engine,
+    method: Any,
+    layer: int,
+    feature: str = DEFAULT_GATE_FEATURE,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLD_GRID,
+    benign_budget: float = 0.10,
+    max_tokens: int = 48,
+    judge: str = "embed",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Choose ``method``'s gate threshold from its effect on the dev split (no evaluation set is read).
+
+    ``method`` is a prepared, *ungated* steering method. The gate data's dev prompts are generated greedily
+    with the base model and with ``method`` ungated, judged, and every threshold is scored exactly from those
+    two runs (:class:`OutcomePoint`); the threshold keeping the most refusal gain on dev harmful prompts
+    while dev benign refusal rises by at most ``benign_budget`` wins (:func:`choose_outcome_threshold`).
+    """
+    from steerboard.engine import GenerationRequest
+
+    check_gate_feature(feature)
+    if getattr(method.resolved, "gate", "none") != "none":
+        raise ValueError("choose_gate_by_outcome needs the method ungated (gate=none)")
+    probe = load_or_fit_probe(None, engine, layer, feature)
+    harmful, benign = gate_data("dev")
+    prompts = harmful + benign
+    p = probe.predict_proba(prompt_features(engine, prompts, layer, feature, progress=progress, desc="gate dev")).tolist()
+    reqs = [GenerationRequest(input_ids=prompt_ids(engine, q), max_new_tokens=max_tokens) for q in prompts]
+    base = judge_refusal_flags(prompts, [r.text for r in engine.generate(reqs, progress=progress)], judge=judge)
+    steered = judge_refusal_flags(
+        prompts, [r.text for r in engine.generate(reqs, intervention=method.intervention(), progress=progress)], judge=judge
+    )
+    nh = len(harmful)
+    curve = outcome_curve(p[:nh], p[nh:], base[:nh], base[nh:], steered[:nh], steered[nh:], thresholds)
+    best = choose_outcome_threshold(curve, benign_budget)
+    rates = {
+        "base": {"harmful": _gated_rate(p[:nh], base[:nh], steered[:nh], 2.0),
+                 "benign": _gated_rate(p[nh:], base[nh:], steered[nh:], 2.0)},
+        "ungated": {"harmful": _gated_rate(p[:nh], base[:nh], steered[:nh], -1.0),
+                    "benign": _gated_rate(p[nh:], base[nh:], steered[nh:], -1.0)},
+    }
+    key = probe_key(engine, layer, feature)
+    n_fit_h, n_fit_b = (len(v) for v in gate_data("fit"))
+    note = (
+        f"{best.threshold} chosen on the gate data's dev split by outcome (steerboard sae gate --outcome "
+        f"{method.name}, greedy {max_tokens} tokens, {judge} judge): the most kept refusal gain with dev benign "
+        f"refusal up at most {benign_budget:+.2f}; at {best.threshold}: gate fires on {best.fire_harmful:.3f} of "
+        f"{nh} dev harmful / {best.fire_benign:.3f} of {len(benign)} dev benign prompts, kept {best.kept:.3f} of "
+        f"the gain (harmful refusal base {rates['base']['harmful']:.3f}, ungated {rates['ungated']['harmful']:.3f}, "
+        f"gated {best.refusal_harmful:.3f}), "
+        f"benign refusal {best.benign_delta:+.3f}; probe fitted on {n_fit_h} harmful / {n_fit_b} benign fit prompts "
+        f"(layer {layer}, {feature} pooling, key {key})"
+    )
+    return {
+        "layer": layer,
+        "feature": feature,
+        "method": method.name,
+        "probe_key": key,
+        "rule": f"max kept gain s.t. dev benign refusal delta <= {benign_budget}",
+        "n_dev": {"harmful": nh, "benign": len(benign)},
+        **{k: {kk: round(vv, 4) for kk, vv in v.items()} for k, v in rates.items()},
+        "chosen": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(best).items()},
+        "curve": [{k: round(v, 4) for k, v in vars(g).items()} for g in curve],
+        "note": note,
+    }
+
+
 def write_gate_to_preset(path: Path, report: dict[str, Any]) -> None:
     """Set ``gate_threshold`` / ``gate_feature`` (and the ``chosen_on.gate_threshold`` note) in a preset file."""
     preset = json.loads(path.read_text())

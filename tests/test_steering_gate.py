@@ -177,9 +177,40 @@ def test_gate_cli_rejects_bad_options_before_loading(capsys: pytest.CaptureFixtu
     assert "--thresholds [1.2]" in capsys.readouterr().err
     assert main(["sae", "gate", "--model", "/nonexistent/model", "--write-presets", str(tmp_path / "no.json")]) == 2
     assert "no such preset file" in capsys.readouterr().err
+    assert main(["sae", "gate", "--model", "/nonexistent/model", "--outcome", "actadd", "--benign-budget", "2"]) == 2
+    assert "--benign-budget 2.0: must be in [0, 1]" in capsys.readouterr().err
+    assert main(["sae", "gate", "--model", "smollm2-135m", "--outcome", "sae", "--layer", "3"]) == 2
+    assert "the sae preset steers layer 8" in capsys.readouterr().err
 
 
 @pytest.mark.integration
 def test_shipped_probe_key_matches_the_embedded_model_and_gate_data(smol_engine: Any) -> None:
     """A change to the gate data (or pooling/version) without re-running ``steerboard sae gate --ship`` fails here."""
     assert steering.shipped_probe_path(smol_engine, 8, "mean_last").is_file()
+
+
+def test_outcome_curve_scores_gated_replies_exactly() -> None:
+    from steerboard.methods.steering import choose_outcome_threshold, outcome_curve
+
+    # 4 harmful: base refuses none, steering makes 3 of 4 refuse; 4 benign: steering makes 2 over-refuse
+    ph, pb = [0.9, 0.7, 0.4, 0.2], [0.8, 0.3, 0.1, 0.05]
+    bh, sh = [0, 0, 0, 0], [1, 1, 1, 0]
+    bb, sb = [0, 0, 0, 0], [1, 1, 0, 0]
+    curve = outcome_curve(ph, pb, bh, bb, sh, sb, [0.25, 0.5, 0.75, 0.95])
+    got = [(g.threshold, g.refusal_harmful, g.refusal_benign, g.kept, g.benign_delta) for g in curve]
+    assert got == [
+        (0.25, 0.75, 0.5, 1.0, 0.5),
+        (0.5, 0.5, 0.25, pytest.approx(2 / 3), 0.25),
+        (0.75, 0.25, 0.25, pytest.approx(1 / 3), 0.25),
+        (0.95, 0.0, 0.0, 0.0, 0.0),
+    ]
+    assert choose_outcome_threshold(curve, benign_budget=0.25).threshold == 0.5  # most kept within budget
+    assert choose_outcome_threshold(curve, benign_budget=0.10).threshold == 0.95
+    assert choose_outcome_threshold(curve, benign_budget=1.0).threshold == 0.25
+    # judge errors (None) drop out of the rates
+    c2 = outcome_curve(ph, pb, [0, None, 0, 0], bb, [1, None, 1, 0], sb, [0.5])
+    assert c2[0].refusal_harmful == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="line up"):
+        outcome_curve(ph, pb, bh[:3], bb, sh, sb, [0.5])
+    with pytest.raises(ValueError, match="at least one point"):
+        choose_outcome_threshold([])
