@@ -1,9 +1,14 @@
 """Benchmark: steerboard's shared engine (``base/``) vs Inspect's built-in ``hf/`` provider.
 
 Same chat prompts, same local model directory (the embedded SmolLM2-135M-Instruct), greedy, 64 new
-tokens, the same ``max_connections``; both run through ``inspect_ai.eval`` in this one process, one
-after the other, for each setting. Prints output tokens/s for each, the ratio, how many greedy
-texts match, and the forward-pass bound (tokens/s of a plain batched forward pass of the same model).
+tokens, the same ``max_connections``; all run through ``inspect_ai.eval`` in this one process,
+interleaved, for each setting. Rows: Inspect ``hf/`` as it loads the model by default (float32);
+``base/`` as it runs by default (on a CPU with native bfloat16 -- AMX / AVX512-BF16 -- its linear
+layers run in bfloat16 with the residual stream, norms, attention and output head in float32, see
+``steerboard/precision.py``); ``base/`` forced to exact float32 (equal precision to ``hf/``); and with
+``--hf-bf16`` the whole ``hf/`` model in bfloat16. Prints output tokens/s, the ratio to ``hf/``, how
+many greedy texts equal ``hf/``'s, and the share of the forward-pass bound (tokens/s of a plain
+batched float32 forward pass of the same model).
 
 Usage::
 
@@ -98,6 +103,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--repeats", type=int, default=1, help="runs per provider and setting (median reported)")
     ap.add_argument("--log-dir", default="benchmarks/out/engine_logs")
+    ap.add_argument("--hf-bf16", action="store_true", help="also run hf/ with the whole model in bfloat16")
     args = ap.parse_args()
 
     from inspect_ai.model import get_model
@@ -114,25 +120,48 @@ def main() -> None:
     bound = forward_bound(model_dir, prompts, max(args.connections), args.new_tokens)
     print(f"forward-pass bound (batch {max(args.connections)}, one plain forward): {bound:.0f} tok/s\n")
 
-    ours = get_model("base/smollm2-135m")
-    rows = []
+    import torch
+
+    from steerboard.engine import Engine
+
+    default_mm = Engine.load(model_dir, matmul_dtype="auto").matmul_dtype
+    print(f"base/ default matmul dtype on this machine: {default_mm}\n")
+    # (label, provider factory); the first is the reference every ratio and text match is taken against
+    configs = [
+        ("hf/ (default, float32)", lambda conn: get_model(f"hf/{model_dir}", do_sample=False, batch_size=conn)),
+        (f"base/ (default, {default_mm} matmuls)", lambda conn: get_model("base/smollm2-135m")),
+    ]
+    if default_mm != "float32":
+        configs.append(
+            ("base/ -M matmul_dtype=float32", lambda conn: get_model("base/smollm2-135m", matmul_dtype="float32"))
+        )
+    if args.hf_bf16:
+        configs.append(
+            ("hf/ dtype=bfloat16 (whole model)",
+             lambda conn: get_model(f"hf/{model_dir}", do_sample=False, batch_size=conn, dtype=torch.bfloat16))
+        )
+    table = []
     for conn in args.connections:
-        hf = get_model(f"hf/{model_dir}", do_sample=False, batch_size=conn)
-        res: dict[str, list[float]] = {"base": [], "hf": []}
+        res: dict[str, list[float]] = {label: [] for label, _ in configs}
         texts: dict[str, list[str]] = {}
+        models = {label: make(conn) for label, make in configs}
         for _ in range(args.repeats):
-            for name, model in (("hf", hf), ("base", ours)):
-                secs, out = run_eval(model, prompts, conn, args.new_tokens, args.log_dir)
+            for label, _ in configs:  # interleaved, so drift in machine load hits every config alike
+                secs, out = run_eval(models[label], prompts, conn, args.new_tokens, args.log_dir)
                 ntok = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in out)
-                res[name].append(ntok / secs)
-                texts[name] = out
-        match = sum(a.strip() == b.strip() for a, b in zip(texts["base"], texts["hf"]))
-        b, h = statistics.median(res["base"]), statistics.median(res["hf"])
-        rows.append((conn, h, b, b / h, match, b / bound))
-        del hf
-    print(f"{'max_conn':>8} {'hf/ tok/s':>10} {'base/ tok/s':>12} {'ratio':>7} {'greedy texts equal':>19} {'base/bound':>11}")
-    for conn, h, b, r, m, frac in rows:
-        print(f"{conn:>8} {h:>10.0f} {b:>12.0f} {r:>7.2f} {f'{m}/{len(prompts)}':>19} {frac:>11.2f}")
+                res[label].append(ntok / secs)
+                texts[label] = out
+        ref_label = configs[0][0]
+        ref = statistics.median(res[ref_label])
+        for label, _ in configs:
+            rate = statistics.median(res[label])
+            match = sum(a.strip() == b.strip() for a, b in zip(texts[label], texts[ref_label]))
+            table.append((conn, label, rate, rate / ref, match, rate / bound))
+        del models
+    w = max(len(label) for label, _ in configs)
+    print(f"{'max_conn':>8}  {'provider':<{w}} {'tok/s':>7} {'vs hf/':>7} {'greedy = hf/':>13} {'of bound':>9}")
+    for conn, label, rate, ratio, match, frac in table:
+        print(f"{conn:>8}  {label:<{w}} {rate:>7.0f} {ratio:>7.2f} {f'{match}/{len(prompts)}':>13} {frac:>9.2f}")
 
 
 if __name__ == "__main__":

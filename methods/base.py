@@ -102,6 +102,8 @@ class MethodConfig:
     Attributes:
         device: ``cpu``, ``cuda``, ``cuda:1``, ``mps``; default picks the best available.
         dtype: ``auto`` (float32 on CPU, bfloat16 on accelerators), ``float32``, ``bfloat16``, ``float16``.
+        matmul_dtype: ``auto`` (bfloat16 linear layers for a float32 model on a CPU with native bf16 --
+            AMX/AVX512-BF16 -- else the model's dtype), ``float32`` (exact float32) or ``bfloat16``.
         max_batch_size: most sequences per forward pass.
         batch_wait_ms: how long the batcher waits for more concurrent requests before starting a batch.
         trust_remote_code: allow model code from the hub (off by default).
@@ -109,12 +111,15 @@ class MethodConfig:
 
     device: str | None = None
     dtype: typing.Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    matmul_dtype: typing.Literal["auto", "float32", "bfloat16"] = "auto"
     max_batch_size: int = 64
     batch_wait_ms: float = 30.0
     trust_remote_code: bool = False
 
     # keys that do not change what the method computes (left out of cache hashes)
-    RUNTIME_KEYS: ClassVar[tuple[str, ...]] = ("device", "dtype", "max_batch_size", "batch_wait_ms", "trust_remote_code")
+    RUNTIME_KEYS: ClassVar[tuple[str, ...]] = (
+        "device", "dtype", "matmul_dtype", "max_batch_size", "batch_wait_ms", "trust_remote_code"
+    )
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:

@@ -397,9 +397,12 @@ def dinm_edit(
         raise ValueError(f"edit instance {inst.id!r}: empty prompt")
     if not inst.safe_response.strip():
         raise ValueError(f"edit instance {inst.id!r}: no safe response to edit towards")
+    from steerboard import precision
+
     use_cache = cfg.cached_prefix if cached_prefix is None else cached_prefix
     t0 = time.perf_counter()
-    with engine.lock:
+    # exact(): the edit's no-grad references and its tuning steps must see the same float32 model
+    with engine.lock, precision.exact():
         model = engine.model
         mlp_out_suffix(model)  # unsupported architecture -> error before any work
         n_layers = len(engine.decoder_layers())

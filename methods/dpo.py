@@ -297,6 +297,7 @@ class DPOMethod(Method):
                 logger.warning("dpo/: training the adapter on %d pairs (first use; cached afterwards)", len(pairs))
                 self.train_stats = train_dpo(engine, pairs, self.cfg, path)
                 done.write_text("ok\n")
+        engine.weights_changed()  # the merge writes through .data: re-cast any low-precision copies
         self.artifact = str(path)
 
     def _load(self, engine: Engine, path: Path) -> None:

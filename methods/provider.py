@@ -50,13 +50,14 @@ _ENGINES_LOCK = threading.Lock()
 def load_engine(model_name: str, method: Method) -> Engine:
     """Load an engine for ``method``; methods that only hook or prompt share one per model."""
     cfg = method.config
-    key = (model_name, cfg.device, cfg.dtype, cfg.trust_remote_code)
+    key = (model_name, cfg.device, cfg.dtype, cfg.matmul_dtype, cfg.trust_remote_code)
 
     def _load() -> Engine:
         return Engine.load(
             model_name,
             device=cfg.device,
             dtype=cfg.dtype,
+            matmul_dtype=cfg.matmul_dtype,
             trust_remote_code=cfg.trust_remote_code,
             max_batch_size=cfg.max_batch_size,
         )
@@ -190,6 +191,8 @@ class MethodModelAPI(ModelAPI):
             resolve_model(model_name)
         self.engine = load_engine(model_name, self.method)
         self.method.prepare(self.engine)
+        if self.method.private_weights:
+            self.engine.weights_changed()
         self._edit_lock = asyncio.Lock()
 
     # -- Inspect API
@@ -282,10 +285,12 @@ class MethodModelAPI(ModelAPI):
         async with self._edit_lock:
             cm = self.method.edit(self.engine, instance)
             stats = await asyncio.to_thread(cm.__enter__)
+            self.engine.weights_changed()
             try:
                 yield stats
             finally:
                 await asyncio.to_thread(cm.__exit__, None, None, None)
+                self.engine.weights_changed()
 
 
 def provider_class(method_path: str) -> type[MethodModelAPI]:

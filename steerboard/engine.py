@@ -203,6 +203,8 @@ class Engine:
         tokenizer: its tokenizer.
         max_batch_size: most sequences per forward pass.
         max_batch_tokens: most padded prompt tokens per prefill (keeps memory flat on long prompts).
+        matmul_dtype: ``auto`` (bfloat16 linear layers for a float32 model on a CPU with native bf16,
+            else the model's own dtype), ``float32`` (exact) or ``bfloat16``; see :mod:`steerboard.precision`.
     """
 
     def __init__(
@@ -213,7 +215,12 @@ class Engine:
         max_batch_size: int = 64,
         max_batch_tokens: int = 32768,
         source: str | None = None,
+        matmul_dtype: str | None = "auto",
     ) -> None:
+        import torch
+
+        from steerboard import precision
+
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
@@ -223,6 +230,10 @@ class Engine:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.eos_ids = self._eos_ids()
+        param = next(model.parameters())
+        self.matmul_dtype = precision.resolve_matmul_dtype(matmul_dtype, str(param.device), param.dtype)
+        if self.matmul_dtype != "float32" and param.dtype != getattr(torch, self.matmul_dtype):
+            precision.enable(model, self.matmul_dtype)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -234,6 +245,7 @@ class Engine:
         dtype: str = "auto",
         attn_implementation: str | None = "sdpa",
         trust_remote_code: bool = False,
+        matmul_dtype: str | None = "auto",
         **kwargs: Any,
     ) -> Engine:
         """Load a model by alias, local directory or hub id.
@@ -242,6 +254,11 @@ class Engine:
             ValueError: unknown alias/path, or the model is not a causal LM.
         """
         import torch
+
+        from steerboard.precision import MATMUL_DTYPES
+
+        if (matmul_dtype or "auto") not in MATMUL_DTYPES:  # before any loading
+            raise ValueError(f"matmul_dtype must be one of {', '.join(MATMUL_DTYPES)}; got {matmul_dtype!r}")
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         from steerboard.models import resolve_model
@@ -282,7 +299,17 @@ class Engine:
         )
         model.to(dev)
         model.eval()
-        return cls(model, tok, source=model_name_or_path, **kwargs)
+        return cls(model, tok, source=model_name_or_path, matmul_dtype=matmul_dtype, **kwargs)
+
+    def weights_changed(self) -> None:
+        """Tell the engine its model's weights were written (re-casts low-precision copies lazily).
+
+        In-place tensor ops are detected on their own; call this after writes through ``.data``
+        or after swapping modules (e.g. peft's ``merge_and_unload``).
+        """
+        from steerboard import precision
+
+        precision.refresh(self.model)
 
     @property
     def device(self) -> torch.device:

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from steerboard import precision
 from steerboard.engine import Engine, GenerationRequest, hooks, map_hidden
 
 PROMPTS = [
@@ -32,11 +33,18 @@ def test_batch_equals_one_by_one(tiny_engine: Engine) -> None:
 
 
 def test_left_padding_does_not_change_prompt_logits(tiny_engine: Engine) -> None:
-    short = tiny_engine.chat_ids([{"role": "user", "content": "Hi"}])
-    long = tiny_engine.chat_ids([{"role": "user", "content": PROMPTS[2]}])
-    alone = tiny_engine.forward([short]).logits[0, -1]
-    padded = tiny_engine.forward([long, short]).logits[1, -1]
-    assert torch.allclose(alone, padded, atol=1e-5)
+    eng = Engine(tiny_engine.model, tiny_engine.tokenizer, matmul_dtype="float32")
+    if precision.active(eng.model):  # the shared fixture may run bf16 matmuls: check padding in exact float32
+        precision.disable(eng.model)
+    try:
+        short = eng.chat_ids([{"role": "user", "content": "Hi"}])
+        long = eng.chat_ids([{"role": "user", "content": PROMPTS[2]}])
+        alone = eng.forward([short]).logits[0, -1]
+        padded = eng.forward([long, short]).logits[1, -1]
+        assert torch.allclose(alone, padded, atol=1e-5)
+    finally:
+        if tiny_engine.matmul_dtype == "bfloat16":
+            precision.enable(tiny_engine.model, "bfloat16")
 
 
 def test_results_in_request_order_and_length_buckets(tiny_engine: Engine) -> None:
