@@ -339,8 +339,12 @@ def fit_gate_probe(engine: Engine, layer: int, feature: str = DEFAULT_GATE_FEATU
 
 def probe_key(engine: Engine, layer: int, feature: str = DEFAULT_GATE_FEATURE) -> str:
     """Hash of (probe version, model, layer, pooling, fit data): names the cached or shipped probe."""
+    from steerboard.models import ALIASES, resolve_model
+
+    src = str(engine.source)
+    model = Path(resolve_model(src) if src in ALIASES else src).name  # alias and its directory: one key
     harmful, benign = gate_data("fit")
-    key = json.dumps([PROBE_VERSION, Path(str(engine.source)).name, layer, feature, harmful, benign])
+    key = json.dumps([PROBE_VERSION, model, layer, feature, harmful, benign])
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
