@@ -8,6 +8,9 @@ text) against every evaluation prompt. This module ships:
   ``fit`` (directions, probes, SAE training text) and ``dev`` (choosing features/strengths/coefficients);
 * benign prompts, refusal responses and compliance responses written by the steerboard team
   (``data/team_texts.json``), also split ``fit``/``dev`` for the prompts;
+* gate prompts for conditional steering (:func:`gate_harmful_prompts` / :func:`gate_benign_prompts`): the
+  pools above plus team-written short harmful questions and harmless prompts that sound harmful, minus
+  ``gate_exclude`` (team prompts too close to an evaluation prompt);
 * a small licensed subset of the text corpus for SAE training (``data/corpus_subset.jsonl.gz``);
 * ``data/eval_index.txt.gz``: truncated SHA-1 hashes of the normalised text of every evaluation prompt
   (XSTest, JailbreakBench goals, HarmBench test, SafeMTData, SafeEdit test samples, MMLU test,
