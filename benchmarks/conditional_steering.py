@@ -146,7 +146,8 @@ def main() -> None:
     n_u, n_s = sum(is_unsafe), len(rows) - sum(is_unsafe)
     print(f"model {args.model}; XSTest {n_u} unsafe + {n_s} safe "
           f"({'all' if args.n_unsafe is None and args.n_safe is None else f'seeded subset, seed {args.seed}'}); "
-          f"greedy, max_tokens {args.max_tokens}; judge {args.judge}", flush=True)
+          f"greedy, max_tokens {args.max_tokens}; judge {args.judge}; "
+          f"engine matmul_dtype {getattr(engine, 'matmul_dtype', 'float32')}", flush=True)
 
     res: dict[str, Any] = {}
     for name, m in methods.items():
@@ -228,7 +229,7 @@ def main() -> None:
             vals = "  ".join(f"{r['config']} {r['fire_by_type'][t]:.2f}" for r in gated_rows)
             print(f"  {t:28s} ({lab:6s}, n={sum(1 for r in rows if r['type'] == t):3d})  {vals}")
     if args.json:
-        out = {"model": args.model, "max_tokens": args.max_tokens, "judge": args.judge, "seed": args.seed,
+        out = {"model": args.model, "matmul_dtype": getattr(engine, "matmul_dtype", "float32"), "max_tokens": args.max_tokens, "judge": args.judge, "seed": args.seed,
                "n_unsafe": n_u, "n_safe": n_s, "table": table,
                "samples": {n: {"flags": e["flags"], "fired": e["fired"], "options": e["options"]} for n, e in res.items()},
                "prompts": rows}
