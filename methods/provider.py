@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from inspect_ai.model import (
@@ -75,6 +75,7 @@ class _Job:
     request: GenerationRequest
     future: Future[GenerationResult]
     method: Method
+    submitted: float = field(default_factory=time.monotonic)
 
 
 class Batcher:
@@ -125,6 +126,18 @@ class Batcher:
                     except queue.Empty:
                         break
                 take = [j for j in pending if j.method is method][: max(0, free)]
+                # Each admission prefills the newcomers and re-stacks the whole KV cache (a copy of
+                # every layer's keys/values), so admitting requests one by one as Inspect trickles
+                # them in costs more than it saves; wait for a group unless the batch ran dry or
+                # the oldest newcomer has waited ``10 * wait_ms``.
+                live = self.max_batch - free
+                if (
+                    take
+                    and live > 0
+                    and len(take) < min(free, max(1, self.max_batch // 8))
+                    and time.monotonic() - min(j.submitted for j in take) < 10 * self.wait
+                ):
+                    return []
                 if take:
                     pending = [j for j in pending if not any(j is t for t in take)]
                     jobs.extend(take)
