@@ -1,8 +1,10 @@
 """Benchmark: steerboard's shared engine (``base/``) vs Inspect's built-in ``hf/`` provider.
 
 Same chat prompts, same local model directory (the embedded SmolLM2-135M-Instruct), greedy, 64 new
-tokens, the same ``max_connections``; all run through ``inspect_ai.eval`` in this one process,
-interleaved, for each setting. Rows: Inspect ``hf/`` as it loads the model by default (float32);
+tokens, the same ``max_connections``; all run through ``inspect_ai.eval``, interleaved, for each
+setting -- each provider run in a fresh subprocess of this script, as a user runs one ``inspect eval``
+(in one process, whichever provider ran first would leave its torch thread team behind and libgomp
+then throttles every later one; see ``steerboard/torch_thread.py``). Rows: Inspect ``hf/`` as it loads the model by default (float32);
 ``base/`` as it runs by default (on a CPU with native bfloat16 -- AMX / AVX512-BF16 -- its linear
 layers run in bfloat16 with the residual stream, norms, attention and output head in float32, see
 ``steerboard/precision.py``); ``base/`` forced to exact float32 (equal precision to ``hf/``); and with
@@ -23,14 +25,22 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from importlib import resources
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# steerboard before anything that loads torch: it sets the OpenMP wait policy (a short spin, see
+# steerboard/__init__.py), which libgomp reads once at load. Both providers run under it.
+import steerboard  # noqa: E402,F401
 
 
 def load_prompts(n: int) -> list[str]:
@@ -96,6 +106,50 @@ def run_eval(model, prompts: list[str], connections: int, new_tokens: int, log_d
     return secs, texts
 
 
+CONFIGS = ("hf", "base", "base-fp32", "hf-bf16")
+
+
+def make_model(config: str, model_dir: str, conn: int):
+    """The Inspect model for one benchmark configuration (loads weights)."""
+    import torch
+    from inspect_ai.model import get_model
+
+    if config == "hf":
+        return get_model(f"hf/{model_dir}", do_sample=False, batch_size=conn)
+    if config == "hf-bf16":
+        return get_model(f"hf/{model_dir}", do_sample=False, batch_size=conn, dtype=torch.bfloat16)
+    if config == "base":
+        return get_model("base/smollm2-135m")
+    if config == "base-fp32":
+        return get_model("base/smollm2-135m", matmul_dtype="float32")
+    raise ValueError(f"unknown config {config!r}; valid: {', '.join(CONFIGS)}")
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Run one configuration once and write {"secs", "texts"} as JSON to ``args.out``."""
+    from steerboard.models import resolve_model
+
+    model_dir = resolve_model("smollm2-135m")
+    model = make_model(args.worker, model_dir, args.worker_conn)
+    prompts = load_prompts(args.samples)
+    secs, texts = run_eval(model, prompts, args.worker_conn, args.new_tokens, args.log_dir)
+    Path(args.out).write_text(json.dumps({"secs": secs, "texts": texts}))
+
+
+def run_worker(config: str, conn: int, args: argparse.Namespace) -> tuple[float, list[str]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [
+            sys.executable, __file__, "--worker", config, "--worker-conn", str(conn), "--out", str(out),
+            "--samples", str(args.samples), "--new-tokens", str(args.new_tokens), "--log-dir", args.log_dir,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{config} at {conn} connections failed:\n{proc.stderr[-3000:]}")
+        data = json.loads(out.read_text())
+    return data["secs"], data["texts"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=128)
@@ -104,11 +158,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="runs per provider and setting (median reported)")
     ap.add_argument("--log-dir", default="benchmarks/out/engine_logs")
     ap.add_argument("--hf-bf16", action="store_true", help="also run hf/ with the whole model in bfloat16")
+    ap.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-conn", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        worker(args)
+        return
 
-    from inspect_ai.model import get_model
     from transformers import AutoTokenizer
 
+    from steerboard.engine import Engine
     from steerboard.models import resolve_model
 
     model_dir = resolve_model("smollm2-135m")
@@ -116,50 +176,38 @@ def main() -> None:
     prompts = load_prompts(args.samples)
 
     print(f"model: {model_dir}\nprompts: {len(prompts)}, greedy, {args.new_tokens} new tokens, torch threads: "
-          f"{__import__('torch').get_num_threads()}")
+          f"{__import__('torch').get_num_threads()}, OpenMP: OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} "
+          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}")
     bound = forward_bound(model_dir, prompts, max(args.connections), args.new_tokens)
     print(f"forward-pass bound (batch {max(args.connections)}, one plain forward): {bound:.0f} tok/s\n")
 
-    import torch
-
-    from steerboard.engine import Engine
-
     default_mm = Engine.load(model_dir, matmul_dtype="auto").matmul_dtype
     print(f"base/ default matmul dtype on this machine: {default_mm}\n")
-    # (label, provider factory); the first is the reference every ratio and text match is taken against
-    configs = [
-        ("hf/ (default, float32)", lambda conn: get_model(f"hf/{model_dir}", do_sample=False, batch_size=conn)),
-        (f"base/ (default, {default_mm} matmuls)", lambda conn: get_model("base/smollm2-135m")),
-    ]
+    # (label, config); the first is the reference every ratio and text match is taken against
+    configs = [("hf/ (default, float32)", "hf"), (f"base/ (default, {default_mm} matmuls)", "base")]
     if default_mm != "float32":
-        configs.append(
-            ("base/ -M matmul_dtype=float32", lambda conn: get_model("base/smollm2-135m", matmul_dtype="float32"))
-        )
+        configs.append(("base/ -M matmul_dtype=float32", "base-fp32"))
     if args.hf_bf16:
-        configs.append(
-            ("hf/ dtype=bfloat16 (whole model)",
-             lambda conn: get_model(f"hf/{model_dir}", do_sample=False, batch_size=conn, dtype=torch.bfloat16))
-        )
+        configs.append(("hf/ dtype=bfloat16 (whole model)", "hf-bf16"))
     table = []
     for conn in args.connections:
         res: dict[str, list[float]] = {label: [] for label, _ in configs}
         texts: dict[str, list[str]] = {}
-        models = {label: make(conn) for label, make in configs}
         for _ in range(args.repeats):
-            for label, _ in configs:  # interleaved, so drift in machine load hits every config alike
-                secs, out = run_eval(models[label], prompts, conn, args.new_tokens, args.log_dir)
+            for label, config in configs:  # interleaved, so drift in machine load hits every config alike
+                secs, out = run_worker(config, conn, args)
                 ntok = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in out)
                 res[label].append(ntok / secs)
                 texts[label] = out
+                print(f"  {conn:>3} connections  {label:<36} {ntok / secs:7.0f} tok/s", flush=True)
         ref_label = configs[0][0]
         ref = statistics.median(res[ref_label])
         for label, _ in configs:
             rate = statistics.median(res[label])
             match = sum(a.strip() == b.strip() for a, b in zip(texts[label], texts[ref_label]))
             table.append((conn, label, rate, rate / ref, match, rate / bound))
-        del models
     w = max(len(label) for label, _ in configs)
-    print(f"{'max_conn':>8}  {'provider':<{w}} {'tok/s':>7} {'vs hf/':>7} {'greedy = hf/':>13} {'of bound':>9}")
+    print(f"\n{'max_conn':>8}  {'provider':<{w}} {'tok/s':>7} {'vs hf/':>7} {'greedy = hf/':>13} {'of bound':>9}")
     for conn, label, rate, ratio, match, frac in table:
         print(f"{conn:>8}  {label:<{w}} {rate:>7.0f} {ratio:>7.2f} {f'{match}/{len(prompts)}':>13} {frac:>9.2f}")
 

@@ -81,8 +81,10 @@ class _Job:
 class Batcher:
     """Collects concurrent requests into engine batches, one batch at a time, on a worker thread.
 
-    After the first request arrives it waits until ``wait_ms`` pass with no new arrival (or the batch
-    is full), so requests that Inspect issues together run together.
+    After the first request arrives it waits until ``wait_ms`` pass with no new arrival, or until the batch
+    is as large as the most requests ever seen in flight at once (Inspect's ``max_connections`` caps
+    that, so waiting for more would only idle the engine), so requests that Inspect issues together run
+    together.
     """
 
     def __init__(self, engine: Engine, wait_ms: float, max_batch: int) -> None:
@@ -90,6 +92,7 @@ class Batcher:
         self.wait = wait_ms / 1000.0
         self.max_batch = max_batch
         self.queue: queue.Queue[_Job] = queue.Queue()
+        self.peak = 0  # most requests ever in one engine batch (grows to the client's concurrency)
         self.thread = threading.Thread(target=self._run, name="steerboard-batcher", daemon=True)
         self.thread.start()
 
@@ -99,12 +102,14 @@ class Batcher:
         return fut
 
     def _run(self) -> None:
+        from steerboard import torch_thread
+
         pending: list[_Job] = []
         while True:
             if not pending:
                 pending.append(self.queue.get())
             deadline = time.monotonic() + 10 * self.wait
-            while len(pending) < self.max_batch:
+            while len(pending) < self.max_batch and not (self.peak and len(pending) >= self.peak):
                 try:
                     pending.append(self.queue.get(timeout=self.wait))
                 except queue.Empty:
@@ -116,6 +121,7 @@ class Batcher:
             batch = [j for j in pending if j.method is method][: self.max_batch]
             pending = [j for j in pending if not any(j is b for b in batch)]
             jobs = list(batch)
+            self.peak = max(self.peak, len(batch))
 
             def more(free: int, method: Method = method, jobs: list[_Job] = jobs) -> list[GenerationRequest]:
                 """Continuous batching: requests that arrived meanwhile join the running batch."""
@@ -131,10 +137,11 @@ class Batcher:
                 # them in costs more than it saves; wait for a group unless the batch ran dry or
                 # the oldest newcomer has waited ``10 * wait_ms``.
                 live = self.max_batch - free
+                self.peak = max(self.peak, live + len(take))
                 if (
                     take
                     and live > 0
-                    and len(take) < min(free, max(1, self.max_batch // 8))
+                    and len(take) < min(free, max(1, min(self.peak, self.max_batch) // 8))
                     and time.monotonic() - min(j.submitted for j in take) < 10 * self.wait
                 ):
                     return []
@@ -146,9 +153,10 @@ class Batcher:
             def on_done(i: int, result: GenerationResult, jobs: list[_Job] = jobs) -> None:
                 jobs[i].future.set_result(result)
 
-            try:
-                self.engine.generate_continuous(
-                    [j.request for j in batch], method.intervention(), more=more, on_done=on_done
+            try:  # on the one torch thread (one OpenMP team; see steerboard.torch_thread)
+                torch_thread.call(
+                    self.engine.generate_continuous,
+                    [j.request for j in batch], method.intervention(), more=more, on_done=on_done,
                 )
             except BaseException as ex:  # noqa: BLE001 - surfaced to every waiting caller
                 for j in jobs:
@@ -202,10 +210,16 @@ class MethodModelAPI(ModelAPI):
         if model_name not in ("", None):
             # resolves the alias (fetching the embedded model once) or raises listing valid aliases
             resolve_model(model_name)
-        self.engine = load_engine(model_name, self.method)
-        self.method.prepare(self.engine)
-        if self.method.private_weights:
-            self.engine.weights_changed()
+        from steerboard import torch_thread
+
+        def _setup() -> Engine:  # fitting/training belongs on the one torch thread (one OpenMP team)
+            engine = load_engine(model_name, self.method)
+            self.method.prepare(engine)
+            if self.method.private_weights:
+                engine.weights_changed()
+            return engine
+
+        self.engine = torch_thread.call(_setup)
         self._edit_lock = asyncio.Lock()
 
     # -- Inspect API
@@ -295,14 +309,16 @@ class MethodModelAPI(ModelAPI):
         """
         if not self.method.supports_edit:
             raise NotImplementedError(f"method {self.method.name!r} does not support per-instance editing")
+        from steerboard import torch_thread
+
         async with self._edit_lock:
             cm = self.method.edit(self.engine, instance)
-            stats = await asyncio.to_thread(cm.__enter__)
+            stats = await torch_thread.acall(cm.__enter__)
             self.engine.weights_changed()
             try:
                 yield stats
             finally:
-                await asyncio.to_thread(cm.__exit__, None, None, None)
+                await torch_thread.acall(cm.__exit__, None, None, None)
                 self.engine.weights_changed()
 
 

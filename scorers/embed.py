@@ -227,6 +227,8 @@ class MicroBatcher:
         return await fut
 
     async def _flush(self, key: int) -> None:
+        from steerboard import torch_thread
+
         await asyncio.sleep(self._delay)
         queue = self._pending.pop(key, [])
         while queue:
@@ -237,7 +239,8 @@ class MicroBatcher:
                 n += len(chunk[-1][0])
             flat = [it for items, _ in chunk for it in items]
             try:
-                results = await asyncio.to_thread(self._fn, flat)
+                # on the torch thread (one OpenMP team); may run between decode steps of a batch
+                results = await torch_thread.acall(self._fn, flat, inline=True)
             except Exception as ex:  # noqa: BLE001 - handed to every waiting caller
                 for _, fut in chunk:
                     if not fut.done():

@@ -248,6 +248,8 @@ class SafeEditClassifierJudge:
     async def judge(self, prompts: list[str], responses: list[str]) -> list[Verdict]:
         """See :class:`steerboard.scorers.judges.Judge`."""
         try:
-            return await asyncio.to_thread(self.judge_sync, prompts, responses)
+            from steerboard import torch_thread
+
+            return await torch_thread.acall(self.judge_sync, prompts, responses, inline=True)
         except Exception as ex:  # noqa: BLE001 - reported per item
             return [Verdict.failure(f"safeedit_classifier failed: {type(ex).__name__}: {ex}")] * len(prompts)

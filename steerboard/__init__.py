@@ -7,11 +7,17 @@ The distribution installs the top-level folders ``tasks/``, ``methods/``, ``scor
 
 import os as _os
 
-# The one import-time action, deliberate: make OpenMP threads sleep instead of spin when they wait.
-# torch's CPU kernels use OpenMP; with spinning waits, two torch workloads in one process (the generation
-# engine and the embedding judge scoring finished samples) or any other busy process on a 2-core machine
-# oversubscribe the cores and a decode step slowed down 15x in our measurement (148 s vs 9.9 s for the
-# same batch). It must be set before torch loads, so it lives here; a value the user set is kept.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The one import-time action, deliberate: bound how long OpenMP threads spin while they wait.
+# torch's CPU kernels use OpenMP (libgomp). Its default waits spin for up to 300,000 iterations and
+# then sleep; a decode step is ~1,500 short kernels back to back, so threads that sleep at once
+# (OMP_WAIT_POLICY=PASSIVE) pay a wake-up per kernel: a batch-16 decode step took 81 ms passive against
+# 54 ms with a short spin on the embedded model. A long spin, though, is pathological when anything else
+# wants the 2 cores: with one other busy process, a step took 565 ms with libgomp's default spin,
+# 230 ms with a 10,000-iteration spin and 162 ms passive (benchmarks/omp_wait.py). A short spin keeps
+# nearly all of the quiet-machine speed and avoids the pathology; set OMP_WAIT_POLICY=PASSIVE when
+# the machine is shared. It must be set before torch loads, so it lives here; values the user set
+# are kept.
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 __version__ = "0.1.0"

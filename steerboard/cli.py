@@ -37,7 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        rc = args.func(args)
+        if args.command == "run":  # Inspect's event loop submits to the torch thread itself
+            rc = args.func(args)
+        else:  # everything heavy on the one torch thread (one OpenMP team; see steerboard.torch_thread)
+            from steerboard import torch_thread
+
+            rc = torch_thread.call(args.func, args)
     except (ValueError, FileNotFoundError) as ex:
         print(f"steerboard {args.command}: error: {ex}", file=sys.stderr)
         return 2

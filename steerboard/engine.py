@@ -535,6 +535,8 @@ class Engine:
     ) -> list[GenerationResult]:
         import torch
 
+        from steerboard import torch_thread
+
         t0 = time.perf_counter()
         dev = self.device
         reqs = list(reqs)
@@ -628,6 +630,8 @@ class Engine:
                         mask = mask.index_select(0, keep_t)
                         next_pos = next_pos.index_select(0, keep_t)
                         tok = tok.index_select(0, keep_t)
+                # --- short jobs queued meanwhile (the embedding judge scoring finished samples)
+                torch_thread.run_inline_jobs()
                 # --- one decode step for the rows that continue
                 if live:
                     mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)

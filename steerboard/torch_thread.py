@@ -1,0 +1,109 @@
+"""One process-wide thread for heavy torch work on CPU, so a process keeps one OpenMP thread team.
+
+Why: torch's CPU kernels run on OpenMP (libgomp), and every OS thread that starts a parallel region gets
+a thread team of its own. As soon as a process holds more OpenMP threads than it has cores -- on a 2-core
+machine, any second team: the generation engine's batcher thread plus a worker thread of the judge, or
+of ``asyncio.to_thread`` -- libgomp "throttles" its waits to a 100-iteration spin, so every one of the
+~1,500 small kernels of a decode step pays a sleep/wake-up. Measured on the embedded model: a batch-16
+decode step took 53 ms with one team and 76 ms once a second team existed, and ``base/`` through Inspect
+fell from ~400 to ~280 tok/s. Running all heavy torch work on this one thread keeps a single team.
+
+Use :func:`call` from sync code and :func:`acall` from async code; both run ``fn`` inline when already
+on the torch thread (nesting never deadlocks). Long loops (the engine's decode loop) call
+:func:`run_inline_jobs` between steps so short jobs submitted with ``inline=True`` (the embedding judge
+scoring finished samples) do not wait for a whole continuous batch to drain. Only jobs that touch no
+engine may be inline: they run while a batch holds its engine's lock and steering hooks.
+
+No library offers this: ``concurrent.futures`` executors have no way to run queued work at a safe
+point inside a running job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_LOCK = threading.Lock()
+_THREAD: threading.Thread | None = None
+_QUEUE: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any], bool]] = queue.SimpleQueue()
+_INLINE: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+
+
+def _run(fn: Callable[[], Any], fut: Future[Any]) -> None:
+    if not fut.set_running_or_notify_cancel():
+        return
+    try:
+        fut.set_result(fn())
+    except BaseException as ex:  # noqa: BLE001 - handed to the caller
+        fut.set_exception(ex)
+
+
+def _worker() -> None:
+    while True:
+        fn, fut, _ = _QUEUE.get()
+        run_inline_jobs()
+        _run(fn, fut)
+
+
+def _ensure() -> None:
+    global _THREAD
+    with _LOCK:
+        if _THREAD is None or not _THREAD.is_alive():
+            _THREAD = threading.Thread(target=_worker, name="steerboard-torch", daemon=True)
+            _THREAD.start()
+
+
+def on_torch_thread() -> bool:
+    """Whether the caller is the torch thread."""
+    return threading.current_thread() is _THREAD
+
+
+def submit(fn: Callable[..., T], *args: Any, inline: bool = False, **kwargs: Any) -> Future[T]:
+    """Queue ``fn(*args, **kwargs)`` on the torch thread; ``inline=True`` lets running loops run it early."""
+    fut: Future[T] = Future()
+    job = functools.partial(fn, *args, **kwargs)
+    if on_torch_thread():
+        _run(job, fut)
+        return fut
+    _ensure()
+    if inline:
+        _INLINE.put((job, fut))
+        _QUEUE.put((lambda: None, Future(), False))  # wakes the worker if it is idle
+    else:
+        _QUEUE.put((job, fut, False))
+    return fut
+
+
+def call(fn: Callable[..., T], *args: Any, inline: bool = False, **kwargs: Any) -> T:
+    """Run ``fn(*args, **kwargs)`` on the torch thread and return its result (inline if already there)."""
+    if on_torch_thread():
+        return fn(*args, **kwargs)
+    return submit(fn, *args, inline=inline, **kwargs).result()
+
+
+async def acall(fn: Callable[..., T], *args: Any, inline: bool = False, **kwargs: Any) -> T:
+    """Async :func:`call`: awaits the torch thread without blocking the event loop."""
+    if on_torch_thread():
+        return fn(*args, **kwargs)
+    return await asyncio.wrap_future(submit(fn, *args, inline=inline, **kwargs))
+
+
+def run_inline_jobs() -> int:
+    """Run the queued ``inline=True`` jobs now (torch thread only; elsewhere a no-op). Returns how many."""
+    if not on_torch_thread():
+        return 0
+    n = 0
+    while True:
+        try:
+            fn, fut = _INLINE.get_nowait()
+        except queue.Empty:
+            return n
+        _run(fn, fut)
+        n += 1
