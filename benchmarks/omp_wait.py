@@ -39,8 +39,14 @@ from steerboard.engine import Engine, new_kv_cache
 cond = sys.argv[1]
 eng = Engine.load("smollm2-135m")
 m = eng.model
-if cond == "2 teams":  # another thread runs one parallel op: its thread team stays alive
-    t = threading.Thread(target=lambda: torch.randn(512, 512) @ torch.randn(512, 512)); t.start(); t.join()
+if cond == "2 teams":  # another live thread has run one parallel op: its thread team stays alive
+    ran = threading.Event()
+    def other():
+        torch.randn(512, 512) @ torch.randn(512, 512)
+        ran.set()
+        time.sleep(3600)
+    threading.Thread(target=other, daemon=True).start()
+    ran.wait()
 ids = torch.randint(100, 1000, (16, 60))
 times = []
 with torch.inference_mode():

@@ -12,8 +12,8 @@ import os as _os
 # then sleep; a decode step is ~1,500 short kernels back to back, so threads that sleep at once
 # (OMP_WAIT_POLICY=PASSIVE) pay a wake-up per kernel: a batch-16 decode step took 81 ms passive against
 # 54 ms with a short spin on the embedded model. A long spin, though, is pathological when anything else
-# wants the 2 cores: with one other busy process, a step took 565 ms with libgomp's default spin,
-# 230 ms with a 10,000-iteration spin and 162 ms passive (benchmarks/omp_wait.py). A short spin keeps
+# wants the 2 cores: with one other busy process, a step took 327-517 ms with libgomp's default spin,
+# 152 ms with a 10,000-iteration spin and 90 ms passive (benchmarks/omp_wait.py). A short spin keeps
 # nearly all of the quiet-machine speed and avoids the pathology; set OMP_WAIT_POLICY=PASSIVE when
 # the machine is shared. It must be set before torch loads, so it lives here; values the user set
 # are kept.
