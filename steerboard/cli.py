@@ -11,7 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# (module, what it adds). Each module defines add_parser(subparsers) and sets a ``func`` default.
+# (module, what it adds). Each module defines add_parser(subparsers) and sets a ``func`` default; commands
+# that drive Inspect also set ``torch_thread=False`` (see main).
 COMMAND_MODULES: list[str] = [
     "steerboard.models_cli",
     "steerboard.methods.sae_cli",
@@ -37,12 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "run":  # Inspect's event loop submits to the torch thread itself
-            rc = args.func(args)
-        else:  # everything heavy on the one torch thread (one OpenMP team; see steerboard.torch_thread)
+        if getattr(args, "torch_thread", True):
+            # everything heavy on the one torch thread (one OpenMP team; see steerboard.torch_thread)
             from steerboard import torch_thread
 
             rc = torch_thread.call(args.func, args)
+        else:  # a command that drives Inspect: its providers submit to the torch thread themselves
+            rc = args.func(args)
     except (ValueError, FileNotFoundError) as ex:
         print(f"steerboard {args.command}: error: {ex}", file=sys.stderr)
         return 2

@@ -86,4 +86,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only-task", action="append", help="run only these tasks of the suite")
     p.add_argument("--display", default=None, help="Inspect display: full, rich, plain, none")
     p.add_argument("--dry-run", action="store_true", help="list the runs without running them")
-    p.set_defaults(func=_run)
+    # not on the torch thread: Inspect's event loop runs here and waits on work it submits there
+    p.set_defaults(func=_run, torch_thread=False)

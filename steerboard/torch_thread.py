@@ -1,4 +1,4 @@
-"""One process-wide thread for heavy torch work on CPU, so a process keeps one OpenMP thread team.
+"""One process-wide thread for heavy torch work, so a process keeps one OpenMP thread team.
 
 Why: torch's CPU kernels run on OpenMP (libgomp), and every OS thread that starts a parallel region gets
 a thread team of its own. As soon as a process holds more OpenMP threads than it has cores -- on a 2-core
@@ -32,7 +32,8 @@ T = TypeVar("T")
 
 _LOCK = threading.Lock()
 _THREAD: threading.Thread | None = None
-_QUEUE: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any], bool]] = queue.SimpleQueue()
+# jobs in order; ``None`` only wakes an idle worker so it runs the inline jobs
+_QUEUE: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = queue.SimpleQueue()
 _INLINE: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
 
 
@@ -47,9 +48,10 @@ def _run(fn: Callable[[], Any], fut: Future[Any]) -> None:
 
 def _worker() -> None:
     while True:
-        fn, fut, _ = _QUEUE.get()
+        item = _QUEUE.get()
         run_inline_jobs()
-        _run(fn, fut)
+        if item is not None:
+            _run(*item)
 
 
 def _ensure() -> None:
@@ -75,9 +77,9 @@ def submit(fn: Callable[..., T], *args: Any, inline: bool = False, **kwargs: Any
     _ensure()
     if inline:
         _INLINE.put((job, fut))
-        _QUEUE.put((lambda: None, Future(), False))  # wakes the worker if it is idle
+        _QUEUE.put(None)  # wakes the worker if it is idle
     else:
-        _QUEUE.put((job, fut, False))
+        _QUEUE.put((job, fut))
     return fut
 
 

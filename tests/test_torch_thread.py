@@ -128,3 +128,16 @@ def test_provider_generation_and_judging_run_on_the_torch_thread(tiny_model_dir:
     assert seen == {"steerboard-torch"}
     batcher = MicroBatcher(lambda items: [threading.current_thread().name for _ in items])
     assert asyncio.run(batcher.submit(["a", "b"])) == ["steerboard-torch"] * 2
+
+
+def test_cli_runs_commands_on_the_torch_thread_except_inspect_drivers(monkeypatch) -> None:
+    from steerboard import cli
+
+    parser = cli.build_parser()
+    assert parser.parse_args(["run", "--suite", "quick"]).torch_thread is False
+    seen: list[str] = []
+    from steerboard import models_cli
+
+    monkeypatch.setattr(models_cli, "_aliases", lambda _a: seen.append(threading.current_thread().name))
+    assert cli.main(["model", "aliases"]) == 0
+    assert seen == ["steerboard-torch"]
