@@ -106,7 +106,7 @@ def run_eval(model, prompts: list[str], connections: int, new_tokens: int, log_d
     return secs, texts
 
 
-CONFIGS = ("hf", "base", "base-fp32", "hf-bf16")
+CONFIGS = ("hf", "base", "base-fp32", "base-fullhead", "hf-bf16")
 
 
 def make_model(config: str, model_dir: str, conn: int):
@@ -122,6 +122,8 @@ def make_model(config: str, model_dir: str, conn: int):
         return get_model("base/smollm2-135m")
     if config == "base-fp32":
         return get_model("base/smollm2-135m", matmul_dtype="float32")
+    if config == "base-fullhead":
+        return get_model("base/smollm2-135m", head_screen=False)
     raise ValueError(f"unknown config {config!r}; valid: {', '.join(CONFIGS)}")
 
 
@@ -158,6 +160,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="runs per provider and setting (median reported)")
     ap.add_argument("--log-dir", default="benchmarks/out/engine_logs")
     ap.add_argument("--hf-bf16", action="store_true", help="also run hf/ with the whole model in bfloat16")
+    ap.add_argument("--full-head", action="store_true",
+                    help="also run base/ with its output head fully in float32 (-M head_screen=false)")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["base-fp32"], help="leave these configs out")
     ap.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     ap.add_argument("--worker-conn", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -185,8 +190,10 @@ def main() -> None:
     print(f"base/ default matmul dtype on this machine: {default_mm}\n")
     # (label, config); the first is the reference every ratio and text match is taken against
     configs = [("hf/ (default, float32)", "hf"), (f"base/ (default, {default_mm} matmuls)", "base")]
-    if default_mm != "float32":
+    if default_mm != "float32" and "base-fp32" not in args.skip:
         configs.append(("base/ -M matmul_dtype=float32", "base-fp32"))
+    if args.full_head and default_mm != "float32":
+        configs.append(("base/ -M head_screen=false", "base-fullhead"))
     if args.hf_bf16:
         configs.append(("hf/ dtype=bfloat16 (whole model)", "hf-bf16"))
     table = []

@@ -40,6 +40,7 @@ from steerboard.methods.steering import (
     HookSteering,
     SteerOn,
     read_preset,
+    preset_gate_threshold,
     valid_gate_feature,
 )
 
@@ -65,9 +66,12 @@ class ActAddConfig(MethodConfig):
         coefficient: norm of the added vector (``add``); the residual norm sets the scale.
         operation: ``add`` or ``ablate`` (project the direction out).
         steer_on: ``prompt``, ``generated`` or ``both`` token positions.
-        gate: ``none`` or ``probe`` (steer only prompts the harmful-prompt probe flags).
-        gate_threshold: probe probability at or above which a prompt is steered (the preset's value was
-            chosen on the gate data's dev split, see ``steerboard sae gate``).
+        gate: ``none`` (always steer), ``probe`` (steer only prompts a probe on the hooked layer's prompt
+            residual flags) or ``classifier`` (steer only prompts a text classifier flags: MiniLM prompt
+            embedding + logistic regression, :mod:`steerboard.methods.prompt_gate`).
+        gate_threshold: gate probability at or above which a prompt is steered (the preset's values --
+            ``gate_threshold`` for the probe, ``classifier_threshold`` for the classifier -- were chosen on
+            the gate data's dev split, see ``steerboard sae gate``).
         gate_feature: how the probe pools the hooked layer's prompt residual: ``mean`` (user span),
             ``last`` (last prompt token) or ``mean_last`` (both; default).
     """
@@ -78,7 +82,7 @@ class ActAddConfig(MethodConfig):
     coefficient: float | None = None
     operation: Literal["add", "ablate"] | None = None
     steer_on: Literal["prompt", "generated", "both"] | None = None
-    gate: Literal["none", "probe"] | None = None
+    gate: Literal["none", "probe", "classifier"] | None = None
     gate_threshold: float | None = None
     gate_feature: Literal["mean", "last", "mean_last"] | None = None
 
@@ -140,8 +144,8 @@ def resolve(cfg: ActAddConfig, model_name: str) -> ResolvedActAdd:
         coefficient=float(coef) if coef is not None else 0.0,
         operation=operation,
         steer_on=cfg.steer_on or p.get("steer_on", "both"),
-        gate=cfg.gate or p.get("gate", "none"),
-        gate_threshold=cfg.gate_threshold if cfg.gate_threshold is not None else float(p.get("gate_threshold", 0.5)),
+        gate=(gate := cfg.gate or p.get("gate", "none")),
+        gate_threshold=cfg.gate_threshold if cfg.gate_threshold is not None else preset_gate_threshold(p, gate),
         gate_feature=valid_gate_feature(cfg.gate_feature or p.get("gate_feature", DEFAULT_GATE_FEATURE)),
         preset=name,
         artifact=artifact,

@@ -104,6 +104,9 @@ class MethodConfig:
         dtype: ``auto`` (float32 on CPU, bfloat16 on accelerators), ``float32``, ``bfloat16``, ``float16``.
         matmul_dtype: ``auto`` (bfloat16 linear layers for a float32 model on a CPU with native bf16 --
             AMX/AVX512-BF16 -- else the model's dtype), ``float32`` (exact float32) or ``bfloat16``.
+        head_screen: with bfloat16 matmuls, choose greedy tokens by screening the vocabulary in bfloat16
+            and re-scoring the near-best in float32 (see :func:`steerboard.precision.screened_greedy`);
+            ``false`` runs the whole output head in float32.
         max_batch_size: most sequences per forward pass.
         batch_wait_ms: how long the batcher waits for more concurrent requests before starting a batch.
         trust_remote_code: allow model code from the hub (off by default).
@@ -112,13 +115,14 @@ class MethodConfig:
     device: str | None = None
     dtype: typing.Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     matmul_dtype: typing.Literal["auto", "float32", "bfloat16"] = "auto"
+    head_screen: bool = True
     max_batch_size: int = 64
     batch_wait_ms: float = 30.0
     trust_remote_code: bool = False
 
     # keys that do not change what the method computes (left out of cache hashes)
     RUNTIME_KEYS: ClassVar[tuple[str, ...]] = (
-        "device", "dtype", "matmul_dtype", "max_batch_size", "batch_wait_ms", "trust_remote_code"
+        "device", "dtype", "matmul_dtype", "head_screen", "max_batch_size", "batch_wait_ms", "trust_remote_code"
     )
 
     def __post_init__(self) -> None:
@@ -220,6 +224,11 @@ class Method:
 
     def request_meta(self, engine: Engine, messages: list[dict[str, str]], input_ids: list[int]) -> dict[str, Any]:
         """Per-request data that :meth:`intervention` can read from ``BatchState.row_meta``."""
+        return {}
+
+    async def async_request_meta(self, engine: Engine, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """Per-request data that needs the torch thread (e.g. a text-classifier gate), merged into
+        :meth:`request_meta`'s; awaited by the provider before the request is queued."""
         return {}
 
     def intervention(self) -> Intervention | None:

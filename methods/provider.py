@@ -50,7 +50,7 @@ _ENGINES_LOCK = threading.Lock()
 def load_engine(model_name: str, method: Method) -> Engine:
     """Load an engine for ``method``; methods that only hook or prompt share one per model."""
     cfg = method.config
-    key = (model_name, cfg.device, cfg.dtype, cfg.matmul_dtype, cfg.trust_remote_code)
+    key = (model_name, cfg.device, cfg.dtype, cfg.matmul_dtype, cfg.head_screen, cfg.trust_remote_code)
 
     def _load() -> Engine:
         return Engine.load(
@@ -60,6 +60,7 @@ def load_engine(model_name: str, method: Method) -> Engine:
             matmul_dtype=cfg.matmul_dtype,
             trust_remote_code=cfg.trust_remote_code,
             max_batch_size=cfg.max_batch_size,
+            head_screen=cfg.head_screen,
         )
 
     if method.private_weights:
@@ -257,7 +258,9 @@ class MethodModelAPI(ModelAPI):
     ) -> ModelOutput:
         if tools:
             raise ValueError(f"{self.method.name}/ providers do not support tool calling")
-        request = self.build_request(message_dicts(input), config)
+        msgs = message_dicts(input)
+        request = self.build_request(msgs, config)
+        request.meta.update(await self.method.async_request_meta(self.engine, self.method.messages(msgs)))
         fut = _batcher(self.engine, self.method).submit(request, self.method)
         res = await asyncio.wrap_future(fut)
         logprobs = None

@@ -46,6 +46,7 @@ from steerboard.methods.steering import (
     HookSteering,
     SteerOn,
     gated_intervention,
+    preset_gate_threshold,
     valid_gate_feature,
 )
 
@@ -103,9 +104,12 @@ class SAEConfig(MethodConfig):
         strengths: clamp values (``clamp``) or coefficients (``add``); one per feature, or one for all.
         mode: ``clamp`` or ``add``.
         steer_on: ``prompt``, ``generated`` or ``both`` token positions.
-        gate: ``none`` (always steer) or ``probe`` (steer only prompts the harmful-prompt probe flags).
-        gate_threshold: probe probability at or above which a prompt is steered (the preset's value was
-            chosen on the gate data's dev split, see ``steerboard sae gate``).
+        gate: ``none`` (always steer), ``probe`` (steer only prompts a probe on the hooked layer's prompt
+            residual flags) or ``classifier`` (steer only prompts a text classifier flags: MiniLM prompt
+            embedding + logistic regression, :mod:`steerboard.methods.prompt_gate`).
+        gate_threshold: gate probability at or above which a prompt is steered (the preset's values --
+            ``gate_threshold`` for the probe, ``classifier_threshold`` for the classifier -- were chosen on
+            the gate data's dev split, see ``steerboard sae gate``).
         gate_feature: how the probe pools the hooked layer's prompt residual: ``mean`` (user span),
             ``last`` (last prompt token) or ``mean_last`` (both; default).
     """
@@ -119,7 +123,7 @@ class SAEConfig(MethodConfig):
     strengths: list[float] | None = None
     mode: Literal["clamp", "add"] | None = None
     steer_on: Literal["prompt", "generated", "both"] | None = None
-    gate: Literal["none", "probe"] | None = None
+    gate: Literal["none", "probe", "classifier"] | None = None
     gate_threshold: float | None = None
     gate_feature: Literal["mean", "last", "mean_last"] | None = None
 
@@ -244,8 +248,8 @@ def resolve(cfg: SAEConfig, model_name: str) -> ResolvedSAE:
         strengths=[float(s) for s in strengths],
         mode=cfg.mode or p.get("mode", "clamp"),
         steer_on=cfg.steer_on or p.get("steer_on", "both"),
-        gate=cfg.gate or p.get("gate", "none"),
-        gate_threshold=cfg.gate_threshold if cfg.gate_threshold is not None else float(p.get("gate_threshold", 0.5)),
+        gate=(gate := cfg.gate or p.get("gate", "none")),
+        gate_threshold=cfg.gate_threshold if cfg.gate_threshold is not None else preset_gate_threshold(p, gate),
         gate_feature=valid_gate_feature(cfg.gate_feature or p.get("gate_feature", DEFAULT_GATE_FEATURE)),
         preset=preset_name,
         d_sae=int(d_sae) if d_sae is not None else None,

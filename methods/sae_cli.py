@@ -61,6 +61,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     ga.add_argument("--model", default="smollm2-135m")
     ga.add_argument("--layer", type=int, default=8, help="hooked layer whose prompt residual the probe reads (default 8)")
     ga.add_argument("--feature", default="mean_last", help="pooling: mean, last or mean_last (default mean_last)")
+    ga.add_argument("--gate", default="probe", choices=["probe", "classifier"],
+                    help="probe (residual of the hooked layer, default) or classifier (MiniLM prompt-text classifier)")
     ga.add_argument("--thresholds", default="", help="thresholds to try, comma separated (default 0.05..0.95 step 0.05)")
     ga.add_argument("--ship", action="store_true", help="write the probe into the package's artifacts/ folder")
     ga.add_argument("--write-presets", type=Path, nargs="*", default=None,
@@ -150,12 +152,22 @@ def _gate(args: argparse.Namespace) -> int:
     from steerboard.engine import Engine
     from steerboard.models import resolve_model
 
+    if args.gate == "classifier" and method is None:
+        raise ValueError("--gate classifier: give --outcome sae or --outcome actadd (its threshold is chosen by outcome)")
     engine = Engine.load(str(resolve_model(args.model)))
-    rep = choose_gate(engine, args.layer, args.feature, thresholds, ship=args.ship)
+    if args.gate == "classifier":
+        from steerboard.methods.prompt_gate import load_or_fit_classifier, shipped_classifier_path
+
+        clf = load_or_fit_classifier(progress=True)
+        if args.ship:
+            shipped_classifier_path().write_text(json.dumps(clf.to_dict()))
+    else:
+        rep = choose_gate(engine, args.layer, args.feature, thresholds, ship=args.ship)
     if method is not None:
         method.prepare(engine)
         rep = choose_gate_by_outcome(engine, method, args.layer, args.feature, thresholds,
-                                     benign_budget=args.benign_budget, max_tokens=args.max_tokens, judge=args.judge)
+                                     benign_budget=args.benign_budget, max_tokens=args.max_tokens, judge=args.judge,
+                                     gate=args.gate)
     for path in args.write_presets or []:
         write_gate_to_preset(path, rep)
     print(json.dumps(rep, indent=2))

@@ -35,6 +35,16 @@ DEFAULT_GATE_FEATURE = "mean_last"
 PROBE_VERSION = "gate-probe-v2"
 
 
+GATES: tuple[str, ...] = ("none", "probe", "classifier")
+PRESET_THRESHOLD_KEYS: dict[str, str] = {"probe": "gate_threshold", "classifier": "classifier_threshold"}
+"""Which preset key holds each gate's threshold."""
+
+
+def preset_gate_threshold(preset: dict[str, Any], gate: str) -> float:
+    """The preset's threshold for ``gate`` (0.5 when the preset has none)."""
+    return float(preset.get(PRESET_THRESHOLD_KEYS.get(gate, "gate_threshold"), 0.5))
+
+
 def read_preset(preset_dir: Path, name: str) -> dict[str, Any]:
     """A preset from ``preset_dir/<name>.json``, or from ``name`` when it is a path to a ``.json`` file.
 
@@ -535,8 +545,12 @@ def choose_gate_by_outcome(
     max_tokens: int = 48,
     judge: str = "embed",
     progress: bool = True,
+    gate: str = "probe",
 ) -> dict[str, Any]:
     """Choose ``method``'s gate threshold from its effect on the dev split (no evaluation set is read).
+
+    ``gate`` is ``probe`` (the hooked layer's prompt residual, pooled by ``feature``) or ``classifier``
+    (the prompt-text classifier of :mod:`steerboard.methods.prompt_gate`).
 
     ``method`` is a prepared, *ungated* steering method. The gate data's dev prompts are generated greedily
     with the base model and with ``method`` ungated, judged, and every threshold is scored exactly from those
@@ -548,10 +562,9 @@ def choose_gate_by_outcome(
     check_gate_feature(feature)
     if getattr(method.resolved, "gate", "none") != "none":
         raise ValueError("choose_gate_by_outcome needs the method ungated (gate=none)")
-    probe = load_or_fit_probe(None, engine, layer, feature)
     harmful, benign = gate_data("dev")
     prompts = harmful + benign
-    p = probe.predict_proba(prompt_features(engine, prompts, layer, feature, progress=progress, desc="gate dev")).tolist()
+    p, key, about = gate_scores(engine, prompts, gate, layer, feature, progress=progress)
     reqs = [GenerationRequest(input_ids=prompt_ids(engine, q), max_new_tokens=max_tokens) for q in prompts]
     base = judge_refusal_flags(prompts, [r.text for r in engine.generate(reqs, progress=progress)], judge=judge)
     steered = judge_refusal_flags(
@@ -566,19 +579,19 @@ def choose_gate_by_outcome(
         "ungated": {"harmful": _gated_rate(p[:nh], base[:nh], steered[:nh], -1.0),
                     "benign": _gated_rate(p[nh:], base[nh:], steered[nh:], -1.0)},
     }
-    key = probe_key(engine, layer, feature)
     n_fit_h, n_fit_b = (len(v) for v in gate_data("fit"))
     note = (
-        f"{best.threshold} chosen on the gate data's dev split by outcome (steerboard sae gate --outcome "
+        f"{best.threshold} chosen on the gate data's dev split by outcome (steerboard sae gate --gate {gate} --outcome "
         f"{method.name}, greedy {max_tokens} tokens, {judge} judge): the most kept refusal gain with dev benign "
         f"refusal up at most {benign_budget:+.2f}; at {best.threshold}: gate fires on {best.fire_harmful:.3f} of "
         f"{nh} dev harmful / {best.fire_benign:.3f} of {len(benign)} dev benign prompts, kept {best.kept:.3f} of "
         f"the gain (harmful refusal base {rates['base']['harmful']:.3f}, ungated {rates['ungated']['harmful']:.3f}, "
         f"gated {best.refusal_harmful:.3f}), "
-        f"benign refusal {best.benign_delta:+.3f}; probe fitted on {n_fit_h} harmful / {n_fit_b} benign fit prompts "
-        f"(layer {layer}, {feature} pooling, key {key})"
+        f"benign refusal {best.benign_delta:+.3f}; {gate} fitted on {n_fit_h} harmful / {n_fit_b} benign fit prompts "
+        f"({about}, key {key})"
     )
     return {
+        "gate": gate,
         "layer": layer,
         "feature": feature,
         "method": method.name,
@@ -592,9 +605,32 @@ def choose_gate_by_outcome(
     }
 
 
+def gate_scores(
+    engine: Engine, prompts: Sequence[str], gate: str, layer: int, feature: str = DEFAULT_GATE_FEATURE,
+    progress: bool = False,
+) -> tuple[list[float], str, str]:
+    """(P(harmful) per prompt, the gate artifact's key, a few words on it) for ``gate`` = probe or classifier."""
+    if gate == "classifier":
+        from steerboard.methods.prompt_gate import classifier_key, classifier_scores, load_or_fit_classifier
+
+        clf = load_or_fit_classifier(progress=progress)
+        return classifier_scores(clf, prompts, progress=progress), classifier_key(), "MiniLM prompt embedding"
+    if gate != "probe":
+        raise ValueError(f"gate {gate!r} has no scores; valid: probe, classifier")
+    probe = load_or_fit_probe(None, engine, layer, feature)
+    x = prompt_features(engine, prompts, layer, feature, progress=progress, desc="gate dev")
+    return probe.predict_proba(x).tolist(), probe_key(engine, layer, feature), f"layer {layer}, {feature} pooling"
+
+
 def write_gate_to_preset(path: Path, report: dict[str, Any]) -> None:
-    """Set ``gate_threshold`` / ``gate_feature`` (and the ``chosen_on.gate_threshold`` note) in a preset file."""
+    """Set the gate's threshold (and the ``chosen_on`` note) in a preset file: ``gate_threshold`` /
+    ``gate_feature`` for the probe, ``classifier_threshold`` for the classifier."""
     preset = json.loads(path.read_text())
+    if report.get("gate") == "classifier":
+        preset["classifier_threshold"] = report["chosen"]["threshold"]
+        preset.setdefault("chosen_on", {})["classifier_threshold"] = report["note"]
+        path.write_text(json.dumps(preset, indent=2) + "\n")
+        return
     if int(preset.get("layer", report["layer"])) != int(report["layer"]):
         raise ValueError(f"{path}: preset layer {preset.get('layer')} differs from the gate's layer {report['layer']}")
     out: dict[str, Any] = {}
@@ -710,9 +746,31 @@ class HookSteering:
         self.steerer = steerer
         self._module = engine.layer_module_name(layer)
         self._model = engine.model
+        self.classifier_gate = None
         if self.resolved.gate == "probe":
             self.probe = load_or_fit_probe(self, engine, layer, self.resolved.gate_feature)
             self._span_offset = user_span_offset(engine)
+        elif self.resolved.gate == "classifier":
+            from steerboard.methods.prompt_gate import ClassifierGate
+
+            self.classifier_gate = ClassifierGate(self.resolved.gate_threshold)
+
+    async def async_request_meta(self, engine: Engine, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """With ``gate=classifier``: the gate's decision for this prompt (``meta["steer_gate"]``) and its score."""
+        if getattr(self, "classifier_gate", None) is None:
+            return {}
+        from steerboard.methods.prompt_gate import last_user_text
+
+        fire, p = await self.classifier_gate.adecide(last_user_text(messages))  # type: ignore[union-attr]
+        return {GATE_META_KEY: fire, "gate_score": p}
+
+    def gate_meta(self, prompts: Sequence[str]) -> list[dict[str, Any]]:
+        """Synchronous :meth:`async_request_meta` for single-turn prompts (scripts calling the engine directly)."""
+        if getattr(self, "classifier_gate", None) is None:
+            return [{} for _ in prompts]
+        scores = self.classifier_gate.scores(prompts)  # type: ignore[union-attr]
+        t = self.classifier_gate.threshold  # type: ignore[union-attr]
+        return [{GATE_META_KEY: p >= t, "gate_score": p} for p in scores]
 
     def intervention(self) -> Intervention | None:
         if self.steerer is None or self._module is None:

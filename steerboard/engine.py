@@ -262,6 +262,10 @@ class Engine:
         max_batch_tokens: most padded prompt tokens per prefill (keeps memory flat on long prompts).
         matmul_dtype: ``auto`` (bfloat16 linear layers for a float32 model on a CPU with native bf16,
             else the model's own dtype), ``float32`` (exact) or ``bfloat16``; see :mod:`steerboard.precision`.
+        head_screen: with bfloat16 matmuls on a float32 model, pick greedy tokens through
+            :func:`steerboard.precision.screened_greedy` (vocabulary screened in bfloat16, near-best
+            candidates re-scored in float32: the float32 head's tokens at a fraction of its cost).
+            Sampling and log-probability requests always get full float32 logits.
     """
 
     def __init__(
@@ -273,6 +277,7 @@ class Engine:
         max_batch_tokens: int = 32768,
         source: str | None = None,
         matmul_dtype: str | None = "auto",
+        head_screen: bool = True,
     ) -> None:
         import torch
 
@@ -291,6 +296,10 @@ class Engine:
         self.matmul_dtype = precision.resolve_matmul_dtype(matmul_dtype, str(param.device), param.dtype)
         if self.matmul_dtype != "float32" and param.dtype != getattr(torch, self.matmul_dtype):
             precision.enable(model, self.matmul_dtype)
+        self.head_screen = head_screen
+        self.head_screen_candidates = 0  # float32 re-scores done by the screened head (diagnostics)
+        self.head_screen_rows = 0
+        self.head_screen_fallbacks = 0
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -371,6 +380,69 @@ class Engine:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    # Causal-LM classes whose logits are exactly ``lm_head(decoder(...).last_hidden_state)``: no
+    # logit scaling or soft-capping after the head (checked again on the config below).
+    PLAIN_HEAD_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3", "olmo2", "granite"})
+
+    def _split_lm(self) -> tuple[Any, Any] | None:
+        """(decoder, head) when generation may run the decoder and head separately, else ``None``.
+
+        Running them apart lets the decode loop choose greedy tokens from the final hidden state
+        without materialising float32 logits (:func:`steerboard.precision.screened_greedy`).
+        Anything unusual (peft wrappers, soft-capped or scaled logits, a biased head) keeps the
+        plain ``model(...).logits`` path.
+        """
+        import torch
+
+        model = self.model
+        cached = getattr(self, "_split_cache", None)
+        if cached is not None and cached[0] is model:
+            return cached[1]
+        cfg = getattr(model, "config", None)
+        split = None
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        decoder = getattr(model, getattr(model, "base_model_prefix", "") or "model", None)
+        if (
+            cfg is not None
+            and getattr(cfg, "model_type", None) in self.PLAIN_HEAD_MODEL_TYPES
+            and type(model).__name__.endswith("ForCausalLM")
+            and isinstance(head, torch.nn.Linear)
+            and head.bias is None
+            and decoder is not None
+            and not getattr(cfg, "final_logit_softcapping", None)
+            and getattr(cfg, "logits_scaling", 1.0) in (1, 1.0, None)
+        ):
+            split = (decoder, head)
+        self._split_cache = (model, split)
+        return split
+
+    def _screen_head(self) -> bool:
+        """Whether greedy rows use the screened bfloat16 head (bf16 matmuls on a float32 model)."""
+        import torch
+
+        if not self.head_screen or self.matmul_dtype != "bfloat16" or self._split_lm() is None:
+            return False
+        return next(self.model.parameters()).dtype == torch.float32
+
+    def _run_lm(self, **kw: Any) -> tuple[Any, Any, Any]:
+        """One forward with a KV cache: (cache, last-position hidden state or None, logits or None).
+
+        With a split model only the final hidden state comes back (logits are made on demand by
+        :meth:`_logits`); otherwise the model's own last-position logits.
+        """
+        split = self._split_lm()
+        if split is None:
+            out = self.model(**kw, use_cache=True, logits_to_keep=1)
+            return out.past_key_values, None, out.logits[:, -1, :]
+        out = split[0](**kw, use_cache=True)
+        return out.past_key_values, out.last_hidden_state[:, -1, :], None
+
+    def _logits(self, hidden: Any) -> Any:
+        """Full logits from a final hidden state (the head in the model's own precision)."""
+        split = self._split_lm()
+        assert split is not None
+        return split[1](hidden)
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -493,11 +565,10 @@ class Engine:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         state.phase, state.rows, state.attention_mask = "prefill", list(rows), mask
         state.padded_length = width
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=pos,
-            past_key_values=new_kv_cache(self.model.config), use_cache=True, logits_to_keep=1,
+        cache, hidden, logits = self._run_lm(
+            input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=new_kv_cache(self.model.config)
         )
-        return out.past_key_values, mask, pos[:, -1:] + 1, out.logits[:, -1, :]
+        return cache, mask, pos[:, -1:] + 1, (hidden, logits)
 
     @staticmethod
     def _merge(cache_a: Any, mask_a: Any, cache_b: Any, mask_b: Any) -> tuple[Any, Any]:
@@ -587,11 +658,23 @@ class Engine:
         ctx = intervention(state) if intervention is not None else contextlib.nullcontext()
         with self.lock, torch.inference_mode(), ctx:
             live = admit(reqs)
-            cache, mask, next_pos, logits = self._prefill(reqs, state, live)
+            cache, mask, next_pos, (hidden, logits) = self._prefill(reqs, state, live)
+            screen = self._screen_head()
             while True:
                 # --- choose the next token of every live row
-                tok = self._choose(logits, [reqs[r] for r in live], [gens[r] for r in live])
-                if any(reqs[r].logprobs or reqs[r].top_logprobs for r in live):
+                want_lp = any(reqs[r].logprobs or reqs[r].top_logprobs for r in live)
+                if logits is None and screen and not want_lp and all(reqs[r].temperature <= 0 for r in live):
+                    from steerboard.precision import screened_greedy
+
+                    tok, n_cand, n_back = screened_greedy(hidden, self._split_lm()[1])  # type: ignore[index]
+                    self.head_screen_candidates += n_cand
+                    self.head_screen_fallbacks += n_back
+                    self.head_screen_rows += len(live)
+                else:
+                    if logits is None:
+                        logits = self._logits(hidden)
+                    tok = self._choose(logits, [reqs[r] for r in live], [gens[r] for r in live])
+                if want_lp:
                     lp = torch.log_softmax(logits.float(), dim=-1)
                     for j, r in enumerate(live):
                         if reqs[r].logprobs or reqs[r].top_logprobs:
@@ -637,12 +720,9 @@ class Engine:
                     mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
                     state.phase, state.rows, state.attention_mask = "decode", list(live), mask
                     state.step += 1
-                    out = self.model(
-                        input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=next_pos,
-                        past_key_values=cache, use_cache=True,
+                    cache, hidden, logits = self._run_lm(
+                        input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=next_pos, past_key_values=cache
                     )
-                    logits = out.logits[:, -1, :]
-                    cache = out.past_key_values
                     next_pos = next_pos + 1
                 # --- admit waiting requests into the free slots
                 new = more(self.max_batch_size - len(live)) if more is not None else []
@@ -650,14 +730,17 @@ class Engine:
                     reqs.extend(new)
                     state.prompt_lengths.extend(len(r.input_ids) for r in new)
                     rows = admit(new)
-                    c2, m2, p2, l2 = self._prefill(reqs, state, rows)
+                    c2, m2, p2, (h2, l2) = self._prefill(reqs, state, rows)
                     if live:
                         cache, mask = self._merge(cache, mask, c2, m2)
                         next_pos = torch.cat([next_pos, p2], dim=0)
-                        logits = torch.cat([logits, l2], dim=0)
+                        if hidden is not None:
+                            hidden = torch.cat([hidden, h2], dim=0)
+                        else:
+                            logits = torch.cat([logits, l2], dim=0)
                         live = live + rows
                     else:
-                        cache, mask, next_pos, logits, live = c2, m2, p2, l2, rows
+                        cache, mask, next_pos, hidden, logits, live = c2, m2, p2, h2, l2, rows
                 if not live:
                     break
         return [r for r in results if r is not None]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import threading
 import types
@@ -109,6 +110,53 @@ def _version(t: torch.Tensor) -> tuple[int, int] | None:
         return None
 
 
+@functools.lru_cache(maxsize=4)
+def packed_linear_available(dtype_name: str = "bfloat16") -> bool:
+    """Whether oneDNN's prepacked linear (``mkldnn._linear_pointwise``) works here and equals ``F.linear``.
+
+    ``F.linear`` on bfloat16 CPU tensors hands oneDNN a plain row-major weight, which it re-lays out into
+    its blocked (AMX) format on every call; for decode-sized inputs that reorder costs about as much as
+    the multiply. Packing each weight once (``mkldnn._reorder_linear_weight``, what inductor's CPU backend
+    does) measured 2.0-2.4x faster on SmolLM2-135M's MLP matmuls at batch 16 and 1.3-2x at 64, with
+    bit-identical results. The op is private to torch, so this probes it once and falls back to
+    ``F.linear`` when it is missing or disagrees.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if os.environ.get("STEERBOARD_PACKED_LINEAR", "1") == "0":
+        return False
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return False
+        dtype = getattr(torch, dtype_name)
+        g = torch.Generator().manual_seed(0)
+        w = torch.randn(48, 40, generator=g).to(dtype)
+        b = torch.randn(48, generator=g).to(dtype)
+        x = torch.randn(3, 5, 40, generator=g).to(dtype)
+        with torch.inference_mode():
+            packed = torch.ops.mkldnn._reorder_linear_weight(w)
+            y = torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
+            return bool(torch.equal(y, F.linear(x, w, b)))
+    except Exception:  # noqa: BLE001 - any failure means: use the plain path
+        return False
+
+
+def _cast_input(x: torch.Tensor, dtype: Any) -> torch.Tensor:
+    """``x.to(dtype)``, reusing the previous call's cast when ``x`` is the very same tensor.
+
+    q/k/v (and gate/up) projections are called one after another on the same hidden-state tensor; one
+    cast instead of three saves ~25 us a call (90 casts a decode step on the embedded model). The cache
+    holds one entry (per thread) and is keyed by identity, storage pointer and shape.
+    """
+    last = getattr(_LOCAL, "cast", None)
+    if last is not None and last[0] is x and last[1] == (x.data_ptr(), x.shape, dtype):
+        return last[2]
+    xl = x.to(dtype)
+    _LOCAL.cast = (x, (x.data_ptr(), x.shape, dtype), xl)
+    return xl
+
+
 def _lowp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     import torch
     import torch.nn.functional as F
@@ -116,14 +164,21 @@ def _lowp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     w = self.weight
     if torch.is_grad_enabled() or x.dtype != w.dtype or getattr(_LOCAL, "depth", 0):
         return F.linear(x, w, self.bias)  # training or an already-low-precision input: exact path
-    dtype, key, wl, bl = getattr(self, _MARK)
+    dtype, key, wl, bl, packed = getattr(self, _MARK)
     now = (_version(w), None if self.bias is None else _version(self.bias))
-    if key != now or wl is None or now[0] is None:
+    if key != now or (wl is None and packed is None) or now[0] is None:
         with torch.no_grad():
             wl = w.detach().to(dtype)
             bl = None if self.bias is None else self.bias.detach().to(dtype)
-        object.__setattr__(self, _MARK, (dtype, now, wl, bl))
-    return F.linear(x.to(dtype), wl, bl).to(x.dtype)
+            packed = None
+            if w.device.type == "cpu" and packed_linear_available(str(dtype).removeprefix("torch.")):
+                packed = torch.ops.mkldnn._reorder_linear_weight(wl)
+                wl = None  # the packed copy replaces the plain one
+        object.__setattr__(self, _MARK, (dtype, now, wl, bl, packed))
+    xl = _cast_input(x, dtype)
+    if packed is not None:
+        return torch.ops.mkldnn._linear_pointwise(xl, packed, bl, "none", [], "").to(x.dtype)
+    return F.linear(xl, wl, bl).to(x.dtype)
 
 
 def enable(model: torch.nn.Module, dtype: str = "bfloat16", include_head: bool = False) -> int:
@@ -139,7 +194,7 @@ def enable(model: torch.nn.Module, dtype: str = "bfloat16", include_head: bool =
     for mod in model.modules():
         if not isinstance(mod, torch.nn.Linear) or (mod is head and not include_head):
             continue
-        object.__setattr__(mod, _MARK, (lowp, None, None, None))
+        object.__setattr__(mod, _MARK, (lowp, None, None, None, None))
         object.__setattr__(mod, "forward", types.MethodType(_lowp_forward, mod))
         n += 1
     return n
@@ -154,7 +209,8 @@ def refresh(model: torch.nn.Module) -> None:
     for mod in model.modules():
         mark = mod.__dict__.get(_MARK)
         if mark is not None:
-            object.__setattr__(mod, _MARK, (mark[0], None, None, None))
+            object.__setattr__(mod, _MARK, (mark[0], None, None, None, None))
+        mod.__dict__.pop(_HEAD_MARK, None)
 
 
 def disable(model: torch.nn.Module) -> int:
@@ -171,3 +227,83 @@ def disable(model: torch.nn.Module) -> int:
 def active(model: torch.nn.Module) -> bool:
     """Whether :func:`enable` is in effect on ``model``."""
     return any(_MARK in m.__dict__ for m in model.modules())
+
+
+# ---------------------------------------------------------------- screened greedy output head
+_HEAD_MARK = "_steerboard_head_screen"
+# Candidates kept by the bfloat16 screen: every token whose bfloat16 logit is within this many logits
+# of the row's best. Measured on the embedded model (5,634 decode positions of 64 XSTest prompts):
+# |bf16 logit - float32 logit| is at most 0.22 (median per-position max 0.11), and the float32 argmax
+# was the bfloat16 argmax at every position. A proven bound (Cauchy-Schwarz on the rounding errors)
+# would be ~5 logits there, keeping ~800 candidates a row and making the screen slower than the
+# float32 head, so the margin is empirical, and checked at run time (see ``screened_greedy``).
+HEAD_SCREEN_MARGIN = 1.0
+
+
+def _head_copy(head: torch.nn.Linear, dtype: Any) -> tuple[Any, Any]:
+    """(``dtype`` copy of the head weight, its oneDNN-packed form or None), cached until the weight changes."""
+    import torch
+
+    w = head.weight
+    now = _version(w)
+    mark = head.__dict__.get(_HEAD_MARK)
+    if mark is None or mark[0] != now or now is None or mark[1].dtype != dtype:
+        with torch.no_grad():
+            wl = w.detach().to(dtype)
+            packed = None
+            if w.device.type == "cpu" and packed_linear_available(str(dtype).removeprefix("torch.")):
+                packed = torch.ops.mkldnn._reorder_linear_weight(wl)
+            mark = (now, wl, packed)
+        object.__setattr__(head, _HEAD_MARK, mark)
+    return mark[1], mark[2]
+
+
+def screened_greedy(
+    hidden: torch.Tensor, head: torch.nn.Linear, margin: float = HEAD_SCREEN_MARGIN, dtype: Any = None
+) -> tuple[torch.Tensor, int, int]:
+    """Greedy next tokens ``argmax(hidden @ W.T)``: the vocabulary screened in bfloat16, the winner picked in float32.
+
+    The output head of a small model is a large share of a decode step (SmolLM2-135M: 49152 x 576, a
+    fifth of the step's multiply-adds and, left in float32 by :func:`enable`, 12 of ~55 ms at batch 16).
+    This computes all logits in bfloat16 (3.7 ms), keeps every token within ``margin`` of the row's
+    best bfloat16 logit, re-scores just those in float32 and takes their argmax (ties to the lowest
+    id, as ``argmax``). Run-time check: if any kept token's bfloat16 logit is off its float32 value by
+    more than ``margin / 4`` -- so the margin may be too thin for this model -- the row falls back to
+    full float32 logits. Why not ``topk``: a mask-and-compare is cheaper than a top-k over 49k
+    logits (1.2-4.5 ms measured) and keeps all near-ties, however many.
+
+    Args:
+        hidden: [batch, hidden] float32 final hidden states (after the model's final norm).
+        head: the output ``nn.Linear`` (no bias).
+        margin: screening margin in logits.
+        dtype: screening dtype (default bfloat16).
+
+    Returns:
+        (token ids [batch], candidates re-scored in float32, rows that fell back to the full head).
+    """
+    import torch
+
+    dtype = dtype or torch.bfloat16
+    wl, packed = _head_copy(head, dtype)
+    h = hidden.float()
+    if packed is not None:  # [B, V] from the packed weight: 1.8 ms at batch 16 vs 3.3 for ``h @ W.T``
+        low = torch.ops.mkldnn._linear_pointwise(h.to(dtype), packed, None, "none", [], "")
+        best = low.amax(dim=1)
+        rows, cols = (low >= (best.float() - margin).to(dtype).unsqueeze(1)).nonzero(as_tuple=True)
+        low_at = low[rows, cols]
+    else:  # [V, B]: the vocabulary-major product runs ~2x faster than [B, V] without packing
+        low = wl @ h.to(dtype).T
+        best = low.amax(dim=0)
+        cols, rows = (low >= (best.float() - margin).to(dtype)).nonzero(as_tuple=True)
+        low_at = low[cols, rows]
+    exact = (h[rows] * head.weight[cols]).sum(-1)
+    b = h.shape[0]
+    top = exact.new_full((b,), -math.inf).scatter_reduce(0, rows, exact, reduce="amax")
+    win = exact == top[rows]
+    tok = torch.full((b,), head.weight.shape[0], dtype=torch.long, device=h.device)
+    tok = tok.scatter_reduce(0, rows[win], cols[win], reduce="amin")  # ties to the lowest id, as argmax
+    err = exact.new_zeros(b).scatter_reduce(0, rows, (exact - low_at.float()).abs(), reduce="amax")
+    bad = (err > margin / 4).nonzero(as_tuple=True)[0]
+    if bad.numel():
+        tok[bad] = (h[bad] @ head.weight.T).argmax(dim=-1)
+    return tok, int(rows.numel()), int(bad.numel())

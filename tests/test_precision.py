@@ -95,3 +95,77 @@ def test_bad_matmul_dtype_errors_before_loading(tmp_path) -> None:
     assert MethodConfig.from_dict({"matmul_dtype": "float32"}).matmul_dtype == "float32"
     with pytest.raises(ValueError, match="matmul_dtype"):
         MethodConfig.from_dict({"matmul_dtype": "fp8"})
+
+
+def test_screened_greedy_equals_float32_argmax_on_near_ties() -> None:
+    """Near-ties below bf16 resolution are settled in float32; a too-thin margin falls back to the full head."""
+    g = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(64, 5000, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(5000, 64, generator=g) * 0.1)
+        base_row = head.weight[7].clone()
+        for j in range(100, 140):  # 40 tokens that tie with token 7 to ~1e-4
+            head.weight[j] = base_row + torch.randn(64, generator=g) * 1e-4
+    h = torch.randn(48, 64, generator=g) * 2
+    h[:16] = base_row * 30 + torch.randn(16, 64, generator=g) * 1e-3
+    with torch.inference_mode():
+        want = (h @ head.weight.T).argmax(-1)
+        low = (h.bfloat16() @ head.weight.bfloat16().T).float().argmax(-1)
+        got, n_cand, n_back = precision.screened_greedy(h, head)
+    assert (low[:16] != want[:16]).any()  # plain bf16 would pick wrong tokens here
+    assert torch.equal(got, want) and n_back == 0
+    assert 48 + 16 * 40 <= n_cand < 48 * 5000 // 10  # all near-ties kept, yet a screen, not a full re-score
+    # a margin far below the bf16 error trips the run-time check: those rows use the full float32 head
+    with torch.inference_mode():
+        got2, _, n_back2 = precision.screened_greedy(h * 50, head, margin=1e-3)
+        assert n_back2 > 0 and torch.equal(got2, (h * 50 @ head.weight.T).argmax(-1))
+    # an in-place change of the head is seen (its bf16 copy is re-made)
+    with torch.no_grad():
+        head.weight[3] = h[20] / h[20].norm() * 10
+    with torch.inference_mode():
+        assert int(precision.screened_greedy(h[20:21], head)[0]) == 3 == int((h[20:21] @ head.weight.T).argmax())
+
+
+def test_screened_head_gives_the_same_greedy_tokens(tiny_model_dir: str) -> None:
+    on = Engine.load(tiny_model_dir, matmul_dtype="bfloat16")
+    off = Engine.load(tiny_model_dir, matmul_dtype="bfloat16", head_screen=False)
+    assert on._screen_head() and not off._screen_head()
+    prompts = ["How do I bake bread?", "Hi there", "Tell me a story about a dragon and a cat", "2+2?"]
+    reqs = [GenerationRequest(on.chat_ids([{"role": "user", "content": p}]), max_new_tokens=24) for p in prompts]
+    a, b = on.generate(reqs), off.generate(reqs)
+    assert [r.token_ids for r in a] == [r.token_ids for r in b]
+    assert on.head_screen_rows > 0 and off.head_screen_rows == 0
+    # logprob requests take the full-logits path and agree too
+    lp = [GenerationRequest(r.input_ids, max_new_tokens=8, logprobs=True, top_logprobs=3) for r in reqs]
+    la, lb = on.generate(lp), off.generate(lp)
+    assert [r.token_ids for r in la] == [r.token_ids for r in lb]
+    assert [t.logprob for t in la[0].logprobs] == pytest.approx([t.logprob for t in lb[0].logprobs])
+
+
+def test_packed_linear_is_bit_identical_to_plain_bf16(tiny_model_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """oneDNN-packed weights change speed only: logits equal the plain bf16 F.linear path exactly."""
+    packed = Engine.load(tiny_model_dir, matmul_dtype="bfloat16")
+    ids = _ids(packed)
+    a = packed.forward(ids).logits
+    lin = packed.model.model.layers[0].mlp.down_proj
+    # packed wherever oneDNN offers it (the dev/CI CPUs do); elsewhere the plain path runs and is compared
+    assert (getattr(lin, precision._MARK)[4] is not None) == precision.packed_linear_available("bfloat16")
+    monkeypatch.setenv("STEERBOARD_PACKED_LINEAR", "0")
+    precision.packed_linear_available.cache_clear()
+    try:
+        plain = Engine.load(tiny_model_dir, matmul_dtype="bfloat16")
+        b = plain.forward(ids).logits
+        assert getattr(plain.model.model.layers[0].mlp.down_proj, precision._MARK)[4] is None
+    finally:
+        monkeypatch.delenv("STEERBOARD_PACKED_LINEAR")
+        precision.packed_linear_available.cache_clear()
+    assert torch.equal(a, b)
+
+
+def test_input_cast_is_reused_only_for_the_same_tensor() -> None:
+    x = torch.randn(2, 8)
+    a = precision._cast_input(x, torch.bfloat16)
+    assert precision._cast_input(x, torch.bfloat16) is a
+    y = x.clone()
+    assert precision._cast_input(y, torch.bfloat16) is not a
+    assert torch.equal(precision._cast_input(x, torch.float16), x.half())

@@ -150,8 +150,8 @@ def test_gate_options_resolve_and_validate(tiny_model_dir: str) -> None:
         assert (r.gate_threshold, r.gate_feature) == (0.8, "last")
         with pytest.raises(ValueError, match=r"-M gate_feature='max': must be one of 'mean', 'last', 'mean_last'"):
             cfg.from_dict({"gate_feature": "max"})
-        with pytest.raises(ValueError, match="-M gate='classifier': must be one of 'none', 'probe'"):
-            cfg.from_dict({"gate": "classifier"})
+        with pytest.raises(ValueError, match="-M gate='knn': must be one of 'none', 'probe', 'classifier'"):
+            cfg.from_dict({"gate": "knn"})
         with pytest.raises(ValueError, match="gate_threshold must be in"):
             cfg.from_dict({"gate_threshold": "-0.1"})
 
