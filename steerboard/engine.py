@@ -571,6 +571,29 @@ class Engine:
         return cache, mask, pos[:, -1:] + 1, (hidden, logits)
 
     @staticmethod
+    def _trim_padding(cache: Any, mask: Any) -> Any:
+        """Drop leading KV-cache columns that are padding in every live row; returns the trimmed mask.
+
+        In continuous batching the cache is as wide as its longest-lived row, and rows joining later are
+        left-padded to that width; without trimming, the width only grows (every step adds a column and
+        merges keep the wider side), so attention and cache writes get steadily costlier over a long run
+        (measured: a batch-16 decode step at 73 ms under Inspect vs 42 ms for a fresh batch). Positions
+        are carried separately (``position_ids``), so cutting left padding changes no result.
+        """
+        import torch
+
+        used = mask.any(dim=0)
+        if bool(used[0]):
+            return mask
+        start = int(torch.argmax(used.to(torch.int8)))
+        if start == 0:  # no live column at all (cannot happen with live rows)
+            return mask
+        for layer in cache.layers:
+            layer.keys = layer.keys[..., start:, :]
+            layer.values = layer.values[..., start:, :]
+        return mask[:, start:]
+
+    @staticmethod
     def _merge(cache_a: Any, mask_a: Any, cache_b: Any, mask_b: Any) -> tuple[Any, Any]:
         """Stack two KV caches (and masks) along the batch, left-padding the shorter one."""
         import torch
@@ -713,6 +736,7 @@ class Engine:
                         mask = mask.index_select(0, keep_t)
                         next_pos = next_pos.index_select(0, keep_t)
                         tok = tok.index_select(0, keep_t)
+                        mask = self._trim_padding(cache, mask)
                 # --- short jobs queued meanwhile (the embedding judge scoring finished samples)
                 torch_thread.run_inline_jobs()
                 # --- one decode step for the rows that continue
@@ -733,6 +757,7 @@ class Engine:
                     c2, m2, p2, (h2, l2) = self._prefill(reqs, state, rows)
                     if live:
                         cache, mask = self._merge(cache, mask, c2, m2)
+                        mask = self._trim_padding(cache, mask)
                         next_pos = torch.cat([next_pos, p2], dim=0)
                         if hidden is not None:
                             hidden = torch.cat([hidden, h2], dim=0)

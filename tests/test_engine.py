@@ -202,3 +202,35 @@ def test_continuous_batching_joins_match_one_by_one(tiny_engine: Engine) -> None
     alone = [tiny_engine.generate([r])[0] for r in short_first + late]
     assert [o.token_ids for o in out] == [a.token_ids for a in alone]
     assert sorted(done_order) == [0, 1, 2, 3]
+
+
+def test_continuous_batching_trims_shared_left_padding(tiny_engine: Engine) -> None:
+    """Rows joining a long-running batch: same tokens as alone, and the cache stays as wide as its oldest row."""
+    reqs = _reqs(tiny_engine, n=30)
+    first, joiners = reqs[:2], reqs[2:]
+    widths: list[int] = []
+    queue = list(joiners)
+
+    def more(free: int) -> list[GenerationRequest]:
+        if not queue or free <= 0:
+            return []
+        return [queue.pop(0)]
+
+    orig = tiny_engine._trim_padding
+
+    def spy(cache, mask):
+        out = orig(cache, mask)
+        widths.append(out.shape[1])
+        assert bool(out.any(dim=0)[0])  # no all-padding column left at the front
+        assert cache.layers[0].keys.shape[-2] == out.shape[1]
+        return out
+
+    tiny_engine._trim_padding = spy  # type: ignore[method-assign]
+    try:
+        out = tiny_engine.generate_continuous([GenerationRequest(r.input_ids, max_new_tokens=30 if i == 0 else 3)
+                                               for i, r in enumerate(first)], more=more)
+    finally:
+        del tiny_engine._trim_padding
+    alone = [tiny_engine.generate([r])[0] for r in joiners]
+    assert [o.token_ids for o in out[2:]] == [a.token_ids for a in alone]
+    assert widths and max(widths) <= max(len(r.input_ids) for r in reqs) + 30

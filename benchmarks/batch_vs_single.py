@@ -1,0 +1,58 @@
+"""Batched greedy output vs the same prompts run one by one, on the embedded model.
+
+The engine pads on the left, buckets by length and drops finished rows; none of that may change a greedy
+reply. On the tests' tiny model batched output equals one-by-one output exactly (``tests/test_engine.py``).
+On a real model, floating-point reduction order differs between batch shapes, so a near-tie between the two
+best tokens can flip and the texts diverge from there; a padding or masking bug would instead change most
+replies, and early. This prints, per matmul precision, how many of N prompts match fully, and for the
+others the first token where they part.
+
+Usage::
+
+    python benchmarks/batch_vs_single.py                      # 64 XSTest prompts, 48 tokens, bf16 + float32
+    python benchmarks/batch_vs_single.py --n 16 --dtypes float32
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import steerboard  # noqa: F401  (first: OpenMP settings before torch loads)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=64, help="prompts (XSTest, safe and unsafe interleaved)")
+    ap.add_argument("--tokens", type=int, default=48)
+    ap.add_argument("--dtypes", default="auto,float32", help="matmul dtypes to check, comma separated")
+    args = ap.parse_args()
+
+    from engine_vs_inspect_hf import load_prompts
+
+    from steerboard.engine import Engine, GenerationRequest
+
+    prompts = load_prompts(args.n)
+    for dtype in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
+        eng = Engine.load("smollm2-135m", matmul_dtype=dtype)
+        reqs = [GenerationRequest(eng.chat_ids([{"role": "user", "content": p}]), max_new_tokens=args.tokens)
+                for p in prompts]
+        t0 = time.perf_counter()
+        batched = eng.generate(reqs)
+        t1 = time.perf_counter()
+        single = [eng.generate([r])[0] for r in reqs]
+        t2 = time.perf_counter()
+        same = sum(b.token_ids == s.token_ids for b, s in zip(batched, single))
+        firsts = []
+        for b, s in zip(batched, single):
+            if b.token_ids != s.token_ids:
+                firsts.append(next((i for i, (x, y) in enumerate(zip(b.token_ids, s.token_ids)) if x != y),
+                                   min(len(b.token_ids), len(s.token_ids))))
+        print(f"matmul_dtype={eng.matmul_dtype}: {same}/{len(reqs)} prompts identical batched vs one by one "
+              f"({args.tokens} greedy tokens; batched {t1 - t0:.0f} s, one by one {t2 - t1:.0f} s)")
+        if firsts:
+            print(f"  the others first differ at generated token {sorted(firsts)}")
+
+
+if __name__ == "__main__":
+    main()
