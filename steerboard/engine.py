@@ -266,6 +266,11 @@ class Engine:
             :func:`steerboard.precision.screened_greedy` (vocabulary screened in bfloat16, near-best
             candidates re-scored in float32: the float32 head's tokens at a fraction of its cost).
             Sampling and log-probability requests always get full float32 logits.
+        prefix_cache: reuse the keys/values of the chat template's fixed preamble (the tokens before
+            the user's text, e.g. SmolLM2's default system prompt: 24 of ~40 tokens of a short chat
+            prompt) across prefills that run without an intervention. ``None`` (default) turns it on
+            with bfloat16 matmuls only: the preamble computed alone differs from one computed inside a
+            batch by float rounding, which exact float32 runs should not see.
     """
 
     def __init__(
@@ -278,6 +283,7 @@ class Engine:
         source: str | None = None,
         matmul_dtype: str | None = "auto",
         head_screen: bool = True,
+        prefix_cache: bool | None = None,
     ) -> None:
         import torch
 
@@ -297,6 +303,10 @@ class Engine:
         if self.matmul_dtype != "float32" and param.dtype != getattr(torch, self.matmul_dtype):
             precision.enable(model, self.matmul_dtype)
         self.head_screen = head_screen
+        self.prefix_cache = prefix_cache if prefix_cache is not None else self.matmul_dtype == "bfloat16"
+        self.prefix_hits = 0  # prefills that reused the cached preamble (diagnostics)
+        self._prefix_kv: tuple[Any, list[tuple[Any, Any]]] | None = None
+        self._weights_epoch = 0
         self.head_screen_candidates = 0  # float32 re-scores done by the screened head (diagnostics)
         self.head_screen_rows = 0
         self.head_screen_fallbacks = 0
@@ -376,6 +386,7 @@ class Engine:
         from steerboard import precision
 
         precision.refresh(self.model)
+        self._weights_epoch += 1  # drops the cached preamble keys/values
 
     @property
     def device(self) -> torch.device:
@@ -549,10 +560,85 @@ class Engine:
         """
         return self._generate_batch(list(requests), intervention, more=more, on_done=on_done)
 
-    def _prefill(self, reqs: list[GenerationRequest], state: BatchState, rows: list[int]) -> tuple[Any, ...]:
-        """Left-padded prompt forward for ``rows``; returns (cache, mask, next positions, last logits)."""
+    @functools.cached_property
+    def template_prefix(self) -> list[int]:
+        """Token ids every single-turn chat prompt starts with (the template's preamble before the user text)."""
+        a = self.chat_ids([{"role": "user", "content": "alpha"}])
+        b = self.chat_ids([{"role": "user", "content": "zulu"}])
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        return a[:n]
+
+    def _weights_key(self) -> tuple[int, ...]:
+        """Changes whenever the weights may have: in-place writes (version counters), swaps, ``weights_changed``."""
+        return (id(self.model), self._weights_epoch, sum(p._version for p in self.model.parameters()))
+
+    def _preamble_kv(self, prefix: list[int]) -> list[tuple[Any, Any]]:
+        """Per-layer (keys, values) ``[1, kv_heads, len(prefix), head_dim]`` of ``prefix`` alone, cached."""
+        key = (tuple(prefix), self._weights_key())
+        if self._prefix_kv is None or self._prefix_kv[0] != key:
+            import torch
+
+            ids = torch.tensor([prefix], device=self.device)
+            cache, _, _ = self._run_lm(
+                input_ids=ids, attention_mask=torch.ones_like(ids),
+                position_ids=torch.arange(len(prefix), device=self.device).unsqueeze(0),
+                past_key_values=new_kv_cache(self.model.config),
+            )
+            kv = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+            self._prefix_kv = (key, kv)
+        return self._prefix_kv[1]
+
+    def _prefill_with_preamble(
+        self, reqs: list[GenerationRequest], state: BatchState, rows: list[int], prefix: list[int]
+    ) -> tuple[Any, ...]:
+        """:meth:`_prefill` for rows that all start with ``prefix``: its cached keys/values are copied into
+        every row and only the rest is run. Row layout: ``[prefix][left padding][rest]`` (the mask hides
+        the padding, positions are explicit), so the prefix sits at the same columns in every row."""
         import torch
 
+        dev = self.device
+        p = len(prefix)
+        kv = self._preamble_kv(prefix)
+        rest = [reqs[r].input_ids[p:] for r in rows]
+        lengths = [len(x) for x in rest]
+        width = max(lengths)
+        b = len(rows)
+        ids = torch.full((b, width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((b, p + width), dtype=torch.long)
+        mask[:, :p] = 1
+        pos = torch.full((b, width), p, dtype=torch.long)
+        for i, x in enumerate(rest):
+            ids[i, width - lengths[i] :] = torch.tensor(x)
+            mask[i, p + width - lengths[i] :] = 1
+            pos[i, width - lengths[i] :] = torch.arange(p, p + lengths[i])
+        ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
+        cache = new_kv_cache(self.model.config)
+        for i, (k, v) in enumerate(kv):
+            cache.update(k.expand(b, -1, -1, -1).contiguous(), v.expand(b, -1, -1, -1).contiguous(), i)
+        state.phase, state.rows, state.attention_mask = "prefill", list(rows), mask
+        state.padded_length = p + width
+        cache, hidden, logits = self._run_lm(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache)
+        self.prefix_hits += 1
+        return cache, mask, pos[:, -1:] + 1, (hidden, logits)
+
+    def _prefill(
+        self, reqs: list[GenerationRequest], state: BatchState, rows: list[int], reuse_prefix: bool = False
+    ) -> tuple[Any, ...]:
+        """Left-padded prompt forward for ``rows``; returns (cache, mask, next positions, last logits).
+
+        With ``reuse_prefix`` (no intervention is active) and :attr:`prefix_cache` on, rows that all start
+        with the chat template's preamble reuse its cached keys/values (:meth:`_prefill_with_preamble`).
+        """
+        import torch
+
+        if reuse_prefix and self.prefix_cache and self._split_lm() is not None:
+            prefix = self.template_prefix
+            if len(prefix) >= 4 and all(
+                len(reqs[r].input_ids) > len(prefix) and reqs[r].input_ids[: len(prefix)] == prefix for r in rows
+            ):
+                return self._prefill_with_preamble(reqs, state, rows, prefix)
         dev = self.device
         lengths = [len(reqs[r].input_ids) for r in rows]
         width = max(lengths)
@@ -681,7 +767,8 @@ class Engine:
         ctx = intervention(state) if intervention is not None else contextlib.nullcontext()
         with self.lock, torch.inference_mode(), ctx:
             live = admit(reqs)
-            cache, mask, next_pos, (hidden, logits) = self._prefill(reqs, state, live)
+            reuse = intervention is None  # hooks may change the preamble's keys/values: compute it then
+            cache, mask, next_pos, (hidden, logits) = self._prefill(reqs, state, live, reuse)
             screen = self._screen_head()
             while True:
                 # --- choose the next token of every live row
@@ -754,7 +841,7 @@ class Engine:
                     reqs.extend(new)
                     state.prompt_lengths.extend(len(r.input_ids) for r in new)
                     rows = admit(new)
-                    c2, m2, p2, (h2, l2) = self._prefill(reqs, state, rows)
+                    c2, m2, p2, (h2, l2) = self._prefill(reqs, state, rows, reuse)
                     if live:
                         cache, mask = self._merge(cache, mask, c2, m2)
                         mask = self._trim_padding(cache, mask)

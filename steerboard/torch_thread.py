@@ -14,6 +14,13 @@ on the torch thread (nesting never deadlocks). Long loops (the engine's decode l
 scoring finished samples) do not wait for a whole continuous batch to drain. Only jobs that touch no
 engine may be inline: they run while a batch holds its engine's lock and steering hooks.
 
+GIL hand-over: torch releases the GIL around every kernel, so the torch thread asks for it back ~1,500
+times a decode step. When the asyncio thread (Inspect's event loop: transcripts, logging) is running
+Python, each ask waits until that thread blocks or CPython's switch interval (5 ms by default) forces a
+hand-over. Starting the torch thread lowers the interval to :data:`SWITCH_INTERVAL` when it is still
+CPython's default (``STEERBOARD_SWITCH_INTERVAL=0`` keeps it), so kernels overlap the event loop's work
+instead of queueing behind it.
+
 No library offers this: ``concurrent.futures`` executors have no way to run queued work at a safe
 point inside a running job.
 """
@@ -22,13 +29,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+SWITCH_INTERVAL = 0.0005
+"""Seconds; what :func:`_ensure` sets ``sys.setswitchinterval`` to (see the module docstring)."""
+_DEFAULT_SWITCH_INTERVAL = 0.005
 
 _LOCK = threading.Lock()
 _THREAD: threading.Thread | None = None
@@ -58,6 +70,14 @@ def _ensure() -> None:
     global _THREAD
     with _LOCK:
         if _THREAD is None or not _THREAD.is_alive():
+            raw = os.environ.get("STEERBOARD_SWITCH_INTERVAL", str(SWITCH_INTERVAL))
+            try:
+                want = float(raw)
+            except ValueError:
+                raise ValueError(f"STEERBOARD_SWITCH_INTERVAL={raw!r}: give seconds (e.g. 0.0005) or 0 to keep "
+                                 "CPython's switch interval") from None
+            if want > 0 and sys.getswitchinterval() == _DEFAULT_SWITCH_INTERVAL:
+                sys.setswitchinterval(want)
             _THREAD = threading.Thread(target=_worker, name="steerboard-torch", daemon=True)
             _THREAD.start()
 

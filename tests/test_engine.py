@@ -234,3 +234,50 @@ def test_continuous_batching_trims_shared_left_padding(tiny_engine: Engine) -> N
     alone = [tiny_engine.generate([r])[0] for r in joiners]
     assert [o.token_ids for o in out[2:]] == [a.token_ids for a in alone]
     assert widths and max(widths) <= max(len(r.input_ids) for r in reqs) + 30
+
+
+def test_preamble_cache_gives_the_same_greedy_tokens_and_follows_weight_edits(tiny_model_dir: str) -> None:
+    """Prefills reusing the template preamble's keys/values: same tokens as full prefills (float32, tiny
+    model), reused across batches, recomputed after an in-place weight edit, never used under hooks."""
+    on = Engine.load(tiny_model_dir, matmul_dtype="float32", prefix_cache=True)
+    off = Engine.load(tiny_model_dir, matmul_dtype="float32")
+    assert not off.prefix_cache and len(on.template_prefix) >= 4
+    reqs = _reqs(on, n=12)
+    a = on.generate(reqs)
+    assert on.prefix_hits >= 1 and off.prefix_hits == 0
+    b = off.generate(reqs)
+    assert [x.token_ids for x in a] == [y.token_ids for y in b]
+    ids = [r.input_ids for r in reqs]
+    hits = on.prefix_hits
+    on.generate(reqs[:2])
+    assert on.prefix_hits == hits + 1
+    kv_before = on._prefix_kv
+    w = on.model.model.layers[0].self_attn.k_proj.weight
+    with torch.no_grad():
+        w.mul_(1.5)
+        off.model.model.layers[0].self_attn.k_proj.weight.mul_(1.5)
+    a2, b2 = on.generate(reqs), off.generate(reqs)
+    assert on._prefix_kv is not kv_before  # recomputed for the new weights
+    assert [x.token_ids for x in a2] == [y.token_ids for y in b2]
+    # a prompt without the preamble (a system message replaces it) takes the plain path
+    sys_req = GenerationRequest(on.chat_ids([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]),
+                                max_new_tokens=5)
+    hits = on.prefix_hits
+    assert on.generate([sys_req])[0].token_ids == off.generate([sys_req])[0].token_ids
+    assert on.prefix_hits == hits
+    # under an intervention the preamble is computed with the hooks on
+    calls: list[int] = []
+
+    def hook(_m, _a, out):
+        calls.append(out[0].shape[1] if isinstance(out, tuple) else out.shape[1])
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def iv(_state):
+        with hooks(on.model, {on.layer_module_name(0): hook}):
+            yield
+
+    hits = on.prefix_hits
+    on.generate([GenerationRequest(ids[0], max_new_tokens=2)], intervention=iv)
+    assert on.prefix_hits == hits and calls[0] == len(ids[0])
