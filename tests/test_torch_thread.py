@@ -120,7 +120,9 @@ def test_provider_generation_and_judging_run_on_the_torch_thread(tiny_model_dir:
 
     model = get_model(f"base/{tiny_model_dir}")
     seen: set[str] = set()
-    handle = model.api.engine.model.register_forward_hook(lambda *_: seen.add(threading.current_thread().name))
+    # a decoder block: generation may run the decoder and the output head apart, never bypassing the blocks
+    block = model.api.engine.decoder_layers()[0]
+    handle = block.register_forward_hook(lambda *_: seen.add(threading.current_thread().name))
     try:
         asyncio.run(model.generate("Hello", config=GenerateConfig(max_tokens=3)))
     finally:
