@@ -780,4 +780,14 @@ class HookSteering:
             gate_fn = probe_gate_fn(
                 self.probe, self._span_offset, self.resolved.gate_threshold, self.resolved.gate_feature
             )
-        return gated_intervention(self._model, self._module, self.steerer.apply, self.resolved.steer_on, gate_fn)
+        iv = gated_intervention(self._model, self._module, self.steerer.apply, self.resolved.steer_on, gate_fn)
+        if self.resolved.gate == "none":
+            key = ("steer", id(self), id(self.steerer), self._module, self.resolved.steer_on)
+
+            def preamble_key(requests: list[Any]) -> Any:
+                """Per-position steering, the same for every row unless a request's meta turns it off: then the
+                engine may compute the chat preamble once under these hooks (a gate makes rows differ)."""
+                return key if all(r.meta.get(GATE_META_KEY) in (None, True) for r in requests) else None
+
+            iv.preamble_key = preamble_key  # type: ignore[attr-defined]
+        return iv

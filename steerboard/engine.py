@@ -135,7 +135,11 @@ class BatchState:
 
 
 # An intervention is entered once per batch with the batch's state and exits after it; it is the
-# place to register forward hooks (see :func:`hooks`).
+# place to register forward hooks (see :func:`hooks`). One whose effect on a prompt position depends on
+# that position alone (per-position steering, the same for the rows at hand) may carry a
+# ``preamble_key(requests) -> Hashable | None`` attribute: for a prefill group whose key is not None the
+# engine computes the chat template's preamble once under the hooks (as a one-row batch, whose request
+# has empty ``meta``) and reuses its keys/values, as it does for plain prefills (``Engine.prefix_cache``).
 Intervention = Callable[[BatchState], contextlib.AbstractContextManager[Any]]
 
 
@@ -574,24 +578,38 @@ class Engine:
         """Changes whenever the weights may have: in-place writes (version counters), swaps, ``weights_changed``."""
         return (id(self.model), self._weights_epoch, sum(p._version for p in self.model.parameters()))
 
-    def _preamble_kv(self, prefix: list[int]) -> list[tuple[Any, Any]]:
-        """Per-layer (keys, values) ``[1, kv_heads, len(prefix), head_dim]`` of ``prefix`` alone, cached."""
-        key = (tuple(prefix), self._weights_key())
+    def _preamble_kv(self, prefix: list[int], state: BatchState, hook_key: Any = None) -> list[tuple[Any, Any]]:
+        """Per-layer (keys, values) ``[1, kv_heads, len(prefix), head_dim]`` of ``prefix`` alone, cached.
+
+        With ``hook_key`` (the active intervention's ``preamble_key``) the prefix runs under the batch's
+        hooks: ``state`` describes a one-row prefill of just the prefix meanwhile, then is restored.
+        """
+        key = (tuple(prefix), self._weights_key(), hook_key)
         if self._prefix_kv is None or self._prefix_kv[0] != key:
             import torch
 
             ids = torch.tensor([prefix], device=self.device)
-            cache, _, _ = self._run_lm(
-                input_ids=ids, attention_mask=torch.ones_like(ids),
-                position_ids=torch.arange(len(prefix), device=self.device).unsqueeze(0),
-                past_key_values=new_kv_cache(self.model.config),
-            )
+            mask = torch.ones_like(ids)
+            saved = (state.requests, state.prompt_lengths, state.padded_length, state.phase, state.rows,
+                     state.attention_mask)
+            state.requests = [GenerationRequest(input_ids=list(prefix), max_new_tokens=1)]
+            state.prompt_lengths, state.padded_length, state.phase = [len(prefix)], len(prefix), "prefill"
+            state.rows, state.attention_mask = [0], mask
+            try:
+                cache, _, _ = self._run_lm(
+                    input_ids=ids, attention_mask=mask,
+                    position_ids=torch.arange(len(prefix), device=self.device).unsqueeze(0),
+                    past_key_values=new_kv_cache(self.model.config),
+                )
+            finally:
+                (state.requests, state.prompt_lengths, state.padded_length, state.phase, state.rows,
+                 state.attention_mask) = saved
             kv = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
             self._prefix_kv = (key, kv)
         return self._prefix_kv[1]
 
     def _prefill_with_preamble(
-        self, reqs: list[GenerationRequest], state: BatchState, rows: list[int], prefix: list[int]
+        self, reqs: list[GenerationRequest], state: BatchState, rows: list[int], prefix: list[int], hook_key: Any = None
     ) -> tuple[Any, ...]:
         """:meth:`_prefill` for rows that all start with ``prefix``: its cached keys/values are copied into
         every row and only the rest is run. Row layout: ``[prefix][left padding][rest]`` (the mask hides
@@ -600,7 +618,7 @@ class Engine:
 
         dev = self.device
         p = len(prefix)
-        kv = self._preamble_kv(prefix)
+        kv = self._preamble_kv(prefix, state, hook_key)
         rest = [reqs[r].input_ids[p:] for r in rows]
         lengths = [len(x) for x in rest]
         width = max(lengths)
@@ -624,21 +642,26 @@ class Engine:
         return cache, mask, pos[:, -1:] + 1, (hidden, logits)
 
     def _prefill(
-        self, reqs: list[GenerationRequest], state: BatchState, rows: list[int], reuse_prefix: bool = False
+        self, reqs: list[GenerationRequest], state: BatchState, rows: list[int], reuse_prefix: bool = False,
+        key_fn: Callable[[list[GenerationRequest]], Any] | None = None,
     ) -> tuple[Any, ...]:
         """Left-padded prompt forward for ``rows``; returns (cache, mask, next positions, last logits).
 
-        With ``reuse_prefix`` (no intervention is active) and :attr:`prefix_cache` on, rows that all start
-        with the chat template's preamble reuse its cached keys/values (:meth:`_prefill_with_preamble`).
+        With ``reuse_prefix`` (no intervention, or one whose ``preamble_key`` = ``key_fn`` gives these rows
+        a key) and :attr:`prefix_cache` on, rows that all start with the chat template's preamble reuse its
+        cached keys/values (:meth:`_prefill_with_preamble`).
         """
         import torch
 
         if reuse_prefix and self.prefix_cache and self._split_lm() is not None:
             prefix = self.template_prefix
-            if len(prefix) >= 4 and all(
-                len(reqs[r].input_ids) > len(prefix) and reqs[r].input_ids[: len(prefix)] == prefix for r in rows
+            hook_key = key_fn([reqs[r] for r in rows]) if key_fn is not None else None
+            if (
+                (key_fn is None or hook_key is not None)
+                and len(prefix) >= 4
+                and all(len(reqs[r].input_ids) > len(prefix) and reqs[r].input_ids[: len(prefix)] == prefix for r in rows)
             ):
-                return self._prefill_with_preamble(reqs, state, rows, prefix)
+                return self._prefill_with_preamble(reqs, state, rows, prefix, hook_key)
         dev = self.device
         lengths = [len(reqs[r].input_ids) for r in rows]
         width = max(lengths)
@@ -767,8 +790,10 @@ class Engine:
         ctx = intervention(state) if intervention is not None else contextlib.nullcontext()
         with self.lock, torch.inference_mode(), ctx:
             live = admit(reqs)
-            reuse = intervention is None  # hooks may change the preamble's keys/values: compute it then
-            cache, mask, next_pos, (hidden, logits) = self._prefill(reqs, state, live, reuse)
+            # hooks may change the preamble's keys/values: reuse it only under hooks that say how (preamble_key)
+            key_fn = getattr(intervention, "preamble_key", None) if intervention is not None else None
+            reuse = intervention is None or key_fn is not None
+            cache, mask, next_pos, (hidden, logits) = self._prefill(reqs, state, live, reuse, key_fn)
             screen = self._screen_head()
             while True:
                 # --- choose the next token of every live row
@@ -841,7 +866,7 @@ class Engine:
                     reqs.extend(new)
                     state.prompt_lengths.extend(len(r.input_ids) for r in new)
                     rows = admit(new)
-                    c2, m2, p2, (h2, l2) = self._prefill(reqs, state, rows, reuse)
+                    c2, m2, p2, (h2, l2) = self._prefill(reqs, state, rows, reuse, key_fn)
                     if live:
                         cache, mask = self._merge(cache, mask, c2, m2)
                         mask = self._trim_padding(cache, mask)

@@ -117,3 +117,25 @@ def test_entry_point_resolves_actadd_provider(tiny_model_dir: str, cache: Path) 
     model = get_model(f"actadd/{tiny_model_dir}", source="prompts", layer=LAYER, coefficient=10, operation="ablate")
     out = asyncio.run(model.generate([ChatMessageUser(content="hello")], config=GenerateConfig(max_tokens=4)))
     assert out.completion is not None
+
+
+def test_steered_prefills_reuse_a_steered_preamble(tiny_model_dir: str, cache: Path) -> None:
+    """Ungated steering: the preamble computed once under the hooks gives the tokens of full prefills;
+    rows whose meta turns steering off, and gated runs, are prefilled in full."""
+    from steerboard.engine import Engine
+
+    on = Engine.load(tiny_model_dir, matmul_dtype="float32", prefix_cache=True)
+    off = Engine.load(tiny_model_dir, matmul_dtype="float32")
+    cfg = ActAddConfig.from_dict({"source": "responses", "layer": str(LAYER), "coefficient": "30"})
+    m_on, m_off = ActAddMethod(cfg, tiny_model_dir), ActAddMethod(cfg, tiny_model_dir)
+    m_on.prepare(on)
+    m_off.prepare(off)
+    a = _gen(on, PROMPTS, m_on.intervention(), n=10)
+    assert on.prefix_hits >= 1
+    assert a == _gen(off, PROMPTS, m_off.intervention(), n=10)
+    assert a != _gen(on, PROMPTS, None, n=10)  # the steered preamble is not the plain one
+    hits = on.prefix_hits
+    metas = [{"steer_gate": g} for g in (False, True, False, True)]
+    mixed = _gen(on, PROMPTS, m_on.intervention(), n=10, metas=metas)
+    assert on.prefix_hits == hits  # rows differ: full prefill
+    assert mixed == _gen(off, PROMPTS, m_off.intervention(), n=10, metas=metas)
