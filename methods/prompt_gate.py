@@ -79,20 +79,11 @@ def fit_classifier(progress: bool = False) -> LinearProbe:
 
 def load_or_fit_classifier(progress: bool = False) -> LinearProbe:
     """The shipped classifier, else the cached one, else fitted now and cached (atomically)."""
-    from steerboard.methods.steering import LinearProbe
+    from steerboard.methods.steering import load_or_fit_linear
     from steerboard.paths import cache_dir
 
-    key = classifier_key()
-    cached = cache_dir("artifacts", "gate-classifier") / f"{key}.json"
-    for p in (shipped_classifier_path(), cached):
-        if p.is_file():
-            return LinearProbe.from_dict(json.loads(p.read_text()))
-    clf = fit_classifier(progress=progress)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".{id(clf)}.tmp")
-    tmp.write_text(json.dumps(clf.to_dict()))
-    tmp.replace(cached)
-    return clf
+    cached = cache_dir("artifacts", "gate-classifier") / f"{classifier_key()}.json"
+    return load_or_fit_linear(shipped_classifier_path(), cached, lambda: fit_classifier(progress=progress))
 
 
 def classifier_scores(clf: LinearProbe, prompts: Sequence[str], progress: bool = False) -> list[float]:

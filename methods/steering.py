@@ -35,7 +35,6 @@ DEFAULT_GATE_FEATURE = "mean_last"
 PROBE_VERSION = "gate-probe-v2"
 
 
-GATES: tuple[str, ...] = ("none", "probe", "classifier")
 PRESET_THRESHOLD_KEYS: dict[str, str] = {"probe": "gate_threshold", "classifier": "classifier_threshold"}
 """Which preset key holds each gate's threshold."""
 
@@ -251,12 +250,7 @@ def prompt_features(
 # ---------------------------------------------------------------------- gated steering
 def user_span_offset(engine: Engine) -> int:
     """Tokens of chat template before the user's text (identical for every single-turn prompt)."""
-    a = engine.chat_ids([{"role": "user", "content": "alpha"}])
-    b = engine.chat_ids([{"role": "user", "content": "zulu"}])
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
+    return len(engine.template_prefix)
 
 
 def gated_intervention(
@@ -373,15 +367,22 @@ def load_or_fit_probe(method: Any, engine: Engine, layer: int, feature: str = DE
 
     check_gate_feature(feature)
     key = probe_key(engine, layer, feature)
-    path = cache_dir("artifacts", "gate-probe") / f"{key}.json"
-    for p in (shipped_probe_path(engine, layer, feature), path):
+    return load_or_fit_linear(
+        shipped_probe_path(engine, layer, feature), cache_dir("artifacts", "gate-probe") / f"{key}.json",
+        lambda: fit_gate_probe(engine, layer, feature),
+    )
+
+
+def load_or_fit_linear(shipped: Path, cached: Path, fit: Any) -> LinearProbe:
+    """A :class:`LinearProbe` from ``shipped``, else ``cached``, else ``fit()`` written to ``cached`` (atomically)."""
+    for p in (shipped, cached):
         if p.is_file():
             return LinearProbe.from_dict(json.loads(p.read_text()))
-    probe = fit_gate_probe(engine, layer, feature)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    probe = fit()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{id(probe)}.tmp")
     tmp.write_text(json.dumps(probe.to_dict()))
-    tmp.replace(path)
+    tmp.replace(cached)
     return probe
 
 
