@@ -106,9 +106,11 @@ class SAEConfig(MethodConfig):
         steer_on: ``prompt``, ``generated`` or ``both`` token positions.
         gate: ``none`` (always steer), ``probe`` (steer only prompts a probe on the hooked layer's prompt
             residual flags) or ``classifier`` (steer only prompts a text classifier flags: MiniLM prompt
-            embedding + logistic regression, :mod:`steerboard.methods.prompt_gate`).
+            embedding + logistic regression, :mod:`steerboard.methods.prompt_gate`) or ``both`` (steer when
+            the mean of the two's log-odds clears the threshold).
         gate_threshold: gate probability at or above which a prompt is steered (the preset's values --
-            ``gate_threshold`` for the probe, ``classifier_threshold`` for the classifier -- were chosen on
+            ``gate_threshold`` for the probe, ``classifier_threshold`` for the classifier, ``both_threshold``
+            for both -- were chosen on
             the gate data's dev split, see ``steerboard sae gate``).
         gate_feature: how the probe pools the hooked layer's prompt residual: ``mean`` (user span),
             ``last`` (last prompt token) or ``mean_last`` (both; default).
@@ -123,7 +125,7 @@ class SAEConfig(MethodConfig):
     strengths: list[float] | None = None
     mode: Literal["clamp", "add"] | None = None
     steer_on: Literal["prompt", "generated", "both"] | None = None
-    gate: Literal["none", "probe", "classifier"] | None = None
+    gate: Literal["none", "probe", "classifier", "both"] | None = None
     gate_threshold: float | None = None
     gate_feature: Literal["mean", "last", "mean_last"] | None = None
 

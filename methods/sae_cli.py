@@ -61,8 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     ga.add_argument("--model", default="smollm2-135m")
     ga.add_argument("--layer", type=int, default=8, help="hooked layer whose prompt residual the probe reads (default 8)")
     ga.add_argument("--feature", default="mean_last", help="pooling: mean, last or mean_last (default mean_last)")
-    ga.add_argument("--gate", default="probe", choices=["probe", "classifier"],
-                    help="probe (residual of the hooked layer, default) or classifier (MiniLM prompt-text classifier)")
+    ga.add_argument("--gate", default="probe", choices=["probe", "classifier", "both"],
+                    help="probe (residual of the hooked layer, default), classifier (MiniLM prompt-text classifier) "
+                         "or both (mean of the two's log-odds)")
     ga.add_argument("--thresholds", default="", help="thresholds to try, comma separated (default 0.05..0.95 step 0.05)")
     ga.add_argument("--ship", action="store_true", help="write the probe into the package's artifacts/ folder")
     ga.add_argument("--write-presets", type=Path, nargs="*", default=None,
@@ -152,8 +153,10 @@ def _gate(args: argparse.Namespace) -> int:
     from steerboard.engine import Engine
     from steerboard.models import resolve_model
 
-    if args.gate == "classifier" and method is None:
-        raise ValueError("--gate classifier: give --outcome sae or --outcome actadd (its threshold is chosen by outcome)")
+    if args.gate in ("classifier", "both") and method is None:
+        raise ValueError(f"--gate {args.gate}: give --outcome sae or --outcome actadd (its threshold is chosen by outcome)")
+    if args.gate == "both" and args.ship:
+        raise ValueError("--gate both --ship: the both-gate has no artifact of its own; ship the probe and the classifier")
     engine = Engine.load(str(resolve_model(args.model)))
     if args.gate == "classifier":
         from steerboard.methods.prompt_gate import load_or_fit_classifier, shipped_classifier_path
@@ -161,7 +164,7 @@ def _gate(args: argparse.Namespace) -> int:
         clf = load_or_fit_classifier(progress=True)
         if args.ship:
             shipped_classifier_path().write_text(json.dumps(clf.to_dict()))
-    else:
+    elif args.gate == "probe":
         rep = choose_gate(engine, args.layer, args.feature, thresholds, ship=args.ship)
     if method is not None:
         method.prepare(engine)
