@@ -12,7 +12,9 @@ An SAE in SAELens format hooks the residual stream after decoder block ``layer``
 user span and last prompt token, ``gate_feature``), fitted on the gate data's ``fit`` split
 (:func:`steerboard.methods.fitdata.gate_harmful_prompts` / ``gate_benign_prompts``), decides per request at
 prefill whether that row is steered (``gate_threshold``, chosen on the dev split by ``steerboard sae gate``);
-a request's ``meta["steer_gate"]`` (bool) overrides it.
+a request's ``meta["steer_gate"]`` (bool) overrides it. ``gate=classifier`` decides from the prompt text
+instead (:mod:`steerboard.methods.prompt_gate`), and ``gate=both`` from the mean of the two's log-odds
+(``both_threshold``).
 
 Presets (``-M preset=NAME``, files in ``presets/``): ``smollm2-135m`` (the default on the embedded
 model: the shipped Top-k SAE on layer 8 and the feature/strength chosen on the dev split by
