@@ -23,8 +23,8 @@ Run::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import csv
+import dataclasses
 import io
 import json
 import random

@@ -39,8 +39,8 @@ from steerboard.methods.steering import (
     DEFAULT_GATE_FEATURE,
     HookSteering,
     SteerOn,
-    read_preset,
     preset_gate_threshold,
+    read_preset,
     valid_gate_feature,
 )
 
