@@ -373,8 +373,9 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
                 "submitter": r["submitter"],
                 "model": r["model"],
                 "method": r["method"],
-                "config": r["method_config"],
+                "config": r["method_config"] + (f" {r['row_variant']}" if r.get("row_variant") else ""),
                 "config_obj": json.loads(r["method_config"] or "{}"),
+                "variant": r.get("row_variant") or "",
                 "runs": {},
                 "reported": False,
             },
@@ -404,7 +405,7 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
                 for k, v in cfg.items()
             )
             or "(defaults)"
-        )
+        ) + (f"; task {row['variant']}" if row["variant"] else "")
         row["safety"] = sum(safety) / len(safety) if safety else None
         row["capability"] = sum(capability) / len(capability) if capability else None
         row["overrefusal"] = sum(overref) / len(overref) if overref else None
@@ -436,6 +437,7 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
             r["method"] != "base",
             r["method"],
             cfg_key(r["config_obj"]),
+            r["variant"],
             r["submitter"],
         )
     )

@@ -63,11 +63,16 @@ _DDL = [
     """CREATE TABLE IF NOT EXISTS ingest_files (
         path VARCHAR, size BIGINT, mtime DOUBLE, run_key VARCHAR, outcome VARCHAR, message VARCHAR,
         ingested_at TIMESTAMPTZ)""",
+    # row_variant: a task protocol that changes what is measured (SafeEdit's per_instance editing, where the
+    # method edits the model for each item) makes its own leaderboard row instead of replacing the standard run.
     """CREATE OR REPLACE VIEW v_runs AS
-        SELECT *, md5(concat_ws('|', submitter, model, method, method_config)) AS row_key FROM runs""",
+        SELECT *, md5(concat_ws('|', submitter, model, method, method_config)
+                      || CASE WHEN row_variant = '' THEN '' ELSE '|' || row_variant END) AS row_key
+        FROM (SELECT *, coalesce('protocol=' || nullif(json_extract_string(task_args, '$.protocol'), 'standard'), '')
+                        AS row_variant FROM runs)""",
     """CREATE OR REPLACE VIEW v_current_runs AS
         SELECT * EXCLUDE (rn) FROM (
-          SELECT *, row_number() OVER (PARTITION BY submitter, model, method, method_config, task
+          SELECT *, row_number() OVER (PARTITION BY submitter, model, method, method_config, row_variant, task
                                        ORDER BY created DESC, run_key) AS rn
           FROM v_runs WHERE status = 'success') WHERE rn = 1""",
 ]

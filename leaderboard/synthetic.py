@@ -122,6 +122,7 @@ class SyntheticRun:
         text_prefix: Prepended to every prompt and response (used for hostile-text tests).
         judge_error_every: Every n-th sample gets a judge error (0 = never).
         sample_ids: Explicit sample ids (defaults to ``s0..s{n-1}``).
+        task_args: Extra task args recorded in the log (e.g. ``{"protocol": "per_instance"}``).
     """
 
     task: str
@@ -137,6 +138,7 @@ class SyntheticRun:
     text_prefix: str = ""
     judge_error_every: int = 0
     sample_ids: Sequence[str] | None = None
+    task_args: dict[str, Any] = field(default_factory=dict)
 
 
 def _rates(run: SyntheticRun) -> tuple[float, float, float, float]:
@@ -264,6 +266,7 @@ def synthetic_log(run: SyntheticRun) -> Any:
     scorer_name = samples[0].scores and next(iter(samples[0].scores)) if samples else "choice"
     created = run.created or (datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=run.seed))
     task_args = {"judge": run.judge} if run.task in _REFUSAL_TASKS | _HARM_TASKS else {}
+    task_args.update(run.task_args)
     spec = EvalSpec(
         eval_id=_eval_id(rng),
         run_id=_eval_id(rng),

@@ -573,3 +573,30 @@ def test_cli_help_and_empty_board(tmp_path: Path, listing_file: Path, capsys) ->
     )
     html = (tmp_path / "site" / "index.html").read_text()
     assert "0 method configurations" in html and "No row has both" in html
+
+
+def test_a_task_protocol_variant_gets_its_own_row(tmp_path: Path, listing) -> None:
+    """SafeEdit's per_instance protocol (the method edits the model per item) measures something else than the
+    standard run of the same method: both stay current, on separate rows, and the standard row keeps its key."""
+    from steerboard.leaderboard.build import assemble, load_reported
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    runs = [
+        SyntheticRun(task="xstest", method="base", n_samples=10, seed=1),
+        SyntheticRun(task="xstest", method="dinm", n_samples=10, seed=2, task_args={"protocol": "standard"}),
+        SyntheticRun(task="xstest", method="dinm", n_samples=10, seed=3, task_args={"protocol": "per_instance"}),
+        SyntheticRun(task="mmlu", method="dinm", n_samples=10, seed=4),
+    ]
+    for i, r in enumerate(runs):
+        write_synthetic_log(r, logs / f"{i}.eval")
+    ingest_logs([logs], tmp_path / "r.duckdb", listing=listing, progress=False)
+    data = collect(tmp_path / "r.duckdb", listing)
+    assert len(data["runs"]) == 4  # the later per_instance run does not replace the standard one
+    rows = [r for r in assemble(data, listing, load_reported())["rows"] if r["method"] == "dinm"]
+    assert [(r["config_text"], sorted(r["runs"])) for r in rows] == [
+        ("(defaults)", ["mmlu", "xstest"]),
+        ("(defaults); task protocol=per_instance", ["xstest"]),
+    ]
+    std = rows[0]["runs"]["xstest"]
+    assert std["row_key"] == rows[0]["runs"]["mmlu"]["row_key"] != rows[1]["row_key"]
