@@ -43,6 +43,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 256  # Inspect's default of 16 is too short for refusal judging; CPU-friendly cap
 
+_MODEL_INFO_LOOKUP_API_KEY = "__model_info_lookup__"
+"""The api_key Inspect passes when it builds a provider only to look up model info
+(``inspect_ai.model._model_info.MODEL_INFO_LOOKUP_API_KEY``; a private module, so the value is repeated here
+and a test checks the two agree)."""
+
 _ENGINES: dict[tuple[Any, ...], Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
@@ -206,6 +211,13 @@ class MethodModelAPI(ModelAPI):
         # validate everything cheap before any weights load
         cfg = self.method_class.config_class.from_dict(model_args)
         self.method = self.method_class(cfg, model_name)
+        if api_key == _MODEL_INFO_LOOKUP_API_KEY:
+            # Inspect instantiates a provider (by model string, without model_args) only to read its canonical
+            # name for usage metadata; preparing it would load weights and fit the method's defaults (for dpo/
+            # with non-default options: train a second adapter) for nothing.
+            self.engine = None  # type: ignore[assignment]  # this instance never generates
+            self._edit_lock = asyncio.Lock()
+            return
         from steerboard.models import resolve_model
 
         if model_name not in ("", None):

@@ -166,3 +166,35 @@ def test_fetch_is_resumable_and_safe_in_parallel(tmp_path: Path) -> None:
     model_dir = Path(paths.pop())
     assert (model_dir / "model.safetensors").is_file() and (model_dir / "steerboard_model.json").is_file()
     assert not list(model_dir.parent.glob(model_dir.name + ".*[!k]"))  # no leftover temp dirs
+
+
+def test_model_info_lookup_does_not_prepare_a_second_method(tiny_model_dir: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inspect builds a provider from the bare model string (no model_args) to look up model info while an eval
+    runs; that instance must not load weights or fit the method's defaults (dpo/ used to train a second,
+    default-size adapter inside every suite run with non-default options)."""
+    from inspect_ai import Task, eval
+    from inspect_ai.dataset import Sample
+    from inspect_ai.model import get_model
+    from inspect_ai.model._model_info import MODEL_INFO_LOOKUP_API_KEY
+
+    import steerboard._registry  # noqa: F401
+    from steerboard.methods import provider
+
+    assert provider._MODEL_INFO_LOOKUP_API_KEY == MODEL_INFO_LOOKUP_API_KEY
+    prepared: list[str] = []
+    orig = PromptMethod.prepare
+
+    def counting(self: PromptMethod, engine: object) -> None:
+        prepared.append(self.config.system_prompt or "")
+        orig(self, engine)
+
+    monkeypatch.setattr(PromptMethod, "prepare", counting)
+    lookup = get_model(f"prompt/{tiny_model_dir}", api_key=MODEL_INFO_LOOKUP_API_KEY)
+    assert prepared == [] and lookup.api.engine is None and lookup.canonical_name()
+    logs = eval(
+        Task(dataset=[Sample(input="Say hi.", target="hi")]), model=f"prompt/{tiny_model_dir}",
+        model_args={"system_prompt": "Be brief."}, max_tokens=4, display="none", log_dir=str(tmp_path),
+    )
+    assert logs[0].status == "success"
+    assert prepared == ["Be brief."]  # only the eval's own provider, with its options
