@@ -73,6 +73,8 @@ METHODS: dict[str, tuple[str, dict[str, str]]] = {
     "sae+gate": ("sae", {"gate": "probe"}),
     "actadd": ("actadd", {}),
     "actadd+gate": ("actadd", {"gate": "probe"}),
+    "sae+both": ("sae", {"gate": "both"}),
+    "actadd+both": ("actadd", {"gate": "both"}),
 }
 
 
@@ -91,6 +93,16 @@ def make_method(name: str, model: str, extra: dict[str, str]) -> Any:
     if kind == "actadd":
         return ActAddMethod(ActAddConfig.from_dict(opts), model)
     return BaseMethod(MethodConfig(), model)
+
+
+def with_gate_meta(method: Any, reqs: list[Any], prompts: list[str]) -> list[Any]:
+    """``reqs`` with the per-request meta a text-classifier gate (``gate=classifier|both``) needs, as the
+    provider adds it; unchanged for other methods."""
+    import dataclasses
+
+    if getattr(getattr(method, "resolved", None), "gate", "none") not in ("classifier", "both"):
+        return reqs
+    return [dataclasses.replace(r, meta={**r.meta, **mt}) for r, mt in zip(reqs, method.gate_meta(prompts))]
 
 
 def main() -> None:
@@ -142,7 +154,8 @@ def main() -> None:
     for _ in range(args.repeats if ms_tp else 0):
         for name, m in ms_tp.items():
             t0 = time.perf_counter()
-            outs = engine.generate(reqs, intervention=m.intervention())
+            run_reqs = with_gate_meta(m, reqs, prompts)  # the text classifier's pass is timed too
+            outs = engine.generate(run_reqs, intervention=m.intervention())
             dt = time.perf_counter() - t0
             tps[name].append(sum(len(o.token_ids) for o in outs) / dt)
     base_tps = statistics.median(tps["base"]) if ms_tp else float("nan")
@@ -159,6 +172,9 @@ def main() -> None:
         rq = [GenerationRequest(input_ids=engine.chat_ids([{"role": "user", "content": p}]), max_new_tokens=args.max_tokens)
               for p in all_p]
         for name, m in ms.items():
+            if getattr(getattr(m, "resolved", None), "gate", "none") in ("classifier", "both"):
+                print(f"refusal {name}: skipped (the text-classifier gates are measured by conditional_steering.py)")
+                continue
             outs = [o.text for o in engine.generate(rq, intervention=m.intervention(), progress=True)]
             flags = judge_refusal_flags(all_p, outs, judge=args.judge)
             fu = [f for f in flags[: len(unsafe)] if f is not None]
