@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
 import json
 import random
@@ -166,11 +165,10 @@ def main() -> None:
         iv = recording_intervention(m, fired) if gate in ("probe", "both") else m.intervention()
         run_reqs = reqs
         t0 = time.perf_counter()
-        if gate in ("classifier", "both"):  # the classifier runs per prompt before generation, as in the provider
-            metas = m.gate_meta(prompts)
-            if gate == "classifier":
-                fired.update({i: bool(mt[GATE_META_KEY]) for i, mt in enumerate(metas)})
-            run_reqs = [dataclasses.replace(r, meta={**r.meta, **mt}) for r, mt in zip(reqs, metas)]
+        if gated:  # a text-classifier gate scores each prompt before generation, as the provider does
+            run_reqs = m.with_gate_meta(reqs, prompts)
+            if gate == "classifier":  # decided up front (probe / both decide in the hook: recorded there)
+                fired.update({i: bool(r.meta[GATE_META_KEY]) for i, r in enumerate(run_reqs)})
         outs = [o.text for o in engine.generate(run_reqs, intervention=iv, progress=True)]
         gen_s = time.perf_counter() - t0
         flags = judge_refusal_flags(prompts, outs, judge=args.judge)

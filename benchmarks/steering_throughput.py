@@ -95,16 +95,6 @@ def make_method(name: str, model: str, extra: dict[str, str]) -> Any:
     return BaseMethod(MethodConfig(), model)
 
 
-def with_gate_meta(method: Any, reqs: list[Any], prompts: list[str]) -> list[Any]:
-    """``reqs`` with the per-request meta a text-classifier gate (``gate=classifier|both``) needs, as the
-    provider adds it; unchanged for other methods."""
-    import dataclasses
-
-    if getattr(getattr(method, "resolved", None), "gate", "none") not in ("classifier", "both"):
-        return reqs
-    return [dataclasses.replace(r, meta={**r.meta, **mt}) for r, mt in zip(reqs, method.gate_meta(prompts))]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -154,7 +144,8 @@ def main() -> None:
     for _ in range(args.repeats if ms_tp else 0):
         for name, m in ms_tp.items():
             t0 = time.perf_counter()
-            run_reqs = with_gate_meta(m, reqs, prompts)  # the text classifier's pass is timed too
+            # a text-classifier gate scores each prompt first, as the provider does: timed too
+            run_reqs = m.with_gate_meta(reqs, prompts) if hasattr(m, "with_gate_meta") else reqs
             outs = engine.generate(run_reqs, intervention=m.intervention())
             dt = time.perf_counter() - t0
             tps[name].append(sum(len(o.token_ids) for o in outs) / dt)
@@ -172,7 +163,7 @@ def main() -> None:
         rq = [GenerationRequest(input_ids=engine.chat_ids([{"role": "user", "content": p}]), max_new_tokens=args.max_tokens)
               for p in all_p]
         for name, m in ms.items():
-            if getattr(getattr(m, "resolved", None), "gate", "none") in ("classifier", "both"):
+            if getattr(m, "classifier_gate", None) is not None:
                 print(f"refusal {name}: skipped (the text-classifier gates are measured by conditional_steering.py)")
                 continue
             outs = [o.text for o in engine.generate(rq, intervention=m.intervention(), progress=True)]

@@ -349,8 +349,7 @@ def probe_gate_fn(
             if missing:
                 raise ValueError(
                     f"gate=both: {len(missing)} request(s) lack meta[{clf_key!r}] (the prompt-text classifier's "
-                    "score); generate through the provider, or merge HookSteering.gate_meta(prompts) into each "
-                    "request's meta"
+                    "score); generate through the provider, or build the requests with HookSteering.with_gate_meta"
                 )
             p = [combine_gate_scores(v, clf[i]) for i, v in zip(rows, p)]
         return {i: bool(v >= threshold) for i, v in zip(rows, p)}
@@ -828,6 +827,15 @@ class HookSteering:
             return [{CLF_SCORE_KEY: p} for p in scores]
         t = self.classifier_gate.threshold  # type: ignore[union-attr]
         return [{GATE_META_KEY: p >= t, "gate_score": p} for p in scores]
+
+    def with_gate_meta(self, requests: Sequence[Any], prompts: Sequence[str]) -> list[Any]:
+        """``requests`` (one per single-turn prompt) with :meth:`gate_meta` merged into each one's meta, as the
+        provider adds it; the same requests when no text-classifier gate is on."""
+        import dataclasses
+
+        if getattr(self, "classifier_gate", None) is None:
+            return list(requests)
+        return [dataclasses.replace(r, meta={**r.meta, **m}) for r, m in zip(requests, self.gate_meta(prompts), strict=True)]
 
     def intervention(self) -> Intervention | None:
         if self.steerer is None or self._module is None:

@@ -151,6 +151,11 @@ def test_both_gate_combines_the_in_hook_probe_with_the_request_score(tiny_model_
     m.prepare(eng)
     metas = m.gate_meta(prompts)
     assert all(set(d) == {CLF_SCORE_KEY} for d in metas)  # a score, not a decision
+    bare = [GenerationRequest(input_ids=[1], max_new_tokens=1, meta={"i": i}) for i in range(len(prompts))]
+    assert [r.meta for r in m.with_gate_meta(bare, prompts)] == [{"i": i, **d} for i, d in enumerate(metas)]
+    ungated = ActAddMethod(ActAddConfig.from_dict({**opts, "gate": "probe"}), tiny_model_dir)
+    ungated.prepare(eng)
+    assert ungated.with_gate_meta(bare, prompts) == bare  # nothing to add without a text classifier
     meta = asyncio.run(m.async_request_meta(eng, [{"role": "user", "content": HARMFUL}]))
     assert set(meta) == {CLF_SCORE_KEY} and meta[CLF_SCORE_KEY] == pytest.approx(metas[0][CLF_SCORE_KEY], abs=1e-5)
     p_probe = m.probe.predict_proba(prompt_features(eng, prompts, LAYER, m.resolved.gate_feature)).tolist()
