@@ -23,6 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -332,19 +335,34 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
     }
 
 
+NO_SAMPLES = "n/a"
+
+
 def _cell(m: MetricSpec, st: dict[str, Any] | None, pr: dict[str, Any] | None) -> dict[str, Any]:
-    if st is None:
-        return {"sort": "", "value": "", "ci": "", "delta": "", "sig": False, "better": None, "n": 0}
-    cell = {
-        "sort": f"{st['mean']:.6f}",
-        "value": _pct(st["mean"]),
-        "ci": f"[{_pct(st['lo'])}, {_pct(st['hi'])}]",
-        "n": st["n"],
+    """One metric cell; every key is always present so templates never meet a missing field.
+
+    ``st`` is None when the run scored no sample for the metric (e.g. ``-T subset=unsafe`` leaves the
+    safe-prompt metric empty): the cell then reads ``n/a``.
+    """
+    cell: dict[str, Any] = {
+        "sort": "",
+        "value": NO_SAMPLES,
+        "ci": "",
+        "n": 0,
         "delta": "",
         "p": "",
         "sig": False,
         "better": None,
+        "n_paired": 0,
     }
+    if st is None:
+        return cell
+    cell.update(
+        sort=f"{st['mean']:.6f}",
+        value=_pct(st["mean"]),
+        ci=f"[{_pct(st['lo'])}, {_pct(st['hi'])}]",
+        n=st["n"],
+    )
     if pr is not None and pr["n"] > 0:
         d = 100 * pr["diff"]
         cell["delta"] = f"{d:+.1f}"
@@ -390,6 +408,8 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
             st = data["stats"].get((r["run_key"], m.key)) if r else None
             pr = data["paired"].get((r["run_key"], m.key)) if r else None
             c = _cell(m, st, pr)
+            if r is None:
+                c["value"] = ""  # task not run for this row (n/a is for a run with no samples)
             c["page"] = run_page_name(r["run_key"]) if r else None
             cells.append(c)
             if st is not None:
@@ -564,6 +584,21 @@ def _env() -> Any:
     return env
 
 
+def _publish(tmp: Path, outp: Path) -> None:
+    """Move the freshly rendered pages from ``tmp`` into ``outp``, then drop run pages no longer built.
+
+    Each page is moved with ``os.replace`` (atomic per file, same filesystem); other files in ``outp`` are
+    left alone.
+    """
+    outp.mkdir(parents=True, exist_ok=True)
+    fresh = {p.name for p in tmp.iterdir()}
+    for name in sorted(fresh - {"index.html"}) + ["index.html"]:  # index last: its links exist by then
+        os.replace(tmp / name, outp / name)
+    for old in outp.glob("run-*.html"):
+        if old.name not in fresh:
+            old.unlink()
+
+
 def build_site(
     db: str | Path,
     out: str | Path,
@@ -572,6 +607,9 @@ def build_site(
     reported_path: str | Path | None = None,
 ) -> BuildSummary:
     """Render the leaderboard from ``db`` into ``out`` (``index.html`` plus one page per run).
+
+    Pages are rendered into a temporary folder beside ``out`` and moved into place only when every page
+    rendered, so a failed build leaves the previous site as it was.
 
     Args:
         db: Results database written by :func:`steerboard.leaderboard.ingest.ingest_logs`.
@@ -587,12 +625,22 @@ def build_site(
     reported = load_reported(reported_path)
     view = assemble(data, listing, reported)
     agreement = load_agreement(agreement_path)
-    env = _env()
     outp = Path(out)
-    if outp.exists():
-        for old in outp.glob("run-*.html"):
-            old.unlink()
-    outp.mkdir(parents=True, exist_ok=True)
+    outp.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{outp.name}.building-", dir=outp.parent))
+    try:
+        pages = _render_site(tmp, data, view, listing, agreement)
+        _publish(tmp, outp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return BuildSummary(out=outp, rows=len(view["rows"]), runs=len(data["runs"]), pages=pages)
+
+
+def _render_site(
+    outp: Path, data: dict[str, Any], view: dict[str, Any], listing: Listing, agreement: dict[str, Any] | None
+) -> int:
+    """Write ``index.html`` and every run page into ``outp``; returns the number of pages."""
+    env = _env()
     headline = view["headline"]
     built_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     scatter = scatter_svg(
@@ -661,4 +709,4 @@ def build_site(
         )
         (outp / run_page_name(rk)).write_text(html, encoding="utf-8")
         pages += 1
-    return BuildSummary(out=outp, rows=len(view["rows"]), runs=len(data["runs"]), pages=pages)
+    return pages

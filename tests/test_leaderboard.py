@@ -600,3 +600,53 @@ def test_a_task_protocol_variant_gets_its_own_row(tmp_path: Path, listing) -> No
     ]
     std = rows[0]["runs"]["xstest"]
     assert std["row_key"] == rows[0]["runs"]["mmlu"]["row_key"] != rows[1]["row_key"]
+
+
+# ---------------------------------------------------------------- builds never crash, never half-write
+
+
+def test_a_metric_without_samples_builds_and_reads_na(tmp_path: Path, listing) -> None:
+    """An XSTest run holding safe prompts only (``-T subset=safe``, or ``--limit N`` on the first N) has no
+    sample for the unsafe-prompt metric: the build succeeds and that cell reads n/a."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_synthetic_log(SyntheticRun(task="xstest", method="base", n_samples=10, seed=1), logs / "0.eval")
+    write_synthetic_log(  # one sample: label "safe" only
+        SyntheticRun(task="xstest", method="sae", model_args={"strength": 4}, n_samples=1, seed=2),
+        logs / "1.eval",
+    )
+    ingest_logs([logs], tmp_path / "r.duckdb", listing=listing, progress=False)
+    build_site(tmp_path / "r.duckdb", tmp_path / "site", listing=listing)
+    data = collect(tmp_path / "r.duckdb", listing)
+    sae = next(r for r in data["runs"] if r["method"] == "sae")
+    assert (sae["run_key"], "xstest/refusal_scorer/refusal_rate_unsafe") not in data["stats"]
+    page = (tmp_path / "site" / run_page_name(sae["run_key"])).read_text()
+    row = page[page.index("Refusal on unsafe") :].split("</tr>")[0]
+    assert ">n/a<" in row
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "n/a" in index
+
+
+def test_a_failed_build_leaves_the_previous_site_intact(
+    tmp_path: Path, db, listing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import steerboard.leaderboard.build as build_mod
+
+    out = tmp_path / "site"
+    build_site(db[0], out, listing=listing)
+    (out / "CNAME").write_text("board.example\n")  # a file the build does not own
+    (out / "run-0000000000000000.html").write_text("stale")  # a page no current run has
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(build_mod, "agreement_for", boom)  # fails while rendering run pages
+    with pytest.raises(RuntimeError, match="render failed"):
+        build_site(db[0], out, listing=listing)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["site"]  # no temporary folder left behind
+    monkeypatch.undo()
+    build_site(db[0], out, listing=listing)
+    assert (out / "CNAME").is_file() and not (out / "run-0000000000000000.html").exists()
+    assert len(list(out.glob("run-*.html"))) == len(collect(db[0], listing)["runs"])
