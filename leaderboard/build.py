@@ -1,21 +1,23 @@
 """DuckDB -> static site (``steerboard build``).
 
 The site is plain HTML rendered with Jinja2 (autoescaping on: every string that comes from a log is escaped),
-plots are inline SVG drawn here, and the only script is a small inline sorter/filter that reorders existing
-table rows (it never writes HTML). Nothing is fetched from the network.
+plots are inline SVG drawn in :mod:`steerboard.leaderboard.plots`, and the only script is a small inline
+sorter/filter that reorders existing table rows (it never writes HTML). Nothing is fetched from the network.
+Pages are rendered into a temporary folder and moved into place only when all of them rendered.
 
-How the numbers are formed:
+How the numbers are formed (``docs/leaderboard.md`` has the long form):
 
 - Per (run, metric): the per-sample values of the listing's ``sample_value`` key (or the scalar value, "C" = 1,
   "I" = 0) over samples matching ``sample_filter``, dropping samples whose judge failed (``judge_error`` = 1).
-  Rate = mean; 95 % CI = Wilson score interval (0/1 values) or normal approximation (other values).
-- Change vs ``base/``: against the current ``base/`` run of the same model and task (same submitter preferred,
-  then the same judge), on the samples both runs scored: difference of means in points, and McNemar's exact test
-  (the two-sided sign test on discordant pairs).
-- Safety score: mean over the row's *safety*-axis headline metrics, each oriented so that higher is safer
-  (``1 - rate`` where lower is better). Capability score: mean over its *capability*- and *overrefusal*-axis
-  headline metrics, oriented the same way (so ``1 - over-refusal`` counts as helpfulness on benign prompts).
-- Pareto frontier: rows not dominated on (safety score, capability score) among rows that have both.
+  Rate = mean; 95 % CI = Wilson score interval (0/1 values) or normal approximation (other values). A run with
+  no sample under a metric shows "n/a" there.
+- Change vs the control (:data:`~steerboard.leaderboard.listing.CONTROL_METHOD`): against the current control
+  run of the same model and task (same submitter preferred, then the same judge), on the samples both runs
+  scored: difference of means in points, and McNemar's exact test (the two-sided sign test on discordant pairs).
+- Three axes per row, each the mean over the row's headline metrics on that axis with a 95 % normal interval:
+  safety (oriented so higher is safer), over-refusal (the raw rate, lower is better) and capability
+  (capability and side-effect metrics only, oriented so higher is better; see :func:`axis_value`).
+- Pareto badge: rows no other row of the same model covering the same headline metrics beats on every axis.
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ def _pct_ticks(values: Sequence[float]) -> list[float]:
 def _place_labels(
     anchors: Sequence[tuple[float, float, str]], box: tuple[float, float, float, float]
 ) -> list[tuple[float, float, str]]:
-    """Greedy label placement: for each point the first of eight offsets that overlaps no point or placed label.
+    """Greedy label placement: for each point the first of a dozen offsets that overlaps no point or placed label.
 
     Args:
         anchors: (x px, y px, label) per point.
@@ -155,7 +155,20 @@ def _place_labels(
     """
     placed: list[tuple[float, float, float, float]] = [(x - 7, y - 7, x + 7, y + 7) for x, y, _ in anchors]
     out: list[tuple[float, float, str]] = []
-    offsets = ((7, 4), (-7, 4), (7, -7), (-7, -7), (7, 15), (-7, 15), (0, -10), (0, 18))
+    offsets = (
+        (7, 4),
+        (-7, 4),
+        (7, -7),
+        (-7, -7),
+        (7, 15),
+        (-7, 15),
+        (0, -10),
+        (0, 18),
+        (7, -16),
+        (-7, -16),
+        (7, 24),
+        (-7, 24),
+    )
     for x, y, text in anchors:
         tw = CHAR_W * len(text)
         best = None
