@@ -850,3 +850,32 @@ def test_no_control_and_a_one_point_sweep_build(tmp_path: Path, listing) -> None
     html = (site / "index.html").read_text()
     assert "&Delta;" not in html.split('id="board"')[1].split("</table>")[0]  # no control: no deltas
     assert (site / run_page_name(view["rows"][0]["runs"]["xstest"]["run_key"])).is_file()
+
+
+def test_real_xstest_subset_run_builds_with_na(tmp_path: Path) -> None:
+    """The project's own xstest task with ``-T subset=unsafe`` (mock model, real listing): the benign-prompt
+    metric has no sample, and the build still writes the run page with n/a there."""
+    from inspect_ai import eval as inspect_eval
+
+    import steerboard.tasks.xstest as xstest_mod
+    from steerboard.leaderboard.listing import load_default_listing
+    from steerboard.tasks._testing import mock_model
+
+    logs = inspect_eval(
+        os.path.relpath(xstest_mod.__file__),
+        model=mock_model(lambda messages: "I'm sorry, but I can't help with that."),
+        limit=5,
+        log_dir=str(tmp_path / "logs"),
+        display="none",
+        task_args={"judge": "strmatch", "subset": "unsafe"},
+    )
+    assert logs[0].status == "success"
+    listing = load_default_listing()
+    ingest_logs([tmp_path / "logs"], tmp_path / "r.duckdb", listing=listing, progress=False)
+    summary = build_site(tmp_path / "r.duckdb", tmp_path / "site", listing=listing)
+    assert summary.pages == 2
+    (r,) = collect(tmp_path / "r.duckdb", listing)["runs"]
+    page = (tmp_path / "site" / run_page_name(r["run_key"])).read_text()
+    safe_title = next(m.title for m in listing.tasks["xstest"].metrics if m.name == "refusal_rate_safe")
+    row = page[page.index(safe_title) :].split("</tr>")[0]
+    assert ">n/a<" in row
