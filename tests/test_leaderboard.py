@@ -879,3 +879,22 @@ def test_real_xstest_subset_run_builds_with_na(tmp_path: Path) -> None:
     safe_title = next(m.title for m in listing.tasks["xstest"].metrics if m.name == "refusal_rate_safe")
     row = page[page.index(safe_title) :].split("</tr>")[0]
     assert ">n/a<" in row
+
+
+def test_axis_value_orients_each_kind_of_metric() -> None:
+    import math
+
+    from steerboard.leaderboard.build import axis_value
+    from steerboard.leaderboard.listing import MetricSpec
+
+    def spec(higher: bool) -> MetricSpec:
+        return MetricSpec("t", "m", "s", "m", higher, True, "capability", None)
+
+    rate = {"mean": 0.3, "se": 0.05, "unit_range": True}
+    cost = {"mean": 1.2, "se": 0.1, "unit_range": False}
+    assert axis_value(spec(True), rate) == pytest.approx((0.3, 0.05))  # accuracy as is
+    assert axis_value(spec(False), rate) == pytest.approx((0.7, 0.05))  # a lower-is-better rate: 1 - rate
+    kept, se = axis_value(spec(False), cost)  # a cost in nats: share of likelihood kept
+    assert kept == pytest.approx(math.exp(-1.2)) and se == pytest.approx(math.exp(-1.2) * 0.1)
+    assert axis_value(spec(False), {**cost, "mean": -0.2}) == (1.0, 0.0)  # a negative cost counts as none
+    assert axis_value(spec(True), cost) is None  # an unbounded higher-is-better value has no common scale
