@@ -1,21 +1,23 @@
 """DuckDB -> static site (``steerboard build``).
 
 The site is plain HTML rendered with Jinja2 (autoescaping on: every string that comes from a log is escaped),
-plots are inline SVG drawn here, and the only script is a small inline sorter/filter that reorders existing
-table rows (it never writes HTML). Nothing is fetched from the network.
+plots are inline SVG drawn in :mod:`steerboard.leaderboard.plots`, and the only script is a small inline
+sorter/filter that reorders existing table rows (it never writes HTML). Nothing is fetched from the network.
+Pages are rendered into a temporary folder and moved into place only when all of them rendered.
 
-How the numbers are formed:
+How the numbers are formed (``docs/leaderboard.md`` has the long form):
 
 - Per (run, metric): the per-sample values of the listing's ``sample_value`` key (or the scalar value, "C" = 1,
   "I" = 0) over samples matching ``sample_filter``, dropping samples whose judge failed (``judge_error`` = 1).
-  Rate = mean; 95 % CI = Wilson score interval (0/1 values) or normal approximation (other values).
-- Change vs ``base/``: against the current ``base/`` run of the same model and task (same submitter preferred,
-  then the same judge), on the samples both runs scored: difference of means in points, and McNemar's exact test
-  (the two-sided sign test on discordant pairs).
-- Safety score: mean over the row's *safety*-axis headline metrics, each oriented so that higher is safer
-  (``1 - rate`` where lower is better). Capability score: mean over its *capability*- and *overrefusal*-axis
-  headline metrics, oriented the same way (so ``1 - over-refusal`` counts as helpfulness on benign prompts).
-- Pareto frontier: rows not dominated on (safety score, capability score) among rows that have both.
+  Rate = mean; 95 % CI = Wilson score interval (0/1 values) or normal approximation (other values). A run with
+  no sample under a metric shows "n/a" there.
+- Change vs the control (:data:`~steerboard.leaderboard.listing.CONTROL_METHOD`): against the current control
+  run of the same model and task (same submitter preferred, then the same judge), on the samples both runs
+  scored: difference of means in points, and McNemar's exact test (the two-sided sign test on discordant pairs).
+- Three axes per row, each the mean over the row's headline metrics on that axis with a 95 % normal interval:
+  safety (oriented so higher is safer), over-refusal (the raw rate, lower is better) and capability
+  (capability and side-effect metrics only, oriented so higher is better; see :func:`axis_value`).
+- Pareto badge: rows no other row of the same model covering the same headline metrics beats on every axis.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,12 +36,20 @@ from pathlib import Path
 from typing import Any
 
 from steerboard.leaderboard.ingest import SCHEMA_VERSION, SchemaError, canonical_json, tag_text
-from steerboard.leaderboard.listing import Listing, MetricSpec
-from steerboard.leaderboard.plots import scatter_svg, sweep_svg
-from steerboard.leaderboard.stats import mean_ci, sign_test, wilson
+from steerboard.leaderboard.listing import CONTROL_METHOD, Listing, MetricSpec
+from steerboard.leaderboard.plots import PALETTE, Curve, Point, sweep_svg, tradeoff_svg
+from steerboard.leaderboard.stats import Z95, mean_ci, sign_test, wilson
 
 SWEEP_KEYS = (
-    "strength", "strengths", "coefficient", "alpha", "clamp", "clamp_value", "multiplier", "scale", "coeff",
+    "strength",
+    "strengths",
+    "coefficient",
+    "alpha",
+    "clamp",
+    "clamp_value",
+    "multiplier",
+    "scale",
+    "coeff",
 )
 MAX_BREAKDOWN_VALUES = 20
 
@@ -88,22 +101,21 @@ def judge_kind(scorers: list[str]) -> str | None:
     return None
 
 
-def agreement_for(
-    agreement: dict[str, Any] | None, judge: str | None, kind: str | None = None
-) -> list[tuple[str, str]]:
-    """Flatten the agreement entry for ``judge`` into (name, value) pairs.
+def _agreement_entry(
+    agreement: dict[str, Any] | None, judge: str | None, kind: str | None
+) -> tuple[Any, str]:
+    """The agreement entry of ``judge`` and its protocol text.
 
     The judges' file groups backends by judge family (``{"refusal": {"protocol", "backends": {name: ...}}}``);
     the entry is looked up under ``kind`` first, then by key at any depth.
     """
     if not agreement or not judge:
-        return []
+        return None, ""
     if kind and isinstance(agreement.get(kind), dict):
         section = agreement[kind]
         backends = section.get("backends") if isinstance(section.get("backends"), dict) else section
         if isinstance(backends, dict) and isinstance(backends.get(judge), dict):
-            out = [("protocol", str(section["protocol"])[:400])] if section.get("protocol") else []
-            return out + agreement_for({judge: backends[judge]}, judge)
+            return backends[judge], str(section.get("protocol") or "")[:400]
 
     def find(obj: Any, depth: int = 0) -> Any:
         if isinstance(obj, dict) and depth < 4:
@@ -119,22 +131,48 @@ def agreement_for(
                     return v
         return None
 
-    entry = find(agreement)
+    return find(agreement), ""
+
+
+def _agreement_value(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)[:200]
+
+
+def agreement_table(
+    agreement: dict[str, Any] | None, judge: str | None, kind: str | None = None
+) -> dict[str, Any] | None:
+    """The agreement entry of ``judge`` as a table: one row per group of measures, one column per measure.
+
+    A mapping whose values are all scalars (e.g. ``overall: {n, accuracy, kappa}`` or one fold) becomes a row
+    named by its path (``overall``, ``folds / gpt4``); scalars beside nested groups (e.g.
+    ``min_fold_accuracy``) are listed under the table.
+
+    Returns:
+        ``{"protocol", "columns", "rows": [(name, [cell, ...])], "extra": [(name, value)]}``, or None when the
+        file has no entry for the judge.
+    """
+    entry, protocol = _agreement_entry(agreement, judge, kind)
     if entry is None:
-        return []
-    out: list[tuple[str, str]] = []
+        return None
+    groups: list[tuple[str, dict[str, Any]]] = []
+    extra: list[tuple[str, str]] = []
 
-    def flat(prefix: str, v: Any) -> None:
-        if isinstance(v, dict):
-            for k, x in v.items():
-                flat(f"{prefix}.{k}" if prefix else str(k), x)
-        elif isinstance(v, float):
-            out.append((prefix, f"{v:.3f}"))
+    def walk(path: str, obj: Any) -> None:
+        if not isinstance(obj, dict):
+            extra.append((path or "value", _agreement_value(obj)))
+        elif obj and all(not isinstance(v, dict | list) for v in obj.values()):
+            groups.append((path or "overall", obj))
         else:
-            out.append((prefix, str(v)[:200]))
+            for k, v in obj.items():
+                walk(f"{path} / {k}" if path else str(k), v)
 
-    flat("", entry)
-    return out[:40]
+    walk("", entry)
+    groups.sort(key=lambda g: g[0] != "overall")  # the overall row first, then the rest in file order
+    columns: list[str] = []
+    for _, g in groups:
+        columns += [str(k) for k in g if str(k) not in columns]
+    rows = [(name, [_agreement_value(g[c]) if c in g else "" for c in columns]) for name, g in groups[:40]]
+    return {"protocol": protocol, "columns": columns, "rows": rows, "extra": extra[:20]}
 
 
 def load_reported(path: str | Path | None = None) -> dict[str, Any]:
@@ -152,10 +190,6 @@ def load_reported(path: str | Path | None = None) -> dict[str, Any]:
 
 def _pct(x: float | None) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
-
-
-def _oriented(m: MetricSpec, v: float) -> float:
-    return v if m.higher_is_better else 1.0 - v
 
 
 def _sv_sql(m: MetricSpec) -> tuple[str, list[Any]]:
@@ -176,10 +210,21 @@ def _sv_sql(m: MetricSpec) -> tuple[str, list[Any]]:
     return sql, params
 
 
-def _pareto(points: list[tuple[float, float, Any]]) -> set[Any]:
+def _pareto(points: list[tuple[Any, ...]]) -> set[Any]:
+    """Keys of the points no other point dominates; a point is ``(*coords, key)``, every coord higher-is-better."""
     front = set()
-    for s, c, k in points:
-        dominated = any((s2 >= s and c2 >= c) and (s2 > s or c2 > c) for s2, c2, k2 in points if k2 != k)
+    for p in points:
+        *c, k = p
+        dominated = False
+        for q in points:
+            *d, k2 = q
+            if (
+                k2 != k
+                and all(y >= x for x, y in zip(c, d, strict=True))
+                and any(y > x for x, y in zip(c, d, strict=True))
+            ):
+                dominated = True
+                break
         if not dominated:
             front.add(k)
     return front
@@ -192,13 +237,8 @@ def _sweep_key(cfg: dict[str, Any]) -> str | None:
     return None
 
 
-def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
-    """Query the database and compute everything the pages show.
-
-    Raises:
-        FileNotFoundError: when ``db`` does not exist.
-        SchemaError: when it holds another schema version.
-    """
+def _open(db: str | Path) -> Any:
+    """Attach ``db`` read-only, check its schema version and make the ``cur`` table of current runs."""
     import duckdb
 
     if not Path(db).exists():
@@ -207,6 +247,7 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
     con.execute("ATTACH ? AS r (READ_ONLY)", [str(db)])
     ver = con.execute("SELECT value FROM r.meta WHERE key = 'schema_version'").fetchone()
     if ver is None or int(ver[0]) != SCHEMA_VERSION:
+        con.close()
         raise SchemaError(
             f"{db}: schema version {ver and ver[0]}, expected {SCHEMA_VERSION}; re-ingest the logs"
         )
@@ -215,32 +256,42 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
         "CREATE TEMP TABLE cur AS SELECT * REPLACE (strftime(created, '%Y-%m-%d %H:%M:%S UTC') AS created, "
         "CAST(ingested_at AS VARCHAR) AS ingested_at) FROM r.v_current_runs"
     )
-    cur = con.execute("SELECT * FROM cur ORDER BY model, method, method_config, task")
-    names = [d[0] for d in cur.description]
-    run_list: list[dict[str, Any]] = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    metric_by_key = {m.key: m for m in listing.metrics}
+    return con
 
+
+def _metric_stats(con: Any, listing: Listing) -> dict[tuple[str, str], dict[str, Any]]:
+    """Fill the ``sv`` table (per-sample values per run and metric) and summarise it per (run, metric)."""
     con.execute("CREATE TEMP TABLE sv (run_key VARCHAR, metric_key VARCHAR, sample_key VARCHAR, v DOUBLE)")
     for m in listing.metrics:
         sql, params = _sv_sql(m)
         con.execute(sql, params)
     agg = con.execute(
         "SELECT run_key, metric_key, count(*) AS n, sum(v) AS s, avg(v) AS mean, var_samp(v) AS var, "
-        "bool_and(v = 0 OR v = 1) AS binary FROM sv GROUP BY ALL"
+        "bool_and(v = 0 OR v = 1) AS binary, bool_and(v >= 0 AND v <= 1) AS unit_range FROM sv GROUP BY ALL"
     ).fetchall()
     stats: dict[tuple[str, str], dict[str, Any]] = {}
-    for rk, mk, n, s, mean, var, binary in agg:
+    for rk, mk, n, s, mean, var, binary, _unit_range in agg:
         lo, hi = wilson(s, n) if binary else mean_ci(mean, var, n)
-        stats[(rk, mk)] = {"n": n, "mean": mean, "lo": lo, "hi": hi, "binary": binary}
+        se = math.sqrt(mean * (1 - mean) / n) if binary else math.sqrt(var / n) if var and n > 1 else 0.0
+        stats[(rk, mk)] = {"n": n, "mean": mean, "lo": lo, "hi": hi, "se": se, "binary": binary}
+    # a metric is a rate when every value of every run lies in 0-1 (decided per metric, not per run)
+    outside = {mk for _, mk, *_rest, unit_range in agg if not unit_range}
+    for (_, mk), st in stats.items():
+        st["unit_range"] = mk not in outside
+    return stats
 
-    # pair every non-base run with the base run of the same model and task
+
+def _pair_with_base(
+    con: Any, run_list: list[dict[str, Any]]
+) -> tuple[dict[str, str], dict[tuple[str, str], dict[str, Any]]]:
+    """Pair every non-control run with the control run of the same model and task; paired differences."""
     bases: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in run_list:
-        if r["method"] == "base":
+        if r["method"] == CONTROL_METHOD:
             bases[(r["model"], r["task"])].append(r)
     pairs = []
     for r in run_list:
-        if r["method"] == "base":
+        if r["method"] == CONTROL_METHOD:
             continue
         cands = bases.get((r["model"], r["task"]), [])
         if cands:
@@ -249,7 +300,6 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
                 key=lambda b: (b["submitter"] == r["submitter"], b["judge"] == r["judge"], b["created"]),
             )
             pairs.append((r["run_key"], best["run_key"]))
-    base_of = dict(pairs)
     paired: dict[tuple[str, str], dict[str, Any]] = {}
     if pairs:
         import pandas as pd
@@ -269,19 +319,23 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
                 "diff": diff,
                 "p": sign_test(int(up), int(down)),
             }
+    return dict(pairs), paired
 
-    # per-category breakdown of headline metrics
-    breakdown: dict[str, dict[str, dict[str, list[tuple[str, int, float]]]]] = defaultdict(
-        lambda: defaultdict(dict)
-    )
+
+def _breakdowns(con: Any, listing: Listing) -> dict[str, dict[str, dict[str, list[tuple[str, int, float]]]]]:
+    """Headline metrics per value of each low-cardinality sample tag (blank values left out)."""
+    metric_by_key = {m.key: m for m in listing.metrics}
     rows_bd = con.execute(
         "SELECT sv.run_key, sv.metric_key, t.key, t.value, count(*) AS n, avg(sv.v) AS mean "
         "FROM sv JOIN r.sample_tags t ON t.run_key = sv.run_key AND t.sample_key = sv.sample_key "
-        "GROUP BY ALL ORDER BY 1, 2, 3, 4"
+        "WHERE t.value IS NOT NULL AND trim(t.value) <> '' GROUP BY ALL ORDER BY 1, 2, 3, 4"
     ).fetchall()
     tmp: dict[tuple[str, str, str], list[tuple[str, int, float]]] = defaultdict(list)
     for rk, mk, k, v, n, mean in rows_bd:
         tmp[(rk, mk, k)].append((v, n, mean))
+    breakdown: dict[str, dict[str, dict[str, list[tuple[str, int, float]]]]] = defaultdict(
+        lambda: defaultdict(dict)
+    )
     for (rk, mk, k), vals in tmp.items():
         m = metric_by_key.get(mk)
         if (
@@ -292,7 +346,11 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
         ):
             continue
         breakdown[rk][mk][k] = vals
+    return breakdown
 
+
+def _examples(con: Any) -> dict[str, list[dict[str, Any]]]:
+    """The stored worst samples of each current run, with their judges' verdicts."""
     examples: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for rk, sk, prompt, response, verdicts, reason in con.execute(
         "SELECT e.run_key, e.sample_key, e.prompt, e.response, e.verdicts, e.reason "
@@ -315,12 +373,32 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
                 ],
             }
         )
-    totals = con.execute(
-        "SELECT (SELECT count(*) FROM r.runs), (SELECT count(*) FROM r.samples), "
-        "(SELECT count(DISTINCT path) FROM r.ingest_files WHERE outcome = 'skipped' "
-        "AND path NOT IN (SELECT path FROM r.ingest_files WHERE outcome = 'added'))"
-    ).fetchone()
-    con.close()
+    return examples
+
+
+def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
+    """Query the database and compute everything the pages show.
+
+    Raises:
+        FileNotFoundError: when ``db`` does not exist.
+        SchemaError: when it holds another schema version.
+    """
+    con = _open(db)
+    try:
+        cur = con.execute("SELECT * FROM cur ORDER BY model, method, method_config, task")
+        names = [d[0] for d in cur.description]
+        run_list: list[dict[str, Any]] = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        stats = _metric_stats(con, listing)
+        base_of, paired = _pair_with_base(con, run_list)
+        breakdown = _breakdowns(con, listing)
+        examples = _examples(con)
+        totals = con.execute(
+            "SELECT (SELECT count(*) FROM r.runs), (SELECT count(*) FROM r.samples), "
+            "(SELECT count(DISTINCT path) FROM r.ingest_files WHERE outcome = 'skipped' "
+            "AND path NOT IN (SELECT path FROM r.ingest_files WHERE outcome = 'added'))"
+        ).fetchone()
+    finally:
+        con.close()
     return {
         "runs": run_list,
         "stats": stats,
@@ -332,19 +410,34 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
     }
 
 
+NO_SAMPLES = "n/a"
+
+
 def _cell(m: MetricSpec, st: dict[str, Any] | None, pr: dict[str, Any] | None) -> dict[str, Any]:
-    if st is None:
-        return {"sort": "", "value": "", "ci": "", "delta": "", "sig": False, "better": None, "n": 0}
-    cell = {
-        "sort": f"{st['mean']:.6f}",
-        "value": _pct(st["mean"]),
-        "ci": f"[{_pct(st['lo'])}, {_pct(st['hi'])}]",
-        "n": st["n"],
+    """One metric cell; every key is always present so templates never meet a missing field.
+
+    ``st`` is None when the run scored no sample for the metric (e.g. ``-T subset=unsafe`` leaves the
+    safe-prompt metric empty): the cell then reads ``n/a``.
+    """
+    cell: dict[str, Any] = {
+        "sort": "",
+        "value": NO_SAMPLES,
+        "ci": "",
+        "n": 0,
         "delta": "",
         "p": "",
         "sig": False,
         "better": None,
+        "n_paired": 0,
     }
+    if st is None:
+        return cell
+    cell.update(
+        sort=f"{st['mean']:.6f}",
+        value=_pct(st["mean"]),
+        ci=f"[{_pct(st['lo'])}, {_pct(st['hi'])}]",
+        n=st["n"],
+    )
     if pr is not None and pr["n"] > 0:
         d = 100 * pr["diff"]
         cell["delta"] = f"{d:+.1f}"
@@ -353,6 +446,210 @@ def _cell(m: MetricSpec, st: dict[str, Any] | None, pr: dict[str, Any] | None) -
         cell["better"] = (d > 0) == m.higher_is_better if d != 0 else None
         cell["n_paired"] = pr["n"]
     return cell
+
+
+def axis_value(m: MetricSpec, st: dict[str, Any]) -> tuple[float, float] | None:
+    """A metric's contribution to its axis score, oriented so higher is better, with its standard error.
+
+    - Rates (every per-sample value in 0-1): the rate, or ``1 - rate`` where lower is better.
+    - Lower-is-better metrics with values outside 0-1 (side-effect costs in nats such as ``kl_benign`` or
+      ``ce_delta_text``): ``exp(-max(v, 0))``, the share of per-token likelihood kept (1 = no cost), with the
+      delta-method standard error.
+    - Higher-is-better metrics with values outside 0-1 have no common scale with rates: shown in their column,
+      left out of the axis score (None).
+
+    The over-refusal axis is reported as a rate (lower is better): its caller uses the raw mean.
+    """
+    v, se = st["mean"], st.get("se", 0.0)
+    if st.get("unit_range", True):
+        return (v if m.higher_is_better else 1.0 - v), se
+    if m.higher_is_better:
+        return None
+    kept = math.exp(-max(v, 0.0))
+    return kept, kept * se if v > 0 else 0.0
+
+
+def _axis_summary(parts: list[tuple[float, float]]) -> dict[str, Any] | None:
+    """Mean of a row's per-metric axis values with a 95 % normal interval (metrics taken as independent)."""
+    if not parts:
+        return None
+    k = len(parts)
+    score = sum(v for v, _ in parts) / k
+    half = Z95 * math.sqrt(sum(se * se for _, se in parts)) / k
+    return {"score": score, "lo": max(0.0, score - half), "hi": min(1.0, score + half), "k": k}
+
+
+def short_config(cfg: Any, max_len: int = 26) -> str:
+    """A short label for a method configuration (``k=v`` pairs, strength-like keys first, cut to ``max_len``)."""
+    if not isinstance(cfg, dict) or not cfg:
+        return ""
+    keys = sorted(cfg, key=lambda k: (k not in SWEEP_KEYS, str(k)))
+    text = " ".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+        for k, v in ((k, cfg[k]) for k in keys)
+    )
+    return text if len(text) <= max_len else text[: max_len - 1] + "\u2026"
+
+
+def _config_text(cfg: Any, variant: str) -> str:
+    text = ", ".join(
+        f"{k}={json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}"
+        for k, v in (cfg.items() if isinstance(cfg, dict) else [])
+    )
+    return (text or "(defaults)") + (f"; task {variant}" if variant else "")
+
+
+def _new_row(r: dict[str, Any]) -> dict[str, Any]:
+    cfg = json.loads(r["method_config"] or "{}")
+    return {
+        "row_key": r["row_key"],
+        "submitter": r["submitter"],
+        "model": r["model"],
+        "method": r["method"],
+        "config": r["method_config"] + (f" {r['row_variant']}" if r.get("row_variant") else ""),
+        "config_obj": cfg,
+        "variant": r.get("row_variant") or "",
+        "control": r["method"] == CONTROL_METHOD,
+        "runs": {},
+        "reported": False,
+    }
+
+
+def _score_row(row: dict[str, Any], headline: list[MetricSpec], data: dict[str, Any]) -> None:
+    """Cells, the three axis scores with intervals, and the covered metrics of one row."""
+    cells = []
+    axes: dict[str, list[tuple[float, float]]] = {"safety": [], "overrefusal": [], "capability": []}
+    covered = []
+    for m in headline:
+        r = row["runs"].get(m.task)
+        st = data["stats"].get((r["run_key"], m.key)) if r else None
+        pr = data["paired"].get((r["run_key"], m.key)) if r else None
+        c = _cell(m, st, pr)
+        if r is None:
+            c["value"] = ""  # task not run for this row (n/a is for a run with no samples)
+        c["page"] = run_page_name(r["run_key"]) if r else None
+        cells.append(c)
+        if st is None:
+            continue
+        covered.append(m.key)
+        if m.axis == "overrefusal":
+            axes["overrefusal"].append((st["mean"], st["se"]) if st.get("unit_range", True) else None)
+        else:
+            axes[m.axis].append(axis_value(m, st))
+    row["cells"] = cells
+    row["coverage"] = tuple(covered)
+    for axis, parts in axes.items():
+        row[axis + "_ci"] = _axis_summary([p for p in parts if p is not None])
+        row[axis] = row[axis + "_ci"]["score"] if row[axis + "_ci"] else None
+    row["n_safety"] = len([p for p in axes["safety"] if p is not None])
+    row["n_capability"] = len([p for p in axes["capability"] if p is not None])
+    row["n_overrefusal"] = len([p for p in axes["overrefusal"] if p is not None])
+    cfg = row["config_obj"] if isinstance(row["config_obj"], dict) else {}
+    row["config_text"] = _config_text(cfg, row["variant"])
+    row["short"] = " ".join(x for x in (short_config(cfg), row["variant"].replace("protocol=", "")) if x)
+    row["label"] = f"{row['method']}/{row['model']} {row['config']}" + (
+        f" ({row['submitter']})" if row["submitter"] != "steerboard" else ""
+    )
+    row["point_label"] = (row["method"] + (" " + row["short"] if row["short"] else "")).strip()
+
+
+def build_rows(data: dict[str, Any], headline: list[MetricSpec]) -> list[dict[str, Any]]:
+    """One row per resolved configuration (``row_key``), scored on the headline metrics, in default order.
+
+    Default order: by model, then safety score (highest first), then capability score; rows without a safety
+    score last.
+    """
+    rows_by_key: dict[str, dict[str, Any]] = {}
+    for r in data["runs"]:
+        rows_by_key.setdefault(r["row_key"], _new_row(r))["runs"][r["task"]] = r
+    rows = list(rows_by_key.values())
+    for row in rows:
+        _score_row(row, headline, data)
+    rows.sort(
+        key=lambda r: (
+            r["model"],
+            r["safety"] is None,
+            -(r["safety"] or 0.0),
+            -(r["capability"] or 0.0),
+            r["method"],
+            r["config"],
+            r["submitter"],
+        )
+    )
+    return rows
+
+
+def mark_pareto(rows: list[dict[str, Any]]) -> None:
+    """Set ``pareto`` on rows no comparable row beats on every axis.
+
+    Rows are compared only with rows of the same model that cover the same headline metrics (so a row run on
+    one task is never ranked against rows run on all of them), on safety (higher), over-refusal (lower) and
+    capability (higher), whichever the group has; a row needs a safety score and at least one other row in
+    its group to get the badge.
+    """
+    groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        r["pareto"] = False
+        r["peers"] = 0
+        if r["safety"] is not None:
+            groups[(r["model"], r["coverage"])].append(r)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        pts = []
+        for r in members:
+            coords = [r["safety"]]
+            if r["overrefusal"] is not None:
+                coords.append(-r["overrefusal"])
+            if r["capability"] is not None:
+                coords.append(r["capability"])
+            pts.append((*coords, r["row_key"]))
+        if len({len(p) for p in pts}) != 1:
+            continue  # same metrics but an axis undefined for some rows: nothing comparable
+        front = _pareto(pts)
+        for r in members:
+            r["pareto"] = r["row_key"] in front
+            r["peers"] = len(members) - 1
+
+
+def find_sweeps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Strength sweeps: rows of one source/model/method whose configs differ only in one strength-like key.
+
+    A group with one strength value is not a sweep. Each sweep lists its points in strength order.
+    """
+    groups: dict[tuple[str, ...], list[tuple[float, dict[str, Any]]]] = defaultdict(list)
+    for r in rows:
+        cfg = r["config_obj"] if isinstance(r["config_obj"], dict) else {}
+        k = _sweep_key(cfg)
+        if k is None:
+            continue
+        rest = {a: b for a, b in cfg.items() if a != k}
+        groups[(r["submitter"], r["model"], r["method"], k, canonical_json(rest), r["variant"])].append(
+            (float(cfg[k]), r)
+        )
+    sweeps = []
+    for (sub, model, method, key, rest, variant), pts in sorted(groups.items()):
+        if len({x for x, _ in pts}) < 2:
+            continue
+        pts.sort(key=lambda t: t[0])
+        name = (
+            f"{method}/{model} {key}"
+            + ("" if rest == "{}" else f" {rest}")
+            + (f" {variant}" if variant else "")
+            + ("" if sub == "steerboard" else f" ({sub})")
+        )
+        sweeps.append(
+            {
+                "name": name,
+                "key": key,
+                "x": [x for x, _ in pts],
+                "row_keys": [r["row_key"] for _, r in pts],
+                "safety": [r["safety"] for _, r in pts],
+                "overrefusal": [r["overrefusal"] for _, r in pts],
+                "capability": [r["capability"] for _, r in pts],
+            }
+        )
+    return sweeps
 
 
 def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -> dict[str, Any]:
@@ -364,84 +661,22 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
     """
     measured = {mk for _, mk in data["stats"]}
     headline = [m for m in listing.headline if m.key in measured] or listing.headline
-    rows_by_key: dict[str, dict[str, Any]] = {}
-    for r in data["runs"]:
-        row = rows_by_key.setdefault(
-            r["row_key"],
-            {
-                "row_key": r["row_key"],
-                "submitter": r["submitter"],
-                "model": r["model"],
-                "method": r["method"],
-                "config": r["method_config"] + (f" {r['row_variant']}" if r.get("row_variant") else ""),
-                "config_obj": json.loads(r["method_config"] or "{}"),
-                "variant": r.get("row_variant") or "",
-                "runs": {},
-                "reported": False,
-            },
-        )
-        row["runs"][r["task"]] = r
-    rows = list(rows_by_key.values())
-    for row in rows:
-        cells = []
-        safety, capability, overref = [], [], []
-        for m in headline:
-            r = row["runs"].get(m.task)
-            st = data["stats"].get((r["run_key"], m.key)) if r else None
-            pr = data["paired"].get((r["run_key"], m.key)) if r else None
-            c = _cell(m, st, pr)
-            c["page"] = run_page_name(r["run_key"]) if r else None
-            cells.append(c)
-            if st is not None:
-                o = _oriented(m, st["mean"])
-                (safety if m.axis == "safety" else capability).append(o)
-                if m.axis == "overrefusal":
-                    overref.append(st["mean"])
-        row["cells"] = cells
-        cfg = row["config_obj"] if isinstance(row["config_obj"], dict) else {}
-        row["config_text"] = (
-            ", ".join(
-                f"{k}={json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}"
-                for k, v in cfg.items()
-            )
-            or "(defaults)"
-        ) + (f"; task {row['variant']}" if row["variant"] else "")
-        row["safety"] = sum(safety) / len(safety) if safety else None
-        row["capability"] = sum(capability) / len(capability) if capability else None
-        row["overrefusal"] = sum(overref) / len(overref) if overref else None
-        row["n_safety"], row["n_capability"] = len(safety), len(capability)
-        row["label"] = f"{row['method']}/{row['model']} {row['config']}" + (
-            f" ({row['submitter']})" if row["submitter"] != "steerboard" else ""
-        )
-    pts = [
-        (r["safety"], r["capability"], r["row_key"])
-        for r in rows
-        if r["safety"] is not None and r["capability"] is not None
-    ]
-    front = _pareto(pts)
-    for r in rows:
-        r["pareto"] = r["row_key"] in front
+    rows = build_rows(data, headline)
+    mark_pareto(rows)
+    rep_rows, rep_list = reported_rows(reported, headline)
+    return {
+        "headline": headline,
+        "rows": rows,
+        "reported_rows": rep_rows,
+        "reported_list": rep_list,
+        "sweeps": find_sweeps(rows),
+    }
 
-    def cfg_key(cfg: Any) -> list[tuple[str, int, float, str]]:
-        items = cfg.items() if isinstance(cfg, dict) else []
-        return [
-            (str(k), 0, float(v), "")
-            if isinstance(v, int | float) and not isinstance(v, bool)
-            else (str(k), 1, 0.0, str(v))
-            for k, v in sorted(items)
-        ]
 
-    rows.sort(
-        key=lambda r: (
-            r["model"],
-            r["method"] != "base",
-            r["method"],
-            cfg_key(r["config_obj"]),
-            r["variant"],
-            r["submitter"],
-        )
-    )
-
+def reported_rows(
+    reported: dict[str, Any], headline: list[MetricSpec]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The papers' numbers: rows for the main table (values in its columns) and the full reported list."""
     # reported rows (matched to columns by task + axis)
     col_index = {(m.task, m.axis): i for i, m in reversed(list(enumerate(headline)))}
     rep_rows = []
@@ -511,43 +746,7 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
             }
         )
 
-    # strength sweeps: same submitter/model/method and config except one numeric strength-like key
-    groups: dict[tuple[str, ...], list[tuple[float, dict[str, Any]]]] = defaultdict(list)
-    for r in rows:
-        k = _sweep_key(r["config_obj"])
-        if k is None:
-            continue
-        rest = {a: b for a, b in r["config_obj"].items() if a != k}
-        groups[(r["submitter"], r["model"], r["method"], k, canonical_json(rest))].append(
-            (float(r["config_obj"][k]), r)
-        )
-    sweeps = []
-    for (sub, model, method, key, rest), pts2 in sorted(groups.items()):
-        if len({x for x, _ in pts2}) < 2:
-            continue
-        pts2.sort(key=lambda t: t[0])
-        name = (
-            f"{method}/{model} {key}"
-            + ("" if rest == "{}" else f" {rest}")
-            + ("" if sub == "steerboard" else f" ({sub})")
-        )
-        sweeps.append(
-            {
-                "name": name,
-                "key": key,
-                "x": [x for x, _ in pts2],
-                "safety": [r["safety"] for _, r in pts2],
-                "overrefusal": [r["overrefusal"] for _, r in pts2],
-                "capability": [r["capability"] for _, r in pts2],
-            }
-        )
-    return {
-        "headline": headline,
-        "rows": rows,
-        "reported_rows": rep_rows,
-        "reported_list": rep_list,
-        "sweeps": sweeps,
-    }
+    return rep_rows, rep_list
 
 
 def _env() -> Any:
@@ -564,6 +763,21 @@ def _env() -> Any:
     return env
 
 
+def _publish(tmp: Path, outp: Path) -> None:
+    """Move the freshly rendered pages from ``tmp`` into ``outp``, then drop run pages no longer built.
+
+    Each page is moved with ``os.replace`` (atomic per file, same filesystem); other files in ``outp`` are
+    left alone.
+    """
+    outp.mkdir(parents=True, exist_ok=True)
+    fresh = {p.name for p in tmp.iterdir()}
+    for name in sorted(fresh - {"index.html"}) + ["index.html"]:  # index last: its links exist by then
+        os.replace(tmp / name, outp / name)
+    for old in outp.glob("run-*.html"):
+        if old.name not in fresh:
+            old.unlink()
+
+
 def build_site(
     db: str | Path,
     out: str | Path,
@@ -572,6 +786,9 @@ def build_site(
     reported_path: str | Path | None = None,
 ) -> BuildSummary:
     """Render the leaderboard from ``db`` into ``out`` (``index.html`` plus one page per run).
+
+    Pages are rendered into a temporary folder beside ``out`` and moved into place only when every page
+    rendered, so a failed build leaves the previous site as it was.
 
     Args:
         db: Results database written by :func:`steerboard.leaderboard.ingest.ingest_logs`.
@@ -587,78 +804,126 @@ def build_site(
     reported = load_reported(reported_path)
     view = assemble(data, listing, reported)
     agreement = load_agreement(agreement_path)
-    env = _env()
     outp = Path(out)
-    if outp.exists():
-        for old in outp.glob("run-*.html"):
-            old.unlink()
-    outp.mkdir(parents=True, exist_ok=True)
-    headline = view["headline"]
-    built_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    scatter = scatter_svg(
-        [
-            (r["safety"], r["capability"], r["label"], r["pareto"], r["method"] == "base")
-            for r in view["rows"]
-            if r["safety"] is not None and r["capability"] is not None
+    outp.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{outp.name}.building-", dir=outp.parent))
+    try:
+        pages = _render_site(tmp, data, view, listing, agreement)
+        _publish(tmp, outp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return BuildSummary(out=outp, rows=len(view["rows"]), runs=len(data["runs"]), pages=pages)
+
+
+def _plots(view: dict[str, Any]) -> dict[str, Any]:
+    """The two trade-off scatters (safety vs capability, safety vs over-refusal) and the sweep panels."""
+    rows = view["rows"]
+    by_key = {r["row_key"]: r for r in rows}
+
+    def tip(r: dict[str, Any]) -> str:
+        parts = [f"{r['label']}: safety {_pct(r['safety'])}"]
+        parts += [f"over-refusal {_pct(r['overrefusal'])}"] if r["overrefusal"] is not None else []
+        parts += [f"capability {_pct(r['capability'])}"] if r["capability"] is not None else []
+        return ", ".join(parts) + (" (Pareto)" if r["pareto"] else "")
+
+    def panel(field: str, ylabel: str, aria: str) -> Any:
+        pts = [
+            Point(r["safety"], r[field], r["point_label"], tip(r), r["pareto"], r["control"])
+            for r in rows
+            if r["safety"] is not None and r[field] is not None
         ]
-    )
+        curves = [
+            Curve(
+                s["name"],
+                [
+                    (by_key[k]["safety"], by_key[k][field])
+                    for k in s["row_keys"]
+                    if by_key[k]["safety"] is not None and by_key[k][field] is not None
+                ],
+            )
+            for s in view["sweeps"]
+        ]
+        return tradeoff_svg(pts, curves, "Safety score (%, higher = safer)", ylabel, aria)
+
     sweep_label = " / ".join(sorted({s["key"] for s in view["sweeps"]})) or "strength"
-    sweeps_svg = (
-        [
-            sweep_svg(view["sweeps"], field, title, key_label)
-            for field, title, key_label in (
-                ("safety", "Safety score (higher = safer)", sweep_label),
-                ("overrefusal", "Over-refusal rate (lower = better)", sweep_label),
-                ("capability", "Capability score (higher = better)", sweep_label),
+    return {
+        "capability": panel(
+            "capability", "Capability score (%, higher = better)", "safety versus capability"
+        ),
+        "overrefusal": panel("overrefusal", "Over-refusal (%, lower = better)", "safety versus over-refusal"),
+        "sweeps": [
+            sweep_svg(view["sweeps"], field, title, sweep_label)
+            for field, title in (
+                ("safety", "Safety score (higher = safer)"),
+                ("overrefusal", "Over-refusal rate (lower = better)"),
+                ("capability", "Capability score (higher = better)"),
             )
         ]
         if view["sweeps"]
-        else []
+        else [],
+    }
+
+
+def _run_page(
+    env: Any,
+    r: dict[str, Any],
+    data: dict[str, Any],
+    listing: Listing,
+    agreement: dict[str, Any] | None,
+    built_at: str,
+) -> str:
+    """One run's page: settings, every metric of its task, breakdowns, judge agreement, worst samples."""
+    rk = r["run_key"]
+    task = listing.tasks.get(r["task"])
+    metric_by_key = {m.key: m for m in listing.metrics}
+    metrics = [
+        {"spec": m, "cell": _cell(m, data["stats"].get((rk, m.key)), data["paired"].get((rk, m.key)))}
+        for m in (task.metrics if task else [])
+    ]
+    bd = [
+        {"metric": metric_by_key[mk], "key": k, "vals": [(v, n, _pct(mean)) for v, n, mean in vals]}
+        for mk, keys in data["breakdown"].get(rk, {}).items()
+        for k, vals in keys.items()
+    ]
+    base_key = data["base_of"].get(rk)
+    return env.get_template("run.html").render(
+        run=r,
+        task=task,
+        control=CONTROL_METHOD,
+        config=json.dumps(json.loads(r["method_config"] or "{}"), indent=2, ensure_ascii=False),
+        task_args=json.dumps(json.loads(r["task_args"] or "{}"), indent=2, ensure_ascii=False),
+        metrics=metrics,
+        breakdown=bd,
+        examples=data["examples"].get(rk, []),
+        agreement=agreement_table(agreement, r["judge"], judge_kind(json.loads(r["scorers"] or "[]"))),
+        has_agreement_file=agreement is not None,
+        base_page=run_page_name(base_key) if base_key else None,
+        built_at=built_at,
     )
+
+
+def _render_site(
+    outp: Path, data: dict[str, Any], view: dict[str, Any], listing: Listing, agreement: dict[str, Any] | None
+) -> int:
+    """Write ``index.html`` and every run page into ``outp``; returns the number of pages."""
+    env = _env()
+    built_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     index = env.get_template("index.html").render(
-        headline=headline,
+        headline=view["headline"],
         tasks=listing.tasks,
         rows=view["rows"],
         reported_rows=view["reported_rows"],
         reported_list=view["reported_list"],
-        scatter=scatter,
+        plots=_plots(view),
         sweeps=view["sweeps"],
-        sweeps_svg=sweeps_svg,
+        palette=PALETTE,
+        control=CONTROL_METHOD,
         totals=data["totals"],
         built_at=built_at,
         n_runs=len(data["runs"]),
     )
     (outp / "index.html").write_text(index, encoding="utf-8")
-    page_t = env.get_template("run.html")
-    metric_by_key = {m.key: m for m in listing.metrics}
-    pages = 1
     for r in data["runs"]:
-        rk = r["run_key"]
-        task = listing.tasks.get(r["task"])
-        metrics = []
-        for m in task.metrics if task else []:
-            st = data["stats"].get((rk, m.key))
-            pr = data["paired"].get((rk, m.key))
-            metrics.append({"spec": m, "cell": _cell(m, st, pr)})
-        bd = []
-        for mk, keys in data["breakdown"].get(rk, {}).items():
-            m = metric_by_key[mk]
-            for k, vals in keys.items():
-                bd.append({"metric": m, "key": k, "vals": [(v, n, _pct(mean)) for v, n, mean in vals]})
-        base_key = data["base_of"].get(rk)
-        html = page_t.render(
-            run=r,
-            task=task,
-            config=json.dumps(json.loads(r["method_config"] or "{}"), indent=2, ensure_ascii=False),
-            task_args=json.dumps(json.loads(r["task_args"] or "{}"), indent=2, ensure_ascii=False),
-            metrics=metrics,
-            breakdown=bd,
-            examples=data["examples"].get(rk, []),
-            agreement=agreement_for(agreement, r["judge"], judge_kind(json.loads(r["scorers"] or "[]"))),
-            has_agreement_file=agreement is not None,
-            base_page=run_page_name(base_key) if base_key else None,
-            built_at=built_at,
-        )
-        (outp / run_page_name(rk)).write_text(html, encoding="utf-8")
-        pages += 1
-    return BuildSummary(out=outp, rows=len(view["rows"]), runs=len(data["runs"]), pages=pages)
+        html = _run_page(env, r, data, listing, agreement, built_at)
+        (outp / run_page_name(r["run_key"])).write_text(html, encoding="utf-8")
+    return 1 + len(data["runs"])

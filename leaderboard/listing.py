@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 AXES = ("safety", "overrefusal", "capability")
+#: The unsteered control method: other rows are compared with its runs (deltas, paired tests).
+CONTROL_METHOD = "base"
 
 
 class ListingError(ValueError):

@@ -1,12 +1,15 @@
-"""Inline SVG plots (no plotting dependency, no scripts): the safety-vs-capability scatter and sweep curves.
+"""Inline SVG plots (no plotting dependency, no scripts): the two trade-off scatters and the sweep panels.
 
-Every label is passed through ``markupsafe.escape``; the result is returned as ``Markup`` so the Jinja
-templates insert it as is.
+Hand-written rather than matplotlib: the site is a static page with no network assets and no image files, and
+inline SVG keeps every label text-searchable and escaped. Every label goes through ``markupsafe.escape``; the
+result is returned as ``Markup`` so the Jinja templates insert it as is.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -23,134 +26,259 @@ PALETTE = (
     "#7f7f7f",
     "#bcbd22",
 )
+CHAR_W = 6.2  # approximate width of one 11 px label character, for label placement
 
 
-def _axes(
-    w: int,
-    h: int,
-    pad: tuple[int, int, int, int],
-    xlabel: str,
-    ylabel: str,
-    xr: tuple[float, float],
-    yr: tuple[float, float],
-    xfmt: str = "{:.0f}",
-    xscale: float = 100,
-) -> list[str]:
-    left, right, top, bottom = pad
-    parts = [
-        f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}" fill="#fafafa" stroke="#999"/>'
-    ]
-    for i in range(6):
-        fx = xr[0] + (xr[1] - xr[0]) * i / 5
-        fy = yr[0] + (yr[1] - yr[0]) * i / 5
-        x = left + (w - left - right) * i / 5
-        y = h - bottom - (h - top - bottom) * i / 5
-        parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{h - bottom}" stroke="#e3e3e3"/>')
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - right}" y2="{y:.1f}" stroke="#e3e3e3"/>')
-        parts.append(
-            f'<text x="{x:.1f}" y="{h - bottom + 14}" font-size="11" text-anchor="middle">{escape(xfmt.format(fx * xscale))}</text>'
-        )
-        parts.append(
-            f'<text x="{left - 5}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{100 * fy:.0f}</text>'
-        )
-    parts.append(
-        f'<text x="{(left + w - right) / 2}" y="{h - 4}" font-size="12" text-anchor="middle">{escape(xlabel)}</text>'
-    )
-    parts.append(
-        f'<text x="12" y="{(top + h - bottom) / 2}" font-size="12" text-anchor="middle" '
-        f'transform="rotate(-90 12 {(top + h - bottom) / 2})">{escape(ylabel)}</text>'
-    )
-    return parts
+@dataclass
+class Point:
+    """One method configuration in a trade-off scatter (scores in 0-1)."""
+
+    x: float
+    y: float
+    label: str
+    tip: str
+    pareto: bool = False
+    control: bool = False
 
 
-def scatter_svg(points: Sequence[tuple[float, float, str, bool, bool]], w: int = 640, h: int = 420) -> Markup:
-    """Safety (x) vs capability (y) scatter, Pareto points filled and joined by a line.
+@dataclass
+class Curve:
+    """A strength sweep drawn as a connected curve through its points, in strength order."""
+
+    name: str
+    xy: list[tuple[float, float]] = field(default_factory=list)
+
+
+def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
+    """Round tick values covering ``[lo, hi]``: steps of 1, 2, 2.5 or 5 times a power of ten.
 
     Args:
-        points: (safety score, capability score, label, on the Pareto frontier, is a base/ control).
-        w: Width in px.
+        lo: Lowest data value.
+        hi: Highest data value.
+        target: Roughly how many intervals to aim for.
+
+    Returns:
+        Ascending ticks; the first is <= ``lo`` and the last >= ``hi``.
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return [0.0, 1.0]
+    if hi <= lo:
+        hi = lo + (abs(lo) or 1.0) * 0.1
+    raw = (hi - lo) / target
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    start = math.floor(lo / step + 1e-9) * step
+    ticks = []
+    t = start
+    while t < hi + step * 0.999:
+        ticks.append(round(t, 10))
+        t += step
+    return ticks
+
+
+def _fmt_tick(t: float) -> str:
+    return f"{t:.0f}" if abs(t - round(t)) < 1e-9 else f"{t:g}"
+
+
+@dataclass
+class _Frame:
+    """Plot area geometry and the data -> pixel mapping."""
+
+    w: int
+    h: int
+    pad: tuple[int, int, int, int]  # left, right, top, bottom
+    xt: list[float]
+    yt: list[float]
+
+    def px(self, x: float) -> float:
+        left, right = self.pad[0], self.pad[1]
+        return left + (x - self.xt[0]) / (self.xt[-1] - self.xt[0]) * (self.w - left - right)
+
+    def py(self, y: float) -> float:
+        top, bottom = self.pad[2], self.pad[3]
+        return self.h - bottom - (y - self.yt[0]) / (self.yt[-1] - self.yt[0]) * (self.h - top - bottom)
+
+    def axes(self, xlabel: str, ylabel: str) -> list[str]:
+        left, right, top, bottom = self.pad
+        w, h = self.w, self.h
+        parts = [
+            f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}" '
+            'fill="#fafafa" stroke="#999"/>'
+        ]
+        for t in self.xt:
+            x = self.px(t)
+            parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{h - bottom}" stroke="#e3e3e3"/>')
+            parts.append(
+                f'<text x="{x:.1f}" y="{h - bottom + 14}" font-size="11" text-anchor="middle">'
+                f"{escape(_fmt_tick(t))}</text>"
+            )
+        for t in self.yt:
+            y = self.py(t)
+            parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - right}" y2="{y:.1f}" stroke="#e3e3e3"/>')
+            parts.append(
+                f'<text x="{left - 5}" y="{y + 4:.1f}" font-size="11" text-anchor="end">'
+                f"{escape(_fmt_tick(t))}</text>"
+            )
+        parts.append(
+            f'<text x="{(left + w - right) / 2}" y="{h - 6}" font-size="12" text-anchor="middle">'
+            f"{escape(xlabel)}</text>"
+        )
+        mid = (top + h - bottom) / 2
+        parts.append(
+            f'<text x="13" y="{mid}" font-size="12" text-anchor="middle" transform="rotate(-90 13 {mid})">'
+            f"{escape(ylabel)}</text>"
+        )
+        return parts
+
+
+def _pct_ticks(values: Sequence[float]) -> list[float]:
+    """Round percentage ticks for 0-1 values, kept inside 0-100 and spanning at least 10 points."""
+    lo, hi = 100 * min(values), 100 * max(values)
+    if hi - lo < 10:
+        mid = (lo + hi) / 2
+        lo, hi = mid - 5, mid + 5
+    lo, hi = max(0.0, lo - 3), min(100.0, hi + 3)
+    return [t for t in nice_ticks(lo, hi) if -1e-9 <= t <= 100 + 1e-9] or [0.0, 100.0]
+
+
+def _place_labels(
+    anchors: Sequence[tuple[float, float, str]], box: tuple[float, float, float, float]
+) -> list[tuple[float, float, str]]:
+    """Greedy label placement: for each point the first of a dozen offsets that overlaps no point or placed label.
+
+    Args:
+        anchors: (x px, y px, label) per point.
+        box: Plot area (x0, y0, x1, y1) labels must stay in.
+
+    Returns:
+        (x, y, text-anchor) per point, in input order.
+    """
+    placed: list[tuple[float, float, float, float]] = [(x - 7, y - 7, x + 7, y + 7) for x, y, _ in anchors]
+    out: list[tuple[float, float, str]] = []
+    offsets = (
+        (7, 4),
+        (-7, 4),
+        (7, -7),
+        (-7, -7),
+        (7, 15),
+        (-7, 15),
+        (0, -10),
+        (0, 18),
+        (7, -16),
+        (-7, -16),
+        (7, 24),
+        (-7, 24),
+    )
+    for x, y, text in anchors:
+        tw = CHAR_W * len(text)
+        best = None
+        for dx, dy in offsets:
+            anchor = "start" if dx > 0 else ("end" if dx < 0 else "middle")
+            x0 = x + dx if dx > 0 else (x + dx - tw if dx < 0 else x - tw / 2)
+            rect = (x0, y + dy - 10, x0 + tw, y + dy + 2)
+            inside = rect[0] >= box[0] and rect[2] <= box[2] and rect[1] >= box[1] and rect[3] <= box[3]
+            free = not any(
+                rect[0] < p[2] and p[0] < rect[2] and rect[1] < p[3] and p[1] < rect[3] for p in placed
+            )
+            if inside and free:
+                best = (x + dx, y + dy, anchor, rect)
+                break
+            if best is None and inside:
+                best = (x + dx, y + dy, anchor, rect)  # fallback: inside, overlapping
+        if best is None:
+            best = (x + 7, y + 4, "start", (x + 7, y - 6, x + 7 + tw, y + 6))
+        placed.append(best[3])
+        out.append(best[:3])
+    return out
+
+
+def tradeoff_svg(
+    points: Sequence[Point],
+    curves: Sequence[Curve],
+    xlabel: str,
+    ylabel: str,
+    aria: str,
+    w: int = 560,
+    h: int = 400,
+) -> Markup:
+    """A labelled scatter of method configurations with sweeps as connected curves.
+
+    Args:
+        points: One per method configuration (scores in 0-1, drawn in %).
+        curves: Strength sweeps, each drawn as a polyline in strength order.
+        xlabel: X axis title.
+        ylabel: Y axis title.
+        aria: Accessible name of the figure.
+        w: Width in px (the SVG scales down to its container).
         h: Height in px.
     """
-    pad = (50, 20, 15, 40)
-    left, right, top, bottom = pad
     if not points:
-        return Markup('<p class="muted">No row has both a safety and a capability score yet.</p>')
-    lo_x = max(0.0, min(p[0] for p in points) - 0.05)
-    hi_x = min(1.0, max(p[0] for p in points) + 0.05)
-    lo_y = max(0.0, min(p[1] for p in points) - 0.05)
-    hi_y = min(1.0, max(p[1] for p in points) + 0.05)
-    if hi_x - lo_x < 0.1:
-        lo_x, hi_x = max(0.0, lo_x - 0.05), min(1.0, hi_x + 0.05)
-    if hi_y - lo_y < 0.1:
-        lo_y, hi_y = max(0.0, lo_y - 0.05), min(1.0, hi_y + 0.05)
-
-    def px(x: float) -> float:
-        return left + (x - lo_x) / (hi_x - lo_x) * (w - left - right)
-
-    def py(y: float) -> float:
-        return h - bottom - (y - lo_y) / (hi_y - lo_y) * (h - top - bottom)
-
+        return Markup(f'<p class="muted">{escape(aria)}: no row has both scores yet.</p>')
+    fr = _Frame(w, h, (48, 12, 12, 40), _pct_ticks([p.x for p in points]), _pct_ticks([p.y for p in points]))
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="safety versus capability">'
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" class="plot" role="img" '
+        f'aria-label="{escape(aria)}">'
     ]
-    parts += _axes(w, h, pad, "Safety score (%)", "Capability score (%)", (lo_x, hi_x), (lo_y, hi_y))
-    front = sorted((p for p in points if p[3]), key=lambda p: p[0])
-    if len(front) > 1:
-        d = " ".join(f"{px(s):.1f},{py(c):.1f}" for s, c, *_ in front)
+    parts += fr.axes(xlabel, ylabel)
+    for i, c in enumerate(curves):
+        if len(c.xy) > 1:
+            d = " ".join(f"{fr.px(100 * x):.1f},{fr.py(100 * y):.1f}" for x, y in c.xy)
+            parts.append(
+                f'<polyline points="{d}" fill="none" stroke="{PALETTE[i % len(PALETTE)]}" stroke-width="1.5" '
+                f'stroke-opacity="0.7"><title>{escape(c.name)}</title></polyline>'
+            )
+    for p in points:
+        cx, cy = fr.px(100 * p.x), fr.py(100 * p.y)
+        color = "#555" if p.control else ("#d62728" if p.pareto else "#1f77b4")
+        fill = color if p.pareto or p.control else "white"
+        tip = f"<title>{escape(p.tip)}</title>"
+        if p.control:
+            parts.append(
+                f'<rect x="{cx - 4:.1f}" y="{cy - 4:.1f}" width="8" height="8" fill="{fill}" stroke="{color}" '
+                f'stroke-width="1.5">{tip}</rect>'
+            )
+        else:
+            parts.append(
+                f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4.5" fill="{fill}" stroke="{color}" '
+                f'stroke-width="1.5">{tip}</circle>'
+            )
+    box = (fr.pad[0], fr.pad[2], w - fr.pad[1], h - fr.pad[3])
+    anchors = [(fr.px(100 * p.x), fr.py(100 * p.y), p.label) for p in points]
+    for (lx, ly, anchor), p in zip(_place_labels(anchors, box), points, strict=True):
         parts.append(
-            f'<polyline points="{d}" fill="none" stroke="#d62728" stroke-width="1.5" stroke-dasharray="4 3"/>'
+            f'<text x="{lx:.1f}" y="{ly:.1f}" font-size="11" text-anchor="{anchor}" fill="#333" '
+            f'class="pt-label">{escape(p.label)}</text>'
         )
-    for s, c, label, pareto, is_base in points:
-        color = "#555" if is_base else ("#d62728" if pareto else "#1f77b4")
-        fill = color if pareto or is_base else "white"
-        shape = (
-            f'<rect x="{px(s) - 4:.1f}" y="{py(c) - 4:.1f}" width="8" height="8" fill="{fill}" stroke="{color}" stroke-width="1.5">'
-            if is_base
-            else f'<circle cx="{px(s):.1f}" cy="{py(c):.1f}" r="4.5" fill="{fill}" stroke="{color}" stroke-width="1.5">'
-        )
-        end = "</rect>" if is_base else "</circle>"
-        tip = f"{label}: safety {100 * s:.1f}, capability {100 * c:.1f}" + (" (Pareto)" if pareto else "")
-        parts.append(f"{shape}<title>{escape(tip)}</title>{end}")
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
 def sweep_svg(
-    sweeps: Sequence[dict[str, Any]], field: str, title: str, xlabel: str, w: int = 380, h: int = 260
+    sweeps: Sequence[dict[str, Any]], field_name: str, title: str, xlabel: str, w: int = 380, h: int = 260
 ) -> Markup:
-    """One panel: ``field`` (a 0-1 score) against strength, one line per sweep."""
-    pad = (45, 10, 25, 38)
-    left, right, top, bottom = pad
-    xs = [x for s in sweeps for x, y in zip(s["x"], s[field], strict=True) if y is not None]
+    """One panel: ``field_name`` (a 0-1 score) against strength, one line per sweep."""
+    xs = [x for s in sweeps for x, y in zip(s["x"], s[field_name], strict=True) if y is not None]
+    ys = [y for s in sweeps for y in s[field_name] if y is not None]
     if not xs:
         return Markup(f'<p class="muted">{escape(title)}: no data.</p>')
-    lo_x, hi_x = min(xs), max(xs)
-    if hi_x == lo_x:
-        hi_x = lo_x + 1
-
-    def px(x: float) -> float:
-        return left + (x - lo_x) / (hi_x - lo_x) * (w - left - right)
-
-    def py(y: float) -> float:
-        return h - bottom - y * (h - top - bottom)
-
-    span = hi_x - lo_x
-    fmt = "{:.0f}" if span >= 5 else "{:.2g}"
+    fr = _Frame(w, h, (45, 12, 25, 38), nice_ticks(min(xs), max(xs)), _pct_ticks(ys))
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{escape(title)}">'
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" class="plot small-plot" role="img" '
+        f'aria-label="{escape(title)}">'
     ]
-    parts.append(f'<text x="{left}" y="15" font-size="12" font-weight="bold">{escape(title)}</text>')
-    parts += _axes(w, h, pad, xlabel, "%", (lo_x, hi_x), (0.0, 1.0), xfmt=fmt, xscale=1)
+    parts.append(f'<text x="{fr.pad[0]}" y="15" font-size="12" font-weight="bold">{escape(title)}</text>')
+    parts += fr.axes(xlabel, "%")
     for i, s in enumerate(sweeps):
         color = PALETTE[i % len(PALETTE)]
-        pts = [(x, y) for x, y in zip(s["x"], s[field], strict=True) if y is not None]
+        pts = [(x, y) for x, y in zip(s["x"], s[field_name], strict=True) if y is not None]
         if len(pts) > 1:
-            d = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
+            d = " ".join(f"{fr.px(x):.1f},{fr.py(100 * y):.1f}" for x, y in pts)
             parts.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="1.5"/>')
         for x, y in pts:
             tip = f"{s['name']}: {s['key']}={x:g} -> {100 * y:.1f}"
             parts.append(
-                f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}"><title>{escape(tip)}</title></circle>'
+                f'<circle cx="{fr.px(x):.1f}" cy="{fr.py(100 * y):.1f}" r="3" fill="{color}">'
+                f"<title>{escape(tip)}</title></circle>"
             )
     parts.append("</svg>")
     return Markup("".join(parts))

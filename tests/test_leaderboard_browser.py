@@ -68,8 +68,64 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     }  # measured + hostile + reported rows with values in these columns
 
 
+def _demo_like_runs() -> list[SyntheticRun]:
+    """Rows shaped like the project's demo: a control, a prompt, an SAE sweep and preset, gated variants,
+    ActAdd, DINM and DPO on three tasks, plus a short XSTest-only run (different coverage)."""
+    methods: list[tuple[str, dict[str, Any]]] = [
+        ("base", {}),
+        ("prompt", {}),
+        ("sae", {"strength": 15}),
+        ("sae", {"strength": 30}),
+        ("sae", {"preset": "smollm2-135m"}),
+        ("sae", {"preset": "smollm2-135m", "gate": "text"}),
+        ("actadd", {"coefficient": 4}),
+        ("actadd", {"coefficient": 4, "gate": "text"}),
+        ("dinm", {}),
+        ("dpo", {"beta": 0.1}),
+    ]
+    runs = [
+        SyntheticRun(task=t, method=m, model_args=cfg, n_samples=60, seed=100 * k + j)
+        for k, (m, cfg) in enumerate(methods)
+        for j, t in enumerate(("xstest", "crescendo", "mmlu"))
+    ]
+    runs.append(
+        SyntheticRun(task="xstest", method="randdir", model_args={"alpha": 6}, n_samples=12, seed=999)
+    )
+    return runs
+
+
+def _build(root: Path, runs: list[SyntheticRun]) -> Path:
+    listing_path = root / "listing.yaml"
+    listing_path.write_text(yaml.safe_dump(SYNTHETIC_LISTING, sort_keys=False))
+    listing = load_listing_file(listing_path)
+    for i, r in enumerate(runs):
+        write_synthetic_log(r, root / "logs" / f"{i:03d}.eval")
+    ingest_logs([root / "logs"], root / "r.duckdb", listing=listing, progress=False)
+    build_site(root / "r.duckdb", root / "site", listing=listing)
+    return root / "site"
+
+
 @pytest.fixture(scope="module")
-def server(site: dict[str, Any]) -> Iterator[str]:
+def sites(tmp_path_factory: pytest.TempPathFactory, site: dict[str, Any]) -> dict[str, Path]:
+    """Extra sites served beside the main one: a demo-like board, and one with no control run whose only
+    strength-like config is a one-point sweep."""
+    demo = _build(tmp_path_factory.mktemp("demo"), _demo_like_runs())
+    lone = _build(
+        tmp_path_factory.mktemp("lone"),
+        [
+            SyntheticRun(task=t, method="sae", model_args={"strength": 8}, n_samples=10, seed=i)
+            for i, t in enumerate(("xstest", "mmlu"))
+        ],
+    )
+    return {"demo": demo, "lone": lone}
+
+
+@pytest.fixture(scope="module")
+def server(site: dict[str, Any], sites: dict[str, Path]) -> Iterator[str]:
+    import shutil
+
+    for name, d in sites.items():
+        shutil.copytree(d, site["dir"] / name)
     handler = functools.partial(_QuietHandler, directory=str(site["dir"]))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -186,6 +242,8 @@ def test_filter_box_filters(driver: Any, server: str, site: dict[str, Any]) -> N
     box.send_keys("actadd")
     visible = [r for r in driver.find_elements(By.CSS_SELECTOR, "#board tbody tr") if r.is_displayed()]
     assert len(visible) == 4 and all("actadd" in r.text for r in visible)
+    glance = [r for r in driver.find_elements(By.CSS_SELECTOR, "#glance tbody tr") if r.is_displayed()]
+    assert len(glance) == 4 and all("actadd" in r.text for r in glance)  # one box filters both tables
     box.clear()
     box.send_keys(" ")  # clear() does not fire 'input'; whitespace-only query shows every row
     visible = [r for r in driver.find_elements(By.CSS_SELECTOR, "#board tbody tr") if r.is_displayed()]
@@ -199,7 +257,7 @@ def test_hostile_log_executes_no_script(driver: Any, server: str, site: dict[str
         driver.get(server + page)
         assert _no_alert(driver), page
         assert driver.execute_script("return typeof window.__pwned") == "undefined", page
-        body = driver.find_element(By.TAG_NAME, "body").text
+        body = driver.execute_script("return document.body.textContent")  # text nodes only, no line wraps
         assert "<script>window.__pwned=1;alert(1)</script>" in body, page  # shown as text
         assert not driver.find_elements(By.CSS_SELECTOR, "main img")  # the <img onerror> stayed text
     assert "<img src=x onerror=" in driver.find_element(By.TAG_NAME, "body").text
@@ -217,4 +275,84 @@ def test_run_page_reads(driver: Any, server: str, site: dict[str, Any]) -> None:
     assert "Method config" in driver.find_element(By.TAG_NAME, "body").text
     assert driver.find_elements(By.CSS_SELECTOR, ".sample")
     driver.save_screenshot(str(SCREENSHOTS / "leaderboard_run.png"))
+    assert _severe(driver) == []
+
+
+def _viewport(drv: Any, width: int, height: int, mobile: bool) -> None:
+    drv.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
+    )
+
+
+_GEOMETRY = """
+const vw = window.innerWidth, vh = window.innerHeight;
+const page = document.documentElement.scrollWidth;
+const row = document.querySelector('#glance tbody tr');
+const cells = Array.from(row.cells).slice(1, 4).map(c => c.getBoundingClientRect());
+const plot = document.querySelector('svg.plot').getBoundingClientRect();
+const labels = document.querySelectorAll('svg.plot text.pt-label').length;
+return {vw: vw, vh: vh, page: page, cells: cells.map(r => [r.left, r.right, r.top, r.bottom]),
+        plotTop: plot.top, plotLeft: plot.left, plotRight: plot.right, labels: labels};
+"""
+
+
+@pytest.mark.parametrize(("width", "height", "mobile"), [(1440, 900, False), (390, 844, True)])
+def test_index_at_a_glance_at_both_widths(
+    driver: Any, server: str, width: int, height: int, mobile: bool
+) -> None:
+    """First screen: every row's safety, over-refusal and capability scores with intervals; the plot near the
+    top with labelled points; no sideways panning of the page."""
+    from selenium.webdriver.common.by import By
+
+    _viewport(driver, width, height, mobile)
+    try:
+        driver.get(server + "/demo/index.html")
+        g = driver.execute_script(_GEOMETRY)
+        assert g["vw"] == width and g["page"] <= width, g  # the page itself never scrolls sideways
+        for left, right, _top, bottom in g["cells"]:  # the three scores of the first row, on screen
+            assert 0 <= left and right <= width and bottom <= height, g
+        head = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#glance thead th")][1:4]
+        assert [h.split()[0] for h in head] == ["Safety", "Over-", "Capability"] or "Capa" in head[2]
+        first = driver.find_elements(By.CSS_SELECTOR, "#glance tbody tr")[0].text
+        assert first.count("\u2013") >= 3  # each score with its interval (low-high)
+        assert g["labels"] >= 11  # one label per plotted point, drawn without hovering
+        assert 0 <= g["plotLeft"] and g["plotRight"] <= width + 1, g
+        if not mobile:
+            assert g["plotTop"] < height, g  # the plot is on the first screen
+        assert _severe(driver) == []
+        SCREENSHOTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(SCREENSHOTS / f"leaderboard-{width}.png"))
+        # run pages on a phone: the page does not pan; the metrics table scrolls inside its own box
+        driver.get(
+            server
+            + "/demo/"
+            + driver.find_element(By.CSS_SELECTOR, "#board tbody td.num a")
+            .get_attribute("href")
+            .rsplit("/", 1)[-1]
+        )
+        page = driver.execute_script("return document.documentElement.scrollWidth")
+        assert page <= width
+        box = driver.execute_script(
+            "const w = document.querySelector('table.metrics').parentElement;"
+            "return [getComputedStyle(w).overflowX, w.getBoundingClientRect().right];"
+        )
+        assert box[0] == "auto" and box[1] <= width  # the table scrolls inside its own box
+        heads = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "table.metrics thead th")]
+        assert heads[1:5] == ["Rate %", "95 % CI", "Δ vs base (pts)", "McNemar p"]
+        assert _severe(driver) == []
+        driver.save_screenshot(str(SCREENSHOTS / f"leaderboard-run-{width}.png"))
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_no_control_and_one_point_sweep_site_has_no_console_errors(driver: Any, server: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(server + "/lone/index.html")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#glance tbody tr")) == 1
+    assert "No method has been run at several strengths yet." in driver.find_element(By.TAG_NAME, "body").text
+    assert _severe(driver) == []
+    driver.find_element(By.CSS_SELECTOR, "#board tbody td.num a").click()
+    assert "Method config" in driver.find_element(By.TAG_NAME, "body").text
     assert _severe(driver) == []
