@@ -22,7 +22,15 @@ def _kv(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from steerboard.run import drop_gated_tasks, load_suite, parse_suite, replace_methods, run_suite, set_task_args, suite_path
+    from steerboard.run import (
+        drop_gated_tasks,
+        load_suite,
+        parse_suite,
+        replace_methods,
+        run_suite,
+        set_task_args,
+        suite_path,
+    )
 
     sweep = {k: (v.split(",") if isinstance(v, str) else v) for k, v in _kv(args.sweep, "--sweep").items()}
     methods = [{"name": m, "args": _kv(args.M, "-M"), "sweep": sweep} for m in args.method or []]

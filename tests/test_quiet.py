@@ -23,16 +23,18 @@ def fresh_quiet(monkeypatch: pytest.MonkeyPatch):
     hf_logging.enable_progress_bar()
 
 
-def test_engine_forward_prints_no_deprecation_noise(fresh_quiet, tiny_engine, caplog) -> None:
-    from steerboard.engine import GenerationRequest
+def test_engine_forward_prints_no_deprecation_noise(fresh_quiet, tiny_engine) -> None:
     from transformers.utils import logging as hf_logging
+
+    from steerboard.engine import GenerationRequest
 
     ids = tiny_engine.chat_ids([{"role": "user", "content": "hello"}])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fresh_quiet.quiet_library_noise()
         tiny_engine.generate([GenerationRequest(input_ids=ids, max_new_tokens=3)])
-        warnings.warn("`past_key_values` is deprecated and will be removed in version 9 for `X.forward`.", FutureWarning)
+        msg = "`past_key_values` is deprecated and will be removed in version 9 for `X.forward`."
+        warnings.warn(msg, FutureWarning, stacklevel=1)
     assert not [w for w in caught if "past_key_values" in str(w.message)]
     assert not hf_logging.is_progress_bar_enabled()
     record = logging.LogRecord("transformers.utils.generic", logging.WARNING, "", 0,
