@@ -98,6 +98,11 @@ def _fresh_copy(dest: Path) -> None:
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="`steerboard build` crashes on a headline metric without samples (run.html: no attribute 'p'), "
+    "e.g. the README's `-T subset=unsafe` run; remove this mark once the build shows such metrics as n/a",
+)
 def test_readme_one_evaluation_commands_run_and_build_a_site(tmp_path: Path) -> None:
     if not (ROOT / ".venv" / "bin" / "inspect").exists():
         pytest.fail("no .venv in the checkout: run `make setup` first")
@@ -116,6 +121,7 @@ def test_readme_one_evaluation_commands_run_and_build_a_site(tmp_path: Path) -> 
     assert len(logs) == len(evals)
     index = (repo / "site" / "index.html").read_text()
     for cmd in evals:
-        method = shlex.split(cmd)[shlex.split(cmd).index("--model") + 1].split("/")[0]
-        assert f"{method}/" in index or f">{method}<" in index or method in index, method
+        words = shlex.split(cmd)
+        method = words[words.index("--model") + 1].split("/")[0]
+        assert method in index, method
     assert len(list((repo / "site").rglob("*.html"))) > len(evals)  # index + one page per run
