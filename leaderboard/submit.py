@@ -3,6 +3,11 @@
 A submission passes when every required task of the listing is present at the listing's current task version,
 each log completed all its samples (no ``--limit``/``--sample-id`` subset, no errored samples), every judge
 recorded is a standard one, and all logs record the same method (provider) and method config.
+
+The shipped suite ``steerboard/suites/submission.yaml`` runs exactly these tasks for one method::
+
+    steerboard run --suite submission --method mymethod -M key=value --log-dir logs/
+    steerboard submit check logs/<mymethod-config hash>/
 """
 
 from __future__ import annotations
@@ -14,6 +19,15 @@ from pathlib import Path
 
 from steerboard.leaderboard.ingest import canonical_json, discover_logs
 from steerboard.leaderboard.listing import Listing
+
+#: The shipped suite that produces a submission (``steerboard run --suite submission --method NAME``).
+SUBMISSION_SUITE = "submission"
+
+#: Tasks whose data is gated: how to give it (``steerboard run`` skips them with a note when it is not given).
+GATED_TASKS = {
+    "wildguard": "its data is gated: set HF_TOKEN (after accepting the dataset's terms) or give "
+    "-T wildguard.data_file=PATH",
+}
 
 #: Judge names that contract 1 defines (refusal: embed, strmatch, model; harm: embed, model, safeedit_classifier).
 STANDARD_JUDGES = frozenset({"embed", "strmatch", "model", "safeedit_classifier"})
@@ -50,6 +64,11 @@ class SubmissionReport:
         return out
 
 
+def required_tasks(listing: Listing) -> list[str]:
+    """The tasks a submission must contain by default: every task of the listing."""
+    return list(listing.tasks)
+
+
 def check_submission(
     folder: str | Path,
     listing: Listing,
@@ -73,7 +92,7 @@ def check_submission(
     """
     from inspect_ai.log import read_eval_log, read_eval_log_sample_summaries
 
-    req = list(required) if required is not None else list(listing.tasks)
+    req = list(required) if required is not None else required_tasks(listing)
     unknown = [t for t in req if t not in listing.tasks]
     if unknown:
         raise ValueError(
@@ -150,7 +169,10 @@ def check_submission(
                 )
     for t in req:
         if t not in tasks_seen:
-            rep.problems[""].append(f"required task {t!r} is missing")
+            how = f"run `steerboard run --suite {SUBMISSION_SUITE} --method NAME [-M ...]`"
+            if t in GATED_TASKS:
+                how += f"; {t} {GATED_TASKS[t]}"
+            rep.problems[""].append(f"required task {t!r} is missing ({how})")
     for t, ps in tasks_seen.items():
         if len(ps) > 1:
             rep.problems[""].append(f"task {t!r} appears in {len(ps)} logs; submit one run per task")

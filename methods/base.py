@@ -12,8 +12,10 @@ add one entry-point line to that package::
     [project.entry-points."steerboard.methods"]
     mymethod = "mypkg.mymethod:MyMethod"
 
-``inspect eval ... --model mymethod/smollm2-135m -M key=value`` then works, and ``steerboard run``
-suites can name it.
+``inspect eval ... --model mymethod/smollm2-135m -M key=value`` then works (after the package is
+(re)installed: entry points are read at install time), and ``steerboard run`` suites can name it.
+``docs/methods.md`` is the method author's guide, with a complete example package for each kind of method
+(messages, activation hook, weight edit) in ``examples/``.
 """
 
 from __future__ import annotations
@@ -215,7 +217,14 @@ class Method:
 
     # ---- fit
     def prepare(self, engine: Engine) -> None:
-        """Fit or load this method's artifact for ``engine``'s model. The base method has none."""
+        """Fit or load this method's artifact for ``engine``'s model. The base method has none.
+
+        Called once per provider, after the model loads and before the first request, on the torch thread.
+        ``engine.model`` is the transformers model, ``engine.layer_module_name(i)`` names decoder block ``i``
+        for hooks, ``engine.hidden_states`` / ``engine.score`` give teacher-forced activations and
+        log-probabilities for fitting. A method with ``private_weights = True`` may change ``engine.model``'s
+        weights here (the provider then calls ``engine.weights_changed()``).
+        """
 
     # ---- apply
     def messages(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -223,7 +232,10 @@ class Method:
         return messages
 
     def request_meta(self, engine: Engine, messages: list[dict[str, str]], input_ids: list[int]) -> dict[str, Any]:
-        """Per-request data that :meth:`intervention` can read from ``BatchState.row_meta``."""
+        """Per-request data that :meth:`intervention`'s hooks read with ``state.row_meta(key)``.
+
+        Called once per request, before it is queued, with the rewritten messages and their token ids.
+        """
         return {}
 
     async def async_request_meta(self, engine: Engine, messages: list[dict[str, str]]) -> dict[str, Any]:
@@ -232,7 +244,14 @@ class Method:
         return {}
 
     def intervention(self) -> Intervention | None:
-        """Hooks to enter around each batch (``None``: no hooks)."""
+        """Hooks to enter around each generation batch (``None``: no hooks).
+
+        Returns an :data:`steerboard.engine.Intervention`: a callable taking the batch's
+        :class:`steerboard.engine.BatchState` and returning a context manager. The engine enters it before the
+        batch's prompt forward pass (``state.phase == "prefill"``) and exits it after the last decode step;
+        hooks registered inside it with :func:`steerboard.engine.hooks` fire on the prefill and on every decode
+        step (one per generated token, hidden states ``[len(state.rows), 1, hidden_size]``).
+        """
         return None
 
     @contextlib.contextmanager

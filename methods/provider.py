@@ -52,8 +52,51 @@ _ENGINES: dict[tuple[Any, ...], Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
+class _DropMessages(logging.Filter):
+    """Drops log records whose message contains any of ``needles``."""
+
+    def __init__(self, *needles: str) -> None:
+        super().__init__()
+        self.needles = needles
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(n in msg for n in self.needles)
+
+
+_QUIET = False
+
+
+def quiet_library_noise() -> None:
+    """Silence library output an evaluation's user cannot act on (idempotent; process-wide).
+
+    * transformers' deprecation of the ``past_key_values`` keyword, printed as a FutureWarning and again as
+      a log line on the first forward pass: the engine passes the KV cache that way so it works across the
+      transformers versions it supports; nothing a user runs can change it;
+    * transformers' "Loading weights" progress bars (the model's and the embedding judge's): loading a
+      local checkpoint takes about a second and the bars interleave with Inspect's own display.
+
+    Set ``STEERBOARD_LIBRARY_NOISE=1`` to keep them (e.g. when debugging a transformers upgrade).
+    """
+    global _QUIET
+    import os
+    import warnings
+
+    if _QUIET or os.environ.get("STEERBOARD_LIBRARY_NOISE", "") not in ("", "0"):
+        return
+    _QUIET = True
+    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
+    logging.getLogger("transformers.utils.generic").addFilter(
+        _DropMessages("`past_key_values`/`cache_params` are deprecated")
+    )
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def load_engine(model_name: str, method: Method) -> Engine:
     """Load an engine for ``method``; methods that only hook or prompt share one per model."""
+    quiet_library_noise()
     cfg = method.config
     key = (model_name, cfg.device, cfg.dtype, cfg.matmul_dtype, cfg.head_screen, cfg.trust_remote_code)
 

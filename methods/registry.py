@@ -21,6 +21,34 @@ def method_entry_points() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=GROUP)}
 
 
+def unknown_method_message(name: str) -> str:
+    """A one-line error for a method name that no installed package registers.
+
+    Lists the registered methods and says how a new one is registered (an entry point in the
+    ``steerboard.methods`` group, read by Python only when the package is (re)installed).
+    """
+    known = method_entry_points()
+    registered = ", ".join(sorted(known)) or "none (is steerboard installed?)"
+    return (
+        f"unknown method {name!r}; installed: {registered}. To add one, declare it in your package's "
+        f'pyproject.toml under [project.entry-points."{GROUP}"] as {name} = "yourpkg.module:YourMethod" and '
+        "(re)install the package (pip install -e PATH): entry points are read at install time "
+        "(see docs/methods.md)"
+    )
+
+
+def check_method(name: str) -> str:
+    """Return ``"module:Class"`` of a registered method.
+
+    Raises:
+        ValueError: the method is not registered (:func:`unknown_method_message`).
+    """
+    target = method_entry_points().get(name)
+    if target is None:
+        raise ValueError(unknown_method_message(name))
+    return target
+
+
 def _factory(name: str, target: str) -> Callable[[], Any]:
     def factory() -> Any:
         from steerboard.methods.provider import provider_class

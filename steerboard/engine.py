@@ -109,16 +109,28 @@ class GenerationResult:
 
 @dataclass
 class BatchState:
-    """What an intervention can see while a batch runs.
+    """What an intervention sees while a batch runs (public API: read it, never modify it).
+
+    One ``BatchState`` lives for one call of the engine's batch loop; the engine updates it in place
+    before every forward pass, so a hook reads the current values each time it fires.
+
+    A batch runs one **prefill** forward pass over the left-padded prompts (``phase == "prefill"``; hidden
+    states ``[len(rows), padded_length, hidden_size]``), then one **decode** forward pass per new token
+    (``phase == "decode"``; hidden states ``[len(rows), 1, hidden_size]``, the newest token of every live
+    row). Under continuous batching, requests that arrive while a batch runs get their own prefill
+    between two decode steps: ``phase`` is then ``"prefill"`` again and ``rows`` holds only the new rows.
+    When the chat template's fixed preamble is reused (see :data:`Intervention`), a prefill covers only
+    the tokens after it: hidden states are ``[len(rows), padded_length - len(preamble), hidden_size]``.
 
     Attributes:
-        requests: the batch's requests, in batch-row order at the start of the batch.
-        prompt_lengths: unpadded prompt length of each original row.
-        padded_length: the left-padded prompt length.
-        phase: ``"prefill"`` during the prompt forward pass, ``"decode"`` for each new token.
-        rows: original row index of each live row (finished rows are dropped from the batch).
-        step: number of tokens generated so far (0 during prefill).
-        attention_mask: the current attention mask (live rows only).
+        requests: every request of the batch so far; ``rows`` index into it (it grows as requests join).
+        prompt_lengths: unpadded prompt length of each request, same indexing as ``requests``.
+        padded_length: the left-padded prompt length of the current prefill (preamble included).
+        phase: ``"prefill"`` during a prompt forward pass, ``"decode"`` during each one-token step.
+        rows: for each row of the current forward pass (dimension 0 of every hidden state), the index of
+            its request in ``requests``; finished rows are dropped, so this shrinks during decoding.
+        step: number of decode steps run so far in this batch (0 before the first).
+        attention_mask: the current attention mask ``[len(rows), key_length]`` (1 = real token).
     """
 
     requests: list[GenerationRequest]
@@ -130,27 +142,49 @@ class BatchState:
     attention_mask: Any = None
 
     def row_meta(self, key: str, default: Any = None) -> list[Any]:
-        """A ``meta`` value of every live row, in live-row order."""
+        """``requests[r].meta[key]`` (or ``default``) for every row ``r`` of the current forward pass, in row order.
+
+        ``meta`` is what :meth:`steerboard.methods.base.Method.request_meta` returned for that request,
+        e.g. a per-prompt gate decision.
+        """
         return [self.requests[r].meta.get(key, default) for r in self.rows]
 
 
-# An intervention is entered once per batch with the batch's state and exits after it; it is the
-# place to register forward hooks (see :func:`hooks`). One whose effect on a prompt position depends on
-# that position alone (per-position steering, the same for the rows at hand) may carry a
-# ``preamble_key(requests) -> Hashable | None`` attribute: for a prefill group whose key is not None the
-# engine computes the chat template's preamble once under the hooks (as a one-row batch, whose request
-# has empty ``meta``) and reuses its keys/values, as it does for plain prefills (``Engine.prefix_cache``).
 Intervention = Callable[[BatchState], contextlib.AbstractContextManager[Any]]
+"""A method's hooks (public API): ``intervention(state) -> context manager``.
+
+The engine calls it once per batch with the batch's :class:`BatchState`, enters the returned context
+manager before the first forward pass and exits it after the last (also on error). Register forward hooks
+on entry (:func:`hooks` removes them on exit); they then fire on every forward pass of the batch: the
+prefill and each decode step, one per generated token, with ``state`` describing that pass. A hook that
+returns a new output (see :func:`map_hidden`) replaces the module's output, so editing a decoder block's
+output (:meth:`Engine.layer_module_name`) edits the residual stream seen by every later layer.
+Passed to :meth:`Engine.forward` or :meth:`Engine.score` (teacher forcing, e.g. while fitting), it sees
+one prefill-phase pass over the whole sequences.
+Method authors return one from :meth:`steerboard.methods.base.Method.intervention`.
+
+Optional: an intervention whose effect on a prompt position depends on that position alone (the same
+steering for every row at hand) may carry a ``preamble_key(requests) -> Hashable | None`` attribute. For a
+prefill whose key is not None the engine computes the chat template's preamble once under the hooks (as a
+one-row batch whose request has empty ``meta``) and reuses its keys/values, as it does for plain prefills
+(``Engine.prefix_cache``); without the attribute, hooked prefills always run the whole prompt.
+"""
 
 
 @contextlib.contextmanager
 def hooks(model: torch.nn.Module, spec: dict[str, Callable[..., Any]]) -> Iterator[None]:
-    """Register forward hooks keyed by module name for the duration of the block; always removed.
+    """Register forward hooks keyed by module name for the duration of the block; always removed (public API).
+
+    Use it inside an :data:`Intervention`: ``with hooks(engine.model, {engine.layer_module_name(8): fn}):
+    yield``. Each hook is a plain torch forward hook, called after the module's forward on every forward
+    pass (prefill and every decode step).
 
     Args:
-        model: the module tree.
-        spec: ``{module_name: hook(module, args, output) -> output | None}``. Hooks on modules
-            returning tuples get the tuple; use :func:`map_hidden` to edit its first element.
+        model: the module tree (``Engine.model``).
+        spec: ``{module_name: hook(module, args, output) -> output | None}``. Returning ``None`` keeps the
+            output; returning a value replaces it. A decoder block's output is a tuple (or a tensor in some
+            transformers versions) whose first element is the hidden states ``[rows, seq, hidden_size]``;
+            use :func:`map_hidden` to edit it either way.
 
     Raises:
         KeyError: a module name does not exist (lists a few valid ones).
@@ -170,7 +204,15 @@ def hooks(model: torch.nn.Module, spec: dict[str, Callable[..., Any]]) -> Iterat
 
 
 def map_hidden(output: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """Apply ``fn`` to a module output's hidden states, whether it is a tensor or a tuple."""
+    """Apply ``fn`` to a module output's hidden states, whether it is a tensor or a tuple (public API).
+
+    Args:
+        output: a forward hook's ``output`` (a tensor, or a tuple whose first element is the hidden states).
+        fn: maps hidden states ``[rows, seq, hidden_size]`` to a tensor of the same shape and dtype.
+
+    Returns:
+        The output with its hidden states replaced, in the same structure; return it from the hook.
+    """
     if isinstance(output, tuple):
         return (fn(output[0]), *output[1:])
     return fn(output)
@@ -258,6 +300,12 @@ def pick_device(device: str | None = None) -> str:
 
 class Engine:
     """Batched generation, scoring and hidden-state capture for one causal LM.
+
+    Public API for methods (what :meth:`steerboard.methods.base.Method.prepare` receives):
+    ``model`` (the transformers ``PreTrainedModel``: hook its modules, read ``model.config``, change
+    weights in a method with ``private_weights``), ``tokenizer``, :meth:`layer_module_name`,
+    :meth:`decoder_layers`, :meth:`chat_ids`, :meth:`generate`, :meth:`forward`, :meth:`score` and
+    :meth:`hidden_states` (for fitting), and :meth:`weights_changed` (call it after changing weights).
 
     Args:
         model: a loaded ``PreTrainedModel`` (causal LM).
@@ -1013,7 +1061,15 @@ class Engine:
         raise ValueError(f"cannot find the decoder layers of {type(self.model).__name__}")
 
     def layer_module_name(self, layer: int) -> str:
-        """Module name of decoder block ``layer`` (its output is the residual stream after it)."""
+        """Module name of decoder block ``layer`` (public API), e.g. ``"model.layers.8"``.
+
+        The block's output is the residual stream after it: hook it with :func:`hooks` to read or steer
+        layer ``layer``'s residual (``[rows, seq, hidden_size]``, ``hidden_size`` =
+        ``engine.model.config.hidden_size``).
+
+        Raises:
+            ValueError: ``layer`` is not in ``0 .. n_layers - 1`` (names the range).
+        """
         layers = self.decoder_layers()
         if not 0 <= layer < len(layers):
             raise ValueError(f"layer {layer} out of range: the model has {len(layers)} layers (0..{len(layers) - 1})")

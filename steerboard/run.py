@@ -128,7 +128,7 @@ def parse_suite(data: dict[str, Any], source: str = "suite") -> Suite:
     Raises:
         ValueError: unknown keys, unknown methods or tasks, bad limits -- naming what is valid.
     """
-    from steerboard.methods.registry import method_entry_points
+    from steerboard.methods.registry import method_entry_points, unknown_method_message
 
     if not isinstance(data, dict):
         raise ValueError(f"{source}: a suite is a mapping with keys {sorted(SUITE_KEYS)}")
@@ -143,9 +143,7 @@ def parse_suite(data: dict[str, Any], source: str = "suite") -> Suite:
         if bad:
             raise ValueError(f"{source}: methods[{i}]: unknown key(s) {sorted(bad)}; valid: {sorted(METHOD_KEYS)}")
         if m.get("name") not in known_methods:
-            raise ValueError(
-                f"{source}: methods[{i}]: unknown method {m.get('name')!r}; installed: {', '.join(sorted(known_methods))}"
-            )
+            raise ValueError(f"{source}: methods[{i}]: {unknown_method_message(str(m.get('name')))}")
         only = m.get("tasks")
         if only is not None:
             for t in only:
@@ -189,6 +187,64 @@ def load_suite(name_or_path: str) -> Suite:
     with open(path) as fh:
         data = yaml.safe_load(fh)
     return parse_suite(data, source=str(path.name))
+
+
+def replace_methods(data: dict[str, Any], methods: list[dict[str, Any]]) -> dict[str, Any]:
+    """A suite dict (from YAML) with its methods replaced: ``steerboard run --suite NAME --method M [-M ...]``.
+
+    The suite's tasks stay as they are, including tasks restricted to named methods (which then apply
+    only if a given method has that name).
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"a suite is a mapping with keys {sorted(SUITE_KEYS)}")
+    return {**data, "methods": methods}
+
+
+def set_task_args(suite: Suite, items: dict[str, Any]) -> None:
+    """Apply ``-T TASK.KEY=VALUE`` options to the suite's tasks named TASK (in place).
+
+    Raises:
+        ValueError: a key without ``TASK.`` or a task the suite does not run (naming the suite's tasks).
+    """
+    names = sorted({t.name for t in suite.tasks})
+    for key, value in items.items():
+        task, dot, opt = key.partition(".")
+        if not dot or not opt:
+            raise ValueError(f"-T {key}=...: with --suite, task options are TASK.KEY=VALUE (tasks: {', '.join(names)})")
+        if task not in names:
+            raise ValueError(f"-T {key}=...: the suite runs no task {task!r}; its tasks: {', '.join(names)}")
+        for t in suite.tasks:
+            if t.name == task:
+                t.args[opt] = value
+
+
+def gated_task_note(task: TaskRun) -> str | None:
+    """Why a task cannot run here (its data is gated and not given), or None when it can."""
+    import os
+
+    if task.name != "wildguard" or task.args.get("data_file"):
+        return None
+    if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
+        return None
+    return (
+        "skipped wildguard: its data (WildGuardTest) is gated. Accept its terms on the Hugging Face hub and set "
+        "HF_TOKEN, or give a local copy with -T wildguard.data_file=PATH; a submission without it fails "
+        "`steerboard submit check`"
+    )
+
+
+def drop_gated_tasks(suite: Suite) -> list[str]:
+    """Remove the suite's tasks whose gated data is not available (in place); returns one note per task."""
+    notes: list[str] = []
+    kept: list[TaskRun] = []
+    for t in suite.tasks:
+        note = gated_task_note(t)
+        if note is None:
+            kept.append(t)
+        elif note not in notes:
+            notes.append(note)
+    suite.tasks = kept
+    return notes
 
 
 TASK_NAMES = ("xstest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "mmlu", "truthfulqa", "gsm8k")

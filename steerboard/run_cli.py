@@ -22,23 +22,45 @@ def _kv(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from steerboard.run import load_suite, parse_suite, run_suite
+    from steerboard.run import (
+        drop_gated_tasks,
+        load_suite,
+        parse_suite,
+        replace_methods,
+        run_suite,
+        set_task_args,
+        suite_path,
+    )
 
-    if args.suite and args.method:
-        raise ValueError("give either --suite or --method/--task (an ad-hoc grid), not both")
+    sweep = {k: (v.split(",") if isinstance(v, str) else v) for k, v in _kv(args.sweep, "--sweep").items()}
+    methods = [{"name": m, "args": _kv(args.M, "-M"), "sweep": sweep} for m in args.method or []]
+    if (args.M or args.sweep) and not args.method:
+        raise ValueError("-M and --sweep set options of --method NAME; give --method too")
+    notes: list[str] = []
     if args.suite:
-        suite = load_suite(args.suite)
+        if args.task:
+            raise ValueError("give either --suite or --task (an ad-hoc grid), not both; --only-task selects suite tasks")
+        if args.method:  # the suite's tasks for the given method(s), e.g. --suite submission --method mymethod
+            import yaml
+
+            path = suite_path(args.suite)
+            suite = parse_suite(replace_methods(yaml.safe_load(path.read_text()), methods), path.name)
+        else:
+            suite = load_suite(args.suite)
+        set_task_args(suite, _kv(args.T, "-T"))
+        notes = drop_gated_tasks(suite)
     elif args.method and args.task:
-        sweep = {k: (v.split(",") if isinstance(v, str) else v) for k, v in _kv(args.sweep, "--sweep").items()}
         data = {
             "name": "adhoc",
             "model": args.model or "smollm2-135m",
-            "methods": [{"name": m, "args": _kv(args.M, "-M"), "sweep": sweep} for m in args.method],
+            "methods": methods,
             "tasks": [{"name": t, "limit": args.limit, "args": _kv(args.T, "-T")} for t in args.task],
         }
         suite = parse_suite(data, "command line")
     else:
-        raise ValueError("give --suite NAME|FILE, or --method NAME --task NAME (repeatable)")
+        raise ValueError("give --suite NAME|FILE [--method NAME], or --method NAME --task NAME (repeatable)")
+    for note in notes:
+        print(f"steerboard run: {note}", file=sys.stderr)
     summary = run_suite(
         suite,
         args.log_dir,
@@ -74,10 +96,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", help="suite name (quick, full) or path to a suite YAML")
     p.add_argument("--log-dir", default="logs", help="root log folder (default: logs)")
     p.add_argument("--model", help="override the suite's model: alias, local dir or HF id")
-    p.add_argument("--method", action="append", help="ad-hoc: method name (repeatable)")
+    p.add_argument("--method", action="append",
+                   help="method name (repeatable); with --suite it replaces the suite's methods")
     p.add_argument("--task", action="append", help="ad-hoc: task name (repeatable)")
-    p.add_argument("-M", action="append", metavar="KEY=VALUE", help="ad-hoc: method option")
-    p.add_argument("-T", action="append", metavar="KEY=VALUE", help="ad-hoc: task option")
+    p.add_argument("-M", action="append", metavar="KEY=VALUE", help="option of --method")
+    p.add_argument("-T", action="append", metavar="KEY=VALUE",
+                   help="ad-hoc: task option; with --suite TASK.KEY=VALUE (e.g. wildguard.data_file=PATH)")
     p.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...",
                    help="ad-hoc: expand a method option into one run per value (a strength sweep)")
     p.add_argument("--limit", type=int, help="ad-hoc: samples per task")

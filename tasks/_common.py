@@ -8,7 +8,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
@@ -161,6 +162,50 @@ def check_bool(name: str, value: Any) -> bool:
     raise ValueError(f"invalid -T {name}={value!r}; expected true or false")
 
 
+def stratified_order(items: Sequence[Any], keys: Sequence[Callable[[Any], Any]], seed: int = 0) -> list[Any]:
+    """Order ``items`` so that every prefix is a stratified sample of the whole.
+
+    Strata are nested: ``keys[0]`` splits the items into top-level strata, ``keys[1]`` splits each of those,
+    and so on; the items of a leaf stratum are shuffled with ``seed``. Strata are then interleaved in
+    proportion to their sizes, always taking next from the stratum furthest behind its share, so for any
+    prefix length ``n`` each stratum holds ``n * size / total`` items rounded up or down (and, within it,
+    so does each sub-stratum). Taking the first ``n`` items is therefore a stratified, seeded sample --
+    which is what ``--limit n`` takes. Hand-written because Inspect's ``--limit`` takes a prefix and
+    scikit-learn's stratified splitters give one split, not an order whose every prefix is stratified.
+
+    Args:
+        items: the items (e.g. Samples), in file order.
+        keys: one stratum key function per level (values must be hashable and sortable as strings).
+        seed: seed of the within-stratum shuffles.
+
+    Returns:
+        The same items, reordered; the result is a permutation of ``items`` and depends only on ``seed``.
+    """
+    items = list(items)
+    if not keys:
+        rng = random.Random(seed)
+        rng.shuffle(items)
+        return items
+    groups: dict[Any, list[Any]] = {}
+    for it in items:
+        groups.setdefault(keys[0](it), []).append(it)
+    ordered = [
+        stratified_order(groups[k], keys[1:], seed) for k in sorted(groups, key=lambda k: str(k))
+    ]
+    total = len(items)
+    taken = [0] * len(ordered)
+    out: list[Any] = []
+    for n in range(1, total + 1):
+        # the stratum whose count lags furthest behind its proportional share of the first n items
+        best = max(
+            (i for i in range(len(ordered)) if taken[i] < len(ordered[i])),
+            key=lambda i: n * len(ordered[i]) / total - taken[i],
+        )
+        out.append(ordered[best][taken[best]])
+        taken[best] += 1
+    return out
+
+
 def make_dataset(
     records: Iterable[dict[str, Any]],
     record_to_sample: Callable[[dict[str, Any]], Sample | list[Sample]],
@@ -168,16 +213,25 @@ def make_dataset(
     location: str,
     shuffle: bool = False,
     seed: int = 0,
+    strata: Sequence[str] | None = None,
 ) -> Dataset:
-    """Build a MemoryDataset from raw records, optionally shuffled with a fixed seed.
+    """Build a MemoryDataset from raw records: stratified, shuffled or in file order.
 
-    Shuffling happens before Inspect applies ``--limit``, so ``-T shuffle=true -T seed=N --limit K``
-    always selects the same K samples.
+    Inspect's ``--limit N`` takes the first N samples, so the order decides what a limited run measures:
+
+    * ``strata`` (metadata keys, outermost first) and not ``shuffle``: a stratified, seeded order (see
+      :func:`stratified_order`), so ``--limit N`` draws a sample with every stratum in proportion;
+    * ``shuffle``: a plain seeded shuffle (``-T shuffle=true -T seed=N --limit K`` always selects the same K);
+    * neither: file order.
     """
     samples: list[Sample] = []
     for rec in records:
         out = record_to_sample(rec)
         samples.extend(out if isinstance(out, list) else [out])
+    if strata and not shuffle:
+        samples = stratified_order(
+            samples, [lambda s, k=k: (s.metadata or {}).get(k) for k in strata], seed=seed
+        )
     dataset = MemoryDataset(samples, name=name, location=location)
     if shuffle:
         dataset.shuffle(seed=seed)

@@ -100,6 +100,7 @@ def jbb_refusal(
     judge: Judge = "embed",
     shuffle: bool = False,
     seed: int = 0,
+    stratify: bool = True,
     **options: Any,
 ) -> Task:
     """Open stand-in for WildGuardTest: JBB 100 harmful + 100 benign goals (+ optional HarmBench test).
@@ -107,8 +108,10 @@ def jbb_refusal(
     Args:
         extra: "none" or "harmbench" (adds 159 standard HarmBench test behaviours as harmful prompts).
         judge: refusal judge ("embed", "strmatch", "model").
-        shuffle: shuffle the samples (before ``--limit``) with ``seed``.
-        seed: shuffle seed.
+        shuffle: a plain seeded shuffle of the samples (before ``--limit``); overrides ``stratify``.
+        seed: seed of the stratified order or of the shuffle.
+        stratify: put the samples in a stratified, seeded order, so that ``--limit N`` draws every stratum
+            in proportion (strata: label (harmful/benign), then source (jbb/harmbench)). ``false`` keeps file order.
         **options: anything else is rejected (Inspect would only warn about it).
     """
     reject_unknown_options("jbb_refusal", jbb_refusal, options)
@@ -116,6 +119,7 @@ def jbb_refusal(
     check_choice("judge", judge, Judge)
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)
+    stratify = check_bool("stratify", stratify)
 
     from steerboard.scorers import refusal_scorer
 
@@ -127,7 +131,10 @@ def jbb_refusal(
         def samples_fn(r: dict[str, Any]) -> Sample:  # noqa: F811 - dispatch by source
             return harmbench_record_to_sample(r) if r.get("_harmbench") else record_to_sample(r)
 
-    dataset = make_dataset(records, samples_fn, "jbb_refusal", JBB_FILE, shuffle=shuffle, seed=seed)
+    dataset = make_dataset(
+        records, samples_fn, "jbb_refusal", JBB_FILE,
+        shuffle=shuffle, seed=seed, strata=("label", "source") if stratify else None,
+    )
     base = refusal_scorer(judge=judge, groups_key="label", groups=("unsafe", "safe"))
     return Task(
         dataset=dataset,

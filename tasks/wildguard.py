@@ -128,6 +128,7 @@ def wildguard(
     judge: Judge = "embed",
     shuffle: bool = False,
     seed: int = 0,
+    stratify: bool = True,
     revision: str = HF_REVISION,
     **options: Any,
 ) -> Task:
@@ -137,8 +138,11 @@ def wildguard(
         data_file: local WildGuardTest file (.jsonl/.json/.parquet); otherwise loaded from the hub with HF_TOKEN.
         subset: "all", "vanilla" or "adversarial" prompts.
         judge: refusal judge ("embed", "strmatch", "model").
-        shuffle: shuffle the samples (before ``--limit``) with ``seed``.
-        seed: shuffle seed.
+        shuffle: a plain seeded shuffle of the samples (before ``--limit``); overrides ``stratify``.
+        seed: seed of the stratified order or of the shuffle.
+        stratify: put the samples in a stratified, seeded order, so that ``--limit N`` draws every stratum
+            in proportion (strata: label (harmful/unharmful), then vanilla/adversarial, then subcategory).
+            ``false`` keeps file order.
         revision: hub revision (only used without ``data_file``).
         **options: anything else is rejected (Inspect would only warn about it).
     """
@@ -147,13 +151,17 @@ def wildguard(
     check_choice("judge", judge, Judge)
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)
+    stratify = check_bool("stratify", stratify)
 
     from steerboard.scorers import refusal_scorer
 
     base = refusal_scorer(judge=judge, groups_key="label", groups=("unsafe", "safe"))
     records = load_records(data_file, revision=revision)
     samples_source = str(data_file) if data_file else f"{HF_DATASET}/{HF_CONFIG}@{revision}"
-    dataset = make_dataset(records, record_to_sample, "wildguardtest", samples_source, shuffle=shuffle, seed=seed)
+    dataset = make_dataset(
+        records, record_to_sample, "wildguardtest", samples_source,
+        shuffle=shuffle, seed=seed, strata=("label", "adversarial", "subcategory") if stratify else None,
+    )
     if subset != "all":
         want = subset == "adversarial"
         dataset = dataset.filter(lambda s: bool(s.metadata and s.metadata["adversarial"] == want))

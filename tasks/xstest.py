@@ -94,6 +94,7 @@ def xstest(
     judge: Judge = "embed",
     shuffle: bool = False,
     seed: int = 0,
+    stratify: bool = True,
     **options: Any,
 ) -> Task:
     """XSTest refusal / over-refusal task.
@@ -102,8 +103,10 @@ def xstest(
         subset: "safe" (250 prompts), "unsafe" (200 contrast prompts) or "all" (450).
         judge: refusal judge from ``steerboard.scorers``: "embed" (offline default), "strmatch", "model"
             (uses the Inspect model role ``grader``).
-        shuffle: shuffle the samples (before ``--limit``) with ``seed``.
-        seed: shuffle seed.
+        shuffle: a plain seeded shuffle of the samples (before ``--limit``); overrides ``stratify``.
+        seed: seed of the stratified order or of the shuffle.
+        stratify: put the samples in a stratified, seeded order, so that ``--limit N`` draws every stratum
+            in proportion (strata: label (safe/unsafe), then prompt type). ``false`` keeps file order.
         **options: anything else is rejected (Inspect would only warn about it).
     """
     reject_unknown_options("xstest", xstest, options)
@@ -111,6 +114,7 @@ def xstest(
     check_choice("judge", judge, Judge)
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)
+    stratify = check_bool("stratify", stratify)
 
     from steerboard.scorers import refusal_scorer
 
@@ -118,7 +122,10 @@ def xstest(
     if subset != "all":
         records = [r for r in records if r["label"].strip() == subset]
     base = refusal_scorer(judge=judge, groups_key="label", groups=("safe", "unsafe"))
-    dataset = make_dataset(records, record_to_sample, "xstest", DATA_FILE, shuffle=shuffle, seed=seed)
+    dataset = make_dataset(
+        records, record_to_sample, "xstest", DATA_FILE,
+        shuffle=shuffle, seed=seed, strata=("label", "type") if stratify else None,
+    )
     return Task(
         dataset=dataset,
         solver=generate(),

@@ -151,7 +151,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def test_wildguard_local_jsonl(tmp_path):
     f = _write_jsonl(tmp_path / "wg.jsonl", WG_ROWS)
-    t = wg.wildguard(data_file=str(f), judge="strmatch")
+    t = wg.wildguard(data_file=str(f), judge="strmatch", stratify=False)  # file order
     samples = list(t.dataset)
     assert [s.metadata["label"] for s in samples] == ["unsafe", "unsafe", "safe", "safe"]
     assert [s.metadata["group"] for s in samples] == ["unsafe_vanilla", "unsafe_adversarial", "safe_vanilla", "safe_adversarial"]

@@ -1,0 +1,1 @@
+"""A minimal weight-edit method for steerboard (see ``method.py``)."""

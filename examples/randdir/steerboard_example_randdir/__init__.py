@@ -1,0 +1,1 @@
+"""A minimal activation-hook method for steerboard (see ``method.py``)."""

@@ -1,0 +1,1 @@
+"""A minimal messages method for steerboard (see ``method.py``)."""
