@@ -98,11 +98,6 @@ def _fresh_copy(dest: Path) -> None:
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="`steerboard build` crashes on a headline metric without samples (run.html: no attribute 'p'), "
-    "e.g. the README's `-T subset=unsafe` run; remove this mark once the build shows such metrics as n/a",
-)
 def test_readme_one_evaluation_commands_run_and_build_a_site(tmp_path: Path) -> None:
     if not (ROOT / ".venv" / "bin" / "inspect").exists():
         pytest.fail("no .venv in the checkout: run `make setup` first")
