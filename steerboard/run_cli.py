@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _kv(items: list[str] | None, flag: str) -> dict[str, Any]:
+def _kv(items: list[str] | None, flag: str, parse: bool = True) -> dict[str, Any]:
+    """``key=value`` items -> dict; values read as YAML, or kept as typed with ``parse=False``."""
     import yaml
 
     out: dict[str, Any] = {}
@@ -17,7 +18,7 @@ def _kv(items: list[str] | None, flag: str) -> dict[str, Any]:
         if "=" not in item:
             raise ValueError(f"{flag} {item!r}: expected key=value")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        out[k.strip()] = (yaml.safe_load(v) if v.strip() else "") if parse else v
     return out
 
 
@@ -30,10 +31,10 @@ def _run(args: argparse.Namespace) -> int:
         suite = load_suite(args.suite)
     elif args.method and args.task:
         sweep = {k: (v.split(",") if isinstance(v, str) else v) for k, v in _kv(args.sweep, "--sweep").items()}
-        data = {
+        data = {  # -M values stay text: the method's config parses them by field type (MethodConfig.from_dict)
             "name": "adhoc",
             "model": args.model or "smollm2-135m",
-            "methods": [{"name": m, "args": _kv(args.M, "-M"), "sweep": sweep} for m in args.method],
+            "methods": [{"name": m, "args": _kv(args.M, "-M", parse=False), "sweep": sweep} for m in args.method],
             "tasks": [{"name": t, "limit": args.limit, "args": _kv(args.T, "-T")} for t in args.task],
         }
         suite = parse_suite(data, "command line")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, get_args
 
@@ -182,12 +182,6 @@ def make_dataset(
     if shuffle:
         dataset.shuffle(seed=seed)
     return dataset
-
-
-def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    """Yield consecutive chunks of ``items``."""
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def system_text(text: str) -> Any:
