@@ -164,7 +164,7 @@ def _gate(args: argparse.Namespace) -> int:
     from steerboard.models import resolve_model
 
     if args.gate in ("classifier", "both") and method is None:
-        outcomes = " or ".join(f"--outcome {m}" for m in sorted(GATED_METHODS))
+        outcomes = " or ".join(f"--outcome {m}" for m in GATED_METHODS)
         raise ValueError(f"--gate {args.gate}: give {outcomes} (its threshold is chosen by outcome)")
     if args.gate == "both" and args.ship:
         raise ValueError("--gate both --ship: the both-gate has no artifact of its own; ship the probe and the classifier")
