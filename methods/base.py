@@ -287,6 +287,27 @@ class EditInstance:
             raise ValueError(f"edit instance {self.id!r}: no safe response to edit towards")
 
 
+def require_modules(modules: Mapping[str, str], what: str) -> None:
+    """Check that optional packages are importable, without importing them (cheap: before any weights load).
+
+    Args:
+        modules: ``{import name: steerboard extra that installs it}``.
+        what: who needs them, for the message (e.g. ``sae/``).
+
+    Raises:
+        ImportError: one line naming the missing packages and the install command.
+    """
+    import importlib.util
+
+    missing = {m: extra for m, extra in modules.items() if importlib.util.find_spec(m) is None}
+    if missing:
+        extras = ",".join(sorted(set(missing.values())))
+        raise ImportError(
+            f"{what} needs {', '.join(sorted(missing))}, which {'is' if len(missing) == 1 else 'are'} not installed: "
+            f"pip install 'steerboard[{extras}]'"
+        )
+
+
 @typing.runtime_checkable
 class WeightEditor(typing.Protocol):
     """A method's side of the per-instance editing protocol (SafeEdit ``-T protocol=per_instance``).
@@ -337,6 +358,13 @@ class Method:
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
         self.model_name = model_name
+
+    def required_modules(self) -> dict[str, str]:
+        """Optional packages this method needs with its options: ``{import name: steerboard extra}``.
+
+        The provider checks them (:func:`require_modules`) before any weights load.
+        """
+        return {}
 
     # ---- fit
     def prepare(self, engine: Engine) -> None:
@@ -405,5 +433,5 @@ class BaseMethod(Method):
 
 __all__ = [
     "BaseMethod", "EditInstance", "InstanceEditor", "Method", "MethodConfig", "WeightEditor", "cli_model_arg_texts",
-    "field",
+    "field", "require_modules",
 ]

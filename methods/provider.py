@@ -37,7 +37,7 @@ from inspect_ai.model import (
 from inspect_ai.tool import ToolChoice, ToolInfo
 
 from steerboard.engine import Engine, GenerationRequest, GenerationResult
-from steerboard.methods.base import EditInstance, Method, cli_model_arg_texts
+from steerboard.methods.base import EditInstance, Method, cli_model_arg_texts, require_modules
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +212,7 @@ class MethodModelAPI(ModelAPI):
         # Inspect has read -M values as YAML; parse the typed text by the config's field types instead
         cfg = self.method_class.config_class.from_dict(model_args, cli_model_arg_texts())
         self.method = self.method_class(cfg, model_name)
+        require_modules(self.method.required_modules(), f"{self.method.name}/")
         if api_key == _MODEL_INFO_LOOKUP_API_KEY:
             # Inspect instantiates a provider (by model string, without model_args) only to read its canonical
             # name for usage metadata; preparing it would load weights and fit the method's defaults (for dpo/

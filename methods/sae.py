@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+SAE_MODULES = {"sae_lens": "sae"}
+"""What ``sae/`` and ``steerboard sae train|features`` import (the ``sae`` extra)."""
+
 PRESET_DIR = Path(__file__).parent / "presets" / "sae"
 ARTIFACT_DIR = Path(__file__).parent / "artifacts"
 DEFAULT_PRESET = "smollm2-135m"
@@ -311,6 +314,10 @@ class SAEMethod(HookSteering, Method):
         assert isinstance(config, SAEConfig)
         self.resolved = resolve(config, model_name)  # validation that needs no weights
         self.sae: Any = None
+
+    def required_modules(self) -> dict[str, str]:
+        """SAELens (the ``sae`` extra), plus what the gate needs."""
+        return {**SAE_MODULES, **super().required_modules()}
         self.steerer: SAESteerer | None = None
         self.probe: Any = None
         self._module: str | None = None

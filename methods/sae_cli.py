@@ -189,7 +189,10 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from steerboard.methods.sae import train_sae
+    from steerboard.methods.base import require_modules
+    from steerboard.methods.sae import SAE_MODULES, train_sae
+
+    require_modules(SAE_MODULES, "steerboard sae train")  # before the model loads
 
     rep = train_sae(
         args.model, layer=args.layer, k=args.k, expansion=args.expansion, epochs=args.epochs,
@@ -201,7 +204,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _features(args: argparse.Namespace) -> int:
-    from steerboard.methods.sae import discover
+    from steerboard.methods.base import require_modules
+    from steerboard.methods.sae import SAE_MODULES, discover
+
+    require_modules(SAE_MODULES, "steerboard sae features")  # before the model loads
 
     strengths = [float(s) for s in args.strengths.split(",") if s.strip()] or None
     res = discover(

@@ -771,6 +771,12 @@ class HookSteering:
     steerer: Any = None
     _module: str | None = None
 
+    def required_modules(self) -> dict[str, str]:
+        """The text-classifier gate (``gate=classifier|both``) needs the sentence encoder (the ``judges`` extra)."""
+        if self.resolved.gate in ("classifier", "both"):
+            return {"sentence_transformers": "judges"}
+        return {}
+
     def bind_steering(self, engine: Engine, steerer: Any, layer: int) -> None:
         """Attach ``steerer`` (an object with ``apply(hidden, mask)``) to block ``layer`` of ``engine``."""
         self.steerer = steerer
