@@ -15,7 +15,8 @@ from pathlib import Path
 from steerboard.leaderboard.ingest import canonical_json, discover_logs
 from steerboard.leaderboard.listing import Listing
 
-#: Judge names that contract 1 defines (refusal: embed, strmatch, model; harm: embed, model, safeedit_classifier).
+#: Judge names the judges contract defines (docs/contract.md; refusal: embed, strmatch, model; harm: embed, model,
+#: safeedit_classifier).
 STANDARD_JUDGES = frozenset({"embed", "strmatch", "model", "safeedit_classifier"})
 
 

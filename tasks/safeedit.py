@@ -14,7 +14,7 @@ generalisation variants and a general-knowledge prompt. Per item the model answe
   answer (does editing keep unrelated knowledge?). The paper's KQA is TriviaQA accuracy via OpenCompass;
   this is the per-item stand-in available offline.
 
-Safety verdicts come from the judges contract (``get_harm_judge``; ``-T judge=safeedit_classifier`` is the
+Safety verdicts come from the judges contract (``docs/contract.md``; ``get_harm_judge``; ``-T judge=safeedit_classifier`` is the
 paper's classifier from the hub). A judge failure sets ``judge_error`` and the item drops out of the rates.
 
 Protocols: ``standard`` evaluates the model/method as it is. ``per_instance`` is the paper's DINM protocol:
