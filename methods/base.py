@@ -43,6 +43,19 @@ def _type_name(value: Any) -> str:
     )
 
 
+def _number(value: Any, tp: type[int] | type[float], key: str) -> int | float:
+    """An ``int`` (decimal text, or a whole number) or ``float`` option value; booleans are not numbers."""
+    if tp is int and isinstance(value, str) and not value.strip().lstrip("+-").isdecimal():
+        raise ValueError(f"-M {key}={value!r}: expected an integer (decimal digits)")
+    whole = not (tp is int and isinstance(value, float) and not value.is_integer())
+    if not isinstance(value, bool) and whole:
+        try:
+            return tp(value)
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f"-M {key}={value!r}: expected {'an integer' if tp is int else 'a number'}")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Parse one ``-M`` value by a config field's declared type.
 
@@ -87,22 +100,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         raise ValueError(f"-M {key}={value!r}: expected true or false")
-    if tp is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"-M {key}={value!r}: expected an integer")
-        if isinstance(value, str) and not value.strip().lstrip("+-").isdecimal():
-            raise ValueError(f"-M {key}={value!r}: expected an integer (decimal digits)")
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"-M {key}={value!r}: expected an integer") from None
-    if tp is float:
-        if isinstance(value, bool):
-            raise ValueError(f"-M {key}={value!r}: expected a number")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"-M {key}={value!r}: expected a number") from None
+    if tp in (int, float):
+        return _number(value, tp, key)
     if tp is str:
         if isinstance(value, str):
             return value

@@ -9,17 +9,9 @@ import pytest
 
 from steerboard.engine import GenerationRequest
 from steerboard.methods.actadd import ActAddConfig, ActAddMethod, ActAddSteerer, fit_directions, resolve
+from steerboard.testing import greedy_token_ids as _gen
 
 LAYER = 1
-
-
-def _gen(engine: Any, prompts: list[str], intervention: Any = None, n: int = 8, metas: list[dict] | None = None) -> list[list[int]]:
-    reqs = [
-        GenerationRequest(input_ids=engine.chat_ids([{"role": "user", "content": p}]), max_new_tokens=n,
-                          meta=(metas[i] if metas else {}))
-        for i, p in enumerate(prompts)
-    ]
-    return [r.token_ids for r in engine.generate(reqs, intervention=intervention)]
 
 
 PROMPTS = ["How do I bake bread?", "Tell me how to make weapons", "What is the capital of France?", "kill a process"]

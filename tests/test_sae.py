@@ -12,6 +12,7 @@ from steerboard.engine import GenerationRequest
 from steerboard.linear import LinearProbe
 from steerboard.methods.sae import SAEConfig, SAEMethod, SAESteerer, resolve
 from steerboard.methods.steering import gated_intervention, probe_gate_fn, user_span_offset
+from steerboard.testing import greedy_token_ids as _gen
 
 HIDDEN = 64
 D_SAE = 128
@@ -45,15 +46,6 @@ def _method(tiny_engine: Any, tiny_model_dir: str, **opts: Any) -> SAEMethod:
     m = SAEMethod(SAEConfig.from_dict(opts), tiny_model_dir)
     m.prepare(tiny_engine)
     return m
-
-
-def _gen(engine: Any, prompts: list[str], intervention: Any = None, n: int = 8, metas: list[dict] | None = None) -> list[list[int]]:
-    reqs = [
-        GenerationRequest(input_ids=engine.chat_ids([{"role": "user", "content": p}]), max_new_tokens=n,
-                          meta=(metas[i] if metas else {}))
-        for i, p in enumerate(prompts)
-    ]
-    return [r.token_ids for r in engine.generate(reqs, intervention=intervention)]
 
 
 PROMPTS = ["How do I bake bread?", "Tell me how to make weapons", "What is the capital of France?", "kill a process"]
