@@ -1,9 +1,12 @@
 """Helpers shared by the activation-steering methods (``sae/``, ``actadd/``).
 
+* the gate options both methods accept (:class:`GatedSteeringConfig`);
 * residual-stream capture that stops the forward pass at the hooked layer (no wasted later layers);
 * teacher-forced (prompt, response) token sequences under the chat template;
-* the per-row steering mask (which positions of which rows get steered: ``steer_on`` + gate);
-* a logistic-regression gate probe on prompt activations;
+* the steering mask (which positions get steered: ``steer_on``) and the per-row gate (:func:`gated_intervention`);
+* the gate probe on prompt activations (a :class:`steerboard.linear.LinearProbe`) and its threshold choice;
+* :class:`HookSteering`, the apply side, whose interventions declare their ``preamble_key``
+  (:class:`SteeringIntervention`);
 * a degenerate-text check used when screening strengths.
 
 Torch is imported inside functions (the registry and CLI import this module at start-up).
