@@ -259,9 +259,9 @@ class MethodConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-@dataclass
+@dataclass(frozen=True)
 class EditInstance:
-    """One knowledge-editing instance (the SafeEdit per-instance protocol).
+    """One knowledge-editing instance (the SafeEdit per-instance protocol); validated once, here, and immutable.
 
     Attributes:
         prompt: the adversarial prompt (attack template + harmful question).

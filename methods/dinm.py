@@ -390,10 +390,6 @@ def dinm_edit(
     """
     import torch
 
-    if not inst.prompt.strip():
-        raise ValueError(f"edit instance {inst.id!r}: empty prompt")
-    if not inst.safe_response.strip():
-        raise ValueError(f"edit instance {inst.id!r}: no safe response to edit towards")
     from steerboard import precision
 
     use_cache = cfg.cached_prefix if cached_prefix is None else cached_prefix
@@ -618,10 +614,6 @@ class DINMMethod(Method):
         puts every changed weight back bit-for-bit. On an error the weights are restored before it propagates."""
         import torch
 
-        if not instance.prompt.strip():
-            raise ValueError(f"edit instance {instance.id!r}: empty prompt")
-        if not instance.safe_response.strip():
-            raise ValueError(f"edit instance {instance.id!r}: no safe response to edit towards")
         if self._snaps is not None:
             raise RuntimeError("dinm/: an edit is already applied; restore() it first")
         model = engine.model
