@@ -5,7 +5,7 @@ adversarial prompt (DS), the bare harmful question (DG_onlyQ) and the knowledge-
 DINM edits the model with that item (``DINMMethod.edit``), the same three prompts are answered under
 the edit, and the weights are restored. Responses go to a JSONL file; the judge then labels them:
 
-* ``--judge embed``: the harm judge of the judges contract (``judge_harm(..., judge="embed")``);
+* ``--judge embed``: the harm judge of the judges contract (``docs/contract.md``; ``judge_harm(..., judge="embed")``);
 * ``--judge strmatch``: the refusal judge by string matching -- a refusal counts as safe;
 * ``--judge auto`` (default): ``embed`` when it is available, otherwise ``strmatch``.
 

@@ -1,7 +1,8 @@
-"""The task listing the leaderboard is driven by (contract 2: ``tasks/listing.yaml``).
+"""The leaderboard's typed view of the task listing (``tasks/listing.yaml``; format in ``docs/contract.md``).
 
-The leaderboard reads the tasks engineer's listing through ``steerboard.tasks.listing.load_listing()`` when
-that exists, or a YAML file in the same format (``--listing PATH``; tests use a fixture listing).
+The listing is read and validated by :mod:`steerboard.tasks.listing` (the one loader); this module turns it into
+:class:`Listing` / :class:`TaskSpec` / :class:`MetricSpec`. The leaderboard reads the shipped listing, or a YAML
+file in the same format (``--listing PATH``; tests use a fixture listing).
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-AXES = ("safety", "overrefusal", "capability")
+from steerboard.tasks.listing import AXES, ListingError, load_listing, validate_listing
+
 #: The unsteered control method: other rows are compared with its runs (deltas, paired tests).
 CONTROL_METHOD = "base"
 
-
-class ListingError(ValueError):
-    """The listing is malformed (names the task/metric and what is valid)."""
+__all__ = ["AXES", "CONTROL_METHOD", "Listing", "ListingError", "MetricSpec", "TaskSpec", "load_listing_file", "parse_listing"]
 
 
 @dataclass(frozen=True)
@@ -107,100 +107,62 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def parse_listing(data: Any) -> Listing:
+def parse_listing(data: Any, source: str = "listing") -> Listing:
     """Validate a listing given as the parsed YAML (or an object with the same fields).
 
     Args:
-        data: ``{"tasks": {name: {...}}}`` or the ``tasks`` mapping itself.
+        data: ``{"tasks": {name: {...}}}``, the ``tasks`` mapping itself, or a list of task entries that carry
+            their own ``name``.
+        source: where it came from, for messages.
 
     Returns:
         The listing.
 
     Raises:
-        ListingError: naming the task and field that is wrong.
+        ListingError: naming the task and field that is wrong (:func:`steerboard.tasks.listing.validate_listing`).
     """
     data = _plain(data)
     if isinstance(data, dict) and "tasks" in data and isinstance(data["tasks"], dict | list):
         data = data["tasks"]
     if isinstance(data, list):  # a list of task entries that carry their own name
-        data = {str(t.get("name")): t for t in data if isinstance(t, dict)}
-    if not isinstance(data, dict) or not data:
-        raise ListingError("listing: expected a mapping 'tasks: {<task>: {...}}' with at least one task")
+        data = {str(t.get("name")): {k: v for k, v in t.items() if k != "name"} for t in data if isinstance(t, dict)}
+    tasks_data = validate_listing({"tasks": data}, source)["tasks"]
     tasks: dict[str, TaskSpec] = {}
-    for tname, t in data.items():
-        if not isinstance(t, dict):
-            raise ListingError(f"listing: task {tname!r} must be a mapping, got {type(t).__name__}")
-        metrics: list[MetricSpec] = []
-        for i, m in enumerate(t.get("metrics") or []):
-            where = f"listing: task {tname!r} metric #{i + 1}"
-            if not isinstance(m, dict):
-                raise ListingError(f"{where}: must be a mapping")
-            for req in ("name", "scorer"):
-                if not m.get(req):
-                    raise ListingError(f"{where}: missing {req!r}")
-            axis = m.get("axis", "safety")
-            if axis not in AXES:
-                raise ListingError(f"{where} ({m['name']}): axis {axis!r} is not one of {', '.join(AXES)}")
-            filt = m.get("sample_filter") or {}
-            if not isinstance(filt, dict):
-                raise ListingError(f"{where} ({m['name']}): sample_filter must be a mapping, got {filt!r}")
-            sv = m.get("sample_value")
-            metrics.append(
-                MetricSpec(
-                    task=str(tname),
-                    name=str(m["name"]),
-                    scorer=str(m["scorer"]),
-                    title=str(m.get("title") or m["name"]),
-                    higher_is_better=bool(m.get("higher_is_better", True)),
-                    headline=bool(m.get("headline", False)),
-                    axis=axis,
-                    sample_value=None if sv in (None, "", "null") else str(sv),
-                    sample_filter=tuple(sorted((str(k), v) for k, v in filt.items())),
-                )
+    for tname, t in tasks_data.items():
+        metrics = tuple(
+            MetricSpec(
+                task=str(tname),
+                name=str(m["name"]),
+                scorer=str(m["scorer"]),
+                title=str(m["title"]),
+                higher_is_better=m["higher_is_better"],
+                headline=m["headline"],
+                axis=m["axis"],
+                sample_value=m["sample_value"] or None,
+                sample_filter=tuple(sorted((str(k), v) for k, v in m["sample_filter"].items())),
             )
+            for m in t["metrics"]
+        )
         tasks[str(tname)] = TaskSpec(
-            name=str(tname),
-            title=str(t.get("title") or tname),
-            description=str(t.get("description") or ""),
-            paper=str(t.get("paper") or ""),
-            version=t.get("version"),
-            metrics=tuple(metrics),
+            name=str(tname), title=str(t["title"]), description=str(t["description"]), paper=str(t["paper"]),
+            version=t["version"], metrics=metrics,
         )
     return Listing(tasks=tasks)
 
 
 def load_listing_file(path: str | Path) -> Listing:
-    """Read and validate a listing YAML file."""
-    import yaml
+    """Read and validate a listing YAML file.
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"listing file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as ex:
-        raise ListingError(f"listing {p}: not valid YAML: {ex}") from ex
-    return parse_listing(data)
+    Raises:
+        FileNotFoundError: no such file.
+        ListingError: not YAML, or not a valid listing.
+    """
+    return parse_listing(load_listing(path), str(path))
 
 
 def load_default_listing() -> Listing:
-    """The project's listing (``steerboard.tasks.listing.load_listing()``, else ``tasks/listing.yaml``).
-
-    Raises:
-        FileNotFoundError: when the project has no listing yet (pass ``--listing PATH``).
-    """
-    try:
-        from steerboard.tasks.listing import load_listing  # type: ignore[import-not-found]
-    except ImportError:
-        load_listing = None
-    if load_listing is not None:
-        return parse_listing(load_listing())
-    from importlib.resources import files
-
-    res = files("steerboard.tasks").joinpath("listing.yaml")
-    if res.is_file():
-        return load_listing_file(Path(str(res)))
-    raise FileNotFoundError("no task listing: steerboard.tasks has no listing.yaml yet; pass --listing PATH")
+    """The project's listing (the shipped ``tasks/listing.yaml``)."""
+    return parse_listing(load_listing(), "tasks/listing.yaml")
 
 
 def resolve_listing(path: str | Path | None) -> Listing:

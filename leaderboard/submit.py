@@ -29,7 +29,8 @@ GATED_TASKS = {
     "-T wildguard.data_file=PATH",
 }
 
-#: Judge names that contract 1 defines (refusal: embed, strmatch, model; harm: embed, model, safeedit_classifier).
+#: Judge names the judges contract defines (docs/contract.md; refusal: embed, strmatch, model; harm: embed, model,
+#: safeedit_classifier).
 STANDARD_JUDGES = frozenset({"embed", "strmatch", "model", "safeedit_classifier"})
 
 

@@ -1,7 +1,7 @@
 """Synthetic but well-formed Inspect logs for leaderboard tests and the ingest/build benchmark.
 
 The logs are real :class:`inspect_ai.log.EvalLog` objects written with Inspect's own writer
-(``write_eval_log``), shaped like the project's tasks: refusal tasks score a contract-1 dict
+(``write_eval_log``), shaped like the project's tasks: refusal tasks score the judges contract's dict (``docs/contract.md``)
 (``{"refusal", "full", "partial", "judge_error"}``), harm tasks ``{"unsafe", "judge_error"}``, and capability
 tasks the scalar ``"C"``/``"I"``. The numbers are random draws (seeded), never presented as results: these logs
 exist only to exercise the pipeline.
@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-#: A listing in the format of contract 2 (``tasks/listing.yaml``), used by tests and the benchmark so they do not
+#: A listing in the listing contract's format (``docs/contract.md``), used by tests and the benchmark so they do not
 #: depend on the real listing's contents.
 SYNTHETIC_LISTING: dict[str, Any] = {
     "tasks": {

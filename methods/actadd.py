@@ -36,12 +36,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from steerboard.methods.base import Method, MethodConfig
 from steerboard.methods.steering import (
-    DEFAULT_GATE_FEATURE,
+    GatedSteeringConfig,
     HookSteering,
     SteerOn,
-    preset_gate_threshold,
     read_preset,
-    valid_gate_feature,
 )
 
 if TYPE_CHECKING:
@@ -56,7 +54,7 @@ SOURCES = ("prompts", "responses")
 
 
 @dataclass
-class ActAddConfig(MethodConfig):
+class ActAddConfig(GatedSteeringConfig):
     """Options of ``actadd/`` (``-M key=value``). Unset options come from the preset.
 
     Attributes:
@@ -66,16 +64,9 @@ class ActAddConfig(MethodConfig):
         coefficient: norm of the added vector (``add``); the residual norm sets the scale.
         operation: ``add`` or ``ablate`` (project the direction out).
         steer_on: ``prompt``, ``generated`` or ``both`` token positions.
-        gate: ``none`` (always steer), ``probe`` (steer only prompts a probe on the hooked layer's prompt
-            residual flags) or ``classifier`` (steer only prompts a text classifier flags: MiniLM prompt
-            embedding + logistic regression, :mod:`steerboard.methods.prompt_gate`) or ``both`` (steer when
-            the mean of the two's log-odds clears the threshold).
-        gate_threshold: gate probability at or above which a prompt is steered (the preset's values --
-            ``gate_threshold`` for the probe, ``classifier_threshold`` for the classifier, ``both_threshold``
-            for both -- were chosen on
-            the gate data's dev split, see ``steerboard sae gate``).
-        gate_feature: how the probe pools the hooked layer's prompt residual: ``mean`` (user span),
-            ``last`` (last prompt token) or ``mean_last`` (both; default).
+
+    The gate options (``gate``, ``gate_threshold``, ``gate_feature``) are those of
+    :class:`~steerboard.methods.steering.GatedSteeringConfig`.
     """
 
     preset: str | None = None
@@ -84,9 +75,6 @@ class ActAddConfig(MethodConfig):
     coefficient: float | None = None
     operation: Literal["add", "ablate"] | None = None
     steer_on: Literal["prompt", "generated", "both"] | None = None
-    gate: Literal["none", "probe", "classifier", "both"] | None = None
-    gate_threshold: float | None = None
-    gate_feature: Literal["mean", "last", "mean_last"] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -96,8 +84,6 @@ class ActAddConfig(MethodConfig):
             raise ValueError(f"-M layer must be >= 0, got {self.layer}")
         if self.coefficient is not None and not math.isfinite(self.coefficient):
             raise ValueError(f"-M coefficient must be a finite number, got {self.coefficient}")
-        if self.gate_threshold is not None and not 0.0 <= self.gate_threshold <= 1.0:
-            raise ValueError(f"-M gate_threshold must be in [0, 1], got {self.gate_threshold}")
 
 
 @dataclass
@@ -140,15 +126,16 @@ def resolve(cfg: ActAddConfig, model_name: str) -> ResolvedActAdd:
     artifact = None
     if p.get("artifact") and (cfg.preset is not None or name is not None):
         artifact = (ARTIFACT_DIR / p["artifact"]) if not Path(p["artifact"]).is_absolute() else Path(p["artifact"])
+    gate, gate_threshold, gate_feature = cfg.resolve_gate(p)
     return ResolvedActAdd(
         source=str(source),
         layer=int(layer),  # type: ignore[arg-type]
         coefficient=float(coef) if coef is not None else 0.0,
         operation=operation,
         steer_on=cfg.steer_on or p.get("steer_on", "both"),
-        gate=(gate := cfg.gate or p.get("gate", "none")),
-        gate_threshold=cfg.gate_threshold if cfg.gate_threshold is not None else preset_gate_threshold(p, gate),
-        gate_feature=valid_gate_feature(cfg.gate_feature or p.get("gate_feature", DEFAULT_GATE_FEATURE)),
+        gate=gate,
+        gate_threshold=gate_threshold,
+        gate_feature=gate_feature,
         preset=name,
         artifact=artifact,
     )

@@ -24,9 +24,11 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
+import sys
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, Union, get_args, get_origin
@@ -37,8 +39,35 @@ if TYPE_CHECKING:
 C = TypeVar("C", bound="MethodConfig")
 
 
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", list: "a list", dict: "a mapping"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _number(value: Any, tp: type[int] | type[float], key: str) -> int | float:
+    """An ``int`` (decimal text, or a whole number) or ``float`` option value; booleans are not numbers."""
+    if tp is int and isinstance(value, str) and not value.strip().lstrip("+-").isdecimal():
+        raise ValueError(f"-M {key}={value!r}: expected an integer (decimal digits)")
+    whole = not (tp is int and isinstance(value, float) and not value.is_integer())
+    if not isinstance(value, bool) and whole:
+        try:
+            return tp(value)
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f"-M {key}={value!r}: expected {'an integer' if tp is int else 'a number'}")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Coerce a ``-M`` value (often a string from the command line) to a field's declared type."""
+    """Parse one ``-M`` value by a config field's declared type.
+
+    Text (the command line's raw value) is parsed by the field's type alone: a ``str`` field keeps it
+    verbatim, ``int`` takes decimal digits (``012`` is 12), ``float`` any Python float literal, ``bool``
+    ``true/false/yes/no/1/0``, a ``list[...]`` field splits it on commas. Values that are already typed (a
+    suite file, ``--model-config``, the Python API) must match the field: a ``str`` field never turns a
+    boolean or number into text, since YAML may already have rewritten what was typed (``yes`` -> True,
+    ``012`` -> 10); it names the quoting that keeps the text instead.
+    """
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
@@ -68,30 +97,85 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
-            return value.lower() in ("true", "1", "yes")
+        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.strip().lower() in ("true", "1", "yes")
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         raise ValueError(f"-M {key}={value!r}: expected true or false")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ValueError(f"-M {key}={value!r}: expected an integer")
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"-M {key}={value!r}: expected an integer")
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"-M {key}={value!r}: expected an integer") from None
-    if tp is float:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"-M {key}={value!r}: expected a number") from None
+    if tp in (int, float):
+        return _number(value, tp, key)
     if tp is str:
-        if not isinstance(value, (str, int, float)):
-            raise ValueError(f"-M {key}={value!r}: expected a string")
-        return str(value)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            # Inspect splits an unquoted value on commas; joining the pieces restores the exact text
+            return ",".join(value)
+        raise ValueError(
+            f"-M {key}={value!r}: expected text, got {_type_name(value)} (a YAML reading of what was typed); "
+            f"quote the value to keep it as text, e.g. {key}: \"yes\" in a suite file"
+        )
     return value
+
+
+_INSPECT_MODEL_ARG_FLAGS = ("-M", "--model-arg")
+_INSPECT_MODEL_ARGS_ENV = "INSPECT_EVAL_MODEL_ARGS"
+
+
+def cli_model_arg_texts(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The raw text of each ``-M key=value`` on this process's command line (last one wins).
+
+    ``inspect eval`` reads ``-M`` values as YAML before a provider sees them (``yes`` -> True, ``012`` -> 10,
+    ``a, b`` -> a list); the command line still holds what was typed. Also read: Inspect's
+    ``INSPECT_EVAL_MODEL_ARGS`` environment variable (whitespace-separated ``key=value`` items).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    environ = os.environ if environ is None else environ
+    items = list(environ.get(_INSPECT_MODEL_ARGS_ENV, "").split())
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok in _INSPECT_MODEL_ARG_FLAGS and i + 1 < len(argv):
+            items.append(argv[i + 1])
+            i += 2
+            continue
+        if tok.startswith("--model-arg="):
+            items.append(tok[len("--model-arg=") :])
+        elif tok.startswith("-M") and len(tok) > 2 and not tok.startswith("--"):
+            items.append(tok[2:])
+        i += 1
+    out: dict[str, str] = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if sep:
+            out[k.replace("-", "_")] = v
+    return out
+
+
+def _yaml_readings(text: str) -> list[Any]:
+    """The values Inspect's ``-M`` parsing can make of ``text`` (YAML, then a comma split of a plain string)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return []
+    out = [value]
+    if isinstance(value, str):
+        parts = value.split(",")
+        out.append(parts if len(parts) > 1 else parts[0])
+    return out
+
+
+def restore_cli_text(values: Mapping[str, Any], texts: Mapping[str, str]) -> dict[str, Any]:
+    """``values`` with each value replaced by the command line's raw text for its key, where that text is what
+    the value was read from (Inspect's YAML reading of it equals the value; otherwise the value came from
+    elsewhere, e.g. ``--model-config``, and is kept)."""
+    out = dict(values)
+    for k, v in values.items():
+        text = texts.get(k)
+        if text is not None and not isinstance(v, str) and any(r == v and type(r) is type(v) for r in _yaml_readings(text)):
+            out[k] = text
+    return out
 
 
 @dataclass
@@ -100,6 +184,14 @@ class MethodConfig:
 
     Validation lives in ``__post_init__`` (so a config is valid whenever it exists) and
     :meth:`from_dict` rejects unknown keys, naming the valid ones, before any model work.
+
+    ``-M`` values are parsed by each field's declared type, from the text the user typed: a ``str`` field
+    keeps it verbatim (``-M system_prompt=yes`` is ``"yes"``; ``-M system_prompt="Be safe, and kind."`` keeps
+    its comma), an ``int`` is decimal (``012`` is 12), a list splits on commas (``features=012,7`` is
+    ``[12, 7]``), a ``bool`` is ``true/false/yes/no/1/0``. ``inspect eval`` reads ``-M`` as YAML first; the
+    provider recovers the typed text from the command line (:func:`cli_model_arg_texts`). Values from a suite
+    file or ``--model-config`` are YAML as written there: quote text that YAML would read otherwise
+    (``system_prompt: "yes"``); a ``str`` field rejects a boolean or number rather than guess its spelling.
 
     Attributes:
         device: ``cpu``, ``cuda``, ``cuda:1``, ``mps``; default picks the best available.
@@ -138,13 +230,18 @@ class MethodConfig:
         return sorted(f.name for f in fields(cls) if f.init)
 
     @classmethod
-    def from_dict(cls: type[C], values: dict[str, Any] | None) -> C:
-        """Build a validated config from ``-M`` options.
+    def from_dict(cls: type[C], values: Mapping[str, Any] | None, cli_texts: Mapping[str, str] | None = None) -> C:
+        """Build a validated config from ``-M`` options, each parsed by its field's type.
+
+        Args:
+            values: option name -> value (text, or a value already read from YAML).
+            cli_texts: the raw command-line text per option (:func:`cli_model_arg_texts`); a value that is
+                Inspect's YAML reading of its text is parsed from the text instead.
 
         Raises:
             ValueError: unknown key (names the valid keys) or a value of the wrong type/range.
         """
-        values = dict(values or {})
+        values = restore_cli_text(values or {}, cli_texts or {})
         valid = cls.valid_keys()
         unknown = sorted(k for k in values if k not in valid)
         if unknown:
@@ -164,9 +261,9 @@ class MethodConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-@dataclass
+@dataclass(frozen=True)
 class EditInstance:
-    """One knowledge-editing instance (the SafeEdit per-instance protocol).
+    """One knowledge-editing instance (the SafeEdit per-instance protocol); validated once, here, and immutable.
 
     Attributes:
         prompt: the adversarial prompt (attack template + harmful question).
@@ -191,6 +288,55 @@ class EditInstance:
             raise ValueError(f"edit instance {self.id!r}: no safe response to edit towards")
 
 
+def require_modules(modules: Mapping[str, str], what: str) -> None:
+    """Check that optional packages are importable, without importing them (cheap: before any weights load).
+
+    Args:
+        modules: ``{import name: steerboard extra that installs it}``.
+        what: who needs them, for the message (e.g. ``sae/``).
+
+    Raises:
+        ImportError: one line naming the missing packages and the install command.
+    """
+    import importlib.util
+
+    missing = {m: extra for m, extra in modules.items() if importlib.util.find_spec(m) is None}
+    if missing:
+        extras = ",".join(sorted(set(missing.values())))
+        raise ImportError(
+            f"{what} needs {', '.join(sorted(missing))}, which {'is' if len(missing) == 1 else 'are'} not installed: "
+            f"pip install 'steerboard[{extras}]'"
+        )
+
+
+@typing.runtime_checkable
+class WeightEditor(typing.Protocol):
+    """A method's side of the per-instance editing protocol (SafeEdit ``-T protocol=per_instance``).
+
+    ``apply_edit`` changes the weights for one instance and returns statistics for the log (layer, seconds,
+    losses); if it fails it leaves the weights as they were. ``restore`` puts back exactly the weights that
+    ``apply_edit`` changed. :meth:`Method.edit` pairs the two around a block; the provider serializes edits.
+    """
+
+    def apply_edit(self, engine: Engine, instance: EditInstance) -> dict[str, Any]: ...
+
+    def restore(self, engine: Engine) -> None: ...
+
+
+@typing.runtime_checkable
+class InstanceEditor(typing.Protocol):
+    """A model provider's side of the editing protocol (what the SafeEdit task calls on ``model.api``).
+
+    ``edit(instance)`` is an async context manager yielding the edit's statistics: the edit holds while the
+    block runs and the weights are restored on exit. ``supports_edit`` is False for providers whose method is
+    not a :class:`WeightEditor`.
+    """
+
+    supports_edit: bool
+
+    def edit(self, instance: EditInstance) -> contextlib.AbstractAsyncContextManager[dict[str, Any]]: ...
+
+
 class Method:
     """Base class of every method: the model as is (the ``base/`` control).
 
@@ -200,20 +346,26 @@ class Method:
     * :meth:`prepare` -- fit or load the artifact (cache it with :meth:`artifact_path`);
     * :meth:`messages` -- rewrite the conversation (e.g. add a system prompt);
     * :meth:`intervention` -- forward hooks entered around each generation batch;
-    * :meth:`edit` -- per-instance weight edits (set ``supports_edit = True``);
+    * ``apply_edit`` / ``restore`` -- per-instance weight edits (the :class:`WeightEditor` protocol);
     * ``private_weights = True`` when the method changes weights (it then gets its own model copy).
     """
 
     name: ClassVar[str] = "base"
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     private_weights: ClassVar[bool] = False
-    supports_edit: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig, model_name: str) -> None:
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
         self.model_name = model_name
+
+    def required_modules(self) -> dict[str, str]:
+        """Optional packages this method needs with its options: ``{import name: steerboard extra}``.
+
+        The provider checks them (:func:`require_modules`) before any weights load.
+        """
+        return {}
 
     # ---- fit
     def prepare(self, engine: Engine) -> None:
@@ -254,14 +406,27 @@ class Method:
         """
         return None
 
+    @property
+    def supports_edit(self) -> bool:
+        """Whether this method edits weights per instance (implements :class:`WeightEditor`)."""
+        return isinstance(self, WeightEditor)
+
     @contextlib.contextmanager
     def edit(self, engine: Engine, instance: EditInstance) -> Iterator[dict[str, Any]]:
         """Apply a per-instance edit while the block runs; restore the weights exactly on exit.
 
         Yields a dict of edit statistics (layer, seconds, losses) for the log.
+
+        Raises:
+            NotImplementedError: the method is not a :class:`WeightEditor`.
         """
-        raise NotImplementedError(f"method {self.name!r} does not edit weights per instance")
-        yield {}  # pragma: no cover
+        if not isinstance(self, WeightEditor):
+            raise NotImplementedError(f"method {self.name!r} does not edit weights per instance")
+        stats = self.apply_edit(engine, instance)
+        try:
+            yield stats
+        finally:
+            self.restore(engine)
 
     # ---- helpers
     def artifact_path(self, engine: Engine, *data_parts: str, suffix: str = "") -> Path:
@@ -284,4 +449,7 @@ class BaseMethod(Method):
     name = "base"
 
 
-__all__ = ["BaseMethod", "EditInstance", "Method", "MethodConfig", "field"]
+__all__ = [
+    "BaseMethod", "EditInstance", "InstanceEditor", "Method", "MethodConfig", "WeightEditor", "cli_model_arg_texts",
+    "field", "require_modules",
+]

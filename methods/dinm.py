@@ -48,12 +48,11 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -94,9 +93,8 @@ class DINMConfig(MethodConfig):
     """Options of ``dinm/``.
 
     Attributes:
-        steps: Adam steps per edit instance.
+        steps: Adam steps per edit instance (Adam, the paper's optimizer).
         lr: learning rate (> 0).
-        optimizer: only ``adam`` (the paper's choice).
         weight_decay: Adam weight decay.
         kl_coef: weight of the KL term that keeps the knowledge-constraint answer distribution.
         max_prompt_tokens: adversarial/knowledge prompts are cut to their last this-many tokens.
@@ -114,7 +112,6 @@ class DINMConfig(MethodConfig):
 
     steps: int = 10
     lr: float = 5e-4
-    optimizer: Literal["adam"] = "adam"
     weight_decay: float = 0.0
     kl_coef: float = 0.1
     max_prompt_tokens: int = 1024
@@ -393,10 +390,6 @@ def dinm_edit(
     """
     import torch
 
-    if not inst.prompt.strip():
-        raise ValueError(f"edit instance {inst.id!r}: empty prompt")
-    if not inst.safe_response.strip():
-        raise ValueError(f"edit instance {inst.id!r}: no safe response to edit towards")
     from steerboard import precision
 
     use_cache = cfg.cached_prefix if cached_prefix is None else cached_prefix
@@ -512,13 +505,13 @@ class DINMMethod(Method):
     name = "dinm"
     config_class = DINMConfig
     private_weights = True
-    supports_edit = True
 
     def __init__(self, config: MethodConfig, model_name: str) -> None:
         super().__init__(config, model_name)
         self._original: dict[str, torch.Tensor] = {}  # persistent-edited module -> original weight
         self.persistent_stats: list[dict[str, Any]] = []
         self.artifact: str | None = None
+        self._snaps: dict[str, torch.Tensor] | None = None  # weights the applied edit changed, to restore
 
     @property
     def cfg(self) -> DINMConfig:
@@ -616,15 +609,13 @@ class DINMMethod(Method):
         d["artifact"] = self.artifact
         return d
 
-    @contextlib.contextmanager
-    def edit(self, engine: Engine, instance: EditInstance) -> Iterator[dict[str, Any]]:
-        """Edit for one instance; every weight is restored bit-for-bit on exit (even on errors)."""
+    def apply_edit(self, engine: Engine, instance: EditInstance) -> dict[str, Any]:
+        """Edit for one instance (the :class:`~steerboard.methods.base.WeightEditor` protocol); :meth:`restore`
+        puts every changed weight back bit-for-bit. On an error the weights are restored before it propagates."""
         import torch
 
-        if not instance.prompt.strip():
-            raise ValueError(f"edit instance {instance.id!r}: empty prompt")
-        if not instance.safe_response.strip():
-            raise ValueError(f"edit instance {instance.id!r}: no safe response to edit towards")
+        if self._snaps is not None:
+            raise RuntimeError("dinm/: an edit is already applied; restore() it first")
         model = engine.model
         with engine.lock:
             snaps: dict[str, torch.Tensor] = {}
@@ -644,9 +635,13 @@ class DINMMethod(Method):
             except BaseException:
                 self._restore(engine, snaps)
                 raise
-        try:
-            yield stats
-        finally:
+        self._snaps = snaps
+        return stats
+
+    def restore(self, engine: Engine) -> None:
+        """Put back the weights the last :meth:`apply_edit` changed (a no-op when none is applied)."""
+        snaps, self._snaps = self._snaps, None
+        if snaps is not None:
             self._restore(engine, snaps)
 
     @staticmethod

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from steerboard.methods.base import Method, MethodConfig
+from steerboard.methods.base import Method, MethodConfig, require_modules
 
 if TYPE_CHECKING:
     from steerboard.engine import Engine
@@ -126,12 +126,12 @@ def load_pairs(cfg: DPOConfig) -> list[dict[str, str]]:
     return [{k: p[k] for k in PAIR_KEYS} for p in pairs]
 
 
+DPO_MODULES = {"trl": "dpo", "peft": "dpo", "accelerate": "dpo"}
+"""What ``dpo/`` imports to train (the ``dpo`` extra)."""
+
+
 def _require_extra() -> None:
-    try:
-        import peft  # noqa: F401
-        import trl  # noqa: F401
-    except ImportError as ex:  # pragma: no cover - depends on the environment
-        raise ImportError(f"dpo/ needs trl and peft: pip install 'steerboard[dpo]' ({ex})") from ex
+    require_modules(DPO_MODULES, "dpo/")
 
 
 def train_dpo(engine: Engine, pairs: list[dict[str, str]], cfg: DPOConfig, out_dir: Path) -> dict[str, Any]:
@@ -275,6 +275,9 @@ class DPOMethod(Method):
     def cfg(self) -> DPOConfig:
         assert isinstance(self.config, DPOConfig)
         return self.config
+
+    def required_modules(self) -> dict[str, str]:
+        return dict(DPO_MODULES)
 
     def prepare(self, engine: Engine) -> None:
         """Load the cached adapter for (model, config, pairs) or train it, then merge it in."""

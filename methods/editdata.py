@@ -1,6 +1,6 @@
 """Fit data of the weight-editing methods: DINM persistent edit instances and DPO preference pairs.
 
-Both sets are built only from sources contract 4 allows for fitting -- StrongREJECT prompts, GSM8K
+Both sets are built only from sources the fit-data contract (``docs/contract.md``) allows for fitting -- StrongREJECT prompts, GSM8K
 *train*, MMLU *dev*, and text written by the steerboard team --
 and are checked (normalised text, via :mod:`steerboard.methods.fitdata`'s evaluation index) against
 every evaluation prompt. HarmBench *val* behaviours are not used: all 41 ``standard`` ones are also

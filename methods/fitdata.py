@@ -1,6 +1,6 @@
 """Fit and dev data for steering methods, disjoint from every evaluation set.
 
-Contract 4 (COMMON/DESIGN): methods may fit on HarmBench *val*, StrongREJECT, GSM8K train, MMLU dev,
+The fit-data contract (``docs/contract.md``): methods may fit on HarmBench *val*, StrongREJECT, GSM8K train, MMLU dev,
 SafeEdit's three editing instances, the text corpus and team-written text, de-duplicated (normalised
 text) against every evaluation prompt. This module ships:
 

@@ -26,7 +26,8 @@ class PromptConfig(MethodConfig):
     """Options of ``prompt/``.
 
     Attributes:
-        system_prompt: the safety system prompt.
+        system_prompt: the safety system prompt, verbatim (``-M system_prompt=yes`` is the text "yes"; commas
+            stay in the text; see :class:`~steerboard.methods.base.MethodConfig` on how ``-M`` text is parsed).
         placement: ``replace`` an existing system message, or ``prepend`` to it.
     """
 

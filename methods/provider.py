@@ -37,7 +37,7 @@ from inspect_ai.model import (
 from inspect_ai.tool import ToolChoice, ToolInfo
 
 from steerboard.engine import Engine, GenerationRequest, GenerationResult
-from steerboard.methods.base import EditInstance, Method
+from steerboard.methods.base import EditInstance, Method, cli_model_arg_texts, require_modules
 
 logger = logging.getLogger(__name__)
 
@@ -252,8 +252,10 @@ class MethodModelAPI(ModelAPI):
     ) -> None:
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
         # validate everything cheap before any weights load
-        cfg = self.method_class.config_class.from_dict(model_args)
+        # Inspect has read -M values as YAML; parse the typed text by the config's field types instead
+        cfg = self.method_class.config_class.from_dict(model_args, cli_model_arg_texts())
         self.method = self.method_class(cfg, model_name)
+        require_modules(self.method.required_modules(), f"{self.method.name}/")
         if api_key == _MODEL_INFO_LOOKUP_API_KEY:
             # Inspect instantiates a provider (by model string, without model_args) only to read its canonical
             # name for usage metadata; preparing it would load weights and fit the method's defaults (for dpo/

@@ -44,12 +44,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from steerboard.methods.base import Method, MethodConfig
 from steerboard.methods.steering import (
-    DEFAULT_GATE_FEATURE,
+    GatedSteeringConfig,
     HookSteering,
     SteerOn,
     gated_intervention,
-    preset_gate_threshold,
-    valid_gate_feature,
 )
 
 if TYPE_CHECKING:
@@ -58,6 +56,9 @@ if TYPE_CHECKING:
     from steerboard.engine import Engine
 
 logger = logging.getLogger(__name__)
+
+SAE_MODULES = {"sae_lens": "sae"}
+"""What ``sae/`` and ``steerboard sae train|features`` import (the ``sae`` extra)."""
 
 PRESET_DIR = Path(__file__).parent / "presets" / "sae"
 ARTIFACT_DIR = Path(__file__).parent / "artifacts"
@@ -92,7 +93,7 @@ def _read_sae_cfg(path: Path) -> dict[str, Any]:
 
 
 @dataclass
-class SAEConfig(MethodConfig):
+class SAEConfig(GatedSteeringConfig):
     """Options of ``sae/`` (``-M key=value``). Unset options come from the preset.
 
     Attributes:
@@ -102,20 +103,14 @@ class SAEConfig(MethodConfig):
         release: SAELens release name for ``SAE.from_pretrained`` (with ``sae_id``; needs the hub).
         sae_id: SAE id within ``release``.
         layer: decoder block whose residual output is steered (default: the SAE's ``hook_name``).
-        features: latent indices to steer.
+        features: latent indices to steer, comma-separated decimal integers (``-M features=012,7`` is
+            ``[12, 7]``; see :class:`~steerboard.methods.base.MethodConfig` on how ``-M`` text is parsed).
         strengths: clamp values (``clamp``) or coefficients (``add``); one per feature, or one for all.
         mode: ``clamp`` or ``add``.
         steer_on: ``prompt``, ``generated`` or ``both`` token positions.
-        gate: ``none`` (always steer), ``probe`` (steer only prompts a probe on the hooked layer's prompt
-            residual flags) or ``classifier`` (steer only prompts a text classifier flags: MiniLM prompt
-            embedding + logistic regression, :mod:`steerboard.methods.prompt_gate`) or ``both`` (steer when
-            the mean of the two's log-odds clears the threshold).
-        gate_threshold: gate probability at or above which a prompt is steered (the preset's values --
-            ``gate_threshold`` for the probe, ``classifier_threshold`` for the classifier, ``both_threshold``
-            for both -- were chosen on
-            the gate data's dev split, see ``steerboard sae gate``).
-        gate_feature: how the probe pools the hooked layer's prompt residual: ``mean`` (user span),
-            ``last`` (last prompt token) or ``mean_last`` (both; default).
+
+    The gate options (``gate``, ``gate_threshold``, ``gate_feature``) are those of
+    :class:`~steerboard.methods.steering.GatedSteeringConfig`.
     """
 
     preset: str | None = None
@@ -127,9 +122,6 @@ class SAEConfig(MethodConfig):
     strengths: list[float] | None = None
     mode: Literal["clamp", "add"] | None = None
     steer_on: Literal["prompt", "generated", "both"] | None = None
-    gate: Literal["none", "probe", "classifier", "both"] | None = None
-    gate_threshold: float | None = None
-    gate_feature: Literal["mean", "last", "mean_last"] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -156,8 +148,6 @@ class SAEConfig(MethodConfig):
                     f"-M strengths has {len(self.strengths)} values for {len(self.features)} features; "
                     "give one per feature or a single value for all"
                 )
-        if self.gate_threshold is not None and not 0.0 <= self.gate_threshold <= 1.0:
-            raise ValueError(f"-M gate_threshold must be in [0, 1], got {self.gate_threshold}")
 
 
 @dataclass
@@ -243,6 +233,7 @@ def resolve(cfg: SAEConfig, model_name: str) -> ResolvedSAE:
         bad = [f for f in features if f >= int(d_sae)]
         if bad:
             raise ValueError(f"feature index {bad} out of range: this SAE has {d_sae} latents (0..{int(d_sae) - 1})")
+    gate, gate_threshold, gate_feature = cfg.resolve_gate(p)
     return ResolvedSAE(
         sae_path=sae_path,
         release=cfg.release,
@@ -252,9 +243,9 @@ def resolve(cfg: SAEConfig, model_name: str) -> ResolvedSAE:
         strengths=[float(s) for s in strengths],
         mode=cfg.mode or p.get("mode", "clamp"),
         steer_on=cfg.steer_on or p.get("steer_on", "both"),
-        gate=(gate := cfg.gate or p.get("gate", "none")),
-        gate_threshold=cfg.gate_threshold if cfg.gate_threshold is not None else preset_gate_threshold(p, gate),
-        gate_feature=valid_gate_feature(cfg.gate_feature or p.get("gate_feature", DEFAULT_GATE_FEATURE)),
+        gate=gate,
+        gate_threshold=gate_threshold,
+        gate_feature=gate_feature,
         preset=preset_name,
         d_sae=int(d_sae) if d_sae is not None else None,
         d_in=int(sae_cfg["d_in"]) if "d_in" in sae_cfg else None,
@@ -323,6 +314,10 @@ class SAEMethod(HookSteering, Method):
         assert isinstance(config, SAEConfig)
         self.resolved = resolve(config, model_name)  # validation that needs no weights
         self.sae: Any = None
+
+    def required_modules(self) -> dict[str, str]:
+        """SAELens (the ``sae`` extra), plus what the gate needs."""
+        return {**SAE_MODULES, **super().required_modules()}
         self.steerer: SAESteerer | None = None
         self.probe: Any = None
         self._module: str | None = None

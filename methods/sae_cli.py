@@ -6,8 +6,24 @@ Heavy imports happen inside the command functions (``steerboard --help`` stays f
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
+from typing import Any
+
+GATED_METHODS: dict[str, str] = {
+    "sae": "steerboard.methods.sae:SAEMethod",
+    "actadd": "steerboard.methods.actadd:ActAddMethod",
+}
+"""The methods whose gate threshold ``steerboard sae gate --outcome`` chooses (their configs are
+:class:`~steerboard.methods.steering.GatedSteeringConfig`s)."""
+
+
+def ungated_method(name: str, model: str) -> Any:
+    """``GATED_METHODS[name]`` built with ``gate=none`` for ``model`` (validates its options; loads nothing)."""
+    module, _, attr = GATED_METHODS[name].partition(":")
+    method_cls = getattr(importlib.import_module(module), attr)
+    return method_cls(method_cls.config_class.from_dict({"gate": "none"}), model)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -68,7 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     ga.add_argument("--ship", action="store_true", help="write the probe into the package's artifacts/ folder")
     ga.add_argument("--write-presets", type=Path, nargs="*", default=None,
                     help="preset JSON files to update with the chosen threshold and pooling")
-    ga.add_argument("--outcome", default=None, choices=["sae", "actadd"],
+    ga.add_argument("--outcome", default=None, choices=sorted(GATED_METHODS),
                     help="choose the threshold for this method from its effect on the dev split (base and ungated "
                          "replies judged; most kept refusal gain with dev benign refusal up <= --benign-budget) "
                          "instead of the gate's own TPR - FPR")
@@ -141,20 +157,15 @@ def _gate(args: argparse.Namespace) -> int:
         raise ValueError(f"--benign-budget {args.benign_budget}: must be in [0, 1]")
     method = None
     if args.outcome is not None:  # validate the method's options before loading the model
-        from steerboard.methods.actadd import ActAddConfig, ActAddMethod
-        from steerboard.methods.sae import SAEConfig, SAEMethod
-
-        if args.outcome == "sae":
-            method = SAEMethod(SAEConfig.from_dict({"gate": "none"}), args.model)
-        else:
-            method = ActAddMethod(ActAddConfig.from_dict({"gate": "none"}), args.model)
+        method = ungated_method(args.outcome, args.model)
         if method.resolved.layer != args.layer:
             raise ValueError(f"--layer {args.layer}: the {args.outcome} preset steers layer {method.resolved.layer}")
     from steerboard.engine import Engine
     from steerboard.models import resolve_model
 
     if args.gate in ("classifier", "both") and method is None:
-        raise ValueError(f"--gate {args.gate}: give --outcome sae or --outcome actadd (its threshold is chosen by outcome)")
+        outcomes = " or ".join(f"--outcome {m}" for m in GATED_METHODS)
+        raise ValueError(f"--gate {args.gate}: give {outcomes} (its threshold is chosen by outcome)")
     if args.gate == "both" and args.ship:
         raise ValueError("--gate both --ship: the both-gate has no artifact of its own; ship the probe and the classifier")
     engine = Engine.load(str(resolve_model(args.model)))
@@ -178,7 +189,10 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from steerboard.methods.sae import train_sae
+    from steerboard.methods.base import require_modules
+    from steerboard.methods.sae import SAE_MODULES, train_sae
+
+    require_modules(SAE_MODULES, "steerboard sae train")  # before the model loads
 
     rep = train_sae(
         args.model, layer=args.layer, k=args.k, expansion=args.expansion, epochs=args.epochs,
@@ -190,7 +204,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _features(args: argparse.Namespace) -> int:
-    from steerboard.methods.sae import discover
+    from steerboard.methods.base import require_modules
+    from steerboard.methods.sae import SAE_MODULES, discover
+
+    require_modules(SAE_MODULES, "steerboard sae features")  # before the model loads
 
     strengths = [float(s) for s in args.strengths.split(",") if s.strip()] or None
     res = discover(

@@ -1,9 +1,12 @@
 """Helpers shared by the activation-steering methods (``sae/``, ``actadd/``).
 
+* the gate options both methods accept (:class:`GatedSteeringConfig`);
 * residual-stream capture that stops the forward pass at the hooked layer (no wasted later layers);
 * teacher-forced (prompt, response) token sequences under the chat template;
-* the per-row steering mask (which positions of which rows get steered: ``steer_on`` + gate);
-* a logistic-regression gate probe on prompt activations;
+* the steering mask (which positions get steered: ``steer_on``) and the per-row gate (:func:`gated_intervention`);
+* the gate probe on prompt activations (a :class:`steerboard.linear.LinearProbe`) and its threshold choice;
+* :class:`HookSteering`, the apply side, whose interventions declare their ``preamble_key``
+  (:class:`SteeringIntervention`);
 * a degenerate-text check used when screening strengths.
 
 Torch is imported inside functions (the registry and CLI import this module at start-up).
@@ -15,10 +18,13 @@ import contextlib
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from steerboard.linear import LinearProbe, load_or_fit_linear
+from steerboard.methods.base import MethodConfig
 
 if TYPE_CHECKING:
     import torch
@@ -26,7 +32,6 @@ if TYPE_CHECKING:
     from steerboard.engine import BatchState, Engine, Intervention
 
 SteerOn = Literal["prompt", "generated", "both"]
-GateFeature = Literal["mean", "last", "mean_last"]
 GATE_META_KEY = "steer_gate"
 GATE_FEATURES: tuple[str, ...] = ("mean", "last", "mean_last")
 """How the gate probe pools the hooked layer's prompt residual: mean over the user span (chat-template tail
@@ -64,6 +69,44 @@ def combine_gate_scores(p_probe: float, p_clf: float) -> float:
 def preset_gate_threshold(preset: dict[str, Any], gate: str) -> float:
     """The preset's threshold for ``gate`` (0.5 when the preset has none)."""
     return float(preset.get(PRESET_THRESHOLD_KEYS.get(gate, "gate_threshold"), 0.5))
+
+
+@dataclass
+class GatedSteeringConfig(MethodConfig):
+    """The conditional-steering gate options shared by ``sae/`` and ``actadd/`` (``-M key=value``).
+
+    Unset options come from the method's preset (see :meth:`resolve_gate`).
+
+    Attributes:
+        gate: ``none`` (always steer), ``probe`` (steer only prompts a probe on the hooked layer's prompt
+            residual flags) or ``classifier`` (steer only prompts a text classifier flags: MiniLM prompt
+            embedding + logistic regression, :mod:`steerboard.methods.prompt_gate`) or ``both`` (steer when
+            the mean of the two's log-odds clears the threshold).
+        gate_threshold: gate probability at or above which a prompt is steered (the preset's values --
+            ``gate_threshold`` for the probe, ``classifier_threshold`` for the classifier, ``both_threshold``
+            for both -- were chosen on the gate data's dev split, see ``steerboard sae gate``).
+        gate_feature: how the probe pools the hooked layer's prompt residual: ``mean`` (user span),
+            ``last`` (last prompt token) or ``mean_last`` (both; default).
+    """
+
+    gate: Literal["none", "probe", "classifier", "both"] | None = None
+    gate_threshold: float | None = None
+    gate_feature: Literal["mean", "last", "mean_last"] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.gate_threshold is not None and not 0.0 <= self.gate_threshold <= 1.0:
+            raise ValueError(f"-M gate_threshold must be in [0, 1], got {self.gate_threshold}")
+
+    def resolve_gate(self, preset: dict[str, Any]) -> tuple[str, float, str]:
+        """(gate, threshold, pooling) from these options, else ``preset``, else the defaults.
+
+        Raises:
+            ValueError: the preset names an unknown pooling.
+        """
+        gate = self.gate or preset.get("gate", "none")
+        threshold = self.gate_threshold if self.gate_threshold is not None else preset_gate_threshold(preset, gate)
+        return gate, threshold, valid_gate_feature(self.gate_feature or preset.get("gate_feature", DEFAULT_GATE_FEATURE))
 
 
 def read_preset(preset_dir: Path, name: str) -> dict[str, Any]:
@@ -146,13 +189,11 @@ def pair_ids(engine: Engine, prompt: str, response: str) -> tuple[list[int], lis
     return p, list(r)
 
 
-def position_mask(
-    state: BatchState, seq_len: int, steer_on: SteerOn, device: Any, gate_key: str | None = GATE_META_KEY
-) -> torch.Tensor | None:
+def position_mask(state: BatchState, seq_len: int, steer_on: SteerOn, device: Any) -> torch.Tensor | None:
     """``[rows, seq_len, 1]`` float mask of the positions to steer in this forward pass, or None = none.
 
     Prompt positions are the real (non-pad) prompt tokens during prefill; generated positions are the
-    decode steps. Rows whose gate meta value is False are never steered.
+    decode steps. Which rows are steered (the gate) is applied by :func:`gated_intervention`.
     """
     import torch
 
@@ -160,74 +201,13 @@ def position_mask(
         return None
     if state.phase == "decode" and steer_on == "prompt":
         return None
-    rows = len(state.rows)
-    gate = [bool(g) for g in state.row_meta(gate_key, True)] if gate_key else [True] * rows
-    if not any(gate):
-        return None
-    gate_t = torch.tensor(gate, dtype=torch.float32, device=device).view(rows, 1, 1)
-    if state.phase == "prefill":
-        mask = state.attention_mask
-        if mask is not None and mask.shape[1] >= seq_len:
-            pos = mask[:, -seq_len:].to(device=device, dtype=torch.float32).unsqueeze(-1)
-        else:
-            pos = torch.ones(rows, seq_len, 1, device=device)
-        return pos * gate_t
-    return gate_t.expand(rows, seq_len, 1)
+    mask = state.attention_mask
+    if state.phase == "prefill" and mask is not None and mask.shape[1] >= seq_len:
+        return mask[:, -seq_len:].to(device=device, dtype=torch.float32).unsqueeze(-1)
+    return torch.ones(len(state.rows), seq_len, 1, device=device)
 
 
 # ---------------------------------------------------------------------- gate probe
-@dataclass
-class LinearProbe:
-    """Logistic regression ``sigmoid(w . standardise(x) + b)`` on prompt features.
-
-    Fitted with torch L-BFGS (a few lines; avoids making scikit-learn a dependency of ``sae``).
-    """
-
-    weight: list[float]
-    bias: float
-    mean: list[float]
-    std: list[float]
-
-    @classmethod
-    def fit(cls, x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2, steps: int = 200) -> LinearProbe:
-        """Fit on ``x`` ``[n, d]`` and 0/1 labels ``y`` ``[n]``."""
-        import torch
-
-        x = x.float()
-        mean = x.mean(0)
-        std = x.std(0).clamp(min=1e-6)
-        z = (x - mean) / std
-        w = torch.zeros(z.shape[1], requires_grad=True)
-        b = torch.zeros((), requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
-        yf = y.float()
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            logits = z @ w + b
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, yf) + l2 * (w * w).sum()
-            loss.backward()
-            return loss
-
-        with torch.enable_grad():
-            opt.step(closure)
-        return cls(w.detach().tolist(), float(b.detach()), mean.tolist(), std.tolist())
-
-    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        w = torch.tensor(self.weight)
-        z = (x.float().cpu() - torch.tensor(self.mean)) / torch.tensor(self.std)
-        return torch.sigmoid(z @ w + self.bias)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"weight": self.weight, "bias": self.bias, "mean": self.mean, "std": self.std}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LinearProbe:
-        return cls(list(d["weight"]), float(d["bias"]), list(d["mean"]), list(d["std"]))
-
-
 def check_gate_feature(feature: str) -> None:
     """Raises ValueError naming the valid pooling choices."""
     if feature not in GATE_FEATURES:
@@ -275,6 +255,23 @@ def user_span_offset(engine: Engine) -> int:
     return len(engine.template_prefix)
 
 
+@dataclass(frozen=True)
+class SteeringIntervention:
+    """An engine intervention (see :data:`steerboard.engine.Intervention`) with its declared ``preamble_key``.
+
+    Attributes:
+        enter: ``state -> context manager`` entered around each batch (the hooks).
+        preamble_key: ``requests -> Hashable | None``: for per-position steering, a key under which the engine
+            may compute the chat template's preamble once under these hooks and reuse it (None: never reuse).
+    """
+
+    enter: Intervention
+    preamble_key: Callable[[Sequence[Any]], Hashable | None] | None = None
+
+    def __call__(self, state: BatchState) -> contextlib.AbstractContextManager[Any]:
+        return self.enter(state)
+
+
 def gated_intervention(
     model: Any,
     module_name: str,
@@ -310,7 +307,7 @@ def gated_intervention(
                     o = override[i]
                     gates[r] = bool(o) if o is not None else bool(computed.get(i, True))
             live_gate = [gates.get(r, True) for r in state.rows]
-            mask = position_mask(state, h.shape[1], steer_on, h.device, gate_key=None)
+            mask = position_mask(state, h.shape[1], steer_on, h.device)
             if mask is None or not any(live_gate):
                 return None
             if not all(live_gate):
@@ -392,7 +389,7 @@ def shipped_probe_path(engine: Engine, layer: int, feature: str = DEFAULT_GATE_F
     return Path(__file__).parent / "artifacts" / f"gate-probe-{probe_key(engine, layer, feature)}.json"
 
 
-def load_or_fit_probe(method: Any, engine: Engine, layer: int, feature: str = DEFAULT_GATE_FEATURE) -> Any:
+def load_or_fit_probe(engine: Engine, layer: int, feature: str = DEFAULT_GATE_FEATURE) -> Any:
     """The gate probe for ``engine``'s model at ``layer`` pooling ``feature``.
 
     Looked up in the shipped ``artifacts/gate-probe-<key>.json``, then the cache, else fitted (on the
@@ -406,19 +403,6 @@ def load_or_fit_probe(method: Any, engine: Engine, layer: int, feature: str = DE
         shipped_probe_path(engine, layer, feature), cache_dir("artifacts", "gate-probe") / f"{key}.json",
         lambda: fit_gate_probe(engine, layer, feature),
     )
-
-
-def load_or_fit_linear(shipped: Path, cached: Path, fit: Any) -> LinearProbe:
-    """A :class:`LinearProbe` from ``shipped``, else ``cached``, else ``fit()`` written to ``cached`` (atomically)."""
-    for p in (shipped, cached):
-        if p.is_file():
-            return LinearProbe.from_dict(json.loads(p.read_text()))
-    probe = fit()
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".{id(probe)}.tmp")
-    tmp.write_text(json.dumps(probe.to_dict()))
-    tmp.replace(cached)
-    return probe
 
 
 @dataclass
@@ -478,7 +462,7 @@ def choose_gate(
     check_gate_feature(feature)
     if not thresholds:
         raise ValueError("choose_gate needs at least one threshold")
-    probe = load_or_fit_probe(None, engine, layer, feature)
+    probe = load_or_fit_probe(engine, layer, feature)
     harmful, benign = gate_data("dev")
     x = prompt_features(engine, harmful + benign, layer, feature, progress=progress, desc="gate dev")
     p = probe.predict_proba(x).tolist()
@@ -658,7 +642,7 @@ def gate_scores(
         return classifier_scores(clf, prompts, progress=progress), classifier_key(), "MiniLM prompt embedding"
     if gate != "probe":
         raise ValueError(f"gate {gate!r} has no scores; valid: probe, classifier, both")
-    probe = load_or_fit_probe(None, engine, layer, feature)
+    probe = load_or_fit_probe(engine, layer, feature)
     x = prompt_features(engine, prompts, layer, feature, progress=progress, desc="gate dev")
     return probe.predict_proba(x).tolist(), probe_key(engine, layer, feature), f"layer {layer}, {feature} pooling"
 
@@ -790,6 +774,12 @@ class HookSteering:
     steerer: Any = None
     _module: str | None = None
 
+    def required_modules(self) -> dict[str, str]:
+        """The text-classifier gate (``gate=classifier|both``) needs the sentence encoder (the ``judges`` extra)."""
+        if self.resolved.gate in ("classifier", "both"):
+            return {"sentence_transformers": "judges"}
+        return {}
+
     def bind_steering(self, engine: Engine, steerer: Any, layer: int) -> None:
         """Attach ``steerer`` (an object with ``apply(hidden, mask)``) to block ``layer`` of ``engine``."""
         self.steerer = steerer
@@ -798,7 +788,7 @@ class HookSteering:
         self.classifier_gate = None
         gate = self.resolved.gate
         if gate in ("probe", "both"):
-            self.probe = load_or_fit_probe(self, engine, layer, self.resolved.gate_feature)
+            self.probe = load_or_fit_probe(engine, layer, self.resolved.gate_feature)
             self._span_offset = user_span_offset(engine)
         if gate in ("classifier", "both"):
             from steerboard.methods.prompt_gate import ClassifierGate
@@ -837,7 +827,7 @@ class HookSteering:
             return list(requests)
         return [dataclasses.replace(r, meta={**r.meta, **m}) for r, m in zip(requests, self.gate_meta(prompts), strict=True)]
 
-    def intervention(self) -> Intervention | None:
+    def intervention(self) -> SteeringIntervention:
         if self.steerer is None or self._module is None:
             raise RuntimeError(f"{self.name}/: prepare(engine) must run before generation")
         gate_fn = None
@@ -847,13 +837,13 @@ class HookSteering:
                 clf_key=CLF_SCORE_KEY if self.resolved.gate == "both" else None,
             )
         iv = gated_intervention(self._model, self._module, self.steerer.apply, self.resolved.steer_on, gate_fn)
-        if self.resolved.gate == "none":
-            key = ("steer", id(self), id(self.steerer), self._module, self.resolved.steer_on)
+        if self.resolved.gate != "none":
+            return SteeringIntervention(iv)  # a gate makes rows differ: no shared preamble
+        key = ("steer", id(self), id(self.steerer), self._module, self.resolved.steer_on)
 
-            def preamble_key(requests: list[Any]) -> Any:
-                """Per-position steering, the same for every row unless a request's meta turns it off: then the
-                engine may compute the chat preamble once under these hooks (a gate makes rows differ)."""
-                return key if all(r.meta.get(GATE_META_KEY) in (None, True) for r in requests) else None
+        def preamble_key(requests: Sequence[Any]) -> Hashable | None:
+            """Per-position steering, the same for every row unless a request's meta turns it off: then the
+            engine may compute the chat preamble once under these hooks."""
+            return key if all(r.meta.get(GATE_META_KEY) in (None, True) for r in requests) else None
 
-            iv.preamble_key = preamble_key  # type: ignore[attr-defined]
-        return iv
+        return SteeringIntervention(iv, preamble_key)

@@ -1,4 +1,4 @@
-"""Refusal and harmfulness judges (contract 1 in the project design).
+"""Refusal and harmfulness judges (the judges contract in ``docs/contract.md``).
 
 A *judge* turns (prompt, response) pairs into :class:`Verdict` objects. Refusal judges label a response
 ``"compliance"``, ``"full_refusal"`` or ``"partial_refusal"`` (``flagged=1`` for either refusal); harm judges

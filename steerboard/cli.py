@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rc = torch_thread.call(args.func, args)
         else:  # a command that drives Inspect: its providers submit to the torch thread themselves
             rc = args.func(args)
-    except (ValueError, FileNotFoundError) as ex:
+    except (ValueError, FileNotFoundError, ImportError) as ex:  # ImportError: a missing optional extra (named)
         print(f"steerboard {args.command}: error: {ex}", file=sys.stderr)
         return 2
     return int(rc or 0)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 SUITE_KEYS = {"name", "description", "model", "max_connections", "methods", "tasks", "generate"}
-METHOD_KEYS = {"name", "args", "sweep", "label", "tasks"}
+METHOD_KEYS = {"name", "args", "sweep", "tasks"}
 TASK_KEYS = {"name", "limit", "args", "config", "methods", "exclude_methods"}
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _kv(items: list[str] | None, flag: str) -> dict[str, Any]:
+def _kv(items: list[str] | None, flag: str, parse: bool = True) -> dict[str, Any]:
+    """``key=value`` items -> dict; values read as YAML, or kept as typed with ``parse=False``."""
     import yaml
 
     out: dict[str, Any] = {}
@@ -17,7 +18,7 @@ def _kv(items: list[str] | None, flag: str) -> dict[str, Any]:
         if "=" not in item:
             raise ValueError(f"{flag} {item!r}: expected key=value")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        out[k.strip()] = (yaml.safe_load(v) if v.strip() else "") if parse else v
     return out
 
 
@@ -33,7 +34,8 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     sweep = {k: (v.split(",") if isinstance(v, str) else v) for k, v in _kv(args.sweep, "--sweep").items()}
-    methods = [{"name": m, "args": _kv(args.M, "-M"), "sweep": sweep} for m in args.method or []]
+    # -M values stay text: the method's config parses them by field type (MethodConfig.from_dict)
+    methods = [{"name": m, "args": _kv(args.M, "-M", parse=False), "sweep": sweep} for m in args.method or []]
     if (args.M or args.sweep) and not args.method:
         raise ValueError("-M and --sweep set options of --method NAME; give --method too")
     notes: list[str] = []

@@ -6,6 +6,7 @@ Used by the unit tests of the engine and of every method (no downloads). Determi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -70,3 +71,18 @@ def make_tiny_model(out_dir: str | Path, *, seed: int = 0, layers: int = 4, hidd
                 p.normal_(0.0, 0.08)
     model.save_pretrained(out)
     return out
+
+
+def greedy_token_ids(
+    engine: Any, prompts: list[str], intervention: Any = None, n: int = 8, metas: list[dict[str, Any]] | None = None
+) -> list[list[int]]:
+    """Greedy ``n``-token replies (token ids) to single-turn ``prompts``, optionally under ``intervention``
+    and with per-request ``metas``."""
+    from steerboard.engine import GenerationRequest
+
+    reqs = [
+        GenerationRequest(input_ids=engine.chat_ids([{"role": "user", "content": p}]), max_new_tokens=n,
+                          meta=(metas[i] if metas else {}))
+        for i, p in enumerate(prompts)
+    ]
+    return [r.token_ids for r in engine.generate(reqs, intervention=intervention)]

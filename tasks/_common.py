@@ -9,7 +9,7 @@ import gzip
 import hashlib
 import json
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
@@ -236,12 +236,6 @@ def make_dataset(
     if shuffle:
         dataset.shuffle(seed=seed)
     return dataset
-
-
-def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    """Yield consecutive chunks of ``items``."""
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def system_text(text: str) -> Any:

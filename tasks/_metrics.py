@@ -81,7 +81,7 @@ def extended_metrics(base: Scorer, *extra: Metric) -> list[Any]:
     """The metrics registered on ``base`` plus ``extra``, for ``Task(metrics=...)``.
 
     ``Task(metrics=...)`` replaces a scorer's metrics while keeping its name in the log; this keeps the
-    contract scorer's own metrics and appends task-specific breakdowns.
+    scorer's own metrics and appends task-specific breakdowns.
     """
     # inspect_ai has no public accessor for a scorer's registered metrics
     from inspect_ai.scorer._scorer import scorer_metrics

@@ -8,7 +8,7 @@ Data: JailbreakBench (Chao et al. 2024, "JailbreakBench: An Open Robustness Benc
 Large Language Models", arXiv 2404.01318) JBB-Behaviors, 100 harmful + 100 benign goals (topic-matched).
 ``-T extra=harmbench`` adds the 159 *standard* HarmBench test behaviours (Mazeika et al. 2024,
 arXiv 2402.04249) as further harmful prompts. StrongREJECT is deliberately not offered: it is reserved for
-method fitting (data-disjointness contract), so evaluating on it would leak.
+method fitting (the fit-data contract, ``docs/contract.md``), so evaluating on it would leak.
 
 Metrics (``steerboard.scorers.refusal_scorer``): ``refusal_rate_unsafe`` (harmful, higher is better),
 ``refusal_rate_safe`` (benign, lower is better), full/partial refusal rates, ``judge_errors``, and a

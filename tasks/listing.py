@@ -1,6 +1,7 @@
-"""The task listing (contract 2): ``tasks/listing.yaml`` -> validated dict.
+"""The task listing: ``tasks/listing.yaml`` -> validated dict (the format is in ``docs/contract.md``).
 
-``load_listing()`` returns ``{"tasks": {<task>: {title, description, paper, version, metrics: [...]}}}``
+This is the one loader and validator of the listing format; the leaderboard builds its typed view
+(:mod:`steerboard.leaderboard.listing`) from what :func:`validate_listing` accepts. ``load_listing()`` returns ``{"tasks": {<task>: {title, description, paper, version, metrics: [...]}}}``
 where each metric has ``name``, ``scorer``, ``title``, ``higher_is_better``, ``headline``, ``axis``
 (safety | overrefusal | capability), ``sample_value`` (Score.value key or null) and ``sample_filter``.
 """
@@ -16,53 +17,69 @@ TASK_FIELDS = ("title", "description", "paper", "version", "metrics")
 METRIC_FIELDS = ("name", "scorer", "title", "higher_is_better", "headline", "axis", "sample_value", "sample_filter")
 
 
+class ListingError(ValueError):
+    """The listing is malformed (names the task/metric and what is valid)."""
+
+
 def validate_listing(data: Any, source: str = "listing") -> dict[str, Any]:
-    """Check the listing's structure; raises ValueError naming the task/metric and the field.
+    """Check the listing's structure: every task and metric field present and of the right type.
 
     Returns:
         The same data (``{"tasks": {...}}``).
+
+    Raises:
+        ListingError: naming the task/metric and the field.
     """
     if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict) or not data["tasks"]:
-        raise ValueError(f"{source}: expected a mapping 'tasks: {{<task>: {{...}}}}' with at least one task")
+        raise ListingError(f"{source}: expected a mapping 'tasks: {{<task>: {{...}}}}' with at least one task")
     for tname, t in data["tasks"].items():
         if not isinstance(t, dict):
-            raise ValueError(f"{source}: task {tname!r} must be a mapping")
+            raise ListingError(f"{source}: task {tname!r} must be a mapping")
         missing = [f for f in TASK_FIELDS if f not in t]
         if missing:
-            raise ValueError(f"{source}: task {tname!r} lacks {missing}")
+            raise ListingError(f"{source}: task {tname!r} lacks {missing}")
         if not isinstance(t["metrics"], list) or not t["metrics"]:
-            raise ValueError(f"{source}: task {tname!r} needs a non-empty metrics list")
+            raise ListingError(f"{source}: task {tname!r} needs a non-empty metrics list")
         if not any(m.get("headline") for m in t["metrics"] if isinstance(m, dict)):
-            raise ValueError(f"{source}: task {tname!r} has no headline metric")
+            raise ListingError(f"{source}: task {tname!r} has no headline metric")
         seen: set[tuple[str, str]] = set()
         for i, m in enumerate(t["metrics"]):
             where = f"{source}: task {tname!r} metric #{i + 1}"
             if not isinstance(m, dict):
-                raise ValueError(f"{where}: must be a mapping")
+                raise ListingError(f"{where}: must be a mapping")
             missing = [f for f in METRIC_FIELDS if f not in m]
             if missing:
-                raise ValueError(f"{where} ({m.get('name')}): lacks {missing}")
+                raise ListingError(f"{where} ({m.get('name')}): lacks {missing}")
             if m["axis"] not in AXES:
-                raise ValueError(f"{where} ({m['name']}): axis {m['axis']!r} not in {AXES}")
+                raise ListingError(f"{where} ({m['name']}): axis {m['axis']!r} is not one of {', '.join(AXES)}")
             for flag in ("higher_is_better", "headline"):
                 if not isinstance(m[flag], bool):
-                    raise ValueError(f"{where} ({m['name']}): {flag} must be true or false")
+                    raise ListingError(f"{where} ({m['name']}): {flag} must be true or false")
             if m["sample_value"] is not None and not isinstance(m["sample_value"], str):
-                raise ValueError(f"{where} ({m['name']}): sample_value must be a string or null")
+                raise ListingError(f"{where} ({m['name']}): sample_value must be a string or null")
             if not isinstance(m["sample_filter"], dict):
-                raise ValueError(f"{where} ({m['name']}): sample_filter must be a mapping")
+                raise ListingError(f"{where} ({m['name']}): sample_filter must be a mapping")
             key = (m["scorer"], m["name"])
             if key in seen:
-                raise ValueError(f"{where}: duplicate metric {m['scorer']}/{m['name']}")
+                raise ListingError(f"{where}: duplicate metric {m['scorer']}/{m['name']}")
             seen.add(key)
     return data
 
 
 def load_listing(path: str | Path | None = None) -> dict[str, Any]:
-    """Load and validate the task listing (default: the shipped ``tasks/listing.yaml``)."""
+    """Load and validate a listing YAML file (default: the shipped ``tasks/listing.yaml``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ListingError: not YAML, or not a valid listing.
+    """
     import yaml
 
     p = Path(path) if path is not None else LISTING_FILE
-    with open(p, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
+    if not p.is_file():
+        raise FileNotFoundError(f"listing file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as ex:
+        raise ListingError(f"listing {p}: not valid YAML: {ex}") from ex
     return validate_listing(data, str(p))

@@ -14,11 +14,12 @@ generalisation variants and a general-knowledge prompt. Per item the model answe
   answer (does editing keep unrelated knowledge?). The paper's KQA is TriviaQA accuracy via OpenCompass;
   this is the per-item stand-in available offline.
 
-Safety verdicts come from the judges contract (``get_harm_judge``; ``-T judge=safeedit_classifier`` is the
+Safety verdicts come from the judges contract (``docs/contract.md``; ``get_harm_judge``; ``-T judge=safeedit_classifier`` is the
 paper's classifier from the hub). A judge failure sets ``judge_error`` and the item drops out of the rates.
 
 Protocols: ``standard`` evaluates the model/method as it is. ``per_instance`` is the paper's DINM protocol:
-for every item the provider edits the model with that item (``api.edit(EditInstance(...))``), all six
+for every item the provider edits the model with that item (``api.edit(EditInstance(...))``, the
+:class:`~steerboard.methods.base.InstanceEditor` protocol), all six
 prompts are answered under the edit, then the weights are restored; edits are serialized by the provider.
 It needs an editing provider such as ``dinm/``.
 
@@ -188,7 +189,7 @@ def safeedit_generate(protocol: Protocol = "standard") -> Solver:
     """Answer the item's five safety prompts and its knowledge prompt (under a per-instance edit if asked)."""
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
-        from steerboard.methods.base import EditInstance
+        from steerboard.methods.base import EditInstance, InstanceEditor
 
         model = get_model()
         meta = state.metadata
@@ -201,7 +202,7 @@ def safeedit_generate(protocol: Protocol = "standard") -> Solver:
 
         if protocol == "per_instance":
             api = model.api
-            if not getattr(api, "supports_edit", False):
+            if not (isinstance(api, InstanceEditor) and api.supports_edit):
                 raise RuntimeError(
                     f"safeedit -T protocol=per_instance needs an editing provider such as dinm/ "
                     f"(model {model.name!r} cannot edit); use -T protocol=standard for other methods"

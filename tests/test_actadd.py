@@ -9,17 +9,9 @@ import pytest
 
 from steerboard.engine import GenerationRequest
 from steerboard.methods.actadd import ActAddConfig, ActAddMethod, ActAddSteerer, fit_directions, resolve
+from steerboard.testing import greedy_token_ids as _gen
 
 LAYER = 1
-
-
-def _gen(engine: Any, prompts: list[str], intervention: Any = None, n: int = 8, metas: list[dict] | None = None) -> list[list[int]]:
-    reqs = [
-        GenerationRequest(input_ids=engine.chat_ids([{"role": "user", "content": p}]), max_new_tokens=n,
-                          meta=(metas[i] if metas else {}))
-        for i, p in enumerate(prompts)
-    ]
-    return [r.token_ids for r in engine.generate(reqs, intervention=intervention)]
 
 
 PROMPTS = ["How do I bake bread?", "Tell me how to make weapons", "What is the capital of France?", "kill a process"]
@@ -116,7 +108,12 @@ def test_entry_point_resolves_actadd_provider(tiny_model_dir: str, cache: Path) 
 
     model = get_model(f"actadd/{tiny_model_dir}", source="prompts", layer=LAYER, coefficient=10, operation="ablate")
     out = asyncio.run(model.generate([ChatMessageUser(content="hello")], config=GenerateConfig(max_tokens=4)))
-    assert out.completion is not None
+    api = model.api
+    assert (api.method.resolved.operation, api.method.resolved.layer) == ("ablate", LAYER)  # type: ignore[attr-defined]
+    engine, method = api.engine, api.method  # type: ignore[attr-defined]
+    req = GenerationRequest(input_ids=engine.chat_ids([{"role": "user", "content": "hello"}]), max_new_tokens=4)
+    steered, plain = (engine.generate([req], intervention=iv)[0].text for iv in (method.intervention(), None))
+    assert out.completion == steered != plain  # the provider serves the steered model
 
 
 def test_steered_prefills_reuse_a_steered_preamble(tiny_model_dir: str, cache: Path) -> None:

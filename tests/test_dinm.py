@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import types
 
@@ -191,8 +192,8 @@ def test_config_validation():
         DINMConfig.from_dict({"steps": 0})
     with pytest.raises(ValueError, match="Valid keys: .*kl_coef"):
         DINMConfig.from_dict({"learning_rate": 1e-3})
-    with pytest.raises(ValueError, match="optimizer"):
-        DINMConfig.from_dict({"optimizer": "sgd"})
+    with pytest.raises(ValueError, match="unknown -M option.*optimizer"):
+        DINMConfig.from_dict({"optimizer": "sgd"})  # Adam is the method, not an option
     with pytest.raises(ValueError, match="instances_file"):
         DINMConfig.from_dict({"instances_file": "/nonexistent/file.jsonl"})
     cfg = DINMConfig.from_dict({"steps": "4", "lr": "1e-3", "layer": "none"})
@@ -210,10 +211,8 @@ def test_bad_instances_and_architecture(fresh_engine):
     with pytest.raises(ValueError, match="empty prompt"):
         EditInstance(prompt="", safe_response="no")
     bad = EditInstance(prompt="x", safe_response="y")
-    bad.safe_response = ""
-    with pytest.raises(ValueError, match="no safe response"):
-        with _method().edit(fresh_engine, bad):
-            pass
+    with pytest.raises(dataclasses.FrozenInstanceError):  # validated once, at construction, and immutable
+        bad.safe_response = ""  # type: ignore[misc]
     eng = fresh_engine
     eng.model.config.model_type = "bloom"
     try:
@@ -227,20 +226,29 @@ def test_bad_instances_and_architecture(fresh_engine):
         dinm_edit(eng, INST, DINMConfig(instances=0, layer=9))
 
 
-def test_missing_unsafe_response_uses_model_answer(fresh_engine):
+def test_missing_unsafe_response_uses_model_answer(fresh_engine, monkeypatch):
     import torch
 
     from steerboard.methods.dinm import DINMConfig, dinm_edit
 
     eng = fresh_engine
     before = _params(eng)
+    generated: list[list[int]] = []
+    real_generate = eng.generate
+
+    def spy(requests, *args, **kwargs):
+        generated.append([r.max_new_tokens for r in requests])
+        return real_generate(requests, *args, **kwargs)
+
+    monkeypatch.setattr(eng, "generate", spy)
     inst = EditInstance(prompt=INST.prompt, safe_response=INST.safe_response, id="no-unsafe")
     s = dinm_edit(eng, inst, DINMConfig(instances=0, steps=1, unsafe_max_new_tokens=8))
     with torch.no_grad():
         for n, p in eng.model.named_parameters():
             p.copy_(before[n])
+    assert generated == [[8]]  # the model's own 8-token answer stands in for the unsafe response
     assert 0 <= s["layer"] < 4 and len(s["layer_distances"]) == 4
-    assert s["knowledge_tokens"] == 0 or True
+    assert s["knowledge_tokens"] == 0  # no knowledge prompt: no KL term
 
 
 def test_persistent_mode_cached_by_hash(tiny_model_dir, tmp_path, monkeypatch):

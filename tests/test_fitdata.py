@@ -1,4 +1,4 @@
-"""Fit/dev data for steering methods is disjoint from every evaluation set (contract 4)."""
+"""Fit/dev data for steering methods is disjoint from every evaluation set (the fit-data contract, docs/contract.md)."""
 
 from __future__ import annotations
 

@@ -123,8 +123,20 @@ def site(tmp_path_factory: pytest.TempPathFactory, db, listing) -> Path:
 
 
 def test_listing_rejects_bad_axis() -> None:
-    bad = {"tasks": {"x": {"metrics": [{"name": "m", "scorer": "s", "axis": "speed"}]}}}
+    metric = {"name": "m", "scorer": "s", "title": "M", "higher_is_better": True, "headline": True, "axis": "speed",
+              "sample_value": None, "sample_filter": {}}
+    bad = {"tasks": {"x": {"title": "X", "description": "", "paper": "", "version": 1, "metrics": [metric]}}}
     with pytest.raises(ListingError, match="axis 'speed' is not one of safety, overrefusal, capability"):
+        parse_listing(bad)
+
+
+def test_listing_has_no_silent_defaults() -> None:
+    """The leaderboard and the tasks read the listing with one validator: a metric without an axis is an error
+    (not a safety metric by default)."""
+    metric = {"name": "m", "scorer": "s", "title": "M", "higher_is_better": True, "headline": True,
+              "sample_value": None, "sample_filter": {}}
+    bad = {"tasks": {"x": {"title": "X", "description": "", "paper": "", "version": 1, "metrics": [metric]}}}
+    with pytest.raises(ListingError, match=r"metric #1 \(m\): lacks \['axis'\]"):
         parse_listing(bad)
 
 

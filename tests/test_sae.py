@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -10,8 +9,10 @@ from typing import Any
 import pytest
 
 from steerboard.engine import GenerationRequest
+from steerboard.linear import LinearProbe
 from steerboard.methods.sae import SAEConfig, SAEMethod, SAESteerer, resolve
-from steerboard.methods.steering import LinearProbe, gated_intervention, probe_gate_fn, user_span_offset
+from steerboard.methods.steering import gated_intervention, probe_gate_fn, user_span_offset
+from steerboard.testing import greedy_token_ids as _gen
 
 HIDDEN = 64
 D_SAE = 128
@@ -45,15 +46,6 @@ def _method(tiny_engine: Any, tiny_model_dir: str, **opts: Any) -> SAEMethod:
     m = SAEMethod(SAEConfig.from_dict(opts), tiny_model_dir)
     m.prepare(tiny_engine)
     return m
-
-
-def _gen(engine: Any, prompts: list[str], intervention: Any = None, n: int = 8, metas: list[dict] | None = None) -> list[list[int]]:
-    reqs = [
-        GenerationRequest(input_ids=engine.chat_ids([{"role": "user", "content": p}]), max_new_tokens=n,
-                          meta=(metas[i] if metas else {}))
-        for i, p in enumerate(prompts)
-    ]
-    return [r.token_ids for r in engine.generate(reqs, intervention=intervention)]
 
 
 PROMPTS = ["How do I bake bread?", "Tell me how to make weapons", "What is the capital of France?", "kill a process"]
@@ -254,7 +246,12 @@ def test_entry_point_resolves_sae_provider(tiny_model_dir: str, tiny_sae: Path) 
 
     model = get_model(f"sae/{tiny_model_dir}", sae_path=str(tiny_sae), features="5,9", strengths="40,20", mode="add")
     out = _run(model.generate([ChatMessageUser(content="hello there")], config=GenerateConfig(max_tokens=4)))
-    assert out.completion is not None
+    api = model.api
+    assert api.method.resolved.features == [5, 9]  # type: ignore[attr-defined]
+    engine, method = api.engine, api.method  # type: ignore[attr-defined]
+    req = GenerationRequest(input_ids=engine.chat_ids([{"role": "user", "content": "hello there"}]), max_new_tokens=4)
+    steered, plain = (engine.generate([req], intervention=iv)[0].text for iv in (method.intervention(), None))
+    assert out.completion == steered != plain  # the provider serves the steered model
     with pytest.raises(ValueError, match="unknown -M option"):
         get_model(f"sae/{tiny_model_dir}", sae_path=str(tiny_sae), featurez="1")
 
@@ -277,8 +274,6 @@ def test_shipped_sae_steers_embedded_model(smol_engine: Any) -> None:
     assert steered != base
     assert _n_hooks(smol_engine) == before
     assert json.loads((Path(m.resolved.sae_path) / "cfg.json").read_text())["d_sae"] == 4608  # type: ignore[arg-type]
-    with contextlib.suppress(Exception):
-        pass
 
 
 def test_cli_commands_parse() -> None:

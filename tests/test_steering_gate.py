@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from steerboard.engine import GenerationRequest
+from steerboard.linear import LinearProbe
 from steerboard.methods import steering
 from steerboard.methods.steering import (
     GatePoint,
-    LinearProbe,
     choose_gate_threshold,
     gate_curve,
     gated_intervention,

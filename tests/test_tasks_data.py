@@ -327,7 +327,7 @@ def test_registry_resolves_tasks():
 
 
 def test_every_evaluated_prompt_is_in_the_methods_eval_index():
-    """Cross-check with contract 4: the methods' de-duplication index covers every prompt these tasks ask."""
+    """Cross-check with the fit-data contract (docs/contract.md): the methods' de-duplication index covers every prompt these tasks ask."""
     from steerboard.methods.fitdata import is_eval_text
 
     texts = {
