@@ -683,6 +683,7 @@ def _side_effects_listing() -> Any:
     data["tasks"]["side_effects"] = {
         "title": "Side effects",
         "description": "KL to the unsteered model on harmless prompts.",
+        "paper": "none (synthetic)",
         "version": 1,
         "metrics": [
             {
