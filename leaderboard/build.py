@@ -30,7 +30,14 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from steerboard.leaderboard.ingest import SCHEMA_VERSION, SchemaError, canonical_json, tag_text
+from steerboard.leaderboard.ingest import (
+    SCHEMA_VERSION,
+    SETTINGS_NOT_RECORDED,
+    SchemaError,
+    canonical_json,
+    choose_bases,
+    tag_text,
+)
 from steerboard.leaderboard.listing import Listing, MetricSpec
 from steerboard.leaderboard.plots import scatter_svg, sweep_svg
 from steerboard.leaderboard.stats import mean_ci, sign_test, wilson
@@ -233,22 +240,9 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
         lo, hi = wilson(s, n) if binary else mean_ci(mean, var, n)
         stats[(rk, mk)] = {"n": n, "mean": mean, "lo": lo, "hi": hi, "binary": binary}
 
-    # pair every non-base run with the base run of the same model and task
-    bases: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in run_list:
-        if r["method"] == "base":
-            bases[(r["model"], r["task"])].append(r)
-    pairs = []
-    for r in run_list:
-        if r["method"] == "base":
-            continue
-        cands = bases.get((r["model"], r["task"]), [])
-        if cands:
-            best = max(
-                cands,
-                key=lambda b: (b["submitter"] == r["submitter"], b["judge"] == r["judge"], b["created"]),
-            )
-            pairs.append((r["run_key"], best["run_key"]))
+    # pair every non-base run with a base run of the same model, precision, task args, judge and samples
+    base_choice = choose_bases(run_list)
+    pairs = [(rk, bk) for rk, (bk, _) in base_choice.items() if bk is not None]
     base_of = dict(pairs)
     paired: dict[tuple[str, str], dict[str, Any]] = {}
     if pairs:
@@ -326,6 +320,7 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
         "stats": stats,
         "paired": paired,
         "base_of": base_of,
+        "base_reason": {rk: why for rk, (bk, why) in base_choice.items() if bk is None},
         "breakdown": breakdown,
         "examples": examples,
         "totals": totals,
@@ -366,6 +361,8 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
     headline = [m for m in listing.headline if m.key in measured] or listing.headline
     rows_by_key: dict[str, dict[str, Any]] = {}
     for r in data["runs"]:
+        if not r.get("on_board", True):
+            continue  # a current run under other task arguments: its own page, not this row's cell
         row = rows_by_key.setdefault(
             r["row_key"],
             {
@@ -378,6 +375,10 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
                 "variant": r.get("row_variant") or "",
                 "runs": {},
                 "reported": False,
+                "settings_recorded": bool(r.get("settings_recorded")),
+                "config_short": r.get("config_short") or SETTINGS_NOT_RECORDED,
+                "precision": r.get("precision") or "",
+                "config_page": run_page_name(r["run_key"]),
             },
         )
         row["runs"][r["task"]] = r
@@ -470,10 +471,15 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
                     "setting": rr.get("setting"),
                     "task": "",
                     "axis": "",
+                    "metric": "",
                     "text": "(no numbers transcribed)",
+                    "note": "",
                     "source": rr.get("source"),
+                    "status": rr.get("status") or paper.get("status") or "unspecified",
+                    "test_set": rr.get("test_set") or "",
                 }
             )
+        status = rr.get("status") or paper.get("status") or "unspecified"
         for v in rr.get("values") or []:
             rep_list.append(
                 {
@@ -481,10 +487,14 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
                     "url": paper.get("url", ""),
                     "model": rr.get("model"),
                     "setting": rr.get("setting"),
-                    "task": v.get("task"),
-                    "axis": v.get("axis"),
+                    "task": v.get("task") or "",
+                    "axis": v.get("axis") or "",
+                    "metric": v.get("metric") or "",
                     "text": v.get("text"),
+                    "note": v.get("note") or "",
                     "source": rr.get("source"),
+                    "status": status,
+                    "test_set": rr.get("test_set") or "",
                 }
             )
             i = col_index.get((v.get("task"), v.get("axis")))
@@ -507,6 +517,9 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
                 "method": rr.get("method"),
                 "setting": rr.get("setting"),
                 "source": rr.get("source"),
+                "status": status,
+                "primary": status == "primary",
+                "test_set": rr.get("test_set") or "",
                 "cells": cells,
             }
         )
@@ -657,6 +670,11 @@ def build_site(
             agreement=agreement_for(agreement, r["judge"], judge_kind(json.loads(r["scorers"] or "[]"))),
             has_agreement_file=agreement is not None,
             base_page=run_page_name(base_key) if base_key else None,
+            base_reason=data.get("base_reason", {}).get(rk, ""),
+            provenance=json.dumps(json.loads(r["provenance"]), indent=2, ensure_ascii=False)
+            if r.get("provenance")
+            else None,
+            settings_not_recorded=SETTINGS_NOT_RECORDED,
             built_at=built_at,
         )
         (outp / run_page_name(rk)).write_text(html, encoding="utf-8")

@@ -217,6 +217,7 @@ class MethodModelAPI(ModelAPI):
             # with non-default options: train a second adapter) for nothing.
             self.engine = None  # type: ignore[assignment]  # this instance never generates
             self._edit_lock = asyncio.Lock()
+            self.provenance: dict[str, Any] = {}
             return
         from steerboard.models import resolve_model
 
@@ -234,6 +235,11 @@ class MethodModelAPI(ModelAPI):
 
         self.engine = torch_thread.call(_setup)
         self._edit_lock = asyncio.Lock()
+        from steerboard.methods import provenance
+
+        # what ran, for the eval log's header (``eval.metadata["steerboard"]``, see methods/provenance.py)
+        self.provenance = self.method.provenance(self.engine)
+        provenance.record(f"{self.method.name}/{model_name}", model_args, self.provenance)
 
     # -- Inspect API
     def max_tokens(self) -> int | None:
@@ -295,6 +301,13 @@ class MethodModelAPI(ModelAPI):
         return ModelOutput(
             model=self.model_name,
             choices=[choice],
+            # what the intervention did for this generation (gate, tokens steered); the key names the settings
+            metadata={
+                "steerboard": {
+                    **self.method.sample_record(request, res),
+                    "settings_key": self.provenance.get("settings_key"),
+                }
+            },
             usage=ModelUsage(
                 input_tokens=res.input_tokens,
                 output_tokens=res.output_tokens,
