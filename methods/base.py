@@ -353,7 +353,12 @@ class Method:
         key_obj = {
             "method": self.name,
             "model": d["model_source"],
-            "resolved": resolved,
+            # a file named by absolute path enters by content, so a checkout's location does not change the key
+            "resolved": {
+                k: (f"sha256:{file_sha256(v)}" if isinstance(v, str) and Path(v).is_absolute() and Path(v).exists()
+                    else v)
+                for k, v in resolved.items()
+            },
             "artifacts": {k: (a or {}).get("sha256") for k, a in (d.get("artifacts") or {}).items()},
         }
         d["settings_key"] = stable_hash(key_obj, 16)

@@ -4,6 +4,7 @@ papers' own numbers, like-for-like current runs and deltas, and same-settings re
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -44,7 +45,7 @@ def test_artifact_cache_key_includes_resolved_precision(tmp_path: Path, monkeypa
 
 
 # ---------------------------------------------------------------------- rows keyed on what ran
-def test_sae_spellings_share_a_settings_key_and_precision_or_preset_changes_it() -> None:
+def test_sae_spellings_share_a_settings_key_and_precision_or_preset_changes_it(tmp_path: Path) -> None:
     from steerboard.methods.sae import SAEConfig, SAEMethod
 
     def key(matmul: str = "float32", **kw: Any) -> dict[str, Any]:
@@ -56,6 +57,11 @@ def test_sae_spellings_share_a_settings_key_and_precision_or_preset_changes_it()
     assert default["artifacts"]["sae"]["sha256"] and len(default["artifacts"]["sae"]["sha256"]) == 64
     assert key(matmul="bfloat16")["settings_key"] != default["settings_key"]
     assert key(strengths="3.0")["settings_key"] != default["settings_key"]
+    # the same SAE files under another absolute path (another checkout) key the same
+    copy = tmp_path / "checkout" / "sae"
+    shutil.copytree(default["resolved"]["sae_path"], copy)
+    moved = key(preset="smollm2-135m", sae_path=str(copy))
+    assert moved["resolved"]["sae_path"] == str(copy) and moved["settings_key"] == default["settings_key"]
     for k in ("torch", "transformers", "inspect_ai", "steerboard", "device", "matmul_dtype"):
         assert k in default["runtime"], k
 
@@ -127,6 +133,32 @@ def test_eval_log_carries_resolved_settings_and_per_sample_records(tiny_model_di
         assert rec["input_tokens"] > 0 and rec["output_tokens"] > 0
 
 
+def test_inspect_eval_cli_writes_the_record(tiny_model_dir: str, tmp_path: Path) -> None:
+    """``inspect eval`` on the command line gets the record too (the hook loads with the entry point)."""
+    import subprocess
+    import sys
+
+    from inspect_ai.log import list_eval_logs, read_eval_log
+
+    task = tmp_path / "one.py"
+    task.write_text(
+        "from inspect_ai import Task, task\nfrom inspect_ai.dataset import Sample\n"
+        "from inspect_ai.scorer import includes\n\n\n@task\ndef one():\n"
+        "    return Task(dataset=[Sample(input='Say hi.', target='hi')], scorer=includes())\n"
+    )
+    inspect = Path(sys.executable).with_name("inspect")
+    proc = subprocess.run(
+        [str(inspect), "eval", task.name, "--model", f"base/{tiny_model_dir}", "-M", "matmul_dtype=float32",
+         "--max-tokens", "4", "--log-dir", str(tmp_path / "logs"), "--display", "none"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (info,) = list_eval_logs(str(tmp_path / "logs"))
+    prov = read_eval_log(info.name, header_only=True).eval.metadata["steerboard"]
+    assert prov["method"] == "base" and prov["resolved"]["matmul_dtype"] == "float32"
+    assert prov["config"]["matmul_dtype"] == "float32"
+
+
 # ---------------------------------------------------------------------- same configuration and seed, same scores
 def _sample_scores(log: Any) -> dict[str, Any]:
     return {str(s.id): ({k: v.value for k, v in (s.scores or {}).items()}, s.output.completion) for s in log.samples}
@@ -145,10 +177,11 @@ def test_same_settings_same_scores_embedded_model_float32(tmp_path: Path) -> Non
     from inspect_ai import eval
 
     import steerboard._registry  # noqa: F401
+    from steerboard.tasks.xstest import xstest
 
     def run(d: Path) -> Any:
-        logs = eval("steerboard/xstest", model="base/smollm2-135m", model_args={"matmul_dtype": "float32"},
-                    task_args={"judge": "strmatch"}, limit=4, max_tokens=24, display="none", log_dir=str(d), seed=0)
+        logs = eval(xstest(judge="strmatch"), model="base/smollm2-135m", model_args={"matmul_dtype": "float32"},
+                    limit=4, max_tokens=24, display="none", log_dir=str(d), seed=0)
         assert logs[0].status == "success"
         return logs[0]
 
