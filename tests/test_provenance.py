@@ -160,6 +160,22 @@ def test_inspect_eval_cli_writes_the_record(tiny_model_dir: str, tmp_path: Path)
     assert prov["config"]["matmul_dtype"] == "float32"
 
 
+def test_steerboard_run_writes_the_record(tiny_model_dir: str, tmp_path: Path) -> None:
+    from inspect_ai.log import read_eval_log
+
+    from steerboard.run import parse_suite, run_suite
+
+    suite = parse_suite({
+        "model": tiny_model_dir,
+        "methods": [{"name": "prompt", "sweep": {"placement": ["replace", "prepend"]}}],
+        "tasks": [{"name": "xstest", "limit": 1, "args": {"judge": "strmatch"}, "config": {"max_tokens": 2}}],
+    })
+    assert [s["status"] for s in run_suite(suite, tmp_path, display="none")] == ["success"] * 2
+    recs = [read_eval_log(str(p), header_only=True).eval.metadata["steerboard"] for p in tmp_path.rglob("*.eval")]
+    assert sorted(r["resolved"]["placement"] for r in recs) == ["prepend", "replace"]
+    assert len({r["settings_key"] for r in recs}) == 2
+
+
 # ---------------------------------------------------------------------- same configuration and seed, same scores
 def _sample_scores(log: Any) -> dict[str, Any]:
     return {str(s.id): ({k: v.value for k, v in (s.scores or {}).items()}, s.output.completion) for s in log.samples}
