@@ -4,7 +4,9 @@ Tables (schema version :data:`SCHEMA_VERSION`, stored in ``meta``):
 
 - ``runs``: one row per log (``run_key`` = the log's ``eval_id``): task, task version, task args, model string,
   method (provider name = model string up to the first ``/``), model, method config (``eval.model_args`` as
-  canonical JSON), judge, created, status, sample counts, the log's own metric values, submitter, log path.
+  canonical JSON), judge, created, status, sample counts, the log's own metric values, submitter, log path,
+  explicitly passed task args, sample set (hash of the sample ids and epochs), and from the log's
+  ``eval.metadata["steerboard"]``: settings key, precision, short config and the whole record (NULL when absent).
 - ``samples``: one row per (run, sample id, epoch): input, target, metadata (JSON), error.
 - ``sample_tags``: scalar metadata values of each sample (key, value as text), for filters and breakdowns.
 - ``scores``: one row per (run, sample, scorer, value key): the value as a float (dict values per key; scalar

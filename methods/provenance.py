@@ -35,10 +35,19 @@ def record(model: str, model_args: dict[str, Any] | None, provenance: dict[str, 
 
 
 def lookup(model: str, model_args: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The recorded provenance of ``model`` with ``model_args`` (Inspect drops ``api_key`` from the logged
-    arguments, so a single recorded instance of ``model`` with other arguments is not matched)."""
+    """The recorded provenance of ``model`` (``"<provider>/<model>"``) with ``model_args``.
+
+    Records are filed under ``<method name>/<model>``; a method registered under another provider name is
+    matched by model and arguments when exactly one record fits.
+    """
+    args = _args_key(model_args)
     with _LOCK:
-        return _RECORDS.get((model, _args_key(model_args)))
+        hit = _RECORDS.get((model, args))
+        if hit is not None:
+            return hit
+        _, _, name = model.partition("/")
+        fits = [p for (m, a), p in _RECORDS.items() if a == args and m.partition("/")[2] == name]
+        return fits[0] if len(fits) == 1 else None
 
 
 def clear() -> None:

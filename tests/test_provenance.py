@@ -68,10 +68,13 @@ def test_sae_spellings_share_a_settings_key_and_precision_or_preset_changes_it(t
 
 
 def test_unknown_preset_names_the_valid_presets() -> None:
+    from steerboard.methods.actadd import ActAddConfig, ActAddMethod
     from steerboard.methods.sae import SAEConfig, SAEMethod
 
-    with pytest.raises((ValueError, FileNotFoundError), match=r"smollm2-135m"):
+    with pytest.raises(ValueError, match=r"unknown preset; valid presets: .*smollm2-135m"):
         SAEMethod(SAEConfig.from_dict({"preset": "no-such-preset"}), "smollm2-135m")
+    with pytest.raises(ValueError, match=r"unknown preset; valid presets: smollm2-135m"):
+        ActAddMethod(ActAddConfig.from_dict({"preset": "no-such-preset"}), "smollm2-135m")
 
 
 def test_steering_hook_records_gate_decision_and_decode_steps(tiny_engine: Any) -> None:
@@ -438,3 +441,20 @@ def test_dinm_and_dpo_records_carry_stats_and_artifact_hashes(tiny_model_dir: st
     assert rec["stats"]["train"]["steps"] == 1 and rec["stats"]["train"]["pairs"] == 2
     assert rec["resolved"]["beta"] == 0.1 and rec["resolved"]["lora_r"] == 8
     assert len(rec["artifacts"]["adapter"]["sha256"]) == 64
+
+
+def test_record_lookup_by_provider_or_unique_model_match() -> None:
+    from steerboard.methods import provenance
+
+    saved = dict(provenance._RECORDS)  # providers Inspect keeps cached in this process stay recorded
+    provenance.clear()
+    try:
+        provenance.record("sae/m", {"layer": 3}, {"settings_key": "a"})
+        assert provenance.lookup("sae/m", {"layer": 3}) == {"settings_key": "a"}
+        assert provenance.lookup("mysae/m", {"layer": 3}) == {"settings_key": "a"}  # other entry-point name
+        assert provenance.lookup("sae/m", {"layer": 4}) is None
+        provenance.record("actadd/m", {"layer": 3}, {"settings_key": "b"})
+        assert provenance.lookup("mysae/m", {"layer": 3}) is None  # ambiguous: no guess
+    finally:
+        provenance.clear()
+        provenance._RECORDS.update(saved)
