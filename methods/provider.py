@@ -208,6 +208,7 @@ class MethodModelAPI(ModelAPI):
         **model_args: Any,
     ) -> None:
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
+        self._active_edit: dict[str, Any] | None = None  # the per-instance edit now applied (see :meth:`edit`)
         # validate everything cheap before any weights load
         cfg = self.method_class.config_class.from_dict(model_args)
         self.method = self.method_class(cfg, model_name)
@@ -279,6 +280,7 @@ class MethodModelAPI(ModelAPI):
         msgs = message_dicts(input)
         request = self.build_request(msgs, config)
         request.meta.update(await self.method.async_request_meta(self.engine, self.method.messages(msgs)))
+        edit_at_submit = self._active_edit
         fut = _batcher(self.engine, self.method).submit(request, self.method)
         res = await asyncio.wrap_future(fut)
         logprobs = None
@@ -302,12 +304,7 @@ class MethodModelAPI(ModelAPI):
             model=self.model_name,
             choices=[choice],
             # what the intervention did for this generation (gate, tokens steered); the key names the settings
-            metadata={
-                "steerboard": {
-                    **self.method.sample_record(request, res),
-                    "settings_key": self.provenance.get("settings_key"),
-                }
-            },
+            metadata={"steerboard": self._sample_record(request, res, edit_at_submit)},
             usage=ModelUsage(
                 input_tokens=res.input_tokens,
                 output_tokens=res.output_tokens,
@@ -315,6 +312,15 @@ class MethodModelAPI(ModelAPI):
             ),
             time=res.seconds,
         )
+
+    def _sample_record(self, request: GenerationRequest, res: GenerationResult, edit: dict[str, Any] | None) -> dict[str, Any]:
+        rec = {**self.method.sample_record(request, res), "settings_key": self.provenance.get("settings_key")}
+        if self.method.supports_edit:
+            # the per-instance edit in place when the request was queued (None: the unedited/persistent model)
+            rec["edit"] = edit
+            if edit is not self._active_edit:
+                rec["edit_changed_during_generation"] = True
+        return rec
 
     async def count_tokens(self, input: str | list[ChatMessage], config: GenerateConfig | None = None) -> int:
         """Exact count with the model's own tokenizer and chat template (Inspect's default uses tiktoken,
@@ -343,9 +349,11 @@ class MethodModelAPI(ModelAPI):
             cm = self.method.edit(self.engine, instance)
             stats = await torch_thread.acall(cm.__enter__)
             self.engine.weights_changed()
+            self._active_edit = {"id": instance.id, "layer": stats.get("layer"), "module": stats.get("module")}
             try:
                 yield stats
             finally:
+                self._active_edit = None
                 await torch_thread.acall(cm.__exit__, None, None, None)
                 self.engine.weights_changed()
 
