@@ -224,9 +224,10 @@ def _write(d: Path, name: str, *, method: str = "sae", model_args: dict[str, Any
     from steerboard.leaderboard.synthetic import SyntheticRun, synthetic_log
 
     log = synthetic_log(SyntheticRun(task=task, method=method, model_args=model_args or {}, n_samples=n, seed=seed,
-                                     judge=judge, task_args=task_args or {}))
+                                     judge=judge, task_args=task_args or {}, precision=None))
     if prov is not None:
         log.eval.metadata = {"steerboard": prov}
+    assert (log.eval.metadata is None) == (prov is None)
     log.eval.task_args_passed = passed or {}
     p = d / f"{name}.eval"
     write_eval_log(log, str(p))
