@@ -35,7 +35,14 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from steerboard.leaderboard.ingest import SCHEMA_VERSION, SchemaError, canonical_json, tag_text
+from steerboard.leaderboard.ingest import (
+    SCHEMA_VERSION,
+    SETTINGS_NOT_RECORDED,
+    SchemaError,
+    canonical_json,
+    choose_bases,
+    tag_text,
+)
 from steerboard.leaderboard.listing import CONTROL_METHOD, Listing, MetricSpec
 from steerboard.leaderboard.plots import PALETTE, Curve, Point, sweep_svg, tradeoff_svg
 from steerboard.leaderboard.stats import Z95, mean_ci, sign_test, wilson
@@ -283,23 +290,17 @@ def _metric_stats(con: Any, listing: Listing) -> dict[tuple[str, str], dict[str,
 
 def _pair_with_base(
     con: Any, run_list: list[dict[str, Any]]
-) -> tuple[dict[str, str], dict[tuple[str, str], dict[str, Any]]]:
-    """Pair every non-control run with the control run of the same model and task; paired differences."""
-    bases: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in run_list:
-        if r["method"] == CONTROL_METHOD:
-            bases[(r["model"], r["task"])].append(r)
-    pairs = []
-    for r in run_list:
-        if r["method"] == CONTROL_METHOD:
-            continue
-        cands = bases.get((r["model"], r["task"]), [])
-        if cands:
-            best = max(
-                cands,
-                key=lambda b: (b["submitter"] == r["submitter"], b["judge"] == r["judge"], b["created"]),
-            )
-            pairs.append((r["run_key"], best["run_key"]))
+) -> tuple[dict[str, str], dict[str, str], dict[tuple[str, str], dict[str, Any]]]:
+    """Pair every non-control run with a control run of the same model, precision, task arguments, judge and
+    samples (:func:`~steerboard.leaderboard.ingest.choose_bases`); paired differences.
+
+    Returns:
+        ``(base_of, base_reason, paired)``: the chosen control run per run, why a run has none, and the paired
+        statistics per (run, metric).
+    """
+    base_choice = choose_bases(run_list)
+    pairs = [(rk, bk) for rk, (bk, _) in base_choice.items() if bk is not None]
+    base_reason = {rk: why for rk, (bk, why) in base_choice.items() if bk is None}
     paired: dict[tuple[str, str], dict[str, Any]] = {}
     if pairs:
         import pandas as pd
@@ -319,7 +320,7 @@ def _pair_with_base(
                 "diff": diff,
                 "p": sign_test(int(up), int(down)),
             }
-    return dict(pairs), paired
+    return dict(pairs), base_reason, paired
 
 
 def _breakdowns(con: Any, listing: Listing) -> dict[str, dict[str, dict[str, list[tuple[str, int, float]]]]]:
@@ -389,7 +390,7 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
         names = [d[0] for d in cur.description]
         run_list: list[dict[str, Any]] = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         stats = _metric_stats(con, listing)
-        base_of, paired = _pair_with_base(con, run_list)
+        base_of, base_reason, paired = _pair_with_base(con, run_list)
         breakdown = _breakdowns(con, listing)
         examples = _examples(con)
         totals = con.execute(
@@ -404,6 +405,7 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
         "stats": stats,
         "paired": paired,
         "base_of": base_of,
+        "base_reason": base_reason,
         "breakdown": breakdown,
         "examples": examples,
         "totals": totals,
@@ -512,6 +514,10 @@ def _new_row(r: dict[str, Any]) -> dict[str, Any]:
         "control": r["method"] == CONTROL_METHOD,
         "runs": {},
         "reported": False,
+        "settings_recorded": bool(r.get("settings_recorded")),
+        "config_short": r.get("config_short") or SETTINGS_NOT_RECORDED,
+        "precision": r.get("precision") or "",
+        "config_page": run_page_name(r["run_key"]),
     }
 
 
@@ -561,6 +567,8 @@ def build_rows(data: dict[str, Any], headline: list[MetricSpec]) -> list[dict[st
     """
     rows_by_key: dict[str, dict[str, Any]] = {}
     for r in data["runs"]:
+        if not r.get("on_board", True):
+            continue  # a current run under other task arguments: its own page, not this row's cell
         rows_by_key.setdefault(r["row_key"], _new_row(r))["runs"][r["task"]] = r
     rows = list(rows_by_key.values())
     for row in rows:
@@ -705,10 +713,15 @@ def reported_rows(
                     "setting": rr.get("setting"),
                     "task": "",
                     "axis": "",
+                    "metric": "",
                     "text": "(no numbers transcribed)",
+                    "note": "",
                     "source": rr.get("source"),
+                    "status": rr.get("status") or paper.get("status") or "unspecified",
+                    "test_set": rr.get("test_set") or "",
                 }
             )
+        status = rr.get("status") or paper.get("status") or "unspecified"
         for v in rr.get("values") or []:
             rep_list.append(
                 {
@@ -716,10 +729,14 @@ def reported_rows(
                     "url": paper.get("url", ""),
                     "model": rr.get("model"),
                     "setting": rr.get("setting"),
-                    "task": v.get("task"),
-                    "axis": v.get("axis"),
+                    "task": v.get("task") or "",
+                    "axis": v.get("axis") or "",
+                    "metric": v.get("metric") or "",
                     "text": v.get("text"),
+                    "note": v.get("note") or "",
                     "source": rr.get("source"),
+                    "status": status,
+                    "test_set": rr.get("test_set") or "",
                 }
             )
             i = col_index.get((v.get("task"), v.get("axis")))
@@ -742,6 +759,9 @@ def reported_rows(
                 "method": rr.get("method"),
                 "setting": rr.get("setting"),
                 "source": rr.get("source"),
+                "status": status,
+                "primary": status == "primary",
+                "test_set": rr.get("test_set") or "",
                 "cells": cells,
             }
         )
@@ -898,6 +918,11 @@ def _run_page(
         agreement=agreement_table(agreement, r["judge"], judge_kind(json.loads(r["scorers"] or "[]"))),
         has_agreement_file=agreement is not None,
         base_page=run_page_name(base_key) if base_key else None,
+        base_reason=data.get("base_reason", {}).get(rk, ""),
+        provenance=json.dumps(json.loads(r["provenance"]), indent=2, ensure_ascii=False)
+        if r.get("provenance")
+        else None,
+        settings_not_recorded=SETTINGS_NOT_RECORDED,
         built_at=built_at,
     )
 

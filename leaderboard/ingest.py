@@ -4,15 +4,29 @@ Tables (schema version :data:`SCHEMA_VERSION`, stored in ``meta``):
 
 - ``runs``: one row per log (``run_key`` = the log's ``eval_id``): task, task version, task args, model string,
   method (provider name = model string up to the first ``/``), model, method config (``eval.model_args`` as
-  canonical JSON), judge, created, status, sample counts, the log's own metric values, submitter, log path.
+  canonical JSON), judge, created, status, sample counts, the log's own metric values, submitter, log path,
+  explicitly passed task args, sample set (hash of the sample ids and epochs), and from the log's
+  ``eval.metadata["steerboard"]``: settings key, precision, short config and the whole record (NULL when absent).
 - ``samples``: one row per (run, sample id, epoch): input, target, metadata (JSON), error.
 - ``sample_tags``: scalar metadata values of each sample (key, value as text), for filters and breakdowns.
 - ``scores``: one row per (run, sample, scorer, value key): the value as a float (dict values per key; scalar
   values such as "C"/"I" under key ``""``), the answer (judge label), and the sample's ``judge_error`` flag.
 - ``examples``: full prompt/response text for a few samples per run (the worst ones on the run's headline
   metrics), shown on run pages.
-- ``ingest_files``: every file seen, with its outcome; views ``v_runs`` and ``v_current_runs`` (the latest
-  successful run per submitter, model, method, config and task) are what the site reads.
+- ``ingest_files``: every file seen, with its outcome; views ``v_runs`` and ``v_current_runs`` are what the
+  site reads.
+
+Row keys. A leaderboard row is one resolved configuration: ``settings_key`` from the log's
+``eval.metadata["steerboard"]`` (a hash of the resolved options, precision included, the model and every
+artifact's sha256; see ``Method.provenance``), so ``sae/`` and ``sae/ -M preset=<default>`` share a row and
+another preset or precision does not. A log without that metadata (older logs, other harnesses) is keyed on its
+raw ``-M`` arguments, never merged with a recorded configuration, and shown as "settings not recorded".
+
+Like for like. ``v_current_runs`` keeps the latest successful run per row, task, task arguments (judge, subset,
+protocol, format, ...) and sample set; its ``on_board`` flag picks the one a leaderboard cell shows (the run
+with the fewest explicitly passed task arguments, then the most samples, then the latest). Deltas are taken only
+against a ``base/`` run of the same model, precision, task arguments, judge and sample set
+(:func:`choose_bases`); a run without one gets the reason instead.
 
 Ingestion is idempotent (a log whose ``eval_id`` is already stored is skipped) and fault tolerant (a corrupted,
 partial or unreadable log is skipped with a warning and counted; the rest still lands).
@@ -20,6 +34,7 @@ partial or unreadable log is skipped with a warning and counted; the rest still 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -36,7 +51,7 @@ from steerboard.leaderboard.listing import Listing, MetricSpec
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_TEXT = 4000  # characters kept of prompts/responses shown on run pages
 MAX_INPUT = 1000  # characters kept of each sample's input in ``samples``
 EXAMPLES_PER_METRIC = 2
@@ -50,7 +65,8 @@ _DDL = [
         task_id VARCHAR, task_args VARCHAR, model_string VARCHAR, method VARCHAR, model VARCHAR,
         method_config VARCHAR, judge VARCHAR, created TIMESTAMPTZ, status VARCHAR, total_samples INTEGER,
         completed_samples INTEGER, n_samples INTEGER, n_judge_errors INTEGER, log_metrics VARCHAR,
-        scorers VARCHAR, ingested_at TIMESTAMPTZ)""",
+        scorers VARCHAR, ingested_at TIMESTAMPTZ, task_args_passed VARCHAR, sample_set VARCHAR,
+        settings_key VARCHAR, precision VARCHAR, config_short VARCHAR, provenance VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS samples (
         run_key VARCHAR, sample_key VARCHAR, sample_id VARCHAR, epoch INTEGER, input VARCHAR, target VARCHAR,
         metadata VARCHAR, error VARCHAR)""",
@@ -65,16 +81,23 @@ _DDL = [
         ingested_at TIMESTAMPTZ)""",
     # row_variant: a task protocol that changes what is measured (SafeEdit's per_instance editing, where the
     # method edits the model for each item) makes its own leaderboard row instead of replacing the standard run.
+    # row_key: the resolved settings when the log records them, else the raw -M arguments (marked unrecorded).
     """CREATE OR REPLACE VIEW v_runs AS
-        SELECT *, md5(concat_ws('|', submitter, model, method, method_config)
-                      || CASE WHEN row_variant = '' THEN '' ELSE '|' || row_variant END) AS row_key
+        SELECT *, md5(concat_ws('|', submitter, model, method,
+                                coalesce('settings:' || settings_key, 'unrecorded:' || method_config))
+                      || CASE WHEN row_variant = '' THEN '' ELSE '|' || row_variant END) AS row_key,
+               settings_key IS NOT NULL AS settings_recorded
         FROM (SELECT *, coalesce('protocol=' || nullif(json_extract_string(task_args, '$.protocol'), 'standard'), '')
                         AS row_variant FROM runs)""",
     """CREATE OR REPLACE VIEW v_current_runs AS
-        SELECT * EXCLUDE (rn) FROM (
-          SELECT *, row_number() OVER (PARTITION BY submitter, model, method, method_config, row_variant, task
-                                       ORDER BY created DESC, run_key) AS rn
-          FROM v_runs WHERE status = 'success') WHERE rn = 1""",
+        SELECT * EXCLUDE (rn, board_rn), board_rn = 1 AS on_board FROM (
+          SELECT *, row_number() OVER (PARTITION BY row_key, task ORDER BY
+                                         coalesce(len(json_keys(task_args_passed)), 0) ASC,
+                                         n_samples DESC, created DESC, run_key) AS board_rn
+          FROM (
+            SELECT *, row_number() OVER (PARTITION BY row_key, task, task_args, sample_set
+                                         ORDER BY created DESC, run_key) AS rn
+            FROM v_runs WHERE status = 'success') WHERE rn = 1)""",
 ]
 
 _COLS = {
@@ -471,6 +494,8 @@ def _read_rows(path: str, hdr: Any, reader: _Reader, listing: Listing | None) ->
         for es in hdr.results.scores:
             log_metrics.setdefault(es.name, {}).update({k: m.value for k, m in es.metrics.items()})
     created = datetime.fromisoformat(spec.created) if isinstance(spec.created, str) else spec.created
+    prov = provenance_of(spec)
+    sample_keys = sorted(f"{s.get('id')}#{int(s.get('epoch') or 1)}" for s in summaries)
     run = {
         "run_key": run_key,
         "log_path": path,
@@ -491,8 +516,130 @@ def _read_rows(path: str, hdr: Any, reader: _Reader, listing: Listing | None) ->
         "n_judge_errors": n_judge_err,
         "log_metrics": canonical_json(log_metrics),
         "scorers": canonical_json(sorted(scorers)),
+        "task_args_passed": canonical_json(getattr(spec, "task_args_passed", None) or {}),
+        "sample_set": hashlib.md5(_ENCODE(sample_keys).encode()).hexdigest()[:16],
+        "settings_key": prov.get("settings_key") if prov else None,
+        "precision": precision_text(prov),
+        "config_short": short_config(prov) if prov else None,
+        "provenance": canonical_json(prov) if prov else None,
     }
     return {"ok": True, "run": run, **cols}
+
+
+PROVENANCE_KEY = "steerboard"
+"""Key of steerboard's record in ``eval.metadata`` (written by ``steerboard.methods.provenance``)."""
+
+SETTINGS_NOT_RECORDED = "settings not recorded"
+
+# resolved options left out of a row's short config (shown on the run page in full)
+_SHORT_SKIP = {"dtype", "matmul_dtype", "sae_path", "release", "sae_id", "gate_feature", "max_prompt_tokens",
+               "max_response_tokens", "unsafe_max_new_tokens", "instances_file", "pairs_file", "layer_rule",
+               "edited_module", "optimizer"}
+SHORT_CONFIG_CHARS = 90
+
+
+def provenance_of(spec: Any) -> dict[str, Any] | None:
+    """The log's ``eval.metadata["steerboard"]`` if it is a usable record (has a ``settings_key``), else None."""
+    md = getattr(spec, "metadata", None) or {}
+    prov = md.get(PROVENANCE_KEY) if isinstance(md, dict) else None
+    if not isinstance(prov, dict) or not isinstance(prov.get("settings_key"), str):
+        return None
+    return prov
+
+
+def precision_text(prov: dict[str, Any] | None) -> str | None:
+    """``"float32"`` (parameters and matmuls alike) or ``"float32 params, bfloat16 matmuls"``; None if unrecorded."""
+    if not prov:
+        return None
+    r = prov.get("resolved") or {}
+    dtype, mm = r.get("dtype"), r.get("matmul_dtype")
+    if dtype is None and mm is None:
+        return None
+    if dtype == mm or mm is None:
+        return str(dtype)
+    return f"{dtype} params, {mm} matmuls"
+
+
+def short_config(prov: dict[str, Any]) -> str:
+    """A row's short readable config: the preset (if any) and the resolved options that define the method,
+    cut to :data:`SHORT_CONFIG_CHARS` characters (the run page shows everything)."""
+    r = dict(prov.get("resolved") or {})
+    parts = []
+    if r.get("preset"):
+        parts.append(f"preset={r.pop('preset')}")
+    for k, v in r.items():
+        if k in _SHORT_SKIP or k in ("preset",) or v is None or k in _RUNTIME_LIKE:
+            continue
+        text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+        if len(text) > 24:
+            text = text[:21] + "..."
+        parts.append(f"{k}={text}")
+    out = ", ".join(parts) or "(defaults)"
+    return out if len(out) <= SHORT_CONFIG_CHARS else out[: SHORT_CONFIG_CHARS - 3] + "..."
+
+
+_RUNTIME_LIKE = {"device", "head_screen", "max_batch_size", "batch_wait_ms", "trust_remote_code", "cached_prefix"}
+
+
+def base_match_key(run: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What a ``base/`` run must share with a run for a delta: model, precision, task, task arguments, judge
+    and sample set (None when the run's precision is not recorded: nothing can be shown to match)."""
+    if run.get("precision") is None:
+        return None
+    return (
+        run.get("model"), run.get("precision"), run.get("task"), run.get("task_args"), run.get("judge"),
+        run.get("sample_set"),
+    )
+
+
+def choose_bases(runs: Sequence[dict[str, Any]]) -> dict[str, tuple[str | None, str]]:
+    """For every non-base run, the ``base/`` run its deltas are taken against, or why there is none.
+
+    Args:
+        runs: current runs (rows of ``v_current_runs``).
+
+    Returns:
+        ``{run_key: (base run_key or None, reason)}``; the reason is ``""`` when a base was found.
+    """
+    by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    same_model_task: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in runs:
+        if r.get("method") != "base":
+            continue
+        same_model_task.setdefault((r.get("model"), r.get("task")), []).append(r)
+        k = base_match_key(r)
+        if k is not None:
+            by_key.setdefault(k, []).append(r)
+    out: dict[str, tuple[str | None, str]] = {}
+    for r in runs:
+        if r.get("method") == "base":
+            continue
+        k = base_match_key(r)
+        cands = by_key.get(k, []) if k is not None else []
+        if cands:
+            best = max(cands, key=lambda b: (b.get("submitter") == r.get("submitter"), str(b.get("created"))))
+            out[r["run_key"]] = (best["run_key"], "")
+            continue
+        others = same_model_task.get((r.get("model"), r.get("task")), [])
+        if not others:
+            why = "no base/ run of this model on this task"
+        elif k is None:
+            why = f"{SETTINGS_NOT_RECORDED}: precision unknown, so no base/ run can be shown to match"
+        else:
+            diffs = set()
+            for b in others:
+                if b.get("precision") != r.get("precision"):
+                    diffs.add("precision")
+                if b.get("judge") != r.get("judge"):
+                    diffs.add("judge")
+                if b.get("task_args") != r.get("task_args"):
+                    diffs.add("task arguments")
+                if b.get("sample_set") != r.get("sample_set"):
+                    diffs.add("samples")
+            why = "no base/ run with the same model, precision, task arguments, judge and samples (base runs differ in " + (
+                ", ".join(sorted(diffs)) or "settings") + ")"
+        out[r["run_key"]] = (None, why)
+    return out
 
 
 def _read_job(args: tuple[str, Listing | None]) -> tuple[str, dict[str, Any]]:
@@ -528,7 +675,8 @@ def _flush(con: Any, batch: list[dict[str, Any]], submitter: str) -> None:
     run_cols = [
         "run_key", "submitter", "log_path", "task", "task_version", "task_id", "task_args", "model_string",
         "method", "model", "method_config", "judge", "created", "status", "total_samples", "completed_samples",
-        "n_samples", "n_judge_errors", "log_metrics", "scorers", "ingested_at",
+        "n_samples", "n_judge_errors", "log_metrics", "scorers", "ingested_at", "task_args_passed", "sample_set",
+        "settings_key", "precision", "config_short", "provenance",
     ]  # fmt: skip
     runs = {c: [] for c in run_cols}
     for d in batch:

@@ -9,6 +9,8 @@ exist only to exercise the pipeline.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import string
 from collections.abc import Sequence
@@ -123,6 +125,8 @@ class SyntheticRun:
         judge_error_every: Every n-th sample gets a judge error (0 = never).
         sample_ids: Explicit sample ids (defaults to ``s0..s{n-1}``).
         task_args: Extra task args recorded in the log (e.g. ``{"protocol": "per_instance"}``).
+        precision: Resolved matmul dtype recorded in ``eval.metadata["steerboard"]`` (None: no record, as in
+            logs from older versions or other harnesses).
     """
 
     task: str
@@ -139,6 +143,19 @@ class SyntheticRun:
     judge_error_every: int = 0
     sample_ids: Sequence[str] | None = None
     task_args: dict[str, Any] = field(default_factory=dict)
+    precision: str | None = "float32"
+
+
+def synthetic_provenance(run: SyntheticRun) -> dict[str, Any] | None:
+    """The ``eval.metadata["steerboard"]`` record a steerboard provider writes (None: an unrecorded log)."""
+    if run.precision is None:
+        return None
+    resolved = {**run.model_args, "dtype": "float32", "matmul_dtype": run.precision}
+    key = hashlib.sha256(
+        json.dumps([run.method, run.model, resolved], sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
+    return {"method": run.method, "model": run.model, "config": dict(run.model_args), "resolved": resolved,
+            "artifacts": {}, "stats": {}, "runtime": {"device": "cpu"}, "settings_key": key, "schema": 1}
 
 
 def _rates(run: SyntheticRun) -> tuple[float, float, float, float]:
@@ -279,6 +296,7 @@ def synthetic_log(run: SyntheticRun) -> Any:
         model=model_string,
         model_args=dict(run.model_args),
         config=EvalConfig(epochs=1),
+        metadata={"steerboard": prov} if (prov := synthetic_provenance(run)) else None,
     )
     results = EvalResults(
         total_samples=len(ids),

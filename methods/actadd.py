@@ -246,6 +246,7 @@ class ActAddMethod(HookSteering, Method):
         import hashlib
 
         path = self.artifact_path(engine, hashlib.sha256(data_key.encode()).hexdigest(), suffix=".safetensors")
+        self.direction_file = path
         if not path.is_file():
             save_directions(fit_directions(engine), path)
         return load_directions(path)
@@ -266,8 +267,16 @@ class ActAddMethod(HookSteering, Method):
         self.bind_steering(engine, ActAddSteerer(table[r.layer].to(engine.device), r.coefficient, r.operation), r.layer)
 
     def describe(self) -> dict[str, Any]:
+        from steerboard.methods.base import file_sha256
+
         d = super().describe()
-        d["resolved"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.resolved.__dict__.items()}
+        d["resolved"] = {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in self.resolved.__dict__.items() if k != "artifact"
+        }
+        path = self.resolved.artifact or getattr(self, "direction_file", None)
+        if path is not None:
+            d["artifacts"]["direction"] = {"path": str(path), "sha256": file_sha256(path)}
+        d["artifacts"].update(self.gate_artifacts())
         return d
 
 

@@ -56,6 +56,38 @@ def _number(value: Any, tp: type[int] | type[float], key: str) -> int | float:
         except (TypeError, ValueError):
             pass
     raise ValueError(f"-M {key}={value!r}: expected {'an integer' if tp is int else 'a number'}")
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """First ``n`` hex digits of the sha256 of ``obj`` as canonical JSON (sorted keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+_SHA_CACHE: dict[tuple[str, int, float], str] = {}
+
+
+def file_sha256(path: str | Path | None) -> str | None:
+    """sha256 of a file, or of a folder's files (relative path + content, sorted); None when absent.
+
+    Cached per (path, size, mtime), so a run that records the same artifact twice hashes it once.
+    """
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.exists():
+        return None
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    st = [f.stat() for f in files]
+    key = (str(p.resolve()), sum(s.st_size for s in st), max((s.st_mtime for s in st), default=0.0))
+    if key in _SHA_CACHE:
+        return _SHA_CACHE[key]
+    h = hashlib.sha256()
+    for f in files:
+        if p.is_dir():
+            h.update(str(f.relative_to(p)).encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
+    _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -214,10 +246,15 @@ class MethodConfig:
     batch_wait_ms: float = 30.0
     trust_remote_code: bool = False
 
-    # keys that do not change what the method computes (left out of cache hashes)
+    # keys that do not change what the method computes (left out of cache hashes and leaderboard row keys).
+    # ``dtype`` and ``matmul_dtype`` do change it; they are listed here as typed ("auto") and enter hashes
+    # resolved instead (see :meth:`Method.precision`), so ``auto`` on a CPU without bf16 and an explicit
+    # ``float32`` share one key while ``auto`` resolving to bfloat16 gets its own.
     RUNTIME_KEYS: ClassVar[tuple[str, ...]] = (
-        "device", "dtype", "matmul_dtype", "head_screen", "max_batch_size", "batch_wait_ms", "trust_remote_code"
+        "device", "dtype", "head_screen", "max_batch_size", "batch_wait_ms", "trust_remote_code"
     )
+    # precision keys: hashed by their resolved value, never by their spelling
+    PRECISION_KEYS: ClassVar[tuple[str, ...]] = ("dtype", "matmul_dtype")
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -255,10 +292,21 @@ class MethodConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def fingerprint(self) -> str:
-        """Stable hash of the options that change the method's result (runtime keys excluded)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in self.RUNTIME_KEYS}
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    def result_options(self, precision: dict[str, str] | None = None) -> dict[str, Any]:
+        """The options that change the method's result: runtime keys left out, precision keys resolved.
+
+        Args:
+            precision: resolved ``{"dtype", "matmul_dtype"}`` of the engine that runs the method (see
+                :meth:`Method.precision`); None keeps the options as typed (``"auto"``).
+        """
+        d = {k: v for k, v in self.to_dict().items() if k not in self.RUNTIME_KEYS or k in self.PRECISION_KEYS}
+        if precision is not None:
+            d.update({k: precision[k] for k in self.PRECISION_KEYS if k in precision})
+        return d
+
+    def fingerprint(self, precision: dict[str, str] | None = None) -> str:
+        """Stable hash of :meth:`result_options` (pass the resolved ``precision`` wherever an engine exists)."""
+        return stable_hash(self.result_options(precision), 16)
 
 
 @dataclass(frozen=True)
@@ -433,14 +481,114 @@ class Method:
         """Cache path keyed by a hash of (model, method name, method config, data)."""
         from steerboard.paths import cache_dir
 
-        key = hashlib.sha256(
-            json.dumps([engine.source, self.name, self.config.fingerprint(), *data_parts], default=str).encode()
-        ).hexdigest()[:20]
+        fp = self.config.fingerprint(self.precision(engine))  # resolved precision: a bf16 fit is its own
+        key = stable_hash([engine.source, self.name, fp, *data_parts], 20)
         return cache_dir("artifacts", self.name) / f"{key}{suffix}"
 
+    @staticmethod
+    def precision(engine: Engine | None) -> dict[str, str]:
+        """The engine's resolved precision: parameter ``dtype`` and ``matmul_dtype`` (what ``auto`` became)."""
+        if engine is None:
+            return {}
+        dtype = getattr(engine, "dtype", None)
+        if dtype is None:
+            try:
+                dtype = next(engine.model.parameters()).dtype
+            except (AttributeError, StopIteration):
+                dtype = None
+        return {
+            "dtype": str(dtype).removeprefix("torch.") if dtype is not None else "unknown",
+            "matmul_dtype": str(getattr(engine, "matmul_dtype", None) or "unknown"),
+        }
+
     def describe(self) -> dict[str, Any]:
-        """What the log records about this method (its config and fitted choices)."""
-        return {"method": self.name, "config": self.config.to_dict()}
+        """What the log records about this method once prepared.
+
+        Returns:
+            ``{"method", "config", "resolved", "artifacts", "stats"}``: ``config`` is the validated ``-M``
+            options; ``resolved`` every option that changes results after presets and defaults are expanded
+            (subclasses add their fitted choices); ``artifacts`` ``{kind: {"path", "sha256"}}`` of every file
+            used (SAE, direction, probe, classifier, adapter, edited weights); ``stats`` fit/edit statistics.
+        """
+        return {
+            "method": self.name,
+            "config": self.config.to_dict(),
+            "resolved": self.config.result_options(),
+            "artifacts": {},
+            "stats": {},
+        }
+
+    def provenance(self, engine: Engine | None) -> dict[str, Any]:
+        """:meth:`describe` plus the runtime and the settings key (what ``eval.metadata["steerboard"]`` holds).
+
+        ``settings_key`` hashes what changes results: the resolved options (precision resolved), the model and
+        every artifact's sha256; device, batch sizes and timing options are left out. Two spellings of one
+        configuration (``sae/`` and ``sae/ -M preset=<default>``) share it; another preset or precision does not.
+        """
+        d = self.describe()
+        prec = self.precision(engine)
+        resolved = {**self.config.result_options(prec), **dict(d.get("resolved") or {}), **prec}
+        d["resolved"] = resolved
+        d["model"] = self.model_name
+        d["model_source"] = str(getattr(engine, "source", self.model_name))
+        d["runtime"] = runtime_info(engine)
+        key_obj = {
+            "method": self.name,
+            "model": d["model_source"],
+            # a file named by absolute path enters by content, so a checkout's location does not change the key
+            "resolved": {
+                k: (f"sha256:{file_sha256(v)}" if isinstance(v, str) and Path(v).is_absolute() and Path(v).exists()
+                    else v)
+                for k, v in resolved.items()
+            },
+            "artifacts": {k: (a or {}).get("sha256") for k, a in (d.get("artifacts") or {}).items()},
+        }
+        d["settings_key"] = stable_hash(key_obj, 16)
+        d["schema"] = PROVENANCE_SCHEMA
+        return d
+
+    def sample_record(self, request: Any, result: Any) -> dict[str, Any]:
+        """What the intervention did for one generation (recorded in the sample's output metadata).
+
+        The base record: prompt and generated token counts. Steering methods add the gate decision and the
+        number of prompt/generated tokens steered (see ``HookSteering.sample_record``).
+        """
+        return {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens}
+
+
+PROVENANCE_SCHEMA = 1
+"""Version of the ``eval.metadata["steerboard"]`` layout."""
+
+
+def runtime_info(engine: Engine | None) -> dict[str, Any]:
+    """Device, precision and library versions of the process running ``engine``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(pkg: str) -> str | None:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return None
+
+    out: dict[str, Any] = {
+        "steerboard": ver("steerboard"),
+        "torch": ver("torch"),
+        "transformers": ver("transformers"),
+        "inspect_ai": ver("inspect_ai"),
+    }
+    if engine is not None:
+        try:
+            out["device"] = str(engine.device)
+        except (AttributeError, StopIteration):
+            out["device"] = None
+        out.update(Method.precision(engine))
+        try:
+            from steerboard import precision
+
+            out["cpu_bf16"] = bool(precision.cpu_has_fast_bf16())
+        except Exception:  # noqa: BLE001 - an informational field only
+            pass
+    return out
 
 
 class BaseMethod(Method):

@@ -602,11 +602,25 @@ class DINMMethod(Method):
                 w.copy_(self._original[name] + d.to(w.device, w.dtype))
 
     def describe(self) -> dict[str, Any]:
+        from steerboard.methods.base import file_sha256
+
         d = super().describe()
-        d["persistent_edits"] = [
-            {k: s.get(k) for k in ("id", "layer", "module", "seconds")} for s in self.persistent_stats
+        d["resolved"]["layer_rule"] = (
+            f"fixed layer {self.cfg.layer}" if self.cfg.layer is not None
+            else "toxic layer: largest safe/unsafe hidden-state distance, minus 1"
+        )
+        d["resolved"]["edited_module"] = "mlp output projection (down_proj) of the chosen layer"
+        edits = [
+            {k: s.get(k) for k in ("id", "layer", "module", "seconds")}
+            | {"final_loss": (s.get("loss") or [None])[-1], "steps": len(s.get("loss") or [])}
+            for s in self.persistent_stats
         ]
-        d["artifact"] = self.artifact
+        d["stats"] = {
+            "persistent_edits": edits,
+            "toxic_layers": sorted({e["layer"] for e in edits if e.get("layer") is not None}),
+        }
+        if self.artifact is not None:
+            d["artifacts"]["edited_weights"] = {"path": self.artifact, "sha256": file_sha256(self.artifact)}
         return d
 
     def apply_edit(self, engine: Engine, instance: EditInstance) -> dict[str, Any]:

@@ -316,7 +316,10 @@ class DPOMethod(Method):
             engine.model.eval()
 
     def describe(self) -> dict[str, Any]:
+        from steerboard.methods.base import file_sha256
+
         d = super().describe()
-        d["artifact"] = self.artifact
-        d["train_stats"] = self.train_stats
+        if self.artifact is not None:
+            d["artifacts"]["adapter"] = {"path": self.artifact, "sha256": file_sha256(self.artifact)}
+        d["stats"] = {"train": self.train_stats}
         return d

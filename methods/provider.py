@@ -251,6 +251,7 @@ class MethodModelAPI(ModelAPI):
         **model_args: Any,
     ) -> None:
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
+        self._active_edit: dict[str, Any] | None = None  # the per-instance edit now applied (see :meth:`edit`)
         # validate everything cheap before any weights load
         # Inspect has read -M values as YAML; parse the typed text by the config's field types instead
         cfg = self.method_class.config_class.from_dict(model_args, cli_model_arg_texts())
@@ -262,6 +263,7 @@ class MethodModelAPI(ModelAPI):
             # with non-default options: train a second adapter) for nothing.
             self.engine = None  # type: ignore[assignment]  # this instance never generates
             self._edit_lock = asyncio.Lock()
+            self.provenance: dict[str, Any] = {}
             return
         from steerboard.models import resolve_model
 
@@ -279,6 +281,11 @@ class MethodModelAPI(ModelAPI):
 
         self.engine = torch_thread.call(_setup)
         self._edit_lock = asyncio.Lock()
+        from steerboard.methods import provenance
+
+        # what ran, for the eval log's header (``eval.metadata["steerboard"]``, see methods/provenance.py)
+        self.provenance = self.method.provenance(self.engine)
+        provenance.record(f"{self.method.name}/{model_name}", model_args, self.provenance)
 
     # -- Inspect API
     def max_tokens(self) -> int | None:
@@ -318,6 +325,7 @@ class MethodModelAPI(ModelAPI):
         msgs = message_dicts(input)
         request = self.build_request(msgs, config)
         request.meta.update(await self.method.async_request_meta(self.engine, self.method.messages(msgs)))
+        edit_at_submit = self._active_edit
         fut = _batcher(self.engine, self.method).submit(request, self.method)
         res = await asyncio.wrap_future(fut)
         logprobs = None
@@ -340,6 +348,8 @@ class MethodModelAPI(ModelAPI):
         return ModelOutput(
             model=self.model_name,
             choices=[choice],
+            # what the intervention did for this generation (gate, tokens steered); the key names the settings
+            metadata={"steerboard": self._sample_record(request, res, edit_at_submit)},
             usage=ModelUsage(
                 input_tokens=res.input_tokens,
                 output_tokens=res.output_tokens,
@@ -347,6 +357,15 @@ class MethodModelAPI(ModelAPI):
             ),
             time=res.seconds,
         )
+
+    def _sample_record(self, request: GenerationRequest, res: GenerationResult, edit: dict[str, Any] | None) -> dict[str, Any]:
+        rec = {**self.method.sample_record(request, res), "settings_key": self.provenance.get("settings_key")}
+        if self.method.supports_edit:
+            # the per-instance edit in place when the request was queued (None: the unedited/persistent model)
+            rec["edit"] = edit
+            if edit is not self._active_edit:
+                rec["edit_changed_during_generation"] = True
+        return rec
 
     async def count_tokens(self, input: str | list[ChatMessage], config: GenerateConfig | None = None) -> int:
         """Exact count with the model's own tokenizer and chat template (Inspect's default uses tiktoken,
@@ -375,9 +394,11 @@ class MethodModelAPI(ModelAPI):
             cm = self.method.edit(self.engine, instance)
             stats = await torch_thread.acall(cm.__enter__)
             self.engine.weights_changed()
+            self._active_edit = {"id": instance.id, "layer": stats.get("layer"), "module": stats.get("module")}
             try:
                 yield stats
             finally:
+                self._active_edit = None
                 await torch_thread.acall(cm.__exit__, None, None, None)
                 self.engine.weights_changed()
 

@@ -342,6 +342,8 @@ class SAEMethod(HookSteering, Method):
         self.bind_steering(engine, SAESteerer(self.sae, r.features, r.strengths, r.mode), r.layer)
 
     def describe(self) -> dict[str, Any]:
+        from steerboard.methods.base import file_sha256
+
         r = self.resolved
         d = super().describe()
         d["resolved"] = {
@@ -350,6 +352,11 @@ class SAEMethod(HookSteering, Method):
             "mode": r.mode, "steer_on": r.steer_on, "gate": r.gate, "gate_threshold": r.gate_threshold,
             "gate_feature": r.gate_feature,
         }
+        if r.sae_path is not None:
+            d["artifacts"]["sae"] = {"path": str(r.sae_path), "sha256": file_sha256(r.sae_path)}
+        else:
+            d["artifacts"]["sae"] = {"path": f"{r.release}/{r.sae_id}", "sha256": None}
+        d["artifacts"].update(self.gate_artifacts())
         return d
 
 

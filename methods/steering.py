@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 SteerOn = Literal["prompt", "generated", "both"]
 GATE_META_KEY = "steer_gate"
+GATE_DECISION_KEY = "_steer_gate_decided"  # the gate's decision for a request, written by the hook at prefill
+DECODE_STEERED_KEY = "_decode_steps_steered"  # decode forward passes in which the hook steered the request
 GATE_FEATURES: tuple[str, ...] = ("mean", "last", "mean_last")
 """How the gate probe pools the hooked layer's prompt residual: mean over the user span (chat-template tail
 included), the last prompt token, or both concatenated."""
@@ -306,10 +308,16 @@ def gated_intervention(
                 for i, r in enumerate(state.rows):
                     o = override[i]
                     gates[r] = bool(o) if o is not None else bool(computed.get(i, True))
+                    state.requests[r].meta[GATE_DECISION_KEY] = gates[r]
             live_gate = [gates.get(r, True) for r in state.rows]
             mask = position_mask(state, h.shape[1], steer_on, h.device)
             if mask is None or not any(live_gate):
                 return None
+            if state.phase == "decode":  # per-sample record: decode steps that ran steered
+                for r, g in zip(state.rows, live_gate):
+                    if g:
+                        meta = state.requests[r].meta
+                        meta[DECODE_STEERED_KEY] = meta.get(DECODE_STEERED_KEY, 0) + h.shape[1]
             if not all(live_gate):
                 mask = mask * torch.tensor(live_gate, dtype=mask.dtype, device=mask.device).view(-1, 1, 1)
             return map_hidden(output, lambda x: steer(x, mask.to(x.dtype)))
@@ -784,6 +792,7 @@ class HookSteering:
         """Attach ``steerer`` (an object with ``apply(hidden, mask)``) to block ``layer`` of ``engine``."""
         self.steerer = steerer
         self._module = engine.layer_module_name(layer)
+        self._bound = (engine, layer)  # for :meth:`gate_artifacts`
         self._model = engine.model
         self.classifier_gate = None
         gate = self.resolved.gate
@@ -826,6 +835,47 @@ class HookSteering:
         if getattr(self, "classifier_gate", None) is None:
             return list(requests)
         return [dataclasses.replace(r, meta={**r.meta, **m}) for r, m in zip(requests, self.gate_meta(prompts), strict=True)]
+
+    def gate_artifacts(self) -> dict[str, dict[str, Any]]:
+        """``{kind: {"path", "sha256"}}`` of the gate's probe and/or classifier files (empty without a gate)."""
+        from steerboard.methods.base import file_sha256
+        from steerboard.paths import cache_dir
+
+        out: dict[str, dict[str, Any]] = {}
+        bound = getattr(self, "_bound", None)
+        gate = self.resolved.gate
+        if bound is not None and gate in ("probe", "both"):
+            engine, layer = bound
+            shipped = shipped_probe_path(engine, layer, self.resolved.gate_feature)
+            key = probe_key(engine, layer, self.resolved.gate_feature)
+            path = shipped if shipped.is_file() else cache_dir("artifacts", "gate-probe") / f"{key}.json"
+            out["gate_probe"] = {"path": str(path), "sha256": file_sha256(path)}
+        if gate in ("classifier", "both"):
+            from steerboard.methods.prompt_gate import classifier_key, shipped_classifier_path
+
+            shipped = shipped_classifier_path()
+            path = shipped if shipped.is_file() else cache_dir("artifacts", "gate-classifier") / f"{classifier_key()}.json"
+            out["gate_classifier"] = {"path": str(path), "sha256": file_sha256(path)}
+        return out
+
+    def sample_record(self, request: Any, result: Any) -> dict[str, Any]:
+        """Per generation: gate decision and score, prompt tokens steered, decode steps steered."""
+        meta = request.meta
+        r = self.resolved
+        fired = meta.get(GATE_DECISION_KEY, meta.get(GATE_META_KEY, True))
+        fired = bool(fired) if fired is not None else True
+        rec: dict[str, Any] = {
+            "input_tokens": result.input_tokens,
+            "output_tokens": result.output_tokens,
+            "gate": r.gate,
+            "steered": fired,
+            "prompt_tokens_steered": result.input_tokens if fired and r.steer_on in ("prompt", "both") else 0,
+            "decode_steps_steered": int(meta.get(DECODE_STEERED_KEY, 0)),
+        }
+        for k in ("gate_score", CLF_SCORE_KEY):
+            if meta.get(k) is not None:
+                rec[k] = float(meta[k])
+        return rec
 
     def intervention(self) -> SteeringIntervention:
         if self.steerer is None or self._module is None:

@@ -8,6 +8,9 @@ from steerboard.methods.registry import register_methods as _register_methods
 
 _METHODS = _register_methods()
 
+# the hook that writes eval.metadata["steerboard"] (resolved settings of the provider that ran)
+from steerboard.methods.provenance import ProvenanceHooks  # noqa: E402
+
 # tasks (addressable as steerboard/<name>)
 from steerboard.tasks.crescendo import crescendo  # noqa: E402
 from steerboard.tasks.gsm8k import gsm8k  # noqa: E402

@@ -329,7 +329,7 @@ def test_site_has_table_plots_and_reported_rows(site: Path) -> None:
     assert "Refusal on unsafe" in html and "Attack success" in html
     assert "<svg" in html and "Pareto" in html
     assert "strength" in html and "sae/smollm2-135m strength" in html  # a sweep over strength 4 and 10
-    assert 'class="reported"' in html and "35.98" in html and "arXiv 2411.11296" in html
+    assert 'class="reported"' in html and "35.98" in html and "secondary, unverified" in html
     assert "O&#39;Brien et al. 2024" in html
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "src=" not in html
 
@@ -557,12 +557,15 @@ def test_aggregates_and_sweeps_are_formed_as_documented(db, listing) -> None:
     (sweep,) = [s for s in view["sweeps"] if s["name"].startswith("sae/smollm2-135m strength")]
     assert sweep["x"] == [4.0, 10.0] and sweep["safety"][0] == pytest.approx(safety)
     # reported rows: only those with a value in this board's columns enter the main table
-    assert [r["setting"] for r in view["reported_rows"]] == [
-        "SAE feature 22373 clamped at 12",
-        "SAE feature 22373 clamped at 10-12",
+    assert [(r["setting"], r["status"]) for r in view["reported_rows"]] == [
+        ("unsteered (clamp 0)", "secondary, unverified"),
+        ("SAE feature 22373 clamped at 12", "secondary, unverified"),
+        ("SAE feature 22373 clamped at 10", "secondary, unverified (single source)"),
     ]
+    # every reported number is listed (with its status) even without a column on this board
     assert any(
-        x["text"] == "(no numbers transcribed)" and "Wang" in x["paper"] for x in view["reported_list"]
+        x["text"] == "96.02" and x["metric"] == "DS" and x["model"] == "LLaMA2-7B-Chat" and x["status"] == "primary"
+        for x in view["reported_list"]
     )
 
 

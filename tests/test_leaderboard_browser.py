@@ -64,8 +64,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {
         "dir": out,
         "hostile_page": run_page_name(hostile_key),
-        "n_rows": 12 + 1 + 2,
-    }  # measured + hostile + reported rows with values in these columns
+        "n_rows": 12 + 1 + 3,
+    }  # measured + hostile + reported rows with values in these columns (O'Brien et al.: clamp 0, 12, 10)
 
 
 def _demo_like_runs() -> list[SyntheticRun]:
@@ -272,7 +272,7 @@ def test_run_page_reads(driver: Any, server: str, site: dict[str, Any]) -> None:
     driver.get(server + "/index.html")
     link = driver.find_element(By.CSS_SELECTOR, "#board tbody td.num a")
     link.click()
-    assert "Method config" in driver.find_element(By.TAG_NAME, "body").text
+    assert "Settings that ran" in driver.find_element(By.TAG_NAME, "body").text
     assert driver.find_elements(By.CSS_SELECTOR, ".sample")
     driver.save_screenshot(str(SCREENSHOTS / "leaderboard_run.png"))
     assert _severe(driver) == []
@@ -356,3 +356,36 @@ def test_no_control_and_one_point_sweep_site_has_no_console_errors(driver: Any, 
     driver.find_element(By.CSS_SELECTOR, "#board tbody td.num a").click()
     assert "Method config" in driver.find_element(By.TAG_NAME, "body").text
     assert _severe(driver) == []
+def test_no_base_one_point_sweep_and_unrecorded_site_has_no_console_errors(
+    driver: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A board with no base/ run, one point of a strength sweep and a log without recorded settings."""
+    from selenium.webdriver.common.by import By
+
+    root = tmp_path_factory.mktemp("nobase")
+    listing_path = root / "listing.yaml"
+    listing_path.write_text(yaml.safe_dump(SYNTHETIC_LISTING, sort_keys=False))
+    listing = load_listing_file(listing_path)
+    write_synthetic_log(SyntheticRun(task="xstest", method="sae", model_args={"strength": 4}, seed=1), root / "l" / "a.eval")
+    write_synthetic_log(SyntheticRun(task="xstest", method="prompt", seed=2, precision=None), root / "l" / "b.eval")
+    ingest_logs([root / "l"], root / "r.duckdb", listing=listing, progress=False)
+    build_site(root / "r.duckdb", root / "site", listing=listing)
+    handler = functools.partial(_QuietHandler, directory=str(root / "site"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        driver.get(base + "/index.html")
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "settings not recorded" in body
+        assert _severe(driver) == []
+        hrefs = [a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "#board tbody td.cfg a")]
+        assert len(hrefs) == 2
+        for href in hrefs:  # each row's short config links its full settings
+            driver.get(href)
+            text = driver.find_element(By.TAG_NAME, "body").text
+            assert "Settings that ran" in text and "no deltas" in text
+            assert _severe(driver) == []
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
