@@ -704,12 +704,15 @@ def _side_effects_listing() -> Any:
     return parse_listing(data)
 
 
-def _write_side_effects_log(path: Path, method: str, kls: list[float], seed: int) -> None:
+def _write_side_effects_log(
+    path: Path, method: str, kls: list[float], seed: int, model_args: dict[str, Any] | None = None
+) -> None:
     """A side-effects log: one float per sample (values above 1 make it a cost in nats, not a rate)."""
     from inspect_ai.log import write_eval_log
     from inspect_ai.scorer import Score
 
-    log = synthetic_log(SyntheticRun(task="side_effects", method=method, n_samples=len(kls), seed=seed))
+    run = SyntheticRun(task="side_effects", method=method, model_args=model_args or {}, n_samples=len(kls), seed=seed)
+    log = synthetic_log(run)
     for s, kl in zip(log.samples, kls, strict=True):
         s.scores = {"side_effects": Score(value={"kl_benign": kl})}
     write_eval_log(log, str(path))
@@ -737,13 +740,7 @@ def test_capability_axis_handles_lower_is_better_costs(tmp_path: Path) -> None:
             logs / f"x{i}.eval",
         )
         log_path = logs / f"s{i}.eval"
-        _write_side_effects_log(log_path, method, vals, seed=10 + i)
-        if method == "sae":  # same model args as the other sae logs, so one row
-            from inspect_ai.log import read_eval_log, write_eval_log
-
-            log = read_eval_log(str(log_path))
-            log.eval.model_args = cfg
-            write_eval_log(log, str(log_path))
+        _write_side_effects_log(log_path, method, vals, seed=10 + i, model_args=cfg)  # same settings: one row
     ingest_logs([logs], tmp_path / "r.duckdb", listing=listing, progress=False)
     data = collect(tmp_path / "r.duckdb", listing)
     rows = {r["method"]: r for r in assemble(data, listing, load_reported())["rows"]}
