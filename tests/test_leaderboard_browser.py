@@ -354,8 +354,10 @@ def test_no_control_and_one_point_sweep_site_has_no_console_errors(driver: Any, 
     assert "No method has been run at several strengths yet." in driver.find_element(By.TAG_NAME, "body").text
     assert _severe(driver) == []
     driver.find_element(By.CSS_SELECTOR, "#board tbody td.num a").click()
-    assert "Method config" in driver.find_element(By.TAG_NAME, "body").text
+    assert "Settings that ran" in driver.find_element(By.TAG_NAME, "body").text
     assert _severe(driver) == []
+
+
 def test_no_base_one_point_sweep_and_unrecorded_site_has_no_console_errors(
     driver: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
