@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 
 def _listing(path: str | None):  # -> Listing (imported lazily)
@@ -68,6 +69,18 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from steerboard.leaderboard.report import results_markdown
+
+    text = results_markdown(args.db, _listing(args.listing), with_ci=args.ci)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     from steerboard.leaderboard.submit import STANDARD_JUDGES, check_submission
 
@@ -79,7 +92,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``ingest``, ``build`` and ``submit`` to the ``steerboard`` CLI."""
+    """Add ``ingest``, ``build``, ``report`` and ``submit`` to the ``steerboard`` CLI."""
     workers = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
     p = sub.add_parser("ingest", help="load Inspect logs into a DuckDB results database (idempotent)")
     p.add_argument(
@@ -108,6 +121,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--agreement", help="judge agreement JSON (default: steerboard.scorers artifacts/agreement.json)"
     )
     b.set_defaults(func=_build)
+
+    r = sub.add_parser("report", help="the leaderboard's rows as a Markdown table (the numbers the site shows)")
+    r.add_argument("--db", default="results.duckdb", help="results database (default: results.duckdb)")
+    r.add_argument("--listing", help="task listing YAML (default: the project's tasks/listing.yaml)")
+    r.add_argument("--ci", action="store_true", help="add each metric's 95 %% interval")
+    r.add_argument("--out", help="write the table to this file (default: print it)")
+    r.set_defaults(func=_report)
 
     s = sub.add_parser("submit", help="method submissions (Inspect logs, not code)")
     ssub = s.add_subparsers(dest="submit_command", metavar="SUBCOMMAND")

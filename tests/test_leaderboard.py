@@ -911,3 +911,27 @@ def test_axis_value_orients_each_kind_of_metric() -> None:
     assert kept == pytest.approx(math.exp(-1.2)) and se == pytest.approx(math.exp(-1.2) * 0.1)
     assert axis_value(spec(False), {**cost, "mean": -0.2}) == (1.0, 0.0)  # a negative cost counts as none
     assert axis_value(spec(True), cost) is None  # an unbounded higher-is-better value has no common scale
+
+
+def test_report_table_matches_the_site_rows(tmp_path: Path) -> None:
+    """`steerboard report` prints one Markdown row per leaderboard row with the site's cell values."""
+    from steerboard.leaderboard.build import assemble, load_reported
+    from steerboard.leaderboard.report import results_markdown
+
+    listing = _side_effects_listing()
+    logs = tmp_path / "logs"
+    for i, (method, cfg) in enumerate((("base", {}), ("sae", {"strength": 4}))):
+        write_synthetic_log(
+            SyntheticRun(task="xstest", method=method, model_args=cfg, n_samples=20, seed=i), logs / f"x{i}.eval"
+        )
+    ingest_logs([logs], tmp_path / "r.duckdb", listing=listing, progress=False)
+    text = results_markdown(tmp_path / "r.duckdb", listing, with_ci=True)
+    lines = text.strip().splitlines()
+    view = assemble(collect(tmp_path / "r.duckdb", listing), listing, load_reported())
+    assert len(lines) == 2 + len(view["rows"]) == 4
+    for line, row in zip(lines[2:], view["rows"], strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0].startswith(row["method"])
+        shown = [c["value"] for c in row["cells"] if c["value"]]
+        assert shown and all(any(c.startswith(v) for c in cells[5:]) for v in shown)
+    assert "(control)" in lines[2] or "(control)" in lines[3]
