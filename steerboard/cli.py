@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_user_error(ex: BaseException) -> bool:
+    """Errors whose message says all there is to say (bad input, a missing file, a busy database)."""
+    return isinstance(ex, (ValueError, FileNotFoundError)) or bool(getattr(ex, "user_error", False))
+
+
 def _error_line(ex: BaseException) -> str:
     """An error as one line (the first line of its message; a list of problems keeps its lines)."""
     text = str(ex).strip() or type(ex).__name__
@@ -51,7 +56,7 @@ def _error_line(ex: BaseException) -> str:
     if isinstance(ex, SuiteInvalid):
         return text
     first = text.splitlines()[0]
-    if isinstance(ex, (ValueError, FileNotFoundError)):
+    if _is_user_error(ex):
         return first
     return f"{type(ex).__name__}: {first}"
 
@@ -78,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as ex:  # noqa: BLE001 - one clear line for the user; the traceback with --debug
         if debug:
             raise
-        user_error = isinstance(ex, (ValueError, FileNotFoundError))
+        user_error = _is_user_error(ex)
         hint = "" if user_error else f" (run with --debug or {DEBUG_ENV}=1 for the traceback)"
         print(f"steerboard {args.command}: error: {_error_line(ex)}{hint}", file=sys.stderr)
         return 2 if user_error else 1
