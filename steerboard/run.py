@@ -21,6 +21,7 @@ Strength sweeps (``sweep``) expand into one run per value; the leaderboard draws
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib
@@ -428,13 +429,13 @@ def run_suite(
         raise SuiteInvalid(
             f"suite {suite.name!r}: {len(problems)} problem(s), nothing was run:\n  - " + "\n  - ".join(problems)
         )
-    root = Path(log_dir)
+    root = str(log_dir).rstrip("/")  # joined as text: a local folder or an fsspec URL
     summary: list[dict[str, Any]] = []
     for method, task in runs:
         limit = None if task.limit is None else max(1, int(round(task.limit * limit_scale)))
         summary.append({
             "method": method.name, "args": method.args, "task": task.name, "task_args": task.args, "limit": limit,
-            "log_dir": str(root / method.slug / task.name), "status": "not started",
+            "log_dir": f"{root}/{method.slug}/{task.name}", "status": "not started",
         })
     if dry_run:
         for entry, (_, task) in zip(summary, runs):
@@ -508,17 +509,22 @@ def _run_pair(
     from filelock import FileLock, Timeout
 
     pair_dir = Path(entry["log_dir"])
-    pair_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(pair_dir) + ".lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        entry["status"] = "error"
-        entry["error"] = f"another steerboard run is writing {pair_dir} (lock {lock.lock_file})"
-        return
+    remote = "://" in entry["log_dir"]  # an fsspec URL: no local lock file, and no stale-log clean-up
+    lock: Any = contextlib.nullcontext()
+    if not remote:
+        pair_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(pair_dir) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            entry["status"] = "error"
+            entry["error"] = f"another steerboard run is writing {pair_dir} (lock {lock.lock_file})"
+            return
     try:
         # holding the pair's lock, no other steerboard run writes here: a 'started' log is a killed run's
-        stale = [log.location for log in pair_logs(pair_dir, task, entry["limit"]) if log.status == "started"]
+        stale = [] if remote else [
+            log.location for log in pair_logs(pair_dir, task, entry["limit"]) if log.status == "started"
+        ]
         if stale:
             entry["stale_logs"] = stale
         entry["status"] = "running"
@@ -526,7 +532,7 @@ def _run_pair(
         try:
             ok, logs = eval_set(
                 tasks=[resolve_task(task.name)(**task.args)],
-                log_dir=str(pair_dir),
+                log_dir=entry["log_dir"],
                 model=f"{method.name}/{model_name}",
                 model_args=method.args,
                 model_roles=roles or None,
@@ -562,7 +568,8 @@ def _run_pair(
         if entry["status"] == "success" and stale:
             entry["replaced_stale_logs"] = _remove_stale(stale)
     finally:
-        lock.release()
+        if not remote:
+            lock.release()
 
 
 def _remove_stale(locations: list[str]) -> list[str]:
