@@ -22,6 +22,7 @@ Strength sweeps (``sweep``) expand into one run per value; the leaderboard draws
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import hashlib
 import importlib
@@ -317,7 +318,7 @@ def check_runs(
         seen_tasks.add(key)
         where = f"task {task.name} {json.dumps(task.args, sort_keys=True, default=str)}"
         try:
-            resolve_task(task.name)(**task.args)
+            build_task(task)
         except Exception as ex:  # noqa: BLE001 - every problem is listed, whatever raised it
             problems.append(f"{where}: {ex}")
         judges = sorted(k for k, v in task.args.items() if k.endswith("judge") and v == "model")
@@ -374,6 +375,15 @@ def _pair_state(logs: list[Any]) -> tuple[str, str | None]:
 
 class SuiteInvalid(ValueError):
     """A suite whose pairs have problems (all of them listed in the message)."""
+
+
+def build_task(task: TaskRun) -> Any:
+    """Construct a task with its options, outside any eval's context.
+
+    A fresh ``contextvars.Context``: an earlier ``eval_set`` in this process leaves Inspect's active model and
+    model roles set in the caller's context, and a task reads them when it checks its grader role.
+    """
+    return contextvars.Context().run(resolve_task(task.name), **task.args)
 
 
 def run_suite(
@@ -531,7 +541,7 @@ def _run_pair(
         t0 = time.perf_counter()
         try:
             ok, logs = eval_set(
-                tasks=[resolve_task(task.name)(**task.args)],
+                tasks=[build_task(task)],
                 log_dir=entry["log_dir"],
                 model=f"{method.name}/{model_name}",
                 model_args=method.args,
