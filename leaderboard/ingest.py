@@ -135,33 +135,84 @@ class IngestSummary:
     samples_added: int = 0
     already_present: int = 0
     skipped: int = 0
+    replaced: int = 0  # stored runs replaced by a copy with more samples
     problems: list[tuple[str, str]] = field(default_factory=list)
+    mismatches: list[tuple[str, str]] = field(default_factory=list)  # logs whose samples disagree with results
 
     def lines(self) -> list[str]:
         """Human-readable summary lines."""
         out = [
             f"files seen: {self.files_seen}; runs added: {self.runs_added} ({self.samples_added} samples); "
             f"already present: {self.already_present}; skipped: {self.skipped}"
+            + (f"; replaced by a more complete copy: {self.replaced}" if self.replaced else "")
         ]
         out += [f"  skipped {p}: {why}" for p, why in self.problems]
+        out += [f"  sample count mismatch in {p}: {why}" for p, why in self.mismatches]
         return out
 
 
-def connect(db: str | Path, read_only: bool = False) -> Any:
+class DatabaseLocked(RuntimeError):
+    """Another process held the results database's lock for longer than the wait allows."""
+
+    user_error = True  # the CLI prints the message alone, without a traceback
+
+
+LOCK_WAIT_S = 60.0
+"""How long ``connect`` waits for another process's lock on the database (``STEERBOARD_DB_LOCK_WAIT``)."""
+
+
+def _lock_holder(message: str) -> str:
+    m = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", message)
+    return f"PID {m.group(2)} ({m.group(1)})" if m else "another process"
+
+
+def _connect_waiting(db: str | Path, read_only: bool, wait_s: float | None) -> Any:
+    """``duckdb.connect``, waiting (bounded, with one message) while another process holds the file's lock."""
+    import os
+    import sys
+    import time
+
+    import duckdb
+
+    if wait_s is None:
+        wait_s = float(os.environ.get("STEERBOARD_DB_LOCK_WAIT", LOCK_WAIT_S))
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            return duckdb.connect(str(db), read_only=read_only)
+        except duckdb.IOException as ex:
+            if "lock" not in str(ex).lower():
+                raise
+            holder = _lock_holder(str(ex))
+            if time.monotonic() >= deadline:
+                raise DatabaseLocked(
+                    f"{db} is locked by {holder}; waited {wait_s:.0f} s (STEERBOARD_DB_LOCK_WAIT); "
+                    "retry when that process has finished"
+                ) from None
+            if not told:
+                print(f"steerboard: {db} is locked by {holder}; waiting up to {wait_s:.0f} s", file=sys.stderr)
+                told = True
+            time.sleep(0.25)
+
+
+def connect(db: str | Path, read_only: bool = False, lock_wait_s: float | None = None) -> Any:
     """Open (and create or check the schema of) a results database.
+
+    While another process writes the file, waits up to ``lock_wait_s`` (default :data:`LOCK_WAIT_S`, or
+    ``$STEERBOARD_DB_LOCK_WAIT``) for its lock.
 
     Raises:
         SchemaError: when the file holds another schema version.
+        DatabaseLocked: another process kept the lock for longer than the wait (the message names it).
     """
-    import duckdb
-
     if read_only:
         if not Path(db).exists():
             raise FileNotFoundError(f"results database not found: {db} (run `steerboard ingest` first)")
-        con = duckdb.connect(str(db), read_only=True)
+        con = _connect_waiting(db, True, lock_wait_s)
     else:
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(db))
+        con = _connect_waiting(db, False, lock_wait_s)
     has_meta = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
     ).fetchone()[0]
@@ -385,7 +436,13 @@ def read_log(path: str, listing: Listing | None) -> dict[str, Any]:
         }
     reader = _Reader(path)
     try:
-        return _read_rows(path, hdr, reader, listing)
+        d = _read_rows(path, hdr, reader, listing)
+        expected = hdr.results.completed_samples if hdr.results else None
+        if expected is not None and d["run"]["n_samples"] != expected:
+            d["mismatch"] = (
+                f"sample summaries list {d['run']['n_samples']} samples, the results {expected} completed"
+            )
+        return d
     except Exception as ex:  # noqa: BLE001
         return {"ok": False, "error": f"unreadable samples ({type(ex).__name__}: {str(ex)[:200]})"}
     finally:
@@ -666,6 +723,18 @@ def _read_job(args: tuple[str, Listing | None]) -> tuple[str, dict[str, Any]]:
         return path, {"ok": False, "error": f"{type(ex).__name__}: {str(ex)[:200]}"}
 
 
+def _delete_run(con: Any, run_key: str) -> None:
+    """Remove one run and its rows (before a more complete copy of it is inserted)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in ("runs", *_COLS):
+            con.execute(f"DELETE FROM {table} WHERE run_key = ?", [run_key])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
 def _flush(con: Any, batch: list[dict[str, Any]], submitter: str) -> None:
     import pyarrow as pa
 
@@ -725,7 +794,7 @@ def ingest_logs(
     summary = IngestSummary(files_seen=len(paths))
     con = connect(db)
     try:
-        known = set(r[0] for r in con.execute("SELECT run_key FROM runs").fetchall())
+        known = dict(con.execute("SELECT run_key, n_samples FROM runs").fetchall())
         todo: list[str] = []
         seen_files = {
             (r[0], r[1], r[2])
@@ -763,11 +832,25 @@ def ingest_logs(
                     file_rows.append((path, size, mtime, d.get("eval_id"), "skipped", d["error"], now))
                     continue
                 rk = d["run"]["run_key"]
+                if d.get("mismatch"):
+                    summary.mismatches.append((path, d["mismatch"]))
+                    warnings.warn(f"steerboard ingest: {path}: {d['mismatch']}", stacklevel=2)
                 if rk in known:
-                    summary.already_present += 1
-                    file_rows.append((path, size, mtime, rk, "added", "already present", now))
-                    continue
-                known.add(rk)
+                    if d["run"]["n_samples"] <= known[rk]:
+                        summary.already_present += 1
+                        file_rows.append((path, size, mtime, rk, "added", "already present", now))
+                        continue
+                    # a more complete copy of a stored run (e.g. after a log with a short summary) replaces it
+                    _flush(con, batch, submitter)
+                    batch = []
+                    _delete_run(con, rk)
+                    summary.replaced += 1
+                    summary.runs_added -= 1
+                    warnings.warn(
+                        f"steerboard ingest: {path} replaces run {rk}: {d['run']['n_samples']} samples, the "
+                        f"stored copy had {known[rk]}", stacklevel=2,
+                    )
+                known[rk] = d["run"]["n_samples"]
                 batch.append(d)
                 summary.runs_added += 1
                 summary.samples_added += d["samples"].num_rows

@@ -251,6 +251,9 @@ class ActAddMethod(HookSteering, Method):
             save_directions(fit_directions(engine), path)
         return load_directions(path)
 
+    def check_model_config(self, model_config: dict[str, Any]) -> None:
+        self.check_layer(self.resolved.layer, model_config)
+
     def prepare(self, engine: Engine) -> None:
         r = self.resolved
         n_layers = len(engine.decoder_layers())

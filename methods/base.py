@@ -414,6 +414,22 @@ class Method:
         The provider checks them (:func:`require_modules`) before any weights load.
         """
         return {}
+    # ---- checks that need the model's config (run before any weights load)
+    def check_model_config(self, model_config: dict[str, Any]) -> None:
+        """Check options against the model's ``config.json`` (e.g. layer ranges); raise ValueError if invalid.
+
+        Called right after the config is read, before weights load. The base method has nothing to check;
+        methods with a layer option call :meth:`check_layer`.
+        """
+
+    @staticmethod
+    def check_layer(layer: int | None, model_config: dict[str, Any]) -> None:
+        """Raise a ValueError naming the valid range when ``layer`` is not a decoder block of the model."""
+        n_layers = model_config.get("num_hidden_layers") or model_config.get("n_layer")
+        if layer is None or not isinstance(n_layers, int):
+            return
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"-M layer={layer}: the model has {n_layers} decoder layers (0..{n_layers - 1})")
 
     # ---- fit
     def prepare(self, engine: Engine) -> None:

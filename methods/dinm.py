@@ -518,6 +518,9 @@ class DINMMethod(Method):
         assert isinstance(self.config, DINMConfig)
         return self.config
 
+    def check_model_config(self, model_config: dict[str, Any]) -> None:
+        self.check_layer(self.cfg.layer, model_config)
+
     def persistent_instances(self) -> list[EditInstance]:
         """The instances applied in persistent mode (``instances`` from the file or the defaults)."""
         n = self.cfg.instances

@@ -20,7 +20,7 @@ from inspect_ai.hooks import Hooks, TaskStart, hooks
 
 METADATA_KEY = "steerboard"
 
-_RECORDS: dict[tuple[str, str], dict[str, Any]] = {}
+_RECORDS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
 
 
@@ -28,13 +28,15 @@ def _args_key(model_args: dict[str, Any] | None) -> str:
     return json.dumps(model_args or {}, sort_keys=True, default=str)
 
 
-def record(model: str, model_args: dict[str, Any] | None, provenance: dict[str, Any]) -> None:
-    """Remember ``provenance`` for the provider ``model`` (``"<method>/<model>"``) built with ``model_args``."""
+def record(model: str, model_args: dict[str, Any] | None, provenance: Any) -> None:
+    """Remember ``provenance`` for the provider ``model`` (``"<method>/<model>"``) built with ``model_args``.
+
+    ``provenance`` is the record itself or an async callable that returns it (awaited at task start)."""
     with _LOCK:
         _RECORDS[(model, _args_key(model_args))] = provenance
 
 
-def lookup(model: str, model_args: dict[str, Any] | None) -> dict[str, Any] | None:
+def lookup(model: str, model_args: dict[str, Any] | None) -> Any:
     """The recorded provenance of ``model`` (``"<provider>/<model>"``) with ``model_args``.
 
     Records are filed under ``<method name>/<model>``; a method registered under another provider name is
@@ -64,5 +66,7 @@ class ProvenanceHooks(Hooks):
         prov = lookup(data.spec.model, data.spec.model_args)
         if prov is None:
             return
+        if callable(prov):  # a provider's record, made once its engine is ready (loads weights on first use)
+            prov = await prov()
         # Deliberately written into the spec Inspect logs (its header), merged with the task's own metadata.
         data.spec.metadata = {**(data.spec.metadata or {}), METADATA_KEY: prov}

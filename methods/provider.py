@@ -257,20 +257,26 @@ class MethodModelAPI(ModelAPI):
         cfg = self.method_class.config_class.from_dict(model_args, cli_model_arg_texts())
         self.method = self.method_class(cfg, model_name)
         require_modules(self.method.required_modules(), f"{self.method.name}/")
+        self._engine: Engine | None = None
+        self._setup_error: BaseException | None = None
+        self._setup_lock = threading.Lock()
+        self._ready_lock = asyncio.Lock()
+        self._edit_lock = asyncio.Lock()
+        self._setup: Any = None
+        self.provenance: dict[str, Any] = {}  # filled once the engine is ready (see :meth:`provenance_record`)
         if api_key == _MODEL_INFO_LOOKUP_API_KEY:
             # Inspect instantiates a provider (by model string, without model_args) only to read its canonical
             # name for usage metadata; preparing it would load weights and fit the method's defaults (for dpo/
             # with non-default options: train a second adapter) for nothing.
-            self.engine = None  # type: ignore[assignment]  # this instance never generates
-            self._edit_lock = asyncio.Lock()
-            self.provenance: dict[str, Any] = {}
-            return
+            return  # this instance never generates (engine stays None)
         from steerboard.models import resolve_model
+        from steerboard.run import read_model_config
 
         if model_name not in ("", None):
             # resolves the alias (fetching the embedded model once) or raises listing valid aliases
-            resolve_model(model_name)
-        from steerboard import torch_thread
+            model_config = read_model_config(resolve_model(model_name))
+            if model_config is not None:  # options checked against the model's config (layer ranges)
+                self.method.check_model_config(model_config)
 
         def _setup() -> Engine:  # fitting/training belongs on the one torch thread (one OpenMP team)
             engine = load_engine(model_name, self.method)
@@ -279,13 +285,54 @@ class MethodModelAPI(ModelAPI):
                 engine.weights_changed()
             return engine
 
-        self.engine = torch_thread.call(_setup)
-        self._edit_lock = asyncio.Lock()
+        # Weights load and the method fits on first use, not here: Inspect builds the model before it
+        # constructs the tasks, and a task option error must not wait for (or follow) a DPO training run.
+        self._setup = _setup
         from steerboard.methods import provenance
 
-        # what ran, for the eval log's header (``eval.metadata["steerboard"]``, see methods/provenance.py)
-        self.provenance = self.method.provenance(self.engine)
-        provenance.record(f"{self.method.name}/{model_name}", model_args, self.provenance)
+        # what ran, for the eval log's header (``eval.metadata["steerboard"]``, see methods/provenance.py): the
+        # hook awaits this at task start, after every task option was checked, so it loads and fits then
+        provenance.record(f"{self.method.name}/{model_name}", model_args, self.provenance_record)
+
+    async def provenance_record(self) -> dict[str, Any]:
+        """The method's provenance record (resolved settings, artifact sha256s, fit statistics, runtime)."""
+        engine = await self.ready()
+        if not self.provenance:
+            self.provenance.update(self.method.provenance(engine))
+        return self.provenance
+
+    @property
+    def engine(self) -> Engine:
+        """The loaded, prepared engine (loads weights and fits the method on first use)."""
+        if self._engine is None and self._setup is not None:
+            from steerboard import torch_thread
+
+            with self._setup_lock:
+                if self._setup_error is not None:
+                    raise self._setup_error
+                if self._engine is None:
+                    try:
+                        self._engine = torch_thread.call(self._setup)
+                    except Exception as ex:
+                        self._setup_error = ex
+                        raise
+        return self._engine  # type: ignore[return-value]
+
+    async def ready(self) -> Engine:
+        """Await the engine without blocking the event loop (first caller loads and fits; others wait)."""
+        if self._engine is None and self._setup is not None:
+            from steerboard import torch_thread
+
+            async with self._ready_lock:
+                if self._setup_error is not None:
+                    raise self._setup_error
+                if self._engine is None:
+                    try:
+                        self._engine = await torch_thread.acall(self._setup)
+                    except Exception as ex:  # every waiting sample gets the one failure, no second fit
+                        self._setup_error = ex
+                        raise
+        return self.engine
 
     # -- Inspect API
     def max_tokens(self) -> int | None:
@@ -322,6 +369,7 @@ class MethodModelAPI(ModelAPI):
     ) -> ModelOutput:
         if tools:
             raise ValueError(f"{self.method.name}/ providers do not support tool calling")
+        await self.ready()
         msgs = message_dicts(input)
         request = self.build_request(msgs, config)
         request.meta.update(await self.method.async_request_meta(self.engine, self.method.messages(msgs)))
@@ -370,6 +418,7 @@ class MethodModelAPI(ModelAPI):
     async def count_tokens(self, input: str | list[ChatMessage], config: GenerateConfig | None = None) -> int:
         """Exact count with the model's own tokenizer and chat template (Inspect's default uses tiktoken,
         which downloads its vocabulary and so fails offline)."""
+        await self.ready()
         if isinstance(input, str):
             return len(self.engine.tokenizer(input, add_special_tokens=False)["input_ids"])
         return len(self.engine.chat_ids(self.method.messages(message_dicts(input))))
@@ -390,6 +439,7 @@ class MethodModelAPI(ModelAPI):
             raise NotImplementedError(f"method {self.method.name!r} does not support per-instance editing")
         from steerboard import torch_thread
 
+        await self.ready()
         async with self._edit_lock:
             cm = self.method.edit(self.engine, instance)
             stats = await torch_thread.acall(cm.__enter__)
@@ -403,10 +453,16 @@ class MethodModelAPI(ModelAPI):
                 self.engine.weights_changed()
 
 
-def provider_class(method_path: str) -> type[MethodModelAPI]:
-    """Import ``module:Class`` (a Method subclass) and return a provider class bound to it."""
+def method_class(method_path: str) -> type[Method]:
+    """Import ``module:Class`` and check it is a Method subclass."""
     module, _, attr = method_path.partition(":")
     method_cls = getattr(importlib.import_module(module), attr)
     if not (isinstance(method_cls, type) and issubclass(method_cls, Method)):
         raise TypeError(f"{method_path} is not a steerboard Method subclass")
+    return method_cls
+
+
+def provider_class(method_path: str) -> type[MethodModelAPI]:
+    """Import ``module:Class`` (a Method subclass) and return a provider class bound to it."""
+    method_cls = method_class(method_path)
     return type(f"{method_cls.__name__}API", (MethodModelAPI,), {"method_class": method_cls})

@@ -324,6 +324,9 @@ class SAEMethod(HookSteering, Method):
         self._model: Any = None
         self._span_offset = 0
 
+    def check_model_config(self, model_config: dict[str, Any]) -> None:
+        self.check_layer(self.resolved.layer, model_config)
+
     def prepare(self, engine: Engine) -> None:
         r = self.resolved
         n_layers = len(engine.decoder_layers())

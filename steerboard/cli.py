@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -22,10 +23,18 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
+DEBUG_ENV = "STEERBOARD_DEBUG"
+"""Set to 1 (or pass ``--debug``) to see the traceback of an error instead of its one-line message."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="steerboard",
         description="Evaluate safety steering/editing methods with Inspect and build a static leaderboard.",
+    )
+    parser.add_argument(
+        "--debug", action="store_true",
+        help=f"show the traceback of an error (also {DEBUG_ENV}=1); accepted anywhere on the command line",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -34,7 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_user_error(ex: BaseException) -> bool:
+    """Errors whose message says all there is to say (bad input, a missing file, a busy database)."""
+    return isinstance(ex, (ValueError, FileNotFoundError)) or bool(getattr(ex, "user_error", False))
+
+
+def _error_line(ex: BaseException) -> str:
+    """An error as one line (the first line of its message; a list of problems keeps its lines)."""
+    text = str(ex).strip() or type(ex).__name__
+    from steerboard.run import SuiteInvalid
+
+    if isinstance(ex, SuiteInvalid):
+        return text
+    first = text.splitlines()[0]
+    if _is_user_error(ex):
+        return first
+    return f"{type(ex).__name__}: {first}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes")
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -45,9 +75,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             rc = torch_thread.call(args.func, args)
         else:  # a command that drives Inspect: its providers submit to the torch thread themselves
             rc = args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as ex:  # ImportError: a missing optional extra (named)
-        print(f"steerboard {args.command}: error: {ex}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"steerboard {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as ex:  # noqa: BLE001 - one clear line for the user; the traceback with --debug
+        if debug:
+            raise
+        user_error = _is_user_error(ex)
+        hint = "" if user_error else f" (run with --debug or {DEBUG_ENV}=1 for the traceback)"
+        print(f"steerboard {args.command}: error: {_error_line(ex)}{hint}", file=sys.stderr)
+        return 2 if user_error else 1
     return int(rc or 0)
 
 

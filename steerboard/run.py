@@ -11,26 +11,34 @@ A suite is a YAML data file (``steerboard/suites/<name>.yaml`` or any path)::
     tasks:
       - {name: xstest, limit: 40, args: {subset: all}, config: {max_tokens: 64}}
       - {name: safeedit, limit: 10, args: {protocol: per_instance}, methods: [dinm]}  # only these methods
+    model_roles: {grader: openai/gpt-4o-mini}   # optional: Inspect model roles (the ``model`` judges' grader)
 
 Each (method config, task) pair is one Inspect ``eval_set`` call into its own log sub-folder, so an
-interrupted run resumes and a re-run only runs what is missing (eval_set skips finished logs).
+interrupted run resumes and a re-run only runs what is missing (eval_set skips finished logs). Every pair's
+options are validated before the first one runs; Ctrl-C stops the whole suite.
 Strength sweeps (``sweep``) expand into one run per value; the leaderboard draws them as curves.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import hashlib
 import importlib
 import itertools
 import json
+import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-SUITE_KEYS = {"name", "description", "model", "max_connections", "methods", "tasks", "generate"}
+SUITE_KEYS = {"name", "description", "model", "max_connections", "methods", "tasks", "generate", "model_roles"}
 METHOD_KEYS = {"name", "args", "sweep", "tasks"}
 TASK_KEYS = {"name", "limit", "args", "config", "methods", "exclude_methods"}
 
@@ -77,6 +85,7 @@ class Suite:
     max_connections: int = 32
     description: str = ""
     generate: dict[str, Any] = field(default_factory=dict)
+    model_roles: dict[str, str] = field(default_factory=dict)
 
     def runs(self) -> list[tuple[MethodRun, TaskRun]]:
         return [
@@ -177,6 +186,7 @@ def parse_suite(data: dict[str, Any], source: str = "suite") -> Suite:
         max_connections=int(data.get("max_connections", 32)),
         description=str(data.get("description", "")),
         generate=dict(data.get("generate") or {}),
+        model_roles={str(k): str(v) for k, v in (data.get("model_roles") or {}).items()},
     )
 
 
@@ -258,6 +268,180 @@ def resolve_task(name: str) -> Any:
     return getattr(module, name)
 
 
+GRADER_ROLE = "grader"
+"""The Inspect model role the ``model`` judges use (``--model-role grader=...``)."""
+
+
+def select_runs(
+    suite: Suite, only_methods: list[str] | None = None, only_tasks: list[str] | None = None
+) -> list[tuple[MethodRun, TaskRun]]:
+    """The suite's (method config, task) pairs, restricted by ``--only-method`` / ``--only-task``.
+
+    Raises:
+        ValueError: a filter names a method or task the suite does not have (listing those it has), or the
+            filters leave nothing to run.
+    """
+    all_runs = suite.runs()
+    methods = sorted({m.name for m, _ in all_runs})
+    tasks = sorted({t.name for _, t in all_runs})
+    for flag, given, valid in (("--only-method", only_methods, methods), ("--only-task", only_tasks, tasks)):
+        bad = sorted(set(given or []) - set(valid))
+        if bad:
+            raise ValueError(f"{flag} {', '.join(bad)}: not in suite {suite.name!r}; its {flag[7:]}s: {', '.join(valid)}")
+    runs = [
+        (m, t) for m, t in all_runs
+        if (not only_methods or m.name in only_methods) and (not only_tasks or t.name in only_tasks)
+    ]
+    if not runs:
+        raise ValueError(
+            f"--only-method {','.join(only_methods or [])} --only-task {','.join(only_tasks or [])} select no "
+            f"(method, task) pair of suite {suite.name!r} (a method may be limited to some tasks)"
+        )
+    return runs
+
+
+def read_model_config(model_name: str) -> dict[str, Any] | None:
+    """The model's ``config.json`` as a dict when it is on disk (a local directory or a fetched alias).
+
+    Read as plain JSON: a layer-range check should not wait for transformers to import. ``None`` when the
+    config is not available without downloading (a hub id, an alias not fetched yet).
+    """
+    from steerboard.models import ALIASES, default_model_dir
+
+    path = default_model_dir() if model_name in ALIASES else Path(model_name).expanduser()
+    if not (path / "config.json").is_file():
+        return None
+    try:
+        return json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def generate_config(suite: Suite, task: TaskRun, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The GenerateConfig keys for one task: suite ``generate``, then the task's ``config``, then overrides."""
+    gen = copy.deepcopy(suite.generate)
+    gen.update(task.config)
+    gen.update(overrides or {})
+    return gen
+
+
+def check_runs(
+    suite: Suite,
+    runs: list[tuple[MethodRun, TaskRun]],
+    model_name: str,
+    *,
+    generate: dict[str, Any] | None = None,
+    model_roles: dict[str, str] | None = None,
+) -> list[str]:
+    """Every problem with the pairs' method options, task options and generation options; no model work.
+
+    Method options go through the method's config (and, when the model's config is on disk, the method's
+    checks against it, e.g. layer ranges); each task is constructed with its options (tasks validate them
+    at construction); generation keys are checked against Inspect's ``GenerateConfig``.
+
+    Returns:
+        One line per problem (empty: everything is valid).
+    """
+    from inspect_ai.model import GenerateConfig
+
+    from steerboard.methods.provider import method_class
+    from steerboard.methods.registry import method_entry_points
+
+    problems: list[str] = []
+    entry_points = method_entry_points()
+    model_config = read_model_config(model_name)
+    seen_methods: set[str] = set()
+    for method, _ in runs:
+        key = method.slug
+        if key in seen_methods:
+            continue
+        seen_methods.add(key)
+        where = f"method {method.name} {json.dumps(method.args, sort_keys=True, default=str)}"
+        try:
+            cls = method_class(entry_points[method.name])
+            instance = cls(cls.config_class.from_dict(method.args), model_name)
+            if model_config is not None:
+                instance.check_model_config(model_config)
+        except Exception as ex:  # noqa: BLE001 - every problem is listed, whatever raised it
+            problems.append(f"{where}: {ex}")
+    roles = dict(suite.model_roles)
+    roles.update(model_roles or {})
+    seen_tasks: set[str] = set()
+    for _, task in runs:
+        key = json.dumps([task.name, task.args], sort_keys=True, default=str)
+        if key in seen_tasks:
+            continue
+        seen_tasks.add(key)
+        where = f"task {task.name} {json.dumps(task.args, sort_keys=True, default=str)}"
+        try:
+            build_task(task)
+        except Exception as ex:  # noqa: BLE001 - every problem is listed, whatever raised it
+            problems.append(f"{where}: {ex}")
+        judges = sorted(k for k, v in task.args.items() if k.endswith("judge") and v == "model")
+        if judges and GRADER_ROLE not in roles:
+            problems.append(
+                f"{where}: -T {judges[0]}=model needs a grader model: add --model-role {GRADER_ROLE}=<model> "
+                f"(or 'model_roles: {{{GRADER_ROLE}: <model>}}' in the suite)"
+            )
+        gen = generate_config(suite, task, generate)
+        bad = sorted(set(gen) - set(GenerateConfig.model_fields))
+        if bad:
+            problems.append(f"{where}: unknown generation option(s) {', '.join(bad)}; see inspect_ai GenerateConfig")
+        else:
+            try:
+                GenerateConfig(**gen)
+            except Exception as ex:  # noqa: BLE001 - pydantic's validation error, listed
+                problems.append(f"{where}: generation options {gen}: {str(ex).splitlines()[0]}")
+    return problems
+
+
+def _task_args_match(log_args: dict[str, Any] | None, args: dict[str, Any]) -> bool:
+    log_args = log_args or {}
+    return all(k in log_args and str(log_args[k]) == str(v) for k, v in args.items())
+
+
+def pair_logs(log_dir: str | Path, task: TaskRun, limit: int | None) -> list[Any]:
+    """Headers of the logs in a pair's folder that belong to this task, its options and its limit, newest first."""
+    from inspect_ai.log import list_eval_logs, read_eval_log
+
+    if not Path(log_dir).is_dir():
+        return []
+    out = []
+    for info in list_eval_logs(str(log_dir), recursive=False):
+        try:
+            log = read_eval_log(info, header_only=True)
+        except Exception:  # noqa: BLE001 - an unreadable log is not a finished run
+            continue
+        if log.eval.task_registry_name not in (task.name, f"steerboard/{task.name}") and log.eval.task != task.name:
+            continue
+        if not _task_args_match(log.eval.task_args, task.args) or log.eval.config.limit != limit:
+            continue
+        out.append(log)
+    return out
+
+
+def _pair_state(logs: list[Any]) -> tuple[str, str | None]:
+    """``("done", None)``, ``("to resume", <status of the log it resumes>)`` or ``("to run", None)``."""
+    if any(log.status == "success" for log in logs):
+        return "done", None
+    if logs:
+        return "to resume", logs[0].status
+    return "to run", None
+
+
+class SuiteInvalid(ValueError):
+    """A suite whose pairs have problems (all of them listed in the message)."""
+
+
+def build_task(task: TaskRun) -> Any:
+    """Construct a task with its options, outside any eval's context.
+
+    A fresh ``contextvars.Context``: an earlier ``eval_set`` in this process leaves Inspect's active model and
+    model roles set in the caller's context, and a task reads them when it checks its grader role.
+    """
+    return contextvars.Context().run(resolve_task(task.name), **task.args)
+
+
 def run_suite(
     suite: Suite,
     log_dir: str | Path,
@@ -268,68 +452,230 @@ def run_suite(
     only_tasks: list[str] | None = None,
     display: str | None = None,
     dry_run: bool = False,
+    generate: dict[str, Any] | None = None,
+    model_roles: dict[str, str] | None = None,
+    summary_path: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every (method config, task) pair of a suite; resumable.
+    """Run every (method config, task) pair of a suite; resumable, validated up front, interruptible.
+
+    Before anything runs (and for a dry run) every pair's method options, task options and generation
+    options are checked; all problems are raised together. A Ctrl-C stops the suite: the pair that was
+    running is ``cancelled``, the rest ``not started`` (a second Ctrl-C aborts Inspect's clean-up at once).
+    A log left ``started`` by a killed run is resumed from and then removed.
 
     Args:
         suite: the parsed suite.
         log_dir: root log folder; each pair writes into ``<log_dir>/<method slug>/<task>``.
         model: override the suite's model (alias, local dir or hub id).
         limit_scale: multiply every task limit (e.g. 0.25 for a smoke run).
-        only_methods: restrict to these method names.
-        only_tasks: restrict to these task names.
+        only_methods: restrict to these method names (each must be in the suite).
+        only_tasks: restrict to these task names (each must be in the suite).
         display: Inspect display mode (``none``, ``plain``, ``rich``...).
-        dry_run: only list what would run.
+        dry_run: validate and list the pairs: ``done`` (a finished log exists), ``to resume`` (an
+            unfinished one exists) or ``to run``.
+        generate: GenerateConfig keys applied over the suite's and the tasks' (e.g. ``max_tokens``).
+        model_roles: Inspect model roles (e.g. ``{"grader": "openai/gpt-4o-mini"}``) over the suite's.
+        summary_path: where to write the summary JSON after the run (also on an interrupt); never written
+            for a dry run or when validation fails.
 
     Returns:
-        One summary dict per pair (method, args, task, status, seconds, log).
+        One summary dict per pair (method, args, task, limit, status, seconds, log, samples, metrics);
+        status is ``success``, ``error``, ``cancelled``, ``not started``, or for a dry run ``done``,
+        ``to resume`` (``resumes``: the status of the unfinished log) or ``to run``.
+
+    Raises:
+        ValueError: bad filters, or nothing selected.
+        SuiteInvalid: problems with the pairs' options (all listed).
     """
+    model_name = model or suite.model
+    runs = select_runs(suite, only_methods, only_tasks)
+    roles = {**suite.model_roles, **(model_roles or {})}
+    problems = check_runs(suite, runs, model_name, generate=generate, model_roles=roles)
+    if problems:
+        raise SuiteInvalid(
+            f"suite {suite.name!r}: {len(problems)} problem(s), nothing was run:\n  - " + "\n  - ".join(problems)
+        )
+    root = str(log_dir).rstrip("/")  # joined as text: a local folder or an fsspec URL
+    summary: list[dict[str, Any]] = []
+    for method, task in runs:
+        limit = None if task.limit is None else max(1, int(round(task.limit * limit_scale)))
+        summary.append({
+            "method": method.name, "args": method.args, "task": task.name, "task_args": task.args, "limit": limit,
+            "log_dir": f"{root}/{method.slug}/{task.name}", "status": "not started",
+        })
+    if dry_run:
+        for entry, (_, task) in zip(summary, runs):
+            entry["status"], previous = _pair_state(pair_logs(entry["log_dir"], task, entry["limit"]))
+            if previous:
+                entry["resumes"] = previous
+        return summary
+
     from inspect_ai import eval_set
     from tqdm.auto import tqdm
 
-    model_name = model or suite.model
-    runs = [
-        (m, t) for m, t in suite.runs()
-        if (not only_methods or m.name in only_methods) and (not only_tasks or t.name in only_tasks)
-    ]
-    summary: list[dict[str, Any]] = []
-    root = Path(log_dir)
-    bar = tqdm(runs, desc=f"suite {suite.name}", unit="run", disable=dry_run)
-    for method, task in bar:
-        bar.set_postfix_str(f"{method.slug} x {task.name}")
-        limit = None if task.limit is None else max(1, int(round(task.limit * limit_scale)))
-        entry: dict[str, Any] = {
-            "method": method.name, "args": method.args, "task": task.name, "limit": limit,
-            "log_dir": str(root / method.slug / task.name),
-        }
-        if dry_run:
-            entry["status"] = "planned"
-            summary.append(entry)
-            continue
+    def finish() -> None:
+        for entry in summary:
+            if entry["status"] == "running":
+                entry["status"] = "cancelled"
+        if summary_path is not None:
+            Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(summary_path).write_text(json.dumps(summary, indent=2, default=str))
+
+    interrupts = 0
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        # Our own handler (asyncio then leaves SIGINT alone): the first Ctrl-C raises KeyboardInterrupt,
+        # which cancels the running eval (Inspect writes its log as 'cancelled') and ends the suite; a
+        # second one, during that clean-up, writes the summary and exits at once (the pair's log stays
+        # 'started' and the next run resumes from it).
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            raise KeyboardInterrupt
+        finish()
+        print("steerboard run: second interrupt: aborted at once; re-run the same command to resume",
+              file=sys.stderr, flush=True)
+        os._exit(130)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+    bar = tqdm(total=len(runs), desc=f"suite {suite.name}", unit="run")
+    current: dict[str, Any] | None = None
+    try:
+        for entry, (method, task) in zip(summary, runs):
+            current = entry
+            bar.set_postfix_str(f"{method.slug} x {task.name}")
+            _run_pair(entry, method, task, suite, model_name, display, generate, roles, eval_set)
+            bar.update(1)
+            if entry["status"] == "cancelled":
+                break
+    except KeyboardInterrupt:
+        if current is not None and current["status"] in ("not started", "running"):
+            current["status"] = "cancelled"
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+        bar.close()
+        finish()
+    return summary
+
+
+def _run_pair(
+    entry: dict[str, Any],
+    method: MethodRun,
+    task: TaskRun,
+    suite: Suite,
+    model_name: str,
+    display: str | None,
+    generate: dict[str, Any] | None,
+    roles: dict[str, str],
+    eval_set: Any,
+) -> None:
+    """Run one pair into ``entry`` (status, seconds, log, samples, metrics); KeyboardInterrupt propagates."""
+    from filelock import FileLock, Timeout
+
+    pair_dir = Path(entry["log_dir"])
+    remote = "://" in entry["log_dir"]  # an fsspec URL: no local lock file, and no stale-log clean-up
+    lock: Any = contextlib.nullcontext()
+    if not remote:
+        pair_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(pair_dir) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            entry["status"] = "error"
+            entry["error"] = f"another steerboard run is writing {pair_dir} (lock {lock.lock_file})"
+            return
+    try:
+        # holding the pair's lock, no other steerboard run writes here: a 'started' log is a killed run's
+        stale = [] if remote else [
+            log.location for log in pair_logs(pair_dir, task, entry["limit"]) if log.status == "started"
+        ]
+        if stale:
+            entry["stale_logs"] = stale
+        entry["status"] = "running"
         t0 = time.perf_counter()
-        gen = copy.deepcopy(suite.generate)
-        gen.update(task.config)
-        task_fn = resolve_task(task.name)
-        ok, logs = eval_set(
-            tasks=[task_fn(**task.args)],
-            log_dir=entry["log_dir"],
-            model=f"{method.name}/{model_name}",
-            model_args=method.args,
-            limit=limit,
-            max_connections=suite.max_connections,
-            display=display,  # type: ignore[arg-type]
-            retry_attempts=1,
-            log_dir_allow_dirty=True,
-            **gen,
-        )
-        entry["status"] = "success" if ok else "error"
-        entry["seconds"] = round(time.perf_counter() - t0, 1)
-        entry["log"] = logs[0].location if logs else None
-        if logs and logs[0].results:
+        try:
+            ok, logs = eval_set(
+                tasks=[build_task(task)],
+                log_dir=entry["log_dir"],
+                model=f"{method.name}/{model_name}",
+                model_args=method.args,
+                model_roles=roles or None,
+                limit=entry["limit"],
+                max_connections=suite.max_connections,
+                display=display,  # type: ignore[arg-type]
+                retry_attempts=1,
+                log_dir_allow_dirty=True,
+                **generate_config(suite, task, generate),
+            )
+        finally:
+            entry["seconds"] = round(time.perf_counter() - t0, 1)
+        log = logs[0] if logs else None
+        if log is None:
+            # eval_set swallows the KeyboardInterrupt of a cancelled eval and returns no logs: read the
+            # newest log of this pair from disk to tell a Ctrl-C (status 'cancelled') from a failure
+            written = [x for x in pair_logs(pair_dir, task, entry["limit"]) if x.location not in stale]
+            log = written[0] if written else None
+        entry["log"] = log.location if log else None
+        if log is not None and log.status == "cancelled":
+            entry["status"] = "cancelled"
+        else:
+            entry["status"] = "success" if ok and log is not None and log.status == "success" else "error"
+        if log is not None and log.error is not None:
+            entry["error"] = str(log.error.message).splitlines()[0] if log.error.message else "error"
+        if log is not None and log.results:
+            entry["samples"] = log.results.completed_samples
             entry["metrics"] = {
                 f"{s.name}/{k}": round(v.value, 4)
-                for s in logs[0].results.scores for k, v in s.metrics.items()
+                for s in log.results.scores for k, v in s.metrics.items()
                 if isinstance(v.value, (int, float))
             }
-        summary.append(entry)
-    return summary
+        if entry["status"] == "success" and stale:
+            entry["replaced_stale_logs"] = _remove_stale(stale)
+    finally:
+        if not remote:
+            lock.release()
+
+
+def _remove_stale(locations: list[str]) -> list[str]:
+    """Delete logs still ``started`` after their pair finished (a killed run's; eval_set resumed from them)."""
+    from inspect_ai.log import read_eval_log
+
+    removed = []
+    for loc in locations:
+        try:
+            if read_eval_log(loc, header_only=True).status == "started":
+                Path(loc.removeprefix("file://")).unlink()
+                removed.append(loc)
+        except (OSError, ValueError):
+            continue
+        except Exception:  # noqa: BLE001 - an unreadable stale log is left for ingest to skip
+            continue
+    return removed
+
+
+def headline_metrics(task: str) -> list[tuple[str, str, str]]:
+    """``(scorer, metric, title)`` of a task's headline metrics from ``tasks/listing.yaml``."""
+    from steerboard.tasks.listing import load_listing
+
+    spec = load_listing()["tasks"].get(task, {})
+    return [(m["scorer"], m["name"], m["title"]) for m in spec.get("metrics", []) if m["headline"]]
+
+
+def results_table(summary: list[dict[str, Any]]) -> str:
+    """A plain-text table of the headline metrics per method config x task, with the sample count n."""
+    rows = [("method", "config", "task", "status", "n", "headline metrics")]
+    for s in summary:
+        metrics = s.get("metrics") or {}
+        cells = []
+        for scorer, name, _ in headline_metrics(s["task"]):
+            value = metrics.get(f"{scorer}/{name}")
+            cells.append(f"{name}={'n/a' if value is None else f'{value:.3f}'}")
+        config = json.dumps(s["args"], sort_keys=True, default=str) if s["args"] else "-"
+        n = s.get("samples")
+        rows.append((s["method"], config, s["task"], s["status"], "-" if n is None else str(n), "  ".join(cells)))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows
+    )

@@ -22,6 +22,39 @@ def _kv(items: list[str] | None, flag: str, parse: bool = True) -> dict[str, Any
     return out
 
 
+def generate_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """GenerateConfig keys from ``--max-tokens``, ``--temperature`` and ``--generate key=value``."""
+    gen = _kv(args.generate, "--generate")
+    if args.max_tokens is not None:
+        if args.max_tokens < 1:
+            raise ValueError(f"--max-tokens {args.max_tokens}: must be a positive integer")
+        gen["max_tokens"] = args.max_tokens
+    if args.temperature is not None:
+        if args.temperature < 0:
+            raise ValueError(f"--temperature {args.temperature}: must be >= 0")
+        gen["temperature"] = args.temperature
+    return gen
+
+
+def _print_summary(summary: list[dict[str, Any]], dry_run: bool) -> None:
+    from steerboard.run import results_table
+
+    for s in summary:
+        line = f"{s['status']:>11}  {s['method']:<8} {json.dumps(s['args'], sort_keys=True):<40} {s['task']:<12}"
+        if "seconds" in s:
+            line += f" {s['seconds']:>7.1f}s"
+        if s.get("resumes"):
+            line += f"  (from a '{s['resumes']}' log)"
+        if s.get("error"):
+            line += f"  {s['error']}"
+        if s.get("replaced_stale_logs"):
+            line += f"  (replaced {len(s['replaced_stale_logs'])} log(s) left 'started' by a killed run)"
+        print(line)
+    if not dry_run and any(s.get("metrics") for s in summary):
+        print()
+        print(results_table(summary))
+
+
 def _run(args: argparse.Namespace) -> int:
     from steerboard.run import (
         drop_gated_tasks,
@@ -63,6 +96,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("give --suite NAME|FILE [--method NAME], or --method NAME --task NAME (repeatable)")
     for note in notes:
         print(f"steerboard run: {note}", file=sys.stderr)
+    roles = {k: str(v) for k, v in _kv(args.model_role, "--model-role").items()}
     summary = run_suite(
         suite,
         args.log_dir,
@@ -72,15 +106,24 @@ def _run(args: argparse.Namespace) -> int:
         only_tasks=args.only_task,
         display=args.display,
         dry_run=args.dry_run,
+        generate=generate_overrides(args),
+        model_roles=roles,
+        summary_path=None if args.dry_run else Path(args.log_dir) / f"suite-{suite.name}-summary.json",
     )
-    failed = [s for s in summary if s["status"] not in ("success", "planned")]
-    for s in summary:
-        line = f"{s['status']:>8}  {s['method']:<8} {json.dumps(s['args'], sort_keys=True):<40} {s['task']:<12}"
-        if "seconds" in s:
-            line += f" {s['seconds']:>7.1f}s"
-        print(line)
-    Path(args.log_dir).mkdir(parents=True, exist_ok=True)
-    (Path(args.log_dir) / f"suite-{suite.name}-summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _print_summary(summary, args.dry_run)
+    if args.dry_run:
+        done = sum(s["status"] == "done" for s in summary)
+        resume = sum(s["status"] == "to resume" for s in summary)
+        print(f"steerboard run --dry-run: {len(summary)} pairs valid: {done} done, {resume} to resume, "
+              f"{len(summary) - done - resume} to run")
+        return 0
+    cancelled = [s for s in summary if s["status"] == "cancelled"]
+    if cancelled:
+        left = sum(s["status"] == "not started" for s in summary)
+        print(f"steerboard run: interrupted: {len(cancelled)} run cancelled, {left} not started; re-run the same "
+              "command to resume (finished runs are skipped)", file=sys.stderr)
+        return 130
+    failed = [s for s in summary if s["status"] != "success"]
     if failed:
         print(f"steerboard run: {len(failed)} of {len(summary)} runs failed; re-run the same command to retry "
               "(finished runs are skipped)", file=sys.stderr)
@@ -110,7 +153,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit-scale", type=float, default=1.0, help="multiply every task limit (default 1)")
     p.add_argument("--only-method", action="append", help="run only these methods of the suite")
     p.add_argument("--only-task", action="append", help="run only these tasks of the suite")
+    p.add_argument("--max-tokens", type=int, default=None, help="cap every completion at N tokens")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (0: greedy)")
+    p.add_argument("--generate", action="append", metavar="KEY=VALUE",
+                   help="any Inspect GenerateConfig key, e.g. --generate seed=1 --generate top_p=0.9 (repeatable; "
+                   "applied over the suite's generate and the tasks' config)")
+    p.add_argument("--model-role", action="append", metavar="ROLE=MODEL",
+                   help="Inspect model role, e.g. grader=openai/gpt-4o-mini for -T judge=model (repeatable)")
     p.add_argument("--display", default=None, help="Inspect display: full, rich, plain, none")
-    p.add_argument("--dry-run", action="store_true", help="list the runs without running them")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate every pair and list which are done and which would run, without running them")
     # not on the torch thread: Inspect's event loop runs here and waits on work it submits there
     p.set_defaults(func=_run, torch_thread=False)

@@ -273,3 +273,26 @@ def reject_unknown_options(task_name: str, task_fn: Callable[..., Any], extra: d
             if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
         ]
         raise ValueError(f"unknown -T option(s) {unknown} for task {task_name}; valid options: {', '.join(valid)}")
+
+
+def check_grader_role(option: str, judge: str, role: str = "grader") -> None:
+    """Fail at task start when a ``model`` judge has no grader model role to call.
+
+    Inspect initialises the eval's model roles before it constructs the tasks, so inside ``inspect eval``
+    a missing ``--model-role grader=...`` is caught here, before any generation. Outside an eval (a task
+    built directly, or ``steerboard run``'s own up-front check) there is no active model and nothing to check.
+
+    Raises:
+        ValueError: ``judge`` is ``model`` and the running eval defines no ``role`` model.
+    """
+    if judge != "model":
+        return
+    from inspect_ai.model._model import active_model_context_var, model_roles
+
+    if active_model_context_var.get(None) is None:
+        return
+    if role not in model_roles():
+        raise ValueError(
+            f"-T {option}=model needs a grader model: add --model-role {role}=<model> (e.g. an API model or "
+            f"hf/allenai/wildguard), or use -T {option}=embed (offline)"
+        )

@@ -32,6 +32,7 @@ from inspect_ai.solver import generate
 from steerboard.tasks._common import (
     check_bool,
     check_choice,
+    check_grader_role,
     check_int,
     data_file,
     make_dataset,
@@ -117,6 +118,7 @@ def jbb_refusal(
     reject_unknown_options("jbb_refusal", jbb_refusal, options)
     check_choice("extra", extra, Extra)
     check_choice("judge", judge, Judge)
+    check_grader_role("judge", judge)
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)
     stratify = check_bool("stratify", stratify)

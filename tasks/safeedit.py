@@ -54,6 +54,7 @@ from steerboard.tasks._common import (
     check_bool,
     check_choice,
     check_fields,
+    check_grader_role,
     check_int,
     data_file,
     make_dataset,
@@ -312,6 +313,7 @@ def safeedit(
     reject_unknown_options("safeedit", safeedit, options)
     check_choice("protocol", protocol, Protocol)
     check_choice("judge", judge, HarmJudge)
+    check_grader_role("judge", judge)
     check_choice("source", source, Source)
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)

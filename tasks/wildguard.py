@@ -34,6 +34,7 @@ from steerboard.tasks._common import (
     check_bool,
     check_choice,
     check_fields,
+    check_grader_role,
     check_int,
     make_dataset,
     read_records,
@@ -149,6 +150,7 @@ def wildguard(
     reject_unknown_options("wildguard", wildguard, options)
     check_choice("subset", subset, Subset)
     check_choice("judge", judge, Judge)
+    check_grader_role("judge", judge)
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)
     stratify = check_bool("stratify", stratify)

@@ -28,6 +28,7 @@ from inspect_ai.solver import generate
 from steerboard.tasks._common import (
     check_bool,
     check_choice,
+    check_grader_role,
     check_int,
     data_file,
     make_dataset,
@@ -112,6 +113,7 @@ def xstest(
     reject_unknown_options("xstest", xstest, options)
     check_choice("subset", subset, Subset)
     check_choice("judge", judge, Judge)
+    check_grader_role("judge", judge)
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)
     stratify = check_bool("stratify", stratify)

@@ -181,6 +181,7 @@ def test_entry_point_resolves_dpo(tiny_model_dir, tmp_path, monkeypatch):
     f.write_text(json.dumps({"prompt": "Hi?", "chosen": "Hello!", "rejected": "No."}) + "\n")
     model = get_model(f"dpo/{tiny_model_dir}", pairs_file=str(f), batch_size=1, max_length=64)
     assert model.api.method.name == "dpo"
+    assert model.api.engine is not None  # weights load and the adapter trains on first use
     assert model.api.method.train_stats["steps"] == 1
     with pytest.raises(ValueError, match="lr must be > 0"):
         get_model(f"dpo/{tiny_model_dir}", lr=0)
