@@ -553,7 +553,7 @@ def run_suite(
         if current is not None and current["status"] in ("not started", "running"):
             current["status"] = "cancelled"
     finally:
-        if in_main:
+        if in_main and not interrupts:  # after a Ctrl-C, a second one until exit still aborts at once (rc 130)
             signal.signal(signal.SIGINT, previous)
         bar.close()
         finish()
