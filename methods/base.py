@@ -336,6 +336,12 @@ class EditInstance:
             raise ValueError(f"edit instance {self.id!r}: no safe response to edit towards")
 
 
+class MissingExtra(ImportError):
+    """An optional dependency is not installed; the message names it and its install command."""
+
+    user_error = True  # the CLI prints the message alone (no traceback, exit 2)
+
+
 def require_modules(modules: Mapping[str, str], what: str) -> None:
     """Check that optional packages are importable, without importing them (cheap: before any weights load).
 
@@ -344,14 +350,14 @@ def require_modules(modules: Mapping[str, str], what: str) -> None:
         what: who needs them, for the message (e.g. ``sae/``).
 
     Raises:
-        ImportError: one line naming the missing packages and the install command.
+        MissingExtra: (an ImportError) one line naming the missing packages and the install command.
     """
     import importlib.util
 
     missing = {m: extra for m, extra in modules.items() if importlib.util.find_spec(m) is None}
     if missing:
         extras = ",".join(sorted(set(missing.values())))
-        raise ImportError(
+        raise MissingExtra(
             f"{what} needs {', '.join(sorted(missing))}, which {'is' if len(missing) == 1 else 'are'} not installed: "
             f"pip install 'steerboard[{extras}]'"
         )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -12,6 +14,7 @@ import yaml
 from steerboard.leaderboard.listing import resolve_listing
 from steerboard.leaderboard.submit import GATED_TASKS, STANDARD_JUDGES, check_submission, required_tasks
 from steerboard.run import drop_gated_tasks, load_suite, parse_suite, replace_methods, suite_path
+from steerboard.tasks._testing import WILDGUARD_ROWS
 
 SUITE = suite_path("submission")
 
@@ -79,16 +82,26 @@ def test_cli_suite_with_method_runs_every_required_task(
             "--log-dir", str(tmp_path)]
     rc, out, err = _run_cli(argv, capsys)
     assert rc == 0, err
-    summary = json.loads((tmp_path / "suite-submission-summary.json").read_text())
-    assert {s["task"] for s in summary} == required - {"wildguard"}
-    assert {s["method"] for s in summary} == {"sae"} and all(s["args"] == {"strengths": 4} for s in summary)
-    assert all(s["limit"] is None for s in summary)
+    plan = _planned(out)  # a dry run prints its plan (and writes no summary)
+    assert {task for _, _, task in plan} == required - {"wildguard"}
+    assert {m for m, _, _ in plan} == {"sae"} and all(a == {"strengths": "4"} for _, a, _ in plan)
     assert "skipped wildguard" in err and "HF_TOKEN" in err
-    rc, out, err = _run_cli(argv + ["-T", "wildguard.data_file=/data/wgt.jsonl"], capsys)
+    wgt = tmp_path / "wgt.jsonl"  # local records of WildGuardTest's schema
+    wgt.write_text("\n".join(json.dumps(r) for r in WILDGUARD_ROWS) + "\n")
+    rc, out, err = _run_cli(argv + ["-T", f"wildguard.data_file={wgt}"], capsys)
     assert rc == 0, err
-    summary = json.loads((tmp_path / "suite-submission-summary.json").read_text())
-    assert {s["task"] for s in summary} == required
+    assert {task for _, _, task in _planned(out)} == required
     assert "skipped" not in err
+
+
+def _planned(out: str) -> list[tuple[str, dict[str, Any], str]]:
+    """(method, args, task) of each pair a dry run lists (``status  method {args}  task``)."""
+    plan = []
+    for line in out.splitlines():
+        m = re.match(r"\s*(to run|to resume|done)\s+(\S+)\s+(\{.*\})\s+(\S+)", line)
+        if m:
+            plan.append((m.group(2), json.loads(m.group(3)), m.group(4)))
+    return plan
 
 
 @pytest.mark.parametrize(
