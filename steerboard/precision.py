@@ -307,3 +307,115 @@ def screened_greedy(
     if bad.numel():
         tok[bad] = (h[bad] @ head.weight.T).argmax(dim=-1)
     return tok, int(rows.numel()), int(bad.numel())
+
+
+# ---------------------------------------------------------------- batch-invariant attention
+EXACT_ATTENTION = "steerboard_exact"
+"""Name of the attention implementation :func:`use_exact_attention` registers with transformers."""
+
+
+@contextlib.contextmanager
+def exact_attention() -> Iterator[None]:
+    """Within this block (this thread only), models switched by :func:`use_exact_attention` attend in float64.
+
+    Why: with bfloat16 matmuls, a row's completion must not depend on which other rows share its batch.
+    The oneDNN bfloat16 linear layers give every row the same bits whatever the batch (tested), but
+    float32 attention does not: the row's keys sit at different columns under different left padding, so
+    its softmax and value sums are added up in a different order, and a last-bit difference changes the
+    bfloat16 rounding of the next layer's input often enough to flip near-tie tokens. Computed in
+    float64 (the products of float32 values are exact there) the sums differ by ~1e-16 relative, which
+    survives the rounding to float32 and then to bfloat16 with negligible probability, so every row
+    gets the same attention output in any batch, padding or admission order.
+    """
+    _LOCAL.exact_attention = getattr(_LOCAL, "exact_attention", 0) + 1
+    try:
+        yield
+    finally:
+        _LOCAL.exact_attention -= 1
+
+
+def exact_attention_active() -> bool:
+    """Whether this thread is inside :func:`exact_attention`."""
+    return bool(getattr(_LOCAL, "exact_attention", 0))
+
+
+def _exact_attention_forward(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers attention function: float64 attention inside :func:`exact_attention`, else ``sdpa``.
+
+    Shapes follow transformers: query ``[B, heads, q, d]``, key/value ``[B, kv_heads, k, d]`` (grouped
+    query heads share a key/value head), a boolean mask ``[B, 1, q, k]`` (True = attend) or None
+    (causal, aligned to the last key); returns ``[B, q, heads, d]`` in the query's dtype.
+    """
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    plain = (
+        not getattr(_LOCAL, "exact_attention", 0)
+        or torch.is_grad_enabled()
+        or dropout
+        or kwargs.get("position_bias") is not None
+        or kwargs.get("softcap") is not None
+        or kwargs.get("sliding_window") is not None
+    )
+    if plain:
+        return sdpa_attention_forward(
+            module, query, key.to(query.dtype), value.to(query.dtype), attention_mask,
+            dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs,
+        )
+    b, heads, q_len, dim = query.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    rep = heads // kv_heads
+    scale = scaling if scaling is not None else dim**-0.5
+    q = query.to(torch.float64).reshape(b, kv_heads, rep * q_len, dim)
+    scores = (q @ key.to(torch.float64).transpose(-1, -2)).view(b, kv_heads, rep, q_len, k_len) * scale
+    if attention_mask is None:
+        if q_len > 1:
+            attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
+    elif attention_mask.dtype != torch.bool:
+        attention_mask = attention_mask == 0  # an additive mask: 0 where attending
+    if attention_mask is not None:
+        if attention_mask.dim() == 4:  # [B, 1, q, k] -> broadcast over kv heads and their query groups
+            attention_mask = attention_mask[:, :, None]
+        # a finite floor, not -inf: a query row that sees nothing (left padding) gets a uniform softmax
+        # instead of NaN, which would reach every row through the padding column's values
+        scores = scores.masked_fill(~attention_mask, torch.finfo(torch.float64).min)
+    probs = torch.softmax(scores, dim=-1).view(b, kv_heads, rep * q_len, k_len)
+    out = (probs @ value.to(torch.float64)).view(b, heads, q_len, -1)
+    return out.transpose(1, 2).contiguous().to(query.dtype), None
+
+
+def use_exact_attention(model: torch.nn.Module) -> bool:
+    """Switch ``model`` to the attention function of :func:`exact_attention`; returns whether it took.
+
+    Outside :func:`exact_attention` (and with autograd on) the function is transformers' ``sdpa``, so
+    scoring, hidden-state capture and training are unchanged. Models that do not dispatch attention
+    through transformers' ``AttentionInterface`` keep theirs (returns False).
+    """
+    config = getattr(model, "config", None)
+    if config is None:
+        return False
+    if getattr(config, "_attn_implementation", None) == EXACT_ATTENTION:
+        return True
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return False  # eager / flash / flex were chosen on purpose: leave them
+    try:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+        AttentionInterface.register(EXACT_ATTENTION, _exact_attention_forward)
+        AttentionMaskInterface.register(EXACT_ATTENTION, sdpa_mask)
+        model.set_attn_implementation(EXACT_ATTENTION)
+    except Exception as ex:  # noqa: BLE001 - older transformers or a model without the interface
+        logger.warning("batch-invariant attention unavailable for %s (%s)", type(model).__name__, ex)
+        return False
+    return getattr(config, "_attn_implementation", None) == EXACT_ATTENTION
