@@ -1,16 +1,17 @@
 """Batched greedy output vs the same prompts run one by one, on the embedded model.
 
 The engine pads on the left, buckets by length and drops finished rows; none of that may change a greedy
-reply. On the tests' tiny model batched output equals one-by-one output exactly (``tests/test_engine.py``).
-On a real model, floating-point reduction order differs between batch shapes, so a near-tie between the two
-best tokens can flip and the texts diverge from there; a padding or masking bug would instead change most
-replies, and early. This prints, per matmul precision, how many of N prompts match fully, and for the
-others the first token where they part.
+reply. By default the engine is batch-invariant (``Engine(deterministic=True)``: float64 attention, see
+``steerboard.precision.exact_attention``), so batched and one-by-one replies should be identical. With
+``deterministic=False`` attention runs in float32 ``sdpa``, whose sums depend on the batch's padding; with
+bfloat16 matmuls that flips near-tie tokens and the texts diverge from there (a padding or masking bug
+would instead change most replies, and early). This prints, per setting, how many of N prompts match
+fully, and for the others the first token where they part.
 
 Usage::
 
-    python benchmarks/batch_vs_single.py                      # 64 XSTest prompts, 48 tokens, bf16 + float32
-    python benchmarks/batch_vs_single.py --n 16 --dtypes float32
+    python benchmarks/batch_vs_single.py                      # 64 XSTest prompts, 48 tokens
+    python benchmarks/batch_vs_single.py --n 16 --settings float32
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=64, help="prompts (XSTest, safe and unsafe interleaved)")
     ap.add_argument("--tokens", type=int, default=48)
-    ap.add_argument("--dtypes", default="auto,float32", help="matmul dtypes to check, comma separated")
+    ap.add_argument(
+        "--settings",
+        default="auto,auto:nondeterministic,float32",
+        help="matmul dtypes to check, comma separated; ':nondeterministic' adds deterministic=False",
+    )
     args = ap.parse_args()
 
     from engine_vs_inspect_hf import load_prompts
@@ -33,8 +38,11 @@ def main() -> None:
     from steerboard.engine import Engine, GenerationRequest
 
     prompts = load_prompts(args.n)
-    for dtype in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
-        eng = Engine.load("smollm2-135m", matmul_dtype=dtype)
+    for setting in [d.strip() for d in args.settings.split(",") if d.strip()]:
+        dtype, _, mode = setting.partition(":")
+        if mode not in ("", "nondeterministic"):
+            raise SystemExit(f"unknown setting {setting!r}: use DTYPE or DTYPE:nondeterministic")
+        eng = Engine.load("smollm2-135m", matmul_dtype=dtype, deterministic=mode != "nondeterministic")
         reqs = [GenerationRequest(eng.chat_ids([{"role": "user", "content": p}]), max_new_tokens=args.tokens)
                 for p in prompts]
         t0 = time.perf_counter()
@@ -48,7 +56,7 @@ def main() -> None:
             if b.token_ids != s.token_ids:
                 firsts.append(next((i for i, (x, y) in enumerate(zip(b.token_ids, s.token_ids)) if x != y),
                                    min(len(b.token_ids), len(s.token_ids))))
-        print(f"matmul_dtype={eng.matmul_dtype}: {same}/{len(reqs)} prompts identical batched vs one by one "
+        print(f"matmul_dtype={eng.matmul_dtype} deterministic={eng.deterministic}: {same}/{len(reqs)} prompts identical batched vs one by one "
               f"({args.tokens} greedy tokens; batched {t1 - t0:.0f} s, one by one {t2 - t1:.0f} s)")
         if firsts:
             print(f"  the others first differ at generated token {sorted(firsts)}")
