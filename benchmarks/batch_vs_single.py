@@ -2,7 +2,7 @@
 
 The engine pads on the left, buckets by length and drops finished rows; none of that may change a greedy
 reply. By default the engine is batch-invariant (``Engine(deterministic=True)``: float64 attention, see
-``steerboard.precision.exact_attention``), so batched and one-by-one replies should be identical. With
+``steerboard.precision.batch_invariant``), so batched and one-by-one replies should be identical. With
 ``deterministic=False`` attention runs in float32 ``sdpa``, whose sums depend on the batch's padding; with
 bfloat16 matmuls that flips near-tie tokens and the texts diverge from there (a padding or masking bug
 would instead change most replies, and early). This prints, per setting, how many of N prompts match

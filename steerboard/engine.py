@@ -283,10 +283,11 @@ class Engine:
             batch by float rounding, which exact float32 runs should not see.
         deterministic: batch-invariant generation (default): a request's completion does not depend on
             which requests share its batch, their padding or when they joined, so a run repeats exactly
-            whatever the timing of concurrent requests. Attention runs in float64 on a float64 KV cache
-            (:func:`steerboard.precision.exact_attention`; the linear layers already give every row the same
-            bits in any batch). ``False`` keeps transformers' float32 ``sdpa`` attention: a little faster,
-            but near-tie tokens may then flip between runs.
+            whatever the timing of concurrent requests: attention runs in float64 on a float64 KV cache,
+            and lone rows and small output-head batches are padded to shapes whose kernels round each row
+            alike (:func:`steerboard.precision.batch_invariant`). ``False`` keeps transformers' float32
+            ``sdpa`` attention and the plain kernels: a little faster, but near-tie tokens may then flip
+            between runs.
     """
 
     def __init__(
@@ -474,9 +475,17 @@ class Engine:
         return out.past_key_values, out.last_hidden_state[:, -1, :], None
 
     def _logits(self, hidden: Any) -> Any:
-        """Full logits from a final hidden state (the head in the model's own precision)."""
+        """Full logits from a final hidden state (the head in the model's own precision).
+
+        When deterministic, the head runs on at least :data:`steerboard.precision.MIN_INVARIANT_ROWS` rows
+        (zero rows added), where the float32 matmul gives each row the same bits whatever the row count.
+        """
+        from steerboard import precision
+
         split = self._split_lm()
         assert split is not None
+        if self.deterministic:
+            return precision.row_invariant(split[1], hidden)
         return split[1](hidden)
 
     def _eos_ids(self) -> set[int]:
@@ -595,10 +604,11 @@ class Engine:
         return a[:n]
 
     def _kv_dtype(self) -> Any:
-        """float64 inside batch-invariant attention (:func:`steerboard.precision.exact_attention`), else None."""
+        """float64 under the float64 attention of :func:`steerboard.precision.batch_invariant`, else None."""
         from steerboard import precision
 
-        if precision.exact_attention_active():
+        attn = getattr(getattr(self.model, "config", None), "_attn_implementation", None)
+        if attn == precision.EXACT_ATTENTION and precision.batch_invariant_active():
             import torch
 
             return torch.float64
@@ -780,8 +790,8 @@ class Engine:
         if self.deterministic and not exact and not self._warned_inexact:
             self._warned_inexact = True
             logger.warning("%s: batch-invariant attention unavailable; completions may depend on batching", self.source)
-        attention = precision.exact_attention() if exact else contextlib.nullcontext()
-        with self.lock, torch.inference_mode(), ctx, attention:
+        invariant = precision.batch_invariant() if self.deterministic else contextlib.nullcontext()
+        with self.lock, torch.inference_mode(), ctx, invariant:
             batch.admit(list(reqs))
             while batch.live:
                 batch.finish(batch.record(batch.choose()))

@@ -49,10 +49,50 @@ def test_exact_attention_gives_a_row_the_same_bits_under_any_padding() -> None:
     g = torch.Generator().manual_seed(0)
     q = torch.randn(1, 9, 1, 64, generator=g)
     k, v = torch.randn(1, 3, 57, 64, generator=g), torch.randn(1, 3, 57, 64, generator=g)
-    with torch.inference_mode(), precision.exact_attention():
+    with torch.inference_mode(), precision.batch_invariant():
         outs = [_attend(precision._exact_attention_forward, q, k, v, pad) for pad in (0, 1, 7, 16, 29, 100)]
     assert all(torch.equal(outs[0], o) for o in outs[1:])
     assert outs[0].dtype == torch.float32
+
+
+def test_a_lone_row_gets_the_bits_it_gets_in_a_batch() -> None:
+    """oneDNN's bfloat16 kernel for one row rounds differently from its kernel for many (seen with a
+    1536-wide input, SmolLM2's down projection); inside ``batch_invariant`` a lone row matches its batch."""
+    torch.manual_seed(0)
+    lin = torch.nn.Sequential(torch.nn.Linear(1536, 576, bias=False))
+    precision.enable(lin, "bfloat16")
+    x = torch.randn(64, 1, 1536) * 0.3
+    with torch.inference_mode(), precision.batch_invariant():
+        full = lin(x)
+        alone = [lin(x[i : i + 1]) for i in range(64)]
+        pair = lin(x[5:7])
+    assert all(torch.equal(a[0], full[i]) for i, a in enumerate(alone))
+    assert torch.equal(pair, full[5:7])
+    assert alone[0].shape == (1, 1, 576)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_exact_attention_agrees_with_sdpa(masked: bool) -> None:
+    """Causal prefill of two left-padded rows (grouped-query heads): float64 result ~= transformers' sdpa."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    g = torch.Generator().manual_seed(1)
+    # masked: a cached prefix of 4 positions, then 7 new queries; unmasked (transformers passes no mask when
+    # nothing is padded and queries and keys coincide): plain causal
+    b, q_len, k_len = 2, 7, (11 if masked else 7)
+    q = torch.randn(b, 6, q_len, 16, generator=g)
+    k, v = torch.randn(b, 2, k_len, 16, generator=g), torch.randn(b, 2, k_len, 16, generator=g)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    mask = None
+    if masked:
+        mask = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len).expand(b, 1, q_len, k_len).clone()
+        mask[1, :, :, :3] = False  # row 1 is left-padded by 3
+    want = sdpa_attention_forward(module, q, k, v, mask, scaling=0.25)[0]
+    with torch.inference_mode(), precision.batch_invariant():
+        got = precision._exact_attention_forward(module, q, k, v, mask, scaling=0.25)[0]
+    assert got.shape == want.shape == (b, q_len, 6, 16)
+    assert torch.allclose(got, want, atol=1e-5)
 
 
 def test_exact_attention_gives_a_prompt_the_same_hidden_states_beside_others(bf16_engine: Engine) -> None:
@@ -60,7 +100,7 @@ def test_exact_attention_gives_a_prompt_the_same_hidden_states_beside_others(bf1
     assert precision.use_exact_attention(eng.model)
     short, long = _ids(eng, PROMPTS[1]), _ids(eng, PROMPTS[2])
     assert len(long) - len(short) > 16
-    with precision.exact_attention():
+    with precision.batch_invariant():
         alone = eng.forward([short], output_hidden_states=True).hidden_states[-1][0]
         padded = eng.forward([long, short], output_hidden_states=True).hidden_states[-1][1, -len(short) :]
         three = eng.forward([short, long, long[:-5]], output_hidden_states=True).hidden_states[-1][0, -len(short) :]
