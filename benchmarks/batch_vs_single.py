@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/batch_vs_single.py                      # 64 XSTest prompts, 48 tokens
     python benchmarks/batch_vs_single.py --n 16 --settings float32
+    python benchmarks/batch_vs_single.py --n 32 --tokens 32 --timing-repeats 3   # batched tok/s per setting
 """
 
 from __future__ import annotations
@@ -20,6 +21,37 @@ import argparse
 import time
 
 import steerboard  # noqa: F401  (first: OpenMP settings before torch loads)
+
+
+def _engines(settings: str) -> list[tuple[str, object]]:
+    from steerboard.engine import Engine
+
+    out = []
+    for setting in [d.strip() for d in settings.split(",") if d.strip()]:
+        dtype, _, mode = setting.partition(":")
+        if mode not in ("", "nondeterministic"):
+            raise SystemExit(f"unknown setting {setting!r}: use DTYPE or DTYPE:nondeterministic")
+        out.append((setting, Engine.load("smollm2-135m", matmul_dtype=dtype, deterministic=mode != "nondeterministic")))
+    return out
+
+
+def time_settings(args: argparse.Namespace, prompts: list[str]) -> None:
+    """Batched greedy tok/s of each setting, the settings interleaved, medians of ``--timing-repeats``."""
+    import statistics
+
+    from steerboard.engine import GenerationRequest
+
+    engines = _engines(args.settings)
+    rates: dict[str, list[float]] = {name: [] for name, _ in engines}
+    for _ in range(args.timing_repeats):
+        for name, eng in engines:
+            reqs = [GenerationRequest(eng.chat_ids([{"role": "user", "content": p}]), max_new_tokens=args.tokens)
+                    for p in prompts]
+            t0 = time.perf_counter()
+            out = eng.generate(reqs)
+            rates[name].append(sum(len(o.token_ids) for o in out) / (time.perf_counter() - t0))
+    for name, r in rates.items():
+        print(f"{name}: median {statistics.median(r):.0f} tok/s (runs: {', '.join(f'{x:.0f}' for x in r)})")
 
 
 def main() -> None:
@@ -31,18 +63,19 @@ def main() -> None:
         default="auto,auto:nondeterministic,float32",
         help="matmul dtypes to check, comma separated; ':nondeterministic' adds deterministic=False",
     )
+    ap.add_argument("--timing-repeats", type=int, default=0,
+                    help="instead: time batched generation per setting, interleaved, this many times")
     args = ap.parse_args()
 
     from engine_vs_inspect_hf import load_prompts
 
-    from steerboard.engine import Engine, GenerationRequest
+    from steerboard.engine import GenerationRequest
 
     prompts = load_prompts(args.n)
-    for setting in [d.strip() for d in args.settings.split(",") if d.strip()]:
-        dtype, _, mode = setting.partition(":")
-        if mode not in ("", "nondeterministic"):
-            raise SystemExit(f"unknown setting {setting!r}: use DTYPE or DTYPE:nondeterministic")
-        eng = Engine.load("smollm2-135m", matmul_dtype=dtype, deterministic=mode != "nondeterministic")
+    if args.timing_repeats:
+        time_settings(args, prompts)
+        return
+    for _setting, eng in _engines(args.settings):
         reqs = [GenerationRequest(eng.chat_ids([{"role": "user", "content": p}]), max_new_tokens=args.tokens)
                 for p in prompts]
         t0 = time.perf_counter()
