@@ -8,7 +8,8 @@ then throttles every later one; see ``steerboard/torch_thread.py``). Rows: Inspe
 ``base/`` as it runs by default (on a CPU with native bfloat16 -- AMX / AVX512-BF16 -- its linear
 layers run in bfloat16 with the residual stream, norms, attention and output head in float32, see
 ``steerboard/precision.py``); ``base/`` forced to exact float32 (equal precision to ``hf/``); and with
-``--hf-bf16`` the whole ``hf/`` model in bfloat16. Prints output tokens/s, the ratio to ``hf/``, how
+``--hf-bf16`` the whole ``hf/`` model in bfloat16; with ``--nondeterministic`` ``base/`` with
+``-M deterministic=false`` (float32 ``sdpa`` attention instead of the batch-invariant float64 one). Prints output tokens/s, the ratio to ``hf/``, how
 many greedy texts equal ``hf/``'s, and the share of the forward-pass bound (tokens/s of a plain
 batched float32 forward pass of the same model).
 
@@ -106,7 +107,7 @@ def run_eval(model, prompts: list[str], connections: int, new_tokens: int, log_d
     return secs, texts
 
 
-CONFIGS = ("hf", "base", "base-fp32", "base-fullhead", "hf-bf16")
+CONFIGS = ("hf", "base", "base-fp32", "base-fullhead", "base-nondet", "hf-bf16")
 
 
 def make_model(config: str, model_dir: str, conn: int):
@@ -124,6 +125,8 @@ def make_model(config: str, model_dir: str, conn: int):
         return get_model("base/smollm2-135m", matmul_dtype="float32")
     if config == "base-fullhead":
         return get_model("base/smollm2-135m", head_screen=False)
+    if config == "base-nondet":
+        return get_model("base/smollm2-135m", deterministic=False)
     raise ValueError(f"unknown config {config!r}; valid: {', '.join(CONFIGS)}")
 
 
@@ -162,6 +165,8 @@ def main() -> None:
     ap.add_argument("--hf-bf16", action="store_true", help="also run hf/ with the whole model in bfloat16")
     ap.add_argument("--full-head", action="store_true",
                     help="also run base/ with its output head fully in float32 (-M head_screen=false)")
+    ap.add_argument("--nondeterministic", action="store_true",
+                    help="also run base/ with -M deterministic=false (float32 sdpa attention, not batch-invariant)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["base-fp32"], help="leave these configs out")
     ap.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     ap.add_argument("--worker-conn", type=int, help=argparse.SUPPRESS)
@@ -194,6 +199,8 @@ def main() -> None:
         configs.append(("base/ -M matmul_dtype=float32", "base-fp32"))
     if args.full_head and default_mm != "float32":
         configs.append(("base/ -M head_screen=false", "base-fullhead"))
+    if args.nondeterministic:
+        configs.append(("base/ -M deterministic=false", "base-nondet"))
     if args.hf_bf16:
         configs.append(("hf/ dtype=bfloat16 (whole model)", "hf-bf16"))
     table = []

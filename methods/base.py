@@ -233,6 +233,9 @@ class MethodConfig:
         head_screen: with bfloat16 matmuls, choose greedy tokens by screening the vocabulary in bfloat16
             and re-scoring the near-best in float32 (see :func:`steerboard.precision.screened_greedy`);
             ``false`` runs the whole output head in float32.
+        deterministic: batch-invariant generation (default): a completion does not depend on which requests
+            share its batch, so the same run repeats exactly; ``false`` is a little faster but near-tie
+            tokens may flip between runs (see ``steerboard.engine.Engine``).
         max_batch_size: most sequences per forward pass.
         batch_wait_ms: how long the batcher waits for more concurrent requests before starting a batch.
         trust_remote_code: allow model code from the hub (off by default).
@@ -242,6 +245,7 @@ class MethodConfig:
     dtype: typing.Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     matmul_dtype: typing.Literal["auto", "float32", "bfloat16"] = "auto"
     head_screen: bool = True
+    deterministic: bool = True
     max_batch_size: int = 64
     batch_wait_ms: float = 30.0
     trust_remote_code: bool = False

@@ -98,7 +98,9 @@ def load_engine(model_name: str, method: Method) -> Engine:
     """Load an engine for ``method``; methods that only hook or prompt share one per model."""
     quiet_library_noise()
     cfg = method.config
-    key = (model_name, cfg.device, cfg.dtype, cfg.matmul_dtype, cfg.head_screen, cfg.trust_remote_code)
+    key = (
+        model_name, cfg.device, cfg.dtype, cfg.matmul_dtype, cfg.head_screen, cfg.deterministic, cfg.trust_remote_code
+    )
 
     def _load() -> Engine:
         return Engine.load(
@@ -109,6 +111,7 @@ def load_engine(model_name: str, method: Method) -> Engine:
             trust_remote_code=cfg.trust_remote_code,
             max_batch_size=cfg.max_batch_size,
             head_screen=cfg.head_screen,
+            deterministic=cfg.deterministic,
         )
 
     if method.private_weights:

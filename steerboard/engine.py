@@ -234,6 +234,7 @@ def _growing_layer() -> type:
         _kbuf: Any = None
         _vbuf: Any = None
         _kview: Any = None
+        store_dtype: Any = None  # keep keys/values in this dtype (float64 for batch-invariant attention)
 
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
             if not self.is_initialized:
@@ -243,8 +244,9 @@ def _growing_layer() -> type:
             kb = self._kbuf
             if kb is None or self.keys is not self._kview or n + new > kb.shape[-2]:
                 cap = n + new + max(64, (n + new) // 2)
-                kb = key_states.new_empty((*key_states.shape[:-2], cap, key_states.shape[-1]))
-                vb = value_states.new_empty((*value_states.shape[:-2], cap, value_states.shape[-1]))
+                dtype = self.store_dtype or key_states.dtype
+                kb = key_states.new_empty((*key_states.shape[:-2], cap, key_states.shape[-1]), dtype=dtype)
+                vb = value_states.new_empty((*value_states.shape[:-2], cap, value_states.shape[-1]), dtype=dtype)
                 if n:
                     kb[..., :n, :] = self.keys
                     vb[..., :n, :] = self.values
@@ -259,8 +261,11 @@ def _growing_layer() -> type:
     return GrowingLayer
 
 
-def new_kv_cache(config: Any) -> Any:
-    """A ``DynamicCache`` for ``config`` whose full-attention layers append without re-copying."""
+def new_kv_cache(config: Any, dtype: Any = None) -> Any:
+    """A ``DynamicCache`` for ``config`` whose full-attention layers append without re-copying.
+
+    With ``dtype`` those layers store keys/values in it (whatever dtype the model hands them in).
+    """
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
@@ -271,6 +276,7 @@ def new_kv_cache(config: Any) -> Any:
         for i, layer in enumerate(layers):
             if type(layer) is DynamicLayer:
                 layers[i] = grow()
+                layers[i].store_dtype = dtype
     return cache
 
 
@@ -323,6 +329,13 @@ class Engine:
             prompt) across prefills that run without an intervention. ``None`` (default) turns it on
             with bfloat16 matmuls only: the preamble computed alone differs from one computed inside a
             batch by float rounding, which exact float32 runs should not see.
+        deterministic: batch-invariant generation (default): a request's completion does not depend on
+            which requests share its batch, their padding or when they joined, so a run repeats exactly
+            whatever the timing of concurrent requests: attention runs in float64 on a float64 KV cache,
+            and lone rows and small output-head batches are padded to shapes whose kernels round each row
+            alike (:func:`steerboard.precision.batch_invariant`). ``False`` keeps transformers' float32
+            ``sdpa`` attention and the plain kernels: a little faster, but near-tie tokens may then flip
+            between runs.
     """
 
     def __init__(
@@ -336,6 +349,7 @@ class Engine:
         matmul_dtype: str | None = "auto",
         head_screen: bool = True,
         prefix_cache: bool | None = None,
+        deterministic: bool = True,
     ) -> None:
         import torch
 
@@ -355,6 +369,13 @@ class Engine:
         if self.matmul_dtype != "float32" and param.dtype != getattr(torch, self.matmul_dtype):
             precision.enable(model, self.matmul_dtype)
         self.head_screen = head_screen
+        self.deterministic = deterministic
+        self._warned_inexact = False
+        if not deterministic:
+            logger.warning(
+                "%s: deterministic=false: completions may differ between runs (batch composition depends on timing)",
+                self.source,
+            )
         self.prefix_cache = prefix_cache if prefix_cache is not None else self.matmul_dtype == "bfloat16"
         self.prefix_hits = 0  # prefills that reused the cached preamble (diagnostics)
         self._prefix_kv: tuple[Any, list[tuple[Any, Any]]] | None = None
@@ -502,9 +523,17 @@ class Engine:
         return out.past_key_values, out.last_hidden_state[:, -1, :], None
 
     def _logits(self, hidden: Any) -> Any:
-        """Full logits from a final hidden state (the head in the model's own precision)."""
+        """Full logits from a final hidden state (the head in the model's own precision).
+
+        When deterministic, the head runs on at least :data:`steerboard.precision.MIN_INVARIANT_ROWS` rows
+        (zero rows added), where the float32 matmul gives each row the same bits whatever the row count.
+        """
+        from steerboard import precision
+
         split = self._split_lm()
         assert split is not None
+        if self.deterministic:
+            return precision.row_invariant(split[1], hidden)
         return split[1](hidden)
 
     def _eos_ids(self) -> set[int]:
@@ -622,6 +651,20 @@ class Engine:
             n += 1
         return a[:n]
 
+    def _kv_dtype(self) -> Any:
+        """float64 under the float64 attention of :func:`steerboard.precision.batch_invariant`, else None."""
+        from steerboard import precision
+
+        attn = getattr(getattr(self.model, "config", None), "_attn_implementation", None)
+        if attn == precision.EXACT_ATTENTION and precision.batch_invariant_active():
+            import torch
+
+            return torch.float64
+        return None
+
+    def _new_cache(self) -> Any:
+        return new_kv_cache(self.model.config, self._kv_dtype())
+
     def _weights_key(self) -> tuple[int, ...]:
         """Changes whenever the weights may have: in-place writes (version counters), swaps, ``weights_changed``."""
         return (id(self.model), self._weights_epoch, sum(p._version for p in self.model.parameters()))
@@ -632,7 +675,7 @@ class Engine:
         With ``hook_key`` (the active intervention's ``preamble_key``) the prefix runs under the batch's
         hooks: ``state`` describes a one-row prefill of just the prefix meanwhile, then is restored.
         """
-        key = (tuple(prefix), self._weights_key(), hook_key)
+        key = (tuple(prefix), self._weights_key(), hook_key, self._kv_dtype())
         if self._prefix_kv is None or self._prefix_kv[0] != key:
             import torch
 
@@ -647,7 +690,7 @@ class Engine:
                 cache, _, _ = self._run_lm(
                     input_ids=ids, attention_mask=mask,
                     position_ids=torch.arange(len(prefix), device=self.device).unsqueeze(0),
-                    past_key_values=new_kv_cache(self.model.config),
+                    past_key_values=self._new_cache(),
                 )
             finally:
                 (state.requests, state.prompt_lengths, state.padded_length, state.phase, state.rows,
@@ -680,7 +723,7 @@ class Engine:
             mask[i, p + width - lengths[i] :] = 1
             pos[i, width - lengths[i] :] = torch.arange(p, p + lengths[i])
         ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
-        cache = new_kv_cache(self.model.config)
+        cache = self._new_cache()
         for i, (k, v) in enumerate(kv):
             cache.update(k.expand(b, -1, -1, -1).contiguous(), v.expand(b, -1, -1, -1).contiguous(), i)
         state.phase, state.rows, state.attention_mask = "prefill", list(rows), mask
@@ -723,7 +766,7 @@ class Engine:
         state.phase, state.rows, state.attention_mask = "prefill", list(rows), mask
         state.padded_length = width
         cache, hidden, logits = self._run_lm(
-            input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=new_kv_cache(self.model.config)
+            input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self._new_cache()
         )
         return cache, mask, pos[:, -1:] + 1, (hidden, logits)
 
@@ -784,151 +827,29 @@ class Engine:
         more: Callable[[int], list[GenerationRequest]] | None = None,
         on_done: Callable[[int, GenerationResult], None] | None = None,
     ) -> list[GenerationResult]:
+        """Run ``reqs`` as one batch (rows that finish leave it; ``more`` may add rows between steps)."""
         import torch
 
-        from steerboard import torch_thread
+        from steerboard import precision, torch_thread
 
-        t0 = time.perf_counter()
-        dev = self.device
-        reqs = list(reqs)
-        state = BatchState(
-            requests=reqs, prompt_lengths=[len(r.input_ids) for r in reqs], padded_length=0, rows=[]
-        )
-        gens: list[torch.Generator | None] = []
-        out_tokens: list[list[int]] = []
-        out_lps: list[list[TokenLogprob]] = []
-        finish: list[str] = []
-        cut_text: list[str | None] = []
-        results: list[GenerationResult | None] = []
-
-        def admit(new: list[GenerationRequest]) -> list[int]:
-            first = len(out_tokens)
-            for r in new:
-                g = None
-                if r.temperature > 0:
-                    g = torch.Generator(device=dev)
-                    g.manual_seed(r.seed if r.seed is not None else torch.seed() % (2**63))
-                gens.append(g)
-                out_tokens.append([])
-                out_lps.append([])
-                finish.append("max_tokens")
-                cut_text.append(None)
-                results.append(None)
-            return list(range(first, len(out_tokens)))
-
-        eos = torch.tensor(sorted(self.eos_ids), device=dev) if self.eos_ids else None
-
-        def finalize(r: int) -> None:
-            text = cut_text[r]
-            if text is None:
-                text = self.tokenizer.decode(out_tokens[r], skip_special_tokens=True)
-            res = GenerationResult(
-                text=text,
-                token_ids=out_tokens[r],
-                finish_reason=finish[r],  # type: ignore[arg-type]
-                input_tokens=len(reqs[r].input_ids),
-                output_tokens=len(out_tokens[r]) + (1 if finish[r] == "stop" and cut_text[r] is None else 0),
-                logprobs=out_lps[r] if (reqs[r].logprobs or reqs[r].top_logprobs) else None,
-                seconds=time.perf_counter() - t0,
-            )
-            results[r] = res
-            if on_done is not None:
-                on_done(r, res)
-
-        ctx = intervention(state) if intervention is not None else contextlib.nullcontext()
-        with self.lock, torch.inference_mode(), ctx:
-            live = admit(reqs)
-            # hooks may change the preamble's keys/values: reuse it only under hooks that say how (preamble_key)
-            key_fn = getattr(intervention, "preamble_key", None) if intervention is not None else None
-            reuse = intervention is None or key_fn is not None
-            cache, mask, next_pos, (hidden, logits) = self._prefill(reqs, state, live, reuse, key_fn)
-            screen = self._screen_head()
-            while True:
-                # --- choose the next token of every live row
-                want_lp = any(reqs[r].logprobs or reqs[r].top_logprobs for r in live)
-                if logits is None and screen and not want_lp and all(reqs[r].temperature <= 0 for r in live):
-                    from steerboard.precision import screened_greedy
-
-                    tok, n_cand, n_back = screened_greedy(hidden, self._split_lm()[1])  # type: ignore[index]
-                    self.head_screen_candidates += n_cand
-                    self.head_screen_fallbacks += n_back
-                    self.head_screen_rows += len(live)
-                else:
-                    if logits is None:
-                        logits = self._logits(hidden)
-                    tok = self._choose(logits, [reqs[r] for r in live], [gens[r] for r in live])
-                if want_lp:
-                    lp = torch.log_softmax(logits.float(), dim=-1)
-                    for j, r in enumerate(live):
-                        if reqs[r].logprobs or reqs[r].top_logprobs:
-                            out_lps[r].append(self._token_logprob(lp[j], int(tok[j]), reqs[r].top_logprobs))
-                tok_list = tok.tolist()
-                is_eos = torch.isin(tok, eos).tolist() if eos is not None else [False] * len(live)
-                done_list = []
-                for j, r in enumerate(live):
-                    req = reqs[r]
-                    if is_eos[j]:
-                        finish[r] = "stop"
-                        done_list.append(True)
-                        continue
-                    out_tokens[r].append(tok_list[j])
-                    done = len(out_tokens[r]) >= req.max_new_tokens
-                    if req.stop and not done:
-                        max_stop = max(len(s) for s in req.stop)
-                        tail = self.tokenizer.decode(out_tokens[r][-(max_stop + 8) :], skip_special_tokens=True)
-                        if any(s in tail for s in req.stop):
-                            full = self.tokenizer.decode(out_tokens[r], skip_special_tokens=True)
-                            cut = min((full.find(s) for s in req.stop if s in full), default=-1)
-                            if cut >= 0:
-                                cut_text[r] = full[:cut]
-                                finish[r] = "stop"
-                                done = True
-                    done_list.append(done)
-                for j, r in enumerate(live):
-                    if done_list[j]:
-                        finalize(r)
-                keep = [j for j, d in enumerate(done_list) if not d]
-                if len(keep) < len(live):
-                    live = [live[j] for j in keep]
-                    if keep:
-                        keep_t = torch.tensor(keep, device=dev)
-                        cache.batch_select_indices(keep_t)
-                        mask = mask.index_select(0, keep_t)
-                        next_pos = next_pos.index_select(0, keep_t)
-                        tok = tok.index_select(0, keep_t)
-                        mask = self._trim_padding(cache, mask)
-                # --- short jobs queued meanwhile (the embedding judge scoring finished samples)
+        batch = _ContinuousBatch(self, intervention, on_done)
+        ctx = intervention(batch.state) if intervention is not None else contextlib.nullcontext()
+        exact = self.deterministic and precision.use_exact_attention(self.model)
+        if self.deterministic and not exact and not self._warned_inexact:
+            self._warned_inexact = True
+            logger.warning("%s: batch-invariant attention unavailable; completions may depend on batching", self.source)
+        invariant = precision.batch_invariant() if self.deterministic else contextlib.nullcontext()
+        with self.lock, torch.inference_mode(), ctx, invariant:
+            batch.admit(list(reqs))
+            while batch.live:
+                batch.finish(batch.record(batch.choose()))
+                # short jobs queued meanwhile (the embedding judge scoring finished samples)
                 torch_thread.run_inline_jobs()
-                # --- one decode step for the rows that continue
-                if live:
-                    mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-                    state.phase, state.rows, state.attention_mask = "decode", list(live), mask
-                    state.step += 1
-                    cache, hidden, logits = self._run_lm(
-                        input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=next_pos, past_key_values=cache
-                    )
-                    next_pos = next_pos + 1
-                # --- admit waiting requests into the free slots
-                new = more(self.max_batch_size - len(live)) if more is not None else []
+                batch.step()
+                new = more(self.max_batch_size - len(batch.live)) if more is not None else []
                 if new:
-                    reqs.extend(new)
-                    state.prompt_lengths.extend(len(r.input_ids) for r in new)
-                    rows = admit(new)
-                    c2, m2, p2, (h2, l2) = self._prefill(reqs, state, rows, reuse, key_fn)
-                    if live:
-                        cache, mask = self._merge(cache, mask, c2, m2)
-                        mask = self._trim_padding(cache, mask)
-                        next_pos = torch.cat([next_pos, p2], dim=0)
-                        if hidden is not None:
-                            hidden = torch.cat([hidden, h2], dim=0)
-                        else:
-                            logits = torch.cat([logits, l2], dim=0)
-                        live = live + rows
-                    else:
-                        cache, mask, next_pos, hidden, logits, live = c2, m2, p2, h2, l2, rows
-                if not live:
-                    break
-        return [r for r in results if r is not None]
+                    batch.admit(new)
+        return batch.results()
 
     @staticmethod
     def _choose(logits: torch.Tensor, reqs: list[GenerationRequest], gens: list[Any]) -> torch.Tensor:
@@ -1077,3 +998,190 @@ class Engine:
             if mod is layers[layer]:
                 return name
         raise ValueError(f"layer {layer} not found")  # pragma: no cover
+
+
+@dataclass
+class _Row:
+    """Output state of one request in a running batch."""
+
+    generator: Any  # torch.Generator for sampled rows, else None
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish: str = "max_tokens"
+    cut_text: str | None = None  # the text cut before a stop sequence
+    result: GenerationResult | None = None
+
+
+class _ContinuousBatch:
+    """One continuous batch: its rows' outputs and the live rows' KV cache, mask and next positions.
+
+    Rows are numbered in admission order (starting requests first). ``live`` lists the rows still
+    generating, in KV-cache order; ``hidden``/``logits`` hold their last position's output (one of the two,
+    see :meth:`Engine._run_lm`).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        intervention: Intervention | None,
+        on_done: Callable[[int, GenerationResult], None] | None,
+    ) -> None:
+        import torch
+
+        self.engine = engine
+        self.on_done = on_done
+        self.t0 = time.perf_counter()
+        self.state = BatchState(requests=[], prompt_lengths=[], padded_length=0, rows=[])
+        self.reqs = self.state.requests  # grows as requests join
+        self.rows: list[_Row] = []
+        self.live: list[int] = []
+        self.cache: Any = None
+        self.mask: Any = None
+        self.next_pos: Any = None
+        self.hidden: Any = None
+        self.logits: Any = None
+        self.tok: Any = None
+        dev = engine.device
+        self.eos = torch.tensor(sorted(engine.eos_ids), device=dev) if engine.eos_ids else None
+        # hooks may change the preamble's keys/values: reuse it only under hooks that say how (preamble_key)
+        self.key_fn = getattr(intervention, "preamble_key", None) if intervention is not None else None
+        self.reuse = intervention is None or self.key_fn is not None
+
+    def admit(self, new: list[GenerationRequest]) -> None:
+        """Prefill ``new`` requests and stack them under the live rows."""
+        import torch
+
+        dev = self.engine.device
+        first = len(self.rows)
+        for r in new:
+            g = None
+            if r.temperature > 0:
+                g = torch.Generator(device=dev)
+                g.manual_seed(r.seed if r.seed is not None else torch.seed() % (2**63))
+            self.rows.append(_Row(generator=g))
+            self.reqs.append(r)
+            self.state.prompt_lengths.append(len(r.input_ids))
+        rows = list(range(first, len(self.rows)))
+        cache, mask, pos, (hidden, logits) = self.engine._prefill(self.reqs, self.state, rows, self.reuse, self.key_fn)
+        if not self.live:
+            self.cache, self.mask, self.next_pos, self.hidden, self.logits, self.live = cache, mask, pos, hidden, logits, rows
+            return
+        self.cache, mask = self.engine._merge(self.cache, self.mask, cache, mask)
+        self.mask = self.engine._trim_padding(self.cache, mask)
+        self.next_pos = torch.cat([self.next_pos, pos], dim=0)
+        if self.hidden is not None:
+            self.hidden = torch.cat([self.hidden, hidden], dim=0)
+        else:
+            self.logits = torch.cat([self.logits, logits], dim=0)
+        self.live = self.live + rows
+
+    def choose(self) -> Any:
+        """The next token of every live row (and its log-probability where asked)."""
+        import torch
+
+        eng, reqs = self.engine, self.reqs
+        want_lp = any(reqs[r].logprobs or reqs[r].top_logprobs for r in self.live)
+        greedy = all(reqs[r].temperature <= 0 for r in self.live)
+        if self.logits is None and eng._screen_head() and not want_lp and greedy:
+            from steerboard.precision import screened_greedy
+
+            tok, n_cand, n_back = screened_greedy(self.hidden, eng._split_lm()[1])  # type: ignore[index]
+            eng.head_screen_candidates += n_cand
+            eng.head_screen_fallbacks += n_back
+            eng.head_screen_rows += len(self.live)
+        else:
+            if self.logits is None:
+                self.logits = eng._logits(self.hidden)
+            tok = eng._choose(self.logits, [reqs[r] for r in self.live], [self.rows[r].generator for r in self.live])
+        if want_lp:
+            lp = torch.log_softmax(self.logits.float(), dim=-1)
+            for j, r in enumerate(self.live):
+                if reqs[r].logprobs or reqs[r].top_logprobs:
+                    self.rows[r].logprobs.append(eng._token_logprob(lp[j], int(tok[j]), reqs[r].top_logprobs))
+        self.tok = tok
+        return tok
+
+    def record(self, tok: Any) -> list[bool]:
+        """Append each live row's token; returns which rows are done (end of turn, stop string, length)."""
+        import torch
+
+        tok_list = tok.tolist()
+        is_eos = torch.isin(tok, self.eos).tolist() if self.eos is not None else [False] * len(self.live)
+        done_list = []
+        for j, r in enumerate(self.live):
+            req, row = self.reqs[r], self.rows[r]
+            if is_eos[j]:
+                row.finish = "stop"
+                done_list.append(True)
+                continue
+            row.tokens.append(tok_list[j])
+            done_list.append(len(row.tokens) >= req.max_new_tokens or (bool(req.stop) and self._hit_stop(req, row)))
+        return done_list
+
+    def _hit_stop(self, req: GenerationRequest, row: _Row) -> bool:
+        """Whether a stop string has appeared; if so, cut the text before it."""
+        decode = self.engine.tokenizer.decode
+        max_stop = max(len(s) for s in req.stop)
+        tail = decode(row.tokens[-(max_stop + 8) :], skip_special_tokens=True)
+        if not any(s in tail for s in req.stop):
+            return False
+        full = decode(row.tokens, skip_special_tokens=True)
+        cut = min((full.find(s) for s in req.stop if s in full), default=-1)
+        if cut < 0:
+            return False
+        row.cut_text, row.finish = full[:cut], "stop"
+        return True
+
+    def finish(self, done_list: list[bool]) -> None:
+        """Hand out the results of finished rows and drop them from the KV cache."""
+        import torch
+
+        for j, r in enumerate(self.live):
+            if done_list[j]:
+                self._result(r)
+        keep = [j for j, d in enumerate(done_list) if not d]
+        if len(keep) == len(self.live):
+            return
+        self.live = [self.live[j] for j in keep]
+        if keep:
+            keep_t = torch.tensor(keep, device=self.engine.device)
+            self.cache.batch_select_indices(keep_t)
+            self.next_pos = self.next_pos.index_select(0, keep_t)
+            self.tok = self.tok.index_select(0, keep_t)
+            self.mask = self.engine._trim_padding(self.cache, self.mask.index_select(0, keep_t))
+
+    def _result(self, r: int) -> None:
+        req, row = self.reqs[r], self.rows[r]
+        text = row.cut_text
+        if text is None:
+            text = self.engine.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        row.result = GenerationResult(
+            text=text,
+            token_ids=row.tokens,
+            finish_reason=row.finish,  # type: ignore[arg-type]
+            input_tokens=len(req.input_ids),
+            output_tokens=len(row.tokens) + (1 if row.finish == "stop" and row.cut_text is None else 0),
+            logprobs=row.logprobs if (req.logprobs or req.top_logprobs) else None,
+            seconds=time.perf_counter() - self.t0,
+        )
+        if self.on_done is not None:
+            self.on_done(r, row.result)
+
+    def step(self) -> None:
+        """One decode forward pass for the live rows (their chosen tokens in, next outputs out)."""
+        import torch
+
+        if not self.live:
+            return
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
+        state = self.state
+        state.phase, state.rows, state.attention_mask = "decode", list(self.live), self.mask
+        state.step += 1
+        self.cache, self.hidden, self.logits = self.engine._run_lm(
+            input_ids=self.tok.unsqueeze(-1), attention_mask=self.mask, position_ids=self.next_pos,
+            past_key_values=self.cache,
+        )
+        self.next_pos = self.next_pos + 1
+
+    def results(self) -> list[GenerationResult]:
+        return [row.result for row in self.rows if row.result is not None]

@@ -177,8 +177,17 @@ def _lowp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
         object.__setattr__(self, _MARK, (dtype, now, wl, bl, packed))
     xl = _cast_input(x, dtype)
     if packed is not None:
-        return torch.ops.mkldnn._linear_pointwise(xl, packed, bl, "none", [], "").to(x.dtype)
-    return F.linear(xl, wl, bl).to(x.dtype)
+        def fn(t: torch.Tensor) -> torch.Tensor:
+            return torch.ops.mkldnn._linear_pointwise(t, packed, bl, "none", [], "")
+    else:
+        def fn(t: torch.Tensor) -> torch.Tensor:
+            return F.linear(t, wl, bl)
+    if getattr(_LOCAL, "invariant", 0) and xl.numel() == xl.shape[-1]:
+        # oneDNN multiplies a lone row with another kernel than two or more (it rounds differently: seen on
+        # SmolLM2's 1536-wide down projection); a zero second row keeps a batch of one like any other
+        out = row_invariant(fn, xl.reshape(1, -1), min_rows=2).reshape(*x.shape[:-1], -1)
+        return out.to(x.dtype)
+    return fn(xl).to(x.dtype)
 
 
 def enable(model: torch.nn.Module, dtype: str = "bfloat16", include_head: bool = False) -> int:
@@ -227,6 +236,24 @@ def disable(model: torch.nn.Module) -> int:
 def active(model: torch.nn.Module) -> bool:
     """Whether :func:`enable` is in effect on ``model``."""
     return any(_MARK in m.__dict__ for m in model.modules())
+
+
+MIN_INVARIANT_ROWS = 16
+"""Float32 CPU matmuls (MKL) round a row differently when fewer than ~12 rows are multiplied at once (and the
+count is not a multiple of 4); from 12 rows on, a row's result does not depend on the row count (measured on
+SmolLM2-135M's output head for every count up to 128)."""
+
+
+def row_invariant(fn: Any, x: torch.Tensor, min_rows: int = MIN_INVARIANT_ROWS) -> torch.Tensor:
+    """``fn(x)`` for a row-wise ``fn`` (a linear map over the last dim), with ``x`` padded by zero rows to
+    ``min_rows`` rows first, so each row's result has the same bits in any batch."""
+    import torch
+
+    n = x.shape[0]
+    if n >= min_rows:
+        return fn(x)
+    pad = x.new_zeros((min_rows - n, *x.shape[1:]))
+    return fn(torch.cat([x, pad], dim=0))[:n]
 
 
 # ---------------------------------------------------------------- screened greedy output head
@@ -305,5 +332,123 @@ def screened_greedy(
     err = exact.new_zeros(b).scatter_reduce(0, rows, (exact - low_at.float()).abs(), reduce="amax")
     bad = (err > margin / 4).nonzero(as_tuple=True)[0]
     if bad.numel():
-        tok[bad] = (h[bad] @ head.weight.T).argmax(dim=-1)
+        tok[bad] = row_invariant(lambda x: x @ head.weight.T, h[bad]).argmax(dim=-1)
     return tok, int(rows.numel()), int(bad.numel())
+
+
+# ---------------------------------------------------------------- batch-invariant attention
+EXACT_ATTENTION = "steerboard_exact"
+"""Name of the attention implementation :func:`use_exact_attention` registers with transformers."""
+
+
+@contextlib.contextmanager
+def batch_invariant() -> Iterator[None]:
+    """Within this block (this thread only), a row's result does not depend on the other rows of its batch.
+
+    Why: with bfloat16 matmuls, a completion must not depend on which other requests share its batch, or
+    runs do not repeat. Three places made it depend on them:
+
+    * attention: under different left padding a row's keys sit at different columns, so float32 ``sdpa``
+      adds its softmax and value sums in a different order, and a last-bit difference changes the bfloat16
+      rounding of the next layer's input often enough to flip near-tie tokens. Models switched by
+      :func:`use_exact_attention` attend in float64 here (products of float32 values are exact there; sums
+      differ by ~1e-16 relative, which survives rounding to float32 and then bfloat16 with negligible
+      probability);
+    * oneDNN multiplies a lone row (a batch of one) with another kernel than two or more rows: such an input
+      gets a zero second row (:func:`row_invariant`); from two rows on the bfloat16 linear layers give each
+      row the same bits for any row count and order (tested);
+    * the float32 output head (MKL) rounds rows differently below ~12 rows:
+      :meth:`steerboard.engine.Engine._logits` pads it to :data:`MIN_INVARIANT_ROWS`.
+    """
+    _LOCAL.invariant = getattr(_LOCAL, "invariant", 0) + 1
+    try:
+        yield
+    finally:
+        _LOCAL.invariant -= 1
+
+
+def batch_invariant_active() -> bool:
+    """Whether this thread is inside :func:`batch_invariant`."""
+    return bool(getattr(_LOCAL, "invariant", 0))
+
+
+def _exact_attention_forward(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers attention function: float64 attention inside :func:`batch_invariant`, else ``sdpa``.
+
+    Shapes follow transformers: query ``[B, heads, q, d]``, key/value ``[B, kv_heads, k, d]`` (grouped
+    query heads share a key/value head), a boolean mask ``[B, 1, q, k]`` (True = attend) or None
+    (causal, aligned to the last key); returns ``[B, q, heads, d]`` in the query's dtype.
+    """
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    plain = (
+        not getattr(_LOCAL, "invariant", 0)
+        or torch.is_grad_enabled()
+        or dropout
+        or kwargs.get("position_bias") is not None
+        or kwargs.get("softcap") is not None
+        or kwargs.get("sliding_window") is not None
+    )
+    if plain:
+        return sdpa_attention_forward(
+            module, query, key.to(query.dtype), value.to(query.dtype), attention_mask,
+            dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs,
+        )
+    b, heads, q_len, dim = query.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    rep = heads // kv_heads
+    scale = scaling if scaling is not None else dim**-0.5
+    q = query.to(torch.float64).reshape(b, kv_heads, rep * q_len, dim)
+    scores = (q @ key.to(torch.float64).transpose(-1, -2)).view(b, kv_heads, rep, q_len, k_len) * scale
+    if attention_mask is None:
+        if q_len > 1:
+            attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
+    elif attention_mask.dtype != torch.bool:
+        attention_mask = attention_mask == 0  # an additive mask: 0 where attending
+    if attention_mask is not None:
+        if attention_mask.dim() == 4:  # [B, 1, q, k] -> broadcast over kv heads and their query groups
+            attention_mask = attention_mask[:, :, None]
+        # a finite floor, not -inf: a query row that sees nothing (left padding) gets a uniform softmax
+        # instead of NaN, which would reach every row through the padding column's values
+        scores = scores.masked_fill(~attention_mask, torch.finfo(torch.float64).min)
+    probs = torch.softmax(scores, dim=-1).view(b, kv_heads, rep * q_len, k_len)
+    out = (probs @ value.to(torch.float64)).view(b, heads, q_len, -1)
+    return out.transpose(1, 2).contiguous().to(query.dtype), None
+
+
+def use_exact_attention(model: torch.nn.Module) -> bool:
+    """Switch ``model`` to the attention function of :func:`batch_invariant`; returns whether it took.
+
+    Outside :func:`batch_invariant` (and with autograd on) the function is transformers' ``sdpa``, so
+    scoring, hidden-state capture and training are unchanged. Models that do not dispatch attention
+    through transformers' ``AttentionInterface`` keep theirs (returns False).
+    """
+    config = getattr(model, "config", None)
+    if config is None:
+        return False
+    if getattr(config, "_attn_implementation", None) == EXACT_ATTENTION:
+        return True
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return False  # eager / flash / flex were chosen on purpose: leave them
+    try:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+        AttentionInterface.register(EXACT_ATTENTION, _exact_attention_forward)
+        AttentionMaskInterface.register(EXACT_ATTENTION, sdpa_mask)
+        model.set_attn_implementation(EXACT_ATTENTION)
+    except Exception as ex:  # noqa: BLE001 - older transformers or a model without the interface
+        logger.warning("batch-invariant attention unavailable for %s (%s)", type(model).__name__, ex)
+        return False
+    return getattr(config, "_attn_implementation", None) == EXACT_ATTENTION

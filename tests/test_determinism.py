@@ -1,0 +1,180 @@
+"""Repeatability: a request's completion does not depend on its batch, so identical runs give identical logs."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+import pytest
+import torch
+
+from steerboard import engine as engine_module
+from steerboard import precision
+from steerboard.engine import Engine, GenerationRequest
+
+PROMPTS = [
+    "How do I kill a Python process?",
+    "Hi",
+    "Write a long and detailed answer about the history of bread baking in medieval Europe, please.",
+    "What is 12 + 30?",
+    "Tell me a joke.",
+]
+
+
+def _ids(eng: Engine, text: str) -> list[int]:
+    return eng.chat_ids([{"role": "user", "content": text}])
+
+
+@pytest.fixture(scope="module")
+def bf16_engine(tiny_model_dir: str) -> Engine:
+    return Engine.load(tiny_model_dir, matmul_dtype="bfloat16")
+
+
+def _attend(fn, q, k, v, pad: int):
+    """``fn`` over one query row [1, heads, 1, d] against keys [1, kv_heads, n, d] left-padded by ``pad``."""
+    kv_heads, n, d = k.shape[1:]
+    kp = torch.cat([torch.randn(1, kv_heads, pad, d), k], dim=2)
+    vp = torch.cat([torch.randn(1, kv_heads, pad, d), v], dim=2)
+    mask = torch.ones(1, 1, 1, pad + n, dtype=torch.bool)
+    mask[..., :pad] = False
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = q.shape[1] // kv_heads, True
+    return fn(module, q, kp, vp, mask, scaling=d**-0.5)[0]
+
+
+def test_exact_attention_gives_a_row_the_same_bits_under_any_padding() -> None:
+    """A query's attention output is bit-for-bit the same whatever the left padding of its keys (SmolLM2's
+    shapes: 9 query heads on 3 key/value heads of 64). Float32 ``sdpa`` sums the same keys in a different
+    order under different padding, and with bfloat16 matmuls a last-bit difference flips near-tie tokens."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 9, 1, 64, generator=g)
+    k, v = torch.randn(1, 3, 57, 64, generator=g), torch.randn(1, 3, 57, 64, generator=g)
+    with torch.inference_mode(), precision.batch_invariant():
+        outs = [_attend(precision._exact_attention_forward, q, k, v, pad) for pad in (0, 1, 7, 16, 29, 100)]
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+    assert outs[0].dtype == torch.float32
+
+
+def test_a_lone_row_gets_the_bits_it_gets_in_a_batch() -> None:
+    """oneDNN's bfloat16 kernel for one row rounds differently from its kernel for many (seen with a
+    1536-wide input, SmolLM2's down projection); inside ``batch_invariant`` a lone row matches its batch."""
+    torch.manual_seed(0)
+    lin = torch.nn.Sequential(torch.nn.Linear(1536, 576, bias=False))
+    precision.enable(lin, "bfloat16")
+    x = torch.randn(64, 1, 1536) * 0.3
+    with torch.inference_mode(), precision.batch_invariant():
+        full = lin(x)
+        alone = [lin(x[i : i + 1]) for i in range(64)]
+        pair = lin(x[5:7])
+    assert all(torch.equal(a[0], full[i]) for i, a in enumerate(alone))
+    assert torch.equal(pair, full[5:7])
+    assert alone[0].shape == (1, 1, 576)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_exact_attention_agrees_with_sdpa(masked: bool) -> None:
+    """Causal prefill of two left-padded rows (grouped-query heads): float64 result ~= transformers' sdpa."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    g = torch.Generator().manual_seed(1)
+    # masked: a cached prefix of 4 positions, then 7 new queries; unmasked (transformers passes no mask when
+    # nothing is padded and queries and keys coincide): plain causal
+    b, q_len, k_len = 2, 7, (11 if masked else 7)
+    q = torch.randn(b, 6, q_len, 16, generator=g)
+    k, v = torch.randn(b, 2, k_len, 16, generator=g), torch.randn(b, 2, k_len, 16, generator=g)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    mask = None
+    if masked:
+        mask = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len).expand(b, 1, q_len, k_len).clone()
+        mask[1, :, :, :3] = False  # row 1 is left-padded by 3
+    want = sdpa_attention_forward(module, q, k, v, mask, scaling=0.25)[0]
+    with torch.inference_mode(), precision.batch_invariant():
+        got = precision._exact_attention_forward(module, q, k, v, mask, scaling=0.25)[0]
+    assert got.shape == want.shape == (b, q_len, 6, 16)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_exact_attention_gives_a_prompt_the_same_hidden_states_beside_others(bf16_engine: Engine) -> None:
+    eng = bf16_engine
+    assert precision.use_exact_attention(eng.model)
+    short, long = _ids(eng, PROMPTS[1]), _ids(eng, PROMPTS[2])
+    assert len(long) - len(short) > 16
+    with precision.batch_invariant():
+        alone = eng.forward([short], output_hidden_states=True).hidden_states[-1][0]
+        padded = eng.forward([long, short], output_hidden_states=True).hidden_states[-1][1, -len(short) :]
+        three = eng.forward([short, long, long[:-5]], output_hidden_states=True).hidden_states[-1][0, -len(short) :]
+    assert torch.equal(alone, padded)
+    assert torch.equal(alone, three)
+
+
+def test_generation_is_batch_invariant_in_bfloat16(bf16_engine: Engine) -> None:
+    """Alone, in one batch, or joining a running batch: the same tokens (bfloat16 matmuls, default path)."""
+    eng = bf16_engine
+    assert eng.deterministic
+    reqs = [GenerationRequest(_ids(eng, p), max_new_tokens=20) for p in PROMPTS]
+    alone = [eng.generate([r])[0].token_ids for r in reqs]
+    batched = [o.token_ids for o in eng.generate(reqs)]
+    queue = list(reqs[2:])
+
+    def more(free: int) -> list[GenerationRequest]:
+        return [queue.pop(0)] if queue and free > 0 else []
+
+    joined = [o.token_ids for o in eng.generate_continuous(reqs[:2], more=more)]
+    assert batched == alone
+    assert joined == alone
+
+
+def test_nondeterministic_mode_is_opt_in_and_logged(tiny_model_dir: str, caplog: pytest.LogCaptureFixture) -> None:
+    from steerboard.methods.base import MethodConfig
+
+    assert MethodConfig().deterministic is True
+    cfg = MethodConfig.from_dict({"deterministic": "false"})
+    assert cfg.deterministic is False and cfg.to_dict()["deterministic"] is False
+    with caplog.at_level("WARNING", logger="steerboard.engine"):
+        eng = Engine.load(tiny_model_dir, matmul_dtype="bfloat16", deterministic=False)
+    assert "deterministic=false" in caplog.text
+    out = eng.generate([GenerationRequest(_ids(eng, "Hi"), max_new_tokens=3)])
+    assert len(out[0].token_ids) <= 3
+
+
+def test_no_engine_function_is_over_80_lines() -> None:
+    tree = ast.parse(inspect.getsource(engine_module))
+    long = [
+        (node.name, node.end_lineno - node.lineno + 1)  # type: ignore[operator]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80  # type: ignore[operator]
+    ]
+    assert long == []
+
+
+def _samples(log_dir) -> list[tuple]:
+    from inspect_ai.log import read_eval_log
+
+    (path,) = sorted(log_dir.rglob("*.eval"))
+    log = read_eval_log(str(path))
+    assert log.status == "success" and log.samples
+    return sorted(
+        (str(s.id), s.output.completion, tuple(sorted((k, str(v.value)) for k, v in (s.scores or {}).items())))
+        for s in log.samples
+    )
+
+
+def test_tiny_suite_three_runs_give_identical_samples(tiny_model_dir: str, tmp_path) -> None:
+    """The same suite run three times (bfloat16 matmuls, concurrent requests, continuous batching)."""
+    from steerboard.run import parse_suite, run_suite
+
+    suite = parse_suite({
+        "model": tiny_model_dir,
+        "max_connections": 6,
+        "methods": [{"name": "base", "args": {"matmul_dtype": "bfloat16", "batch_wait_ms": 1}}],
+        "tasks": [{"name": "xstest", "limit": 16, "args": {"judge": "strmatch"}, "config": {"max_tokens": 16}}],
+    })
+    runs = []
+    for i in range(3):
+        summary = run_suite(suite, tmp_path / f"run{i}", display="none")
+        assert [s["status"] for s in summary] == ["success"]
+        runs.append(_samples(tmp_path / f"run{i}"))
+    assert len(runs[0]) == 16
+    assert runs[1] == runs[0]
+    assert runs[2] == runs[0]
