@@ -1060,11 +1060,19 @@ class Engine:
 
         dev = self.device
         n = len(reqs)
-        state = BatchState(requests=list(reqs), prompt_lengths=[len(r.input_ids) for r in reqs], padded_length=0)
+        # One prompt with several continuations (a multiple-choice question): prefill it once and repeat its
+        # keys/values per continuation. Every live row then maps to original row 0 (same ids and meta), so
+        # hooks see the gate inputs they would see for any one of them.
+        shared = n > 1 and all(r.input_ids == reqs[0].input_ids and r.meta == reqs[0].meta for r in reqs[1:])
+        pre = [reqs[0]] if shared else list(reqs)
+        state = BatchState(requests=pre, prompt_lengths=[len(r.input_ids) for r in pre], padded_length=0)
         ctx = intervention(state) if intervention is not None else contextlib.nullcontext()
         with self.lock, torch.inference_mode(), ctx:
-            cache, mask, next_pos, (hidden, logits) = self._prefill(list(reqs), state, list(range(n)))
+            cache, mask, next_pos, (hidden, logits) = self._prefill(pre, state, list(range(len(pre))))
             first = (logits if logits is not None else self._logits(hidden)).float()  # predicts token 0
+            if shared:
+                cache.batch_repeat_interleave(n)
+                mask, next_pos, first = mask.repeat(n, 1), next_pos.repeat(n, 1), first.repeat(n, 1)
             width = max(len(c) for c in conts)
             rest = None
             if width > 1:  # tokens 0..width-2 go in, predicting tokens 1..width-1 (right-padded rows)
@@ -1075,7 +1083,8 @@ class Engine:
                     cmask[i, : len(c) - 1] = 1
                 full_mask = torch.cat([mask, cmask.to(dev)], dim=1)
                 pos = next_pos + torch.arange(width - 1, device=dev).unsqueeze(0)
-                state.phase, state.rows, state.attention_mask, state.step = "decode", list(range(n)), full_mask, 1
+                live = [0] * n if shared else list(range(n))
+                state.phase, state.rows, state.attention_mask, state.step = "decode", live, full_mask, 1
                 kw = dict(input_ids=ids.to(dev), attention_mask=full_mask, position_ids=pos, past_key_values=cache)
                 split = self._split_lm()
                 if split is None:

@@ -138,15 +138,15 @@ def qa_prompt(question: str) -> str:
 
 @solver
 def mc1_mc2_loglik() -> Solver:
-    """Score every MC1 and MC2 answer string as the reply to the Q/A prompt (one batch per answer set)."""
+    """Score every MC1 and MC2 answer string as the reply to the Q/A prompt (one batch per question)."""
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         api = loglik_provider("truthfulqa", alternative="-T format=letters")
         messages = [{"role": "user", "content": qa_prompt(state.input_text)}]
-        out: dict[str, list[float]] = {}
-        for kind in ("mc1", "mc2"):
-            scored = await api.loglik(messages, [str(a) for a in state.metadata[f"{kind}_options"]])
-            out[kind] = [sum(s.logprobs) for s in scored]
+        answers = {kind: [str(a) for a in state.metadata[f"{kind}_options"]] for kind in ("mc1", "mc2")}
+        unique = list(dict.fromkeys(answers["mc1"] + answers["mc2"]))  # the MC1 set mostly repeats in MC2
+        scored = dict(zip(unique, await api.loglik(messages, unique), strict=True))
+        out = {kind: [sum(scored[a].logprobs) for a in answers[kind]] for kind in answers}
         state.store.set("truthfulqa_logliks", out)
         return state
 

@@ -99,6 +99,29 @@ def test_score_requests_matches_full_forward(exact_engine):
         assert g.distributions.shape == (len(c), eng.model.config.vocab_size)
 
 
+def test_score_requests_shared_prompt_prefilled_once_matches(exact_engine):
+    """One prompt with several answers (the multiple-choice case) gives the same scores as separate rows,
+    with and without a gate that switches steering off for that prompt."""
+    from steerboard.engine import GenerationRequest
+
+    eng = exact_engine
+    prompt = eng.chat_ids([{"role": "user", "content": "which one is it"}])
+    conts = [eng.tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("the first", "no", "a third answer")]
+    got = eng.score_requests([GenerationRequest(input_ids=prompt) for _ in conts], conts)
+    want = eng.score([prompt] * 3, conts)
+    for g, w in zip(got, want, strict=True):
+        assert g.logprobs == pytest.approx(w, abs=1e-4)
+    hook = _shift_hook(eng, 3.0, "both")
+    off = eng.score_requests([GenerationRequest(input_ids=prompt, meta={"steer_gate": False}) for _ in conts], conts,
+                             intervention=hook)
+    on = eng.score_requests([GenerationRequest(input_ids=prompt) for _ in conts], conts, intervention=hook)
+    single = [eng.score_requests([GenerationRequest(input_ids=prompt)], [c], intervention=hook)[0] for c in conts]
+    for o, g, on_, s in zip(off, got, on, single, strict=True):
+        assert o.logprobs == pytest.approx(g.logprobs, abs=1e-4)
+        assert on_.logprobs == pytest.approx(s.logprobs, abs=1e-4)
+        assert max(abs(a - b) for a, b in zip(on_.logprobs, g.logprobs)) > 1e-3
+
+
 def test_score_requests_applies_hooks_by_phase_and_gate(exact_engine):
     """Generated-position steering leaves the first answer token's log-prob alone (it is predicted at the
     last prompt position) and changes the later ones; a request whose gate meta is off is not steered."""
