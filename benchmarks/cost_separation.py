@@ -108,6 +108,29 @@ def main(argv: list[str] | None = None) -> int:
     lines: list[str] = []
     t_start = time.perf_counter()
 
+    # ---- side effects for every configuration
+    side: dict[str, dict[str, dict[str, Any]]] = {}
+    for label, (method, margs) in CONFIGS.items():
+        slog = run_eval(method, margs, "side_effects", {"reply_tokens": 48}, args.side_limit, log_dir)
+        side[label] = {"kl": per_sample(slog, "kl_benign"), "ce": per_sample(slog, "ce_delta_text")}
+
+    lines.append("\n### Side effects (lower is better; 95 % bootstrap intervals)\n")
+    lines.append("| configuration | kl_benign (nats/token) | 95 % interval | ce_delta_text (nats/token) | 95 % interval |")
+    lines.append("|---|---|---|---|---|")
+    means: dict[str, float] = {}
+    for label, d in side.items():
+        kl = [v for v, _ in d["kl"].values()]
+        ce = [v for v, _ in d["ce"].values()]
+        means[label] = sum(kl) / len(kl)
+        klo, khi = bootstrap_ci(kl)
+        clo, chi = bootstrap_ci(ce)
+        lines.append(f"| {label} | {means[label]:.4f} | [{klo:.4f}, {khi:.4f}] | {sum(ce) / len(ce):.4f} | "
+                     f"[{clo:.4f}, {chi:.4f}] |")
+    mono = means["sae s=15"] < means["sae s=30"] < means["sae preset (45)"]
+    gated = means["sae preset, gate=both"] < means["sae preset (45)"]
+    lines.append(f"\nkl_benign rises over strengths 15 < 30 < 45: **{mono}**; gated (both) below ungated: **{gated}**.")
+
+    print("\n".join(lines), flush=True)
     # ---- capability: base and actadd on the same questions
     cap: dict[str, dict[str, dict[str, Any]]] = {}
     for label in ("base", "actadd preset"):
@@ -119,12 +142,6 @@ def main(argv: list[str] | None = None) -> int:
             "mc1": per_sample(tlog, "truthfulqa_mc1"),
             "mc2": per_sample(tlog, "truthfulqa_mc2"),
         }
-
-    # ---- side effects for every configuration
-    side: dict[str, dict[str, dict[str, Any]]] = {}
-    for label, (method, margs) in CONFIGS.items():
-        slog = run_eval(method, margs, "side_effects", {}, args.side_limit, log_dir)
-        side[label] = {"kl": per_sample(slog, "kl_benign"), "ce": per_sample(slog, "ce_delta_text")}
 
     lines.append("### Capability of `base/` against chance (95 % intervals)\n")
     lines.append("| metric | n | value | 95 % interval | chance | excludes chance |")
@@ -148,22 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"| TruthfulQA MC2 (bootstrap of MC2 - chance, paired) | {len(v2)} | {mean2:.3f} | "
                  f"[{chance2 + dlo:.3f}, {chance2 + dhi:.3f}] | {chance2:.3f} | {dlo > 0 or dhi < 0} |")
 
-    lines.append("\n### Side effects (lower is better; 95 % bootstrap intervals)\n")
-    lines.append("| configuration | kl_benign (nats/token) | 95 % interval | ce_delta_text (nats/token) | 95 % interval |")
-    lines.append("|---|---|---|---|---|")
-    means: dict[str, float] = {}
-    for label, d in side.items():
-        kl = [v for v, _ in d["kl"].values()]
-        ce = [v for v, _ in d["ce"].values()]
-        means[label] = sum(kl) / len(kl)
-        klo, khi = bootstrap_ci(kl)
-        clo, chi = bootstrap_ci(ce)
-        lines.append(f"| {label} | {means[label]:.4f} | [{klo:.4f}, {khi:.4f}] | {sum(ce) / len(ce):.4f} | "
-                     f"[{clo:.4f}, {chi:.4f}] |")
-    mono = means["sae s=15"] < means["sae s=30"] < means["sae preset (45)"]
-    gated = means["sae preset, gate=both"] < means["sae preset (45)"]
-    lines.append(f"\nkl_benign rises over strengths 15 < 30 < 45: **{mono}**; gated (both) below ungated: **{gated}**.")
-
     lines.append("\n### `actadd/` (preset) against `base/`, paired on the same items\n")
     lines.append("| metric | n | base | actadd | test | p |")
     lines.append("|---|---|---|---|---|---|")
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{(sum(ce_base) + sum(ce_diffs)) / len(ce_base):.3f} | Wilcoxon signed-rank | {wilcoxon(ce_diffs):.3g} |")
     lines.append(f"\nTotal wall time {time.perf_counter() - t_start:.0f} s (shared 2-core machine; logs in {log_dir}).")
     report = "\n".join(lines)
-    print(report)
+    print(report)  # the side-effects table again, then the rest
     if args.out:
         args.out.write_text(report + "\n")
     return 0

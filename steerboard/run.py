@@ -191,7 +191,9 @@ def load_suite(name_or_path: str) -> Suite:
     return parse_suite(data, source=str(path.name))
 
 
-TASK_NAMES = ("xstest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "mmlu", "truthfulqa", "gsm8k")
+TASK_NAMES = (
+    "xstest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "mmlu", "truthfulqa", "gsm8k", "side_effects"
+)
 
 
 def resolve_task(name: str) -> Any:
