@@ -1025,7 +1025,6 @@ class Engine:
         Returns:
             One :class:`ScoredContinuation` per request, in order.
         """
-
         if len(requests) != len(continuations):
             raise ValueError(f"{len(requests)} requests but {len(continuations)} continuations")
         for i, c in enumerate(continuations):
