@@ -219,9 +219,15 @@ def test_truthfulqa_and_mmlu_loglik_e2e(tiny_model_dir, tmp_path):
     assert 0.0 < scorer_metrics(log, "truthfulqa_mc2")["mean"] < 1.0
     sc = log.samples[0].scores["truthfulqa_mc1"]
     assert len(sc.metadata["logliks"]) == len(log.samples[0].metadata["mc1_options"])
+    from steerboard.tasks.listing import load_listing
+
+    listing = load_listing()["tasks"]
+    logged = {(sc.name, k) for sc in log.results.scores for k in sc.metrics}
+    assert {(m["scorer"], m["name"]) for m in listing["truthfulqa"]["metrics"] if "letters" not in m["scorer"]} <= logged
     log = run(task_file("mmlu"), f"base/{tiny_model_dir}", tmp_path, limit=2, task_args={"format": "cloze"})
     assert log.status == "success", log.error
     assert [s.name for s in log.results.scores] == ["mmlu_cloze"]
+    assert ("mmlu_cloze", "accuracy") in {(sc.name, k) for sc in log.results.scores for k in sc.metrics}
     assert len(log.samples[0].scores["mmlu_cloze"].metadata["logliks"]) == 4
 
 
