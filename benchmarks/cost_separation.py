@@ -13,7 +13,7 @@ Runs, through Inspect and the method providers, on SmolLM2-135M-Instruct:
 
 Prints a Markdown report (and writes it with ``--out``); the numbers in ``docs/cost.md`` come from::
 
-    .venv/bin/python benchmarks/cost_separation.py --mmlu 600 --tqa 300 --out /tmp/cost_separation.md
+    STEERBOARD_THREADS=1 .venv/bin/python benchmarks/cost_separation.py --mmlu 150 --tqa 100 --side-limit 40
 
 The machine is shared, so wall-clock times printed here are indicative only.
 """
