@@ -36,7 +36,7 @@ from inspect_ai.model import (
 )
 from inspect_ai.tool import ToolChoice, ToolInfo
 
-from steerboard.engine import Engine, GenerationRequest, GenerationResult
+from steerboard.engine import Engine, GenerationRequest, GenerationResult, ScoredContinuation
 from steerboard.methods.base import EditInstance, Method, cli_model_arg_texts, require_modules
 
 logger = logging.getLogger(__name__)
@@ -240,6 +240,19 @@ def message_dicts(messages: list[ChatMessage]) -> list[dict[str, str]]:
     return out
 
 
+_REFERENCES: dict[tuple[Any, ...], tuple[Engine, Method]] = {}
+"""The unsteered ``base/`` (engine, method) per model and runtime options, for reference log-likelihoods."""
+
+
+def _end_of_turn(engine: Engine) -> int:
+    """The token that ends an assistant turn under the chat template (the one after a templated reply)."""
+    ids = engine.chat_ids([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], False)
+    for t in ids[::-1]:
+        if t in engine.eos_ids:
+            return t
+    return min(engine.eos_ids)
+
+
 class MethodModelAPI(ModelAPI):
     """Inspect provider serving one steerboard method on one local model."""
 
@@ -417,6 +430,88 @@ class MethodModelAPI(ModelAPI):
             if edit is not self._active_edit:
                 rec["edit_changed_during_generation"] = True
         return rec
+    # -- log-likelihood (teacher forcing; see steerboard.tasks._loglik)
+    @property
+    def supports_loglik(self) -> bool:
+        """Whether this method can score continuations (a method opts out with ``supports_loglik = False``)."""
+        return bool(getattr(self.method, "supports_loglik", True))
+
+    async def loglik(
+        self,
+        input: list[ChatMessage] | list[dict[str, str]],
+        continuations: list[str] | list[list[int]],
+        *,
+        reference: bool = False,
+        distributions: bool = False,
+    ) -> list[ScoredContinuation]:
+        """Teacher-forced log-likelihood of each continuation as the assistant's reply to ``input``.
+
+        The method applies exactly as in :meth:`generate`: its message rewrite, per-request meta (gates) and
+        intervention hooks, on its own engine (edited weights, adapters). All continuations of one call run as
+        one batch (one prefill and one decode forward).
+
+        Args:
+            input: the conversation (Inspect messages or ``{"role", "content"}`` dicts).
+            continuations: reply texts (tokenized without special tokens) or token ids.
+            reference: score with the unsteered model instead: ``base/`` with this provider's runtime options
+                (no message rewrite, no hooks, the model's original weights).
+            distributions: also return every position's full next-token log-distribution.
+
+        Raises:
+            NotImplementedError: the method cannot return log-likelihoods.
+        """
+        if not self.supports_loglik:
+            raise NotImplementedError(f"method {self.method.name!r} cannot return log-likelihoods")
+        from steerboard import torch_thread
+
+        msgs = message_dicts(input) if input and not isinstance(input[0], dict) else [dict(m) for m in input]  # type: ignore[arg-type]
+        if reference:
+            engine, method = await torch_thread.acall(self._reference)
+        else:
+            engine, method = await self.ready(), self.method
+        msgs = method.messages(msgs)
+        ids = engine.chat_ids(msgs)
+        meta = dict(method.request_meta(engine, msgs, ids))
+        meta.update(await method.async_request_meta(engine, msgs))
+        conts = [
+            list(c) if not isinstance(c, str) else engine.tokenizer(c, add_special_tokens=False)["input_ids"]
+            for c in continuations
+        ]
+        requests = [GenerationRequest(input_ids=list(ids), max_new_tokens=1, meta=dict(meta)) for _ in conts]
+        return await torch_thread.acall(
+            engine.score_requests, requests, conts, intervention=method.intervention(), distributions=distributions
+        )
+
+    async def reference_reply(self, input: list[ChatMessage] | list[dict[str, str]], max_tokens: int) -> list[int]:
+        """The unsteered model's greedy reply to ``input`` as token ids (ending with the end-of-turn token when
+        the reply finished), generated through the shared engine's batcher."""
+        from steerboard import torch_thread
+
+        engine, method = await torch_thread.acall(self._reference)
+        msgs = message_dicts(input) if input and not isinstance(input[0], dict) else [dict(m) for m in input]  # type: ignore[arg-type]
+        request = GenerationRequest(input_ids=engine.chat_ids(msgs), max_new_tokens=max_tokens)
+        res = await asyncio.wrap_future(_batcher(engine, method).submit(request, method))
+        ids = list(res.token_ids)
+        if res.finish_reason == "stop" and engine.eos_ids:
+            ids.append(_end_of_turn(engine))
+        return ids
+
+    def _reference(self) -> tuple[Engine, Method]:
+        """(engine, method) of the unsteered model: ``base/`` with this provider's runtime options (torch thread)."""
+        from steerboard.methods.base import BaseMethod, MethodConfig
+
+        cfg = self.method.config
+        key = (self.model_name, *(getattr(cfg, k) for k in MethodConfig.RUNTIME_KEYS))
+        with _ENGINES_LOCK:
+            ref = _REFERENCES.get(key)
+        if ref is None:
+            base_cfg = MethodConfig(**{k: getattr(cfg, k) for k in MethodConfig.RUNTIME_KEYS})
+            method = BaseMethod(base_cfg, self.model_name)
+            engine = load_engine(self.model_name, method)
+            method.prepare(engine)
+            with _ENGINES_LOCK:
+                ref = _REFERENCES.setdefault(key, (engine, method))
+        return ref
 
     async def count_tokens(self, input: str | list[ChatMessage], config: GenerateConfig | None = None) -> int:
         """Exact count with the model's own tokenizer and chat template (Inspect's default uses tiktoken,

@@ -108,6 +108,21 @@ class GenerationResult:
 
 
 @dataclass
+class ScoredContinuation:
+    """Teacher-forced scores of one continuation (see :meth:`Engine.score_requests`).
+
+    Attributes:
+        token_ids: the continuation's tokens.
+        logprobs: log-probability of each of them given the prompt and the tokens before it.
+        distributions: ``[len(token_ids), vocab]`` next-token log-distributions (only when asked for).
+    """
+
+    token_ids: list[int]
+    logprobs: list[float]
+    distributions: Any = None
+
+
+@dataclass
 class BatchState:
     """What an intervention sees while a batch runs (public API: read it, never modify it).
 
@@ -952,6 +967,111 @@ class Engine:
                 rows = lp[i, start - 1 : width - 1]
                 out.append(rows.gather(-1, torch.tensor(list(c), device=rows.device).unsqueeze(-1)).squeeze(-1).tolist())
         return out
+
+    def score_requests(
+        self,
+        requests: Sequence[GenerationRequest],
+        continuations: Sequence[Sequence[int]],
+        *,
+        intervention: Intervention | None = None,
+        distributions: bool = False,
+        max_positions: int = 512,
+    ) -> list[ScoredContinuation]:
+        """Teacher-forced log-likelihood of each continuation after its request's prompt, as generation sees it.
+
+        The prompts are prefilled (phase ``"prefill"``, each request's ``meta`` visible to the intervention,
+        e.g. a gate decision) and the continuation tokens then run as one multi-token ``"decode"`` step, so
+        a hook that steers only prompt or only generated positions, or gates rows at prefill, acts exactly
+        as it would while generating those tokens. One forward pair per batch, no sampling.
+
+        Args:
+            requests: prompts (chat-templated ids) with their per-request ``meta``.
+            continuations: token ids to score after each prompt (at least one each).
+            intervention: entered around each batch.
+            distributions: also return each position's full next-token log-distribution (CPU float32).
+            max_positions: most continuation positions per batch (bounds the ``[rows, len, vocab]`` logits).
+
+        Returns:
+            One :class:`ScoredContinuation` per request, in order.
+        """
+        if len(requests) != len(continuations):
+            raise ValueError(f"{len(requests)} requests but {len(continuations)} continuations")
+        for i, c in enumerate(continuations):
+            if not c:
+                raise ValueError(f"continuation {i} is empty: there is nothing to score")
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i].input_ids) + len(continuations[i]))
+        batches: list[list[int]] = []
+        for i in order:
+            cur = batches[-1] if batches else None
+            if cur is not None and len(cur) < self.max_batch_size and (
+                (len(cur) + 1) * max(len(continuations[j]) for j in [*cur, i]) <= max(max_positions, 1)
+            ):
+                cur.append(i)
+            else:
+                batches.append([i])
+        out: list[ScoredContinuation | None] = [None] * len(requests)
+        for idx in batches:
+            reqs = [requests[i] for i in idx]
+            conts = [list(continuations[i]) for i in idx]
+            for i, res in zip(idx, self._score_batch(reqs, conts, intervention, distributions)):
+                out[i] = res
+        return [r for r in out if r is not None]
+
+    def _score_batch(
+        self,
+        reqs: list[GenerationRequest],
+        conts: list[list[int]],
+        intervention: Intervention | None,
+        distributions: bool,
+    ) -> list[ScoredContinuation]:
+        import torch
+
+        dev = self.device
+        n = len(reqs)
+        # One prompt with several continuations (a multiple-choice question): prefill it once and repeat its
+        # keys/values per continuation. Every live row then maps to original row 0 (same ids and meta), so
+        # hooks see the gate inputs they would see for any one of them.
+        shared = n > 1 and all(r.input_ids == reqs[0].input_ids and r.meta == reqs[0].meta for r in reqs[1:])
+        pre = [reqs[0]] if shared else list(reqs)
+        state = BatchState(requests=pre, prompt_lengths=[len(r.input_ids) for r in pre], padded_length=0)
+        ctx = intervention(state) if intervention is not None else contextlib.nullcontext()
+        with self.lock, torch.inference_mode(), ctx:
+            cache, mask, next_pos, (hidden, logits) = self._prefill(pre, state, list(range(len(pre))))
+            first = (logits if logits is not None else self._logits(hidden)).float()  # predicts token 0
+            if shared:
+                cache.batch_repeat_interleave(n)
+                mask, next_pos, first = mask.repeat(n, 1), next_pos.repeat(n, 1), first.repeat(n, 1)
+            width = max(len(c) for c in conts)
+            rest = None
+            if width > 1:  # tokens 0..width-2 go in, predicting tokens 1..width-1 (right-padded rows)
+                ids = torch.full((n, width - 1), self.tokenizer.pad_token_id, dtype=torch.long)
+                cmask = torch.zeros((n, width - 1), dtype=torch.long)
+                for i, c in enumerate(conts):
+                    ids[i, : len(c) - 1] = torch.tensor(c[:-1])
+                    cmask[i, : len(c) - 1] = 1
+                full_mask = torch.cat([mask, cmask.to(dev)], dim=1)
+                pos = next_pos + torch.arange(width - 1, device=dev).unsqueeze(0)
+                live = [0] * n if shared else list(range(n))
+                state.phase, state.rows, state.attention_mask, state.step = "decode", live, full_mask, 1
+                kw = dict(input_ids=ids.to(dev), attention_mask=full_mask, position_ids=pos, past_key_values=cache)
+                split = self._split_lm()
+                if split is None:
+                    rest = self.model(**kw, use_cache=True).logits.float()
+                else:
+                    rest = split[1](split[0](**kw, use_cache=True).last_hidden_state).float()
+            results = []
+            for i, c in enumerate(conts):
+                rows = first[i : i + 1]
+                if rest is not None and len(c) > 1:
+                    rows = torch.cat([rows, rest[i, : len(c) - 1]], dim=0)
+                lp = torch.log_softmax(rows, dim=-1)
+                tok = lp.gather(-1, torch.tensor(c, device=lp.device).unsqueeze(-1)).squeeze(-1)
+                results.append(
+                    ScoredContinuation(
+                        token_ids=list(c), logprobs=tok.tolist(), distributions=lp.cpu() if distributions else None
+                    )
+                )
+        return results
 
     def hidden_states(
         self, seqs: Sequence[Sequence[int]], layers: Sequence[int] | None = None, *, batch_size: int = 16

@@ -257,7 +257,9 @@ def drop_gated_tasks(suite: Suite) -> list[str]:
     return notes
 
 
-TASK_NAMES = ("xstest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "mmlu", "truthfulqa", "gsm8k")
+TASK_NAMES = (
+    "xstest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "mmlu", "truthfulqa", "gsm8k", "side_effects"
+)
 
 
 def resolve_task(name: str) -> Any:

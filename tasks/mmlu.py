@@ -1,8 +1,19 @@
-"""MMLU: 57-subject multiple-choice knowledge test, scored two ways in one run.
+"""MMLU: 57-subject multiple-choice knowledge test, in cloze form and in letter form.
 
 Hendrycks et al. 2021, "Measuring Massive Multitask Language Understanding" (ICLR 2021, arXiv 2009.03300).
 All 14,042 test questions; ``-T fewshot=5`` prepends the subject's 5 dev exemplars (the dev split is
-disjoint from test). One greedy generation per question is read two ways (see ``steerboard.tasks._mc``):
+disjoint from test).
+
+Cloze form (``-T format=cloze``, and part of the default ``all``): the question without lettered options;
+each option's text is scored by its log-likelihood as the assistant's reply, through the provider's
+teacher-forced scorer (steerboard method providers; the method applies as when it generates), and the option
+with the highest log-likelihood per byte of answer text wins (lm-eval's ``acc_norm``; SmolLM2 and other small
+models report MMLU this way because the letter form sits near chance below a few billion parameters):
+
+* ``mmlu_cloze``: ``accuracy``, ``stderr``, ``subject_<name>``.
+
+Letter form (``-T format=letters``, and part of ``all``; works with any provider): one greedy generation per
+question is read two ways (see ``steerboard.tasks._mc``):
 
 * ``mmlu_logprob``: the option letter with the highest log-probability at the first answer token
   (needs a provider returning top_logprobs; otherwise falls back to the generated letter and counts it
@@ -15,6 +26,8 @@ Each reports ``accuracy``, ``stderr`` and per-subject accuracy ``subject_<name>`
 Examples::
 
     inspect eval tasks/mmlu.py --model base/smollm2-135m --limit 100 -T shuffle=true
+    inspect eval tasks/mmlu.py --model base/smollm2-135m --limit 300 -T shuffle=true -T format=cloze
+    inspect eval tasks/mmlu.py --model openai/gpt-4o-mini -T format=letters
     inspect eval steerboard/mmlu --model sae/smollm2-135m -T fewshot=5 -T subjects=anatomy,virology
 """
 
@@ -27,6 +40,7 @@ from inspect_ai.dataset import Sample
 from inspect_ai.scorer import CORRECT, INCORRECT, Score, Scorer, Target, accuracy, grouped, scorer, stderr
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
+from steerboard.scorers.loglik import cloze_choice, loglik_provider
 from steerboard.tasks._common import (
     check_bool,
     check_choice,
@@ -49,9 +63,12 @@ TEST_FILE = "mmlu/test.jsonl.gz"
 TEST_SHA256 = "44a83e92a6bf20d3a8e415521f55d47d016495ad0e5bee0d45b6c50f59543ec8"
 DEV_FILE = "mmlu/dev.jsonl.gz"
 DEV_SHA256 = "b336f0647e1e82913c51432778323c5f41fccb30fa9cf52cc7774f5b3bdf47c7"
-TASK_VERSION = "1.0.0"
+TASK_VERSION = "2.0.0"
 
 Fewshot = Literal[0, 5]
+Format = Literal["all", "letters", "cloze"]
+
+CLOZE_INSTRUCTION = "Answer the question about {subject}."
 
 INSTRUCTION = "Answer the multiple-choice question about {subject}. Reply with the letter of the correct option only."
 
@@ -81,7 +98,7 @@ def record_to_sample(record: dict[str, Any]) -> Sample:
         input=format_question(record),
         target=letters(4)[answer],
         choices=choices,
-        metadata={"subject": str(record["subject"])},
+        metadata={"subject": str(record["subject"]), "question": str(record["question"])},
     )
 
 
@@ -99,6 +116,49 @@ def mc_answer(exemplars: dict[str, list[dict[str, Any]]] | None = None) -> Solve
         return await generate(state, **LOGPROB_ARGS)
 
     return solve
+
+
+def cloze_question(record: dict[str, Any], with_answer: bool = False) -> str:
+    """Question and an ``Answer:`` cue without options (followed by the answer text for exemplars)."""
+    text = f"Question: {record['question'].strip()}\nAnswer:"
+    if with_answer:
+        text += f" {str(record['choices'][int(record['answer'])]).strip()}"
+    return text
+
+
+@solver
+def cloze_answer(exemplars: dict[str, list[dict[str, Any]]] | None = None) -> Solver:
+    """Score every option's text as the reply to the cloze prompt (one batch of four per question)."""
+
+    async def solve(state: TaskState, generate: Generate) -> TaskState:
+        api = loglik_provider("mmlu", alternative="-T format=letters")
+        subject = (state.metadata or {})["subject"]
+        head = CLOZE_INSTRUCTION.format(subject=_subject_title(subject))
+        shots = (exemplars or {}).get(subject, [])
+        if shots:
+            head += "\n\n" + "\n\n".join(cloze_question(r, with_answer=True) for r in shots)
+        record = {"question": state.metadata["question"], "choices": [c.value for c in state.choices]}
+        prompt = f"{head}\n\n{cloze_question(record)}"
+        options = [str(c).strip() for c in record["choices"]]
+        scored = await api.loglik([{"role": "user", "content": prompt}], options)
+        state.store.set("mmlu_cloze", [sum(s.logprobs) for s in scored])
+        return state
+
+    return solve
+
+
+@scorer(metrics=[accuracy(), stderr(), grouped(accuracy(), "subject", all=False, name_template="subject_{group_name}")])
+def mmlu_cloze() -> Scorer:
+    """Correct when the target option's text has the highest log-likelihood per byte."""
+
+    async def score(state: TaskState, target: Target) -> Score:
+        lls = list(state.store.get("mmlu_cloze"))
+        texts = [str(c.value).strip() for c in state.choices]
+        best = cloze_choice(lls, texts)
+        letter = letters(4)[best]
+        return Score(value=CORRECT if letter == target.text else INCORRECT, answer=letter, metadata={"logliks": lls})
+
+    return score
 
 
 def _score(state: TaskState, target: Target, which: str) -> Score:
@@ -140,6 +200,7 @@ def mmlu_generated() -> Scorer:
 @task
 def mmlu(
     fewshot: Fewshot = 0,
+    format: Format = "all",
     subjects: str | list[str] | None = None,
     shuffle: bool = False,
     seed: int = 0,
@@ -149,6 +210,9 @@ def mmlu(
 
     Args:
         fewshot: 0 or 5 dev exemplars of the same subject.
+        format: ``all`` (cloze and letters), ``cloze`` (answer-text log-likelihood; needs a provider that
+            scores continuations) or ``letters`` (option-letter log-probability and generated letter; any
+            provider).
         subjects: comma-separated subject names (default: all 57).
         shuffle: shuffle the samples (before ``--limit``) with ``seed``.
         seed: shuffle seed.
@@ -157,6 +221,7 @@ def mmlu(
     reject_unknown_options("mmlu", mmlu, options)
     fewshot = check_int("fewshot", fewshot)  # type: ignore[assignment]
     check_choice("fewshot", fewshot, Fewshot)
+    check_choice("format", format, Format)
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)
 
@@ -174,11 +239,19 @@ def mmlu(
             exemplars.setdefault(r["subject"], []).append(r)
         exemplars = {k: v[:fewshot] for k, v in exemplars.items()}
     dataset = make_dataset(records, record_to_sample, "mmlu", TEST_FILE, shuffle=shuffle, seed=seed)
+    solvers: list[Solver] = []
+    scorers: list[Scorer] = []
+    if format in ("all", "cloze"):
+        solvers.append(cloze_answer(exemplars))
+        scorers.append(mmlu_cloze())
+    if format in ("all", "letters"):
+        solvers.append(mc_answer(exemplars))
+        scorers += [mmlu_logprob(), mmlu_generated()]
     return Task(
         dataset=dataset,
-        solver=mc_answer(exemplars),
-        scorer=[mmlu_logprob(), mmlu_generated()],
+        solver=solvers,
+        scorer=scorers,
         config=MC_CONFIG,
         version=TASK_VERSION,
-        metadata={"fewshot": fewshot, "subjects": subjects or "all"},
+        metadata={"fewshot": fewshot, "format": format, "subjects": subjects or "all"},
     )

@@ -14,6 +14,7 @@ from steerboard.tasks import gsm8k as g8
 from steerboard.tasks import jbb_refusal as jbb
 from steerboard.tasks import mmlu as mm
 from steerboard.tasks import safeedit as se
+from steerboard.tasks import side_effects as side_effects_task
 from steerboard.tasks import truthfulqa as tqa
 from steerboard.tasks import wildguard as wg
 from steerboard.tasks import xstest as xs
@@ -307,7 +308,9 @@ def test_listing_covers_every_task_and_validates():
     from steerboard.tasks.listing import load_listing, validate_listing
 
     listing = load_listing()
-    assert set(listing["tasks"]) == {"xstest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "mmlu", "truthfulqa", "gsm8k"}
+    assert set(listing["tasks"]) == {
+        "xstest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "mmlu", "truthfulqa", "gsm8k", "side_effects"
+    }
     for name, t in listing["tasks"].items():
         assert any(m["headline"] for m in t["metrics"]), name
     bad = {"tasks": {"x": {**listing["tasks"]["xstest"], "metrics": [{**listing["tasks"]["xstest"]["metrics"][0], "axis": "fun"}]}}}
@@ -320,7 +323,8 @@ def test_registry_resolves_tasks():
 
     import steerboard._registry  # noqa: F401
 
-    for name in ("xstest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "mmlu", "truthfulqa", "gsm8k"):
+    for name in ("xstest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "mmlu", "truthfulqa", "gsm8k",
+                 "side_effects"):
         # editable installs register bare names, wheel installs "steerboard/<name>"; `inspect eval
         # steerboard/<name>` resolves either (exercised in test_tasks_e2e.py)
         assert (registry_lookup("task", f"steerboard/{name}") or registry_lookup("task", name)) is not None, name
@@ -353,6 +357,6 @@ def test_listing_versions_match_tasks():
     from steerboard.tasks.listing import load_listing
 
     modules = {"xstest": xs, "wildguard": wg, "jbb_refusal": jbb, "crescendo": cres, "safeedit": se, "mmlu": mm,
-               "truthfulqa": tqa, "gsm8k": g8}
+               "truthfulqa": tqa, "gsm8k": g8, "side_effects": side_effects_task}
     for name, t in load_listing()["tasks"].items():
         assert str(t["version"]) == modules[name].TASK_VERSION, name

@@ -123,7 +123,7 @@ def test_wildguard_e2e_local_file(tmp_path):
 # ---- capability tasks ------------------------------------------------------------------------------------
 
 def test_mmlu_e2e_fallback_without_logprobs(tmp_path):
-    log = run(task_file("mmlu"), tmp_path=tmp_path, task_args={"fewshot": 5})
+    log = run(task_file("mmlu"), tmp_path=tmp_path, task_args={"fewshot": 5, "format": "letters"})
     lp, gen = metrics(log, "mmlu_logprob"), metrics(log, "mmlu_generated")
     assert lp["logprob_fallbacks"] == 3 and lp["accuracy"] == 0.0
     assert "accuracy" in gen and "subject_abstract_algebra" in gen
@@ -137,7 +137,7 @@ def test_mmlu_logprob_and_generated_disagree(tmp_path):
         target_letter = "B"  # abstract_algebra #0 has answer B (checked below)
         return mock_output("C", top={"C": -0.9, " " + target_letter: -0.6, "A": -3.0})
 
-    log = run(task_file("mmlu"), model=mock_model(answer), limit=1, tmp_path=tmp_path)
+    log = run(task_file("mmlu"), model=mock_model(answer), limit=1, tmp_path=tmp_path, task_args={"format": "letters"})
     assert log.samples[0].target == "B"
     assert metrics(log, "mmlu_logprob")["accuracy"] == 1.0
     assert metrics(log, "mmlu_logprob")["logprob_fallbacks"] == 0
@@ -146,16 +146,18 @@ def test_mmlu_logprob_and_generated_disagree(tmp_path):
 
 def test_mc_generate_config_user_overrides_and_forced_logprobs(tmp_path):
     configs = []
-    run(task_file("mmlu"), model=mock_model("A", configs=configs), limit=1, tmp_path=tmp_path / "default")
+    run(task_file("mmlu"), model=mock_model("A", configs=configs), limit=1, tmp_path=tmp_path / "default",
+        task_args={"format": "letters"})
     assert configs[-1].max_tokens == 16 and configs[-1].logprobs is True and configs[-1].top_logprobs == 20
-    run(task_file("truthfulqa"), model=mock_model("A", configs=configs), limit=1, tmp_path=tmp_path / "user", max_tokens=4)
+    run(task_file("truthfulqa"), model=mock_model("A", configs=configs), limit=1, tmp_path=tmp_path / "user", max_tokens=4,
+        task_args={"format": "letters"})
     assert configs[-1].max_tokens == 4 and configs[-1].logprobs is True and configs[-1].top_logprobs == 20
 
 
 def test_truthfulqa_e2e(tmp_path):
-    log = run(task_file("truthfulqa"), tmp_path=tmp_path)
-    assert metrics(log, "truthfulqa_mc1")["logprob_fallbacks"] == 3
-    assert "mean" in metrics(log, "truthfulqa_mc2")
+    log = run(task_file("truthfulqa"), tmp_path=tmp_path, task_args={"format": "letters"})
+    assert metrics(log, "truthfulqa_mc1_letters")["logprob_fallbacks"] == 3
+    assert "mean" in metrics(log, "truthfulqa_mc2_letters")
 
 
 def test_truthfulqa_mc2_mass(tmp_path):
@@ -176,9 +178,10 @@ def test_truthfulqa_mc2_mass(tmp_path):
             return mock_output(true_letters[0], top={true_letters[0]: -1.2039728, false_letters[0]: -2.3025851})
         return mock_output(s.target, top={s.target: -0.1})
 
-    log = run(task_file("truthfulqa"), model=mock_model(answer), limit=1, tmp_path=tmp_path)
-    assert metrics(log, "truthfulqa_mc1")["accuracy"] == 1.0
-    assert metrics(log, "truthfulqa_mc2")["mean"] == pytest.approx(0.75, abs=1e-4)
+    log = run(task_file("truthfulqa"), model=mock_model(answer), limit=1, tmp_path=tmp_path,
+              task_args={"format": "letters"})
+    assert metrics(log, "truthfulqa_mc1_letters")["accuracy"] == 1.0
+    assert metrics(log, "truthfulqa_mc2_letters")["mean"] == pytest.approx(0.75, abs=1e-4)
 
 
 def test_gsm8k_e2e_and_numeric_match(tmp_path):
@@ -359,14 +362,16 @@ def test_listing_metrics_appear_in_logs(tmp_path, fake_harm):
         "wildguard": {"judge": "strmatch", "data_file": str(wg_file)},
         "crescendo": {"refusal_judge": "strmatch", "max_turns": 1},
         "safeedit": {},
-        "mmlu": {},
-        "truthfulqa": {},
+        "mmlu": {"format": "letters"},  # the log-likelihood formats (mockllm has none): tests/test_cost.py
+        "truthfulqa": {"format": "letters"},
         "gsm8k": {},
     }
+    loglik_scorers = {"mmlu_cloze", "truthfulqa_mc1", "truthfulqa_mc2"}
     listing = load_listing()["tasks"]
     for name, task_args in args.items():
         log = run(task_file(name), model=refusing, limit=4, tmp_path=tmp_path / name, task_args=task_args)
         logged = {(sc.name, k) for sc in log.results.scores for k in sc.metrics}
+        listing[name]["metrics"] = [m for m in listing[name]["metrics"] if m["scorer"] not in loglik_scorers]
         for m in listing[name]["metrics"]:
             assert (m["scorer"], m["name"]) in logged, (name, m["scorer"], m["name"], sorted(logged))
         # per-sample values the leaderboard reads

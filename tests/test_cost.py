@@ -1,0 +1,337 @@
+"""Cost measures: teacher-forced log-likelihood through the engine and providers, TruthfulQA/MMLU answer-string
+scoring, the ``side_effects`` task, and their bad-input errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import pytest
+from inspect_ai import eval as inspect_eval
+
+from steerboard.scorers import loglik as ll
+from steerboard.tasks import _common
+from steerboard.tasks import mmlu as mm
+from steerboard.tasks import side_effects as se
+from steerboard.tasks import truthfulqa as tqa
+from steerboard.tasks._testing import mock_model
+
+TASKS = Path(_common.__file__).parent
+METHOD_DATA = TASKS.parent / "methods" / "data"
+
+
+def task_file(name: str) -> str:
+    return os.path.relpath(TASKS / f"{name}.py")
+
+
+def run(task, model, tmp_path, limit=4, **kwargs):
+    logs = inspect_eval(task, model=model, limit=limit, log_dir=str(tmp_path), display="none", **kwargs)
+    assert len(logs) == 1
+    return logs[0]
+
+
+def scorer_metrics(log, name):
+    (sc,) = [s for s in log.results.scores if s.name == name]
+    return {k: v.value for k, v in sc.metrics.items()}
+
+
+# ---------------------------------------------------------------------- pure helpers
+def test_mc1_mc2_from_answer_logliks():
+    assert ll.mc1_correct([-3.0, -1.0, -2.0], [0, 1, 0])
+    assert not ll.mc1_correct([-1.0, -3.0], [0, 1])
+    # p = (e^-1, e^-2, e^-3): mass on the true answers (first and last)
+    p = [math.exp(-1), math.exp(-2), math.exp(-3)]
+    assert ll.mc2_mass([-1.0, -2.0, -3.0], [1, 0, 1]) == pytest.approx((p[0] + p[2]) / sum(p))
+    assert ll.mc2_mass([-1000.0, -1001.0], [1, 0]) == pytest.approx(1 / (1 + math.exp(-1)))  # no underflow
+
+
+def test_cloze_choice_normalises_by_answer_bytes():
+    # summed log-likelihood favours the short answer; per byte, the long one is likelier
+    assert ll.cloze_choice([-4.0, -6.0], ["cat", "a longer answer"]) == 1
+    assert ll.cloze_choice([-4.0, -60.0], ["cat", "a longer answer"]) == 0
+
+
+def test_bootstrap_ci_covers_mean_and_shrinks():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.3, 1.0, 400).tolist()
+    lo, hi = ll.bootstrap_ci(x)
+    assert lo < float(np.mean(x)) < hi
+    lo2, hi2 = ll.bootstrap_ci(x[:40])
+    assert (hi2 - lo2) > (hi - lo)
+    assert all(math.isnan(v) for v in ll.bootstrap_ci([]))
+
+
+# ---------------------------------------------------------------------- engine
+@pytest.fixture(scope="module")
+def exact_engine(tiny_model_dir):
+    from steerboard.engine import Engine
+
+    return Engine.load(tiny_model_dir, matmul_dtype="float32")
+
+
+def _shift_hook(engine, scale, steer_on):
+    """An intervention adding ``scale`` to block 1's output at prompt / generated / both positions."""
+    from steerboard.methods.steering import gated_intervention
+
+    def steer(h, mask):
+        return h + scale * mask
+
+    return gated_intervention(engine.model, engine.layer_module_name(1), steer, steer_on, None)
+
+
+def test_score_requests_matches_full_forward(exact_engine):
+    from steerboard.engine import GenerationRequest
+
+    eng = exact_engine
+    prompts = [eng.chat_ids([{"role": "user", "content": t}]) for t in ("hello there", "a much longer question here")]
+    conts = [eng.tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("yes it is", "no")]
+    got = eng.score_requests([GenerationRequest(input_ids=p) for p in prompts], conts, distributions=True)
+    want = eng.score(prompts, conts)
+    for g, w, c in zip(got, want, conts, strict=True):
+        assert g.token_ids == c
+        assert g.logprobs == pytest.approx(w, abs=1e-4)
+        assert g.distributions.shape == (len(c), eng.model.config.vocab_size)
+
+
+def test_score_requests_shared_prompt_prefilled_once_matches(exact_engine):
+    """One prompt with several answers (the multiple-choice case) gives the same scores as separate rows,
+    with and without a gate that switches steering off for that prompt."""
+    from steerboard.engine import GenerationRequest
+
+    eng = exact_engine
+    prompt = eng.chat_ids([{"role": "user", "content": "which one is it"}])
+    conts = [eng.tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("the first", "no", "a third answer")]
+    got = eng.score_requests([GenerationRequest(input_ids=prompt) for _ in conts], conts)
+    want = eng.score([prompt] * 3, conts)
+    for g, w in zip(got, want, strict=True):
+        assert g.logprobs == pytest.approx(w, abs=1e-4)
+    hook = _shift_hook(eng, 3.0, "both")
+    off = eng.score_requests([GenerationRequest(input_ids=prompt, meta={"steer_gate": False}) for _ in conts], conts,
+                             intervention=hook)
+    on = eng.score_requests([GenerationRequest(input_ids=prompt) for _ in conts], conts, intervention=hook)
+    single = [eng.score_requests([GenerationRequest(input_ids=prompt)], [c], intervention=hook)[0] for c in conts]
+    for o, g, on_, s in zip(off, got, on, single, strict=True):
+        assert o.logprobs == pytest.approx(g.logprobs, abs=1e-4)
+        assert on_.logprobs == pytest.approx(s.logprobs, abs=1e-4)
+        assert max(abs(a - b) for a, b in zip(on_.logprobs, g.logprobs)) > 1e-3
+
+
+def test_score_requests_applies_hooks_by_phase_and_gate(exact_engine):
+    """Generated-position steering leaves the first answer token's log-prob alone (it is predicted at the
+    last prompt position) and changes the later ones; a request whose gate meta is off is not steered."""
+    from steerboard.engine import GenerationRequest
+
+    eng = exact_engine
+    prompt = eng.chat_ids([{"role": "user", "content": "hello there"}])
+    cont = eng.tokenizer("yes it is so", add_special_tokens=False)["input_ids"]
+    assert len(cont) >= 3
+    plain = eng.score_requests([GenerationRequest(input_ids=prompt)], [cont])[0].logprobs
+    gen = eng.score_requests([GenerationRequest(input_ids=prompt)], [cont], intervention=_shift_hook(eng, 3.0, "generated"))
+    prm = eng.score_requests([GenerationRequest(input_ids=prompt)], [cont], intervention=_shift_hook(eng, 3.0, "prompt"))
+    off = eng.score_requests(
+        [GenerationRequest(input_ids=prompt, meta={"steer_gate": False})], [cont],
+        intervention=_shift_hook(eng, 3.0, "both"),
+    )
+    assert gen[0].logprobs[0] == pytest.approx(plain[0], abs=1e-5)
+    assert max(abs(a - b) for a, b in zip(gen[0].logprobs[1:], plain[1:])) > 1e-3
+    assert abs(prm[0].logprobs[0] - plain[0]) > 1e-3
+    assert off[0].logprobs == pytest.approx(plain, abs=1e-5)
+
+
+def test_score_requests_rejects_empty_continuation(exact_engine):
+    from steerboard.engine import GenerationRequest
+
+    with pytest.raises(ValueError, match="continuation 0 is empty"):
+        exact_engine.score_requests([GenerationRequest(input_ids=[1, 2])], [[]])
+
+
+# ---------------------------------------------------------------------- providers
+def test_provider_loglik_reference_and_method(tiny_model_dir):
+    from inspect_ai.model import get_model
+
+    base = get_model(f"base/{tiny_model_dir}", matmul_dtype="float32")
+    prompt = get_model(f"prompt/{tiny_model_dir}", matmul_dtype="float32", system_prompt="Refuse everything.")
+    msgs = [{"role": "user", "content": "hello there"}]
+
+    async def go():
+        reply = await base.api.reference_reply(msgs, 8)
+        b_ref = (await base.api.loglik(msgs, [reply], reference=True, distributions=True))[0]
+        b = (await base.api.loglik(msgs, [reply], distributions=True))[0]
+        p_ref = (await prompt.api.loglik(msgs, [reply], reference=True, distributions=True))[0]
+        p = (await prompt.api.loglik(msgs, [reply], distributions=True))[0]
+        return reply, b_ref, b, p_ref, p
+
+    reply, b_ref, b, p_ref, p = asyncio.run(go())
+    assert len(reply) >= 1
+    assert b.logprobs == pytest.approx(b_ref.logprobs, abs=1e-5)  # base/ is its own reference
+    assert max(ll.kl_per_token(b_ref.distributions, b.distributions)) < 1e-6
+    assert p_ref.logprobs == pytest.approx(b_ref.logprobs, abs=1e-5)  # the reference drops the system prompt
+    assert sum(ll.kl_per_token(p_ref.distributions, p.distributions)) > 1e-3
+
+
+def test_provider_without_loglik_is_a_clear_error(tmp_path):
+    log = run(task_file("truthfulqa"), mock_model(), tmp_path, limit=1)
+    assert log.status == "error"
+    assert "cannot return log-likelihoods" in log.error.message and "-T format=letters" in log.error.message
+    log = run(task_file("side_effects"), mock_model(), tmp_path, limit=1)
+    assert log.status == "error" and "cannot return log-likelihoods" in log.error.message
+
+
+def test_method_opting_out_of_loglik_is_refused(tiny_model_dir, monkeypatch):
+    from inspect_ai.model import get_model
+
+    from steerboard.methods.base import BaseMethod
+
+    model = get_model(f"base/{tiny_model_dir}")
+    monkeypatch.setattr(BaseMethod, "supports_loglik", False, raising=False)
+    with pytest.raises(NotImplementedError, match="cannot return log-likelihoods"):
+        asyncio.run(model.api.loglik([{"role": "user", "content": "x"}], ["y"]))
+
+
+# ---------------------------------------------------------------------- tasks end to end (tiny model)
+def test_side_effects_zero_for_base_positive_for_prompt(tiny_model_dir, tmp_path):
+    args = {"reply_tokens": 6}
+    base = run(task_file("side_effects"), f"base/{tiny_model_dir}", tmp_path, limit=4, task_args=args,
+               model_args={"matmul_dtype": "float32"})
+    assert base.status == "success", base.error
+    kl = scorer_metrics(base, "kl_benign")
+    ce = scorer_metrics(base, "ce_delta_text")
+    assert abs(kl["mean"]) < 1e-6 and abs(ce["mean"]) < 1e-5
+    assert base.results.scores[0].scored_samples == 2  # the 2 benign of 4 interleaved samples
+    prompt = run(task_file("side_effects"), f"prompt/{tiny_model_dir}", tmp_path, limit=4, task_args=args,
+                 model_args={"matmul_dtype": "float32", "system_prompt": "Refuse everything."})
+    kl = scorer_metrics(prompt, "kl_benign")
+    assert kl["mean"] > 1e-3 and kl["ci_low"] <= kl["mean"] <= kl["ci_high"]
+    s = prompt.samples[0]
+    assert s.metadata["kind"] == "benign" and s.scores["kl_benign"].metadata["tokens"] >= 1
+
+
+def test_truthfulqa_and_mmlu_loglik_e2e(tiny_model_dir, tmp_path):
+    log = run(task_file("truthfulqa"), f"base/{tiny_model_dir}", tmp_path, limit=2)
+    assert log.status == "success", log.error
+    assert 0.0 <= scorer_metrics(log, "truthfulqa_mc1")["accuracy"] <= 1.0
+    assert 0.0 < scorer_metrics(log, "truthfulqa_mc2")["mean"] < 1.0
+    sc = log.samples[0].scores["truthfulqa_mc1"]
+    assert len(sc.metadata["logliks"]) == len(log.samples[0].metadata["mc1_options"])
+    from steerboard.tasks.listing import load_listing
+
+    listing = load_listing()["tasks"]
+    logged = {(sc.name, k) for sc in log.results.scores for k in sc.metrics}
+    assert {(m["scorer"], m["name"]) for m in listing["truthfulqa"]["metrics"] if "letters" not in m["scorer"]} <= logged
+    log = run(task_file("mmlu"), f"base/{tiny_model_dir}", tmp_path, limit=2, task_args={"format": "cloze"})
+    assert log.status == "success", log.error
+    assert [s.name for s in log.results.scores] == ["mmlu_cloze"]
+    assert ("mmlu_cloze", "accuracy") in {(sc.name, k) for sc in log.results.scores for k in sc.metrics}
+    assert len(log.samples[0].scores["mmlu_cloze"].metadata["logliks"]) == 4
+
+
+def test_mmlu_all_runs_cloze_and_letters(tiny_model_dir, tmp_path):
+    log = run(task_file("mmlu"), f"base/{tiny_model_dir}", tmp_path, limit=1, max_tokens=2)
+    assert log.status == "success", log.error
+    assert [s.name for s in log.results.scores] == ["mmlu_cloze", "mmlu_logprob", "mmlu_generated"]
+
+
+def test_letters_format_still_works_with_any_provider(tmp_path):
+    log = run(task_file("truthfulqa"), mock_model(), tmp_path, limit=2, task_args={"format": "letters"})
+    assert log.status == "success", log.error
+    assert {s.name for s in log.results.scores} == {"truthfulqa_mc1_letters", "truthfulqa_mc2_letters"}
+    log = run(task_file("mmlu"), mock_model(), tmp_path, limit=2, task_args={"format": "letters"})
+    assert log.status == "success", log.error
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("fn", "kwargs", "message"),
+    [
+        (tqa.truthfulqa, {"format": "strings"}, "invalid -T format='strings'; valid values: 'loglik', 'letters'"),
+        (mm.mmlu, {"format": "mc"}, "invalid -T format='mc'; valid values: 'all', 'letters', 'cloze'"),
+        (se.side_effects, {"subset": "both"}, "invalid -T subset='both'; valid values: 'all', 'benign', 'text'"),
+        (se.side_effects, {"reply_tokens": 0}, "reply_tokens=0"),
+    ],
+)
+def test_bad_options_fail_at_task_construction(fn, kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fn(**kwargs)
+
+
+def test_prompts_file_missing_fields(tmp_path):
+    bad = tmp_path / "p.jsonl"
+    bad.write_text(json.dumps({"id": "a", "prompt": "Hi"}) + "\n" + json.dumps({"id": "b", "text": "Hello"}) + "\n")
+    with pytest.raises(ValueError, match=r"record 2: missing field\(s\) \['prompt'\]; required fields: \['id', 'prompt'\]"):
+        se.side_effects(prompts_file=str(bad))
+    good = tmp_path / "g.jsonl"
+    good.write_text(json.dumps({"id": "a", "prompt": "Hi"}) + "\n")
+    assert len(se.side_effects(prompts_file=str(good), subset="benign").dataset) == 1
+
+
+# ---------------------------------------------------------------------- data
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
+
+
+def _strings(obj) -> list[str]:
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, dict):
+        return [s for v in obj.values() for s in _strings(v)]
+    if isinstance(obj, list):
+        return [s for v in obj for s in _strings(v)]
+    return []
+
+
+def test_harmless_prompts_disjoint_from_method_fit_data():
+    """No harmless prompt occurs (normalised) in any text a method fits or is tuned on."""
+    import csv
+    import gzip
+
+    fit: list[str] = []
+    for path in METHOD_DATA.rglob("*"):
+        name = path.name
+        if name.endswith(".json"):
+            fit += _strings(json.loads(path.read_text()))
+        elif name.endswith((".jsonl", ".jsonl.gz")):
+            opener = gzip.open if name.endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8") as f:
+                fit += [s for line in f if line.strip() for s in _strings(json.loads(line))]
+        elif name.endswith(".csv"):
+            with open(path, encoding="utf-8") as f:
+                fit += [c for row in csv.reader(f) for c in row]
+    haystack = {_norm(s) for s in fit if s.strip()}
+    blob = "\n".join(haystack)
+    prompts = [r["prompt"] for r in _common.read_jsonl(TASKS / "data" / se.PROMPTS_FILE)]
+    assert len(prompts) == 80 and len(haystack) > 500
+    clashes = [p for p in prompts if _norm(p) in haystack or _norm(p) in blob]
+    assert clashes == []
+
+
+def test_shipped_side_effects_data_pinned_and_interleaved():
+    task = se.side_effects()
+    kinds = [s.metadata["kind"] for s in task.dataset]
+    assert kinds.count("benign") == 80 and kinds.count("text") == 76
+    assert kinds[:4] == ["benign", "text", "benign", "text"]
+    assert all("<unk>" not in str(s.target) for s in task.dataset)
+    assert "CC BY-SA 3.0" in (TASKS / "data" / "side_effects" / "LICENSE").read_text()
+
+
+def test_listing_has_cost_metrics_on_capability_axis():
+    from steerboard.tasks.listing import load_listing
+
+    tasks = load_listing()["tasks"]
+    want = {
+        ("mmlu", "mmlu_cloze", "accuracy"): True,
+        ("truthfulqa", "truthfulqa_mc1", "accuracy"): True,
+        ("truthfulqa", "truthfulqa_mc2", "mean"): True,
+        ("side_effects", "kl_benign", "mean"): False,
+        ("side_effects", "ce_delta_text", "mean"): False,
+    }
+    got = {(t, m["scorer"], m["name"]): m for t, spec in tasks.items() for m in spec["metrics"]}
+    for key, higher in want.items():
+        m = got[key]
+        assert m["axis"] == "capability" and m["higher_is_better"] is higher and m["headline"], key
+    assert got[("side_effects", "kl_benign", "mean")]["sample_filter"] == {"kind": "benign"}
