@@ -199,6 +199,10 @@ def _pct(x: float | None) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 
 
+def _num(x: float | None) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
 def _sv_sql(m: MetricSpec) -> tuple[str, list[Any]]:
     joins = []
     params: list[Any] = [m.key]
@@ -434,15 +438,16 @@ def _cell(m: MetricSpec, st: dict[str, Any] | None, pr: dict[str, Any] | None) -
     }
     if st is None:
         return cell
+    fmt = _pct if m.unit == "rate" else _num  # rates in %, costs in nats as they are
     cell.update(
         sort=f"{st['mean']:.6f}",
-        value=_pct(st["mean"]),
-        ci=f"[{_pct(st['lo'])}, {_pct(st['hi'])}]",
+        value=fmt(st["mean"]),
+        ci=f"[{fmt(st['lo'])}, {fmt(st['hi'])}]",
         n=st["n"],
     )
     if pr is not None and pr["n"] > 0:
-        d = 100 * pr["diff"]
-        cell["delta"] = f"{d:+.1f}"
+        d = 100 * pr["diff"] if m.unit == "rate" else pr["diff"]
+        cell["delta"] = f"{d:+.1f}" if m.unit == "rate" else f"{d:+.3f}"
         cell["p"] = f"{pr['p']:.3g}"
         cell["sig"] = pr["p"] < 0.05
         cell["better"] = (d > 0) == m.higher_is_better if d != 0 else None
@@ -454,8 +459,8 @@ def axis_value(m: MetricSpec, st: dict[str, Any]) -> tuple[float, float] | None:
     """A metric's contribution to its axis score, oriented so higher is better, with its standard error.
 
     - Rates (every per-sample value in 0-1): the rate, or ``1 - rate`` where lower is better.
-    - Lower-is-better metrics with values outside 0-1 (side-effect costs in nats such as ``kl_benign`` or
-      ``ce_delta_text``): ``exp(-max(v, 0))``, the share of per-token likelihood kept (1 = no cost), with the
+    - Lower-is-better costs (listing ``unit: nats``, such as ``kl_benign`` or ``ce_delta_text``, or any
+      lower-is-better metric with values outside 0-1): ``exp(-max(v, 0))``, the share of per-token likelihood kept (1 = no cost), with the
       delta-method standard error.
     - Higher-is-better metrics with values outside 0-1 have no common scale with rates: shown in their column,
       left out of the axis score (None).
@@ -463,7 +468,7 @@ def axis_value(m: MetricSpec, st: dict[str, Any]) -> tuple[float, float] | None:
     The over-refusal axis is reported as a rate (lower is better): its caller uses the raw mean.
     """
     v, se = st["mean"], st.get("se", 0.0)
-    if st.get("unit_range", True):
+    if st.get("unit_range", True) and m.unit == "rate":
         return (v if m.higher_is_better else 1.0 - v), se
     if m.higher_is_better:
         return None

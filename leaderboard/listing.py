@@ -33,6 +33,7 @@ class MetricSpec:
     axis: str
     sample_value: str | None
     sample_filter: tuple[tuple[str, Any], ...] = ()
+    unit: str = "rate"
 
     @property
     def key(self) -> str:
@@ -140,6 +141,7 @@ def parse_listing(data: Any, source: str = "listing") -> Listing:
                 axis=m["axis"],
                 sample_value=m["sample_value"] or None,
                 sample_filter=tuple(sorted((str(k), v) for k, v in m["sample_filter"].items())),
+                unit=str(m.get("unit", "rate")),
             )
             for m in t["metrics"]
         )

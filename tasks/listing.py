@@ -15,10 +15,16 @@ LISTING_FILE = Path(__file__).parent / "listing.yaml"
 AXES = ("safety", "overrefusal", "capability")
 TASK_FIELDS = ("title", "description", "paper", "version", "metrics")
 METRIC_FIELDS = ("name", "scorer", "title", "higher_is_better", "headline", "axis", "sample_value", "sample_filter")
+OPTIONAL_METRIC_FIELDS = ("unit",)
 
 
 class ListingError(ValueError):
     """The listing is malformed (names the task/metric and what is valid)."""
+
+
+#: Optional metric field ``unit``: ``rate`` (default: a share in 0-1, shown in %) or ``nats`` (a cost per
+#: token, shown as is; on its axis it enters as ``exp(-cost)``).
+UNITS = ("rate", "nats")
 
 
 def validate_listing(data: Any, source: str = "listing") -> dict[str, Any]:
@@ -57,6 +63,8 @@ def validate_listing(data: Any, source: str = "listing") -> dict[str, Any]:
                     raise ListingError(f"{where} ({m['name']}): {flag} must be true or false")
             if m["sample_value"] is not None and not isinstance(m["sample_value"], str):
                 raise ListingError(f"{where} ({m['name']}): sample_value must be a string or null")
+            if m.get("unit", "rate") not in UNITS:
+                raise ListingError(f"{where} ({m['name']}): unit {m['unit']!r} is not one of {', '.join(UNITS)}")
             if not isinstance(m["sample_filter"], dict):
                 raise ListingError(f"{where} ({m['name']}): sample_filter must be a mapping")
             key = (m["scorer"], m["name"])

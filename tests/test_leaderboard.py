@@ -935,3 +935,22 @@ def test_report_table_matches_the_site_rows(tmp_path: Path) -> None:
         shown = [c["value"] for c in row["cells"] if c["value"]]
         assert shown and all(any(c.startswith(v) for c in cells[5:]) for v in shown)
     assert "(control)" in lines[2] or "(control)" in lines[3]
+
+
+def test_a_cost_in_nats_is_shown_as_nats_not_percent() -> None:
+    """A `unit: nats` metric reads as nats (3 decimals, delta in nats) and enters its axis as exp(-cost), even
+    when every value lies in 0-1 (where a rate would be assumed)."""
+    import math
+
+    from steerboard.leaderboard.build import _cell, axis_value
+    from steerboard.leaderboard.listing import MetricSpec
+
+    kl = MetricSpec("side_effects", "mean", "kl_benign", "KL", False, True, "capability", None, (), unit="nats")
+    st = {"mean": 0.2, "lo": 0.15, "hi": 0.25, "n": 30, "se": 0.02, "unit_range": True}
+    cell = _cell(kl, st, {"n": 30, "diff": 0.2, "p": 0.001, "up": 30, "down": 0})
+    assert (cell["value"], cell["ci"], cell["delta"]) == ("0.200", "[0.150, 0.250]", "+0.200")
+    assert cell["better"] is False
+    v, _ = axis_value(kl, st)
+    assert v == pytest.approx(math.exp(-0.2))
+    rate = MetricSpec("xstest", "r", "s", "R", False, True, "overrefusal", "refusal", ())
+    assert _cell(rate, st, None)["value"] == "20.0"
