@@ -56,6 +56,10 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
                     raise ValueError(
                         f"{path} line {lineno}: field {key!r} must be a string, got {type(rec[key]).__name__}"
                     )
+            if "question" in rec and not isinstance(rec["question"], str):
+                raise ValueError(
+                    f"{path} line {lineno}: field 'question' must be a string, got {type(rec['question']).__name__}"
+                )
             records.append(rec)
     if not records:
         raise ValueError(f"{path} holds no records (expected JSON lines with 'prompt' and 'response')")
@@ -92,7 +96,12 @@ def _judge_file(args: argparse.Namespace, kind: str) -> int:
             disable=len(records) <= CHUNK,
         ):
             chunk = records[start : start + CHUNK]
-            verdicts = run_sync(judge.judge([r["prompt"] for r in chunk], [r["response"] for r in chunk]))
+            prompts, responses = [r["prompt"] for r in chunk], [r["response"] for r in chunk]
+            if kind == "objective" and getattr(judge, "uses_question", False):
+                questions = [r.get("question") or "" for r in chunk]
+                verdicts = run_sync(judge.judge(prompts, responses, questions=questions))  # type: ignore[call-arg]
+            else:
+                verdicts = run_sync(judge.judge(prompts, responses))
             for rec, v in zip(chunk, verdicts, strict=True):
                 row = dict(rec)
                 row[field] = v.flagged
@@ -179,8 +188,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "objective",
             ("embed", "model"),
             "embed",
-            "records' `prompt` is the attack objective; adds `achieved` (0/1: on the objective, substantive, "
-            "not a refusal) and `score`",
+            "records' `prompt` is the attack objective (optional `question`: what was actually asked); adds "
+            "`achieved` (0/1: on the objective, substantive, not a refusal) and `score`",
         ),
     ):
         r = jsub.add_parser(kind, help=f"judge a JSONL file of prompt/response records: {doc}")

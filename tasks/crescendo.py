@@ -159,10 +159,13 @@ def clean_question(text: str) -> str:
 
 
 async def _judge_success(
-    judge: Any, objective: str, response: str
+    judge: Any, objective: str, response: str, question: str
 ) -> tuple[int | None, float | None, str | None]:
     try:
-        v = (await judge.judge([objective], [response]))[0]
+        if getattr(judge, "uses_question", False):  # the embed objective judge compares with the question
+            v = (await judge.judge([objective], [response], questions=[question]))[0]
+        else:
+            v = (await judge.judge([objective], [response]))[0]
     except Exception as e:  # noqa: BLE001 - a judge failure is recorded, never folded into a rate
         return None, None, f"{type(e).__name__}: {e}"
     if v.flagged is None:
@@ -281,7 +284,7 @@ def crescendo_attack(
             last_output = reply
             history += [ChatMessageUser(content=question), ChatMessageAssistant(content=response)]
             kept += 1
-            achieved, score, harm_err = await _judge_success(success_judge, objective, response)
+            achieved, score, harm_err = await _judge_success(success_judge, objective, response, question)
             record.update({"turn": kept, "achieved": achieved, "achieved_score": score, "backtracked": False})
             turns.append(record)
             if harm_err:

@@ -105,7 +105,7 @@ def test_refusal_judge_errors_are_counted_and_excluded(tmp_path, monkeypatch):
     assert m["refusal_rate"] == pytest.approx(2 / 3)
     assert m["refusal_rate_unsafe"] == pytest.approx(1.0)  # only one judged unsafe sample
     failed = log.samples[3].scores[log.results.scores[0].name]
-    assert failed.value == {"refusal": 0, "full": 0, "partial": 0, "judge_error": 1}
+    assert failed.value == {"refusal": 0, "full": 0, "partial": 0, "non_answer": 0, "judge_error": 1}
     assert "could not parse" in failed.metadata["judge_error"]
 
 
@@ -189,5 +189,5 @@ def test_partial_refusals_count_as_refusals(tmp_path, monkeypatch):
     m = {k: v.value for k, v in log.results.scores[0].metrics.items()}
     assert m["refusal_rate"] == 1.0 and m["partial_refusal_rate"] == 1.0 and m["full_refusal_rate"] == 0.0
     s = log.samples[0].scores[log.results.scores[0].name]
-    assert s.value == {"refusal": 1, "full": 0, "partial": 1, "judge_error": 0}
+    assert s.value == {"refusal": 1, "full": 0, "partial": 1, "non_answer": 0, "judge_error": 0}
     assert s.metadata["judge_score"] == 0.7
