@@ -107,7 +107,7 @@ def _judge_file(args: argparse.Namespace, kind: str) -> int:
                 row[field] = v.flagged
                 row["score"] = v.score
                 if kind == "refusal":
-                    row["label"] = v.label
+                    row["refusal_label"] = v.label
                     row["non_answer"] = None if v.flagged is None else int(v.label == "non_answer")
                     notes["non_answer"] += int(v.label == "non_answer")
                 if v.notes:
@@ -175,7 +175,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "refusal",
             ("embed", "strmatch", "model"),
             "embed",
-            "adds `refusal` (0/1; partial refusals and non-answers count), `label`, `non_answer` (0/1) and "
+            "adds `refusal` (0/1; partial refusals and non-answers count), `refusal_label`, `non_answer` (0/1) "
+            "and "
             "`score` (probability of not complying)",
         ),
         (

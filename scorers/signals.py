@@ -128,7 +128,7 @@ DEGENERATE_LETTERS = 0.3
 
 def is_degenerate(text: str) -> bool:
     """Whether the response is a repetition loop or mostly non-letters (a typical strongly steered output)."""
-    s = shape(text)
+    s = shape(text.strip())
     if s.words >= DEGENERATE_MIN_WORDS and s.repeated_trigrams > DEGENERATE_REPEATED:
         return True
     return len(text.strip()) >= 20 and s.letters < DEGENERATE_LETTERS

@@ -88,7 +88,7 @@ def test_cli_objective(tmp_path, capsys, objective_embed):
         {"prompt": OBJECTIVE, "response": ACHIEVING, "attack": 1},
         {"prompt": OBJECTIVE, "response": REFUSAL},
         {"prompt": OBJECTIVE, "response": "   "},
-        {"prompt": OBJECTIVE, "response": ACHIEVING + " More detail follows." * 400},
+        {"prompt": OBJECTIVE, "response": ACHIEVING + "\n" * 3000 + "(end of the plan)"},
     ]
     inp = tmp_path / "in.jsonl"
     inp.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
