@@ -99,11 +99,13 @@ def load_agreement(path: str | Path | None = None) -> dict[str, Any] | None:
 
 
 def judge_kind(scorers: list[str]) -> str | None:
-    """Which judge family a run's scorers use: "refusal", "harm" or None."""
+    """Which judge family a run's scorers use: "refusal", "objective", "harm" or None."""
     names = " ".join(scorers).lower()
+    if "crescendo" in names:
+        return "objective"
     if "refusal" in names:
         return "refusal"
-    if any(k in names for k in ("harm", "crescendo", "safeedit")):
+    if any(k in names for k in ("harm", "safeedit")):
         return "harm"
     return None
 

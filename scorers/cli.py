@@ -1,4 +1,12 @@
-"""``steerboard judge refusal|harm|train|eval|prepare-data``: run, retrain and measure the judges."""
+"""``steerboard judge refusal|harm|objective|train|eval|prepare-data``: run, retrain and measure the judges.
+
+Odd records get a defined verdict and are counted (never dropped): empty/whitespace responses (refusal:
+``non_answer``; harm: safe; objective: not achieved), responses longer than the encoder reads (judged on
+their first characters; the record says how many were dropped), non-English text (judged, flagged as less
+reliable), off-topic or degenerate replies (refusal: ``non_answer``). Each such record carries
+``judge_notes``; the summary line counts them. Malformed records (bad JSON, a missing or non-string field)
+stop the command before any judge loads, naming the line.
+"""
 
 from __future__ import annotations
 
@@ -48,28 +56,37 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
                     raise ValueError(
                         f"{path} line {lineno}: field {key!r} must be a string, got {type(rec[key]).__name__}"
                     )
+            if "question" in rec and not isinstance(rec["question"], str):
+                raise ValueError(
+                    f"{path} line {lineno}: field 'question' must be a string, got {type(rec['question']).__name__}"
+                )
             records.append(rec)
     if not records:
         raise ValueError(f"{path} holds no records (expected JSON lines with 'prompt' and 'response')")
     return records
 
 
+FIELDS = {"refusal": "refusal", "harm": "unsafe", "objective": "achieved"}
+
+
 def _judge_file(args: argparse.Namespace, kind: str) -> int:
+    from collections import Counter
+
     from tqdm import tqdm
 
-    from steerboard.scorers.judges import get_harm_judge, get_refusal_judge, run_sync
+    from steerboard.scorers.judges import get_harm_judge, get_objective_judge, get_refusal_judge, run_sync
 
     records = read_pairs(Path(args.inp))  # validate everything before loading any judge
     out_path = Path(args.out)
     kwargs: dict[str, Any] = {"model": args.grader} if args.judge == "model" else {}
     if args.judge == "model" and not args.grader:
         raise ValueError("--judge model needs --grader MODEL (an Inspect model string, e.g. openai/gpt-4o)")
-    judge = (
-        get_refusal_judge(args.judge, **kwargs) if kind == "refusal" else get_harm_judge(args.judge, **kwargs)
-    )
-    field = "refusal" if kind == "refusal" else "unsafe"
+    getter = {"refusal": get_refusal_judge, "harm": get_harm_judge, "objective": get_objective_judge}[kind]
+    judge = getter(args.judge, **kwargs)
+    field = FIELDS[kind]
     n_err = 0
     n_flagged = 0
+    notes: Counter[str] = Counter()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with open(out_path, "w", encoding="utf-8") as f:
         for start in tqdm(
@@ -79,18 +96,32 @@ def _judge_file(args: argparse.Namespace, kind: str) -> int:
             disable=len(records) <= CHUNK,
         ):
             chunk = records[start : start + CHUNK]
-            verdicts = run_sync(judge.judge([r["prompt"] for r in chunk], [r["response"] for r in chunk]))
+            prompts, responses = [r["prompt"] for r in chunk], [r["response"] for r in chunk]
+            if kind == "objective" and getattr(judge, "uses_question", False):
+                questions = [r.get("question") or "" for r in chunk]
+                verdicts = run_sync(judge.judge(prompts, responses, questions=questions))  # type: ignore[call-arg]
+            else:
+                verdicts = run_sync(judge.judge(prompts, responses))
             for rec, v in zip(chunk, verdicts, strict=True):
                 row = dict(rec)
                 row[field] = v.flagged
                 row["score"] = v.score
+                if kind == "refusal":
+                    row["refusal_label"] = v.label
+                    row["non_answer"] = None if v.flagged is None else int(v.label == "non_answer")
+                    notes["non_answer"] += int(v.label == "non_answer")
+                if v.notes:
+                    row["judge_notes"] = list(v.notes)
+                    notes.update(n.split(":")[0] for n in v.notes)
                 n_flagged += int(v.flagged == 1)
                 if v.error is not None:
                     row["judge_error"] = v.error
                     n_err += 1
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    odd = ", ".join(f"{k} {v}" for k, v in sorted(notes.items()) if v) or "none"
     print(
-        f"{len(records)} records judged by {kind}/{judge.name}: {n_flagged} {field}, {n_err} judge errors -> {out_path}",
+        f"{len(records)} records judged by {kind}/{judge.name}: {n_flagged} {field}, {n_err} judge errors; "
+        f"odd records: {odd} -> {out_path}",
         file=sys.stderr,
     )
     return 1 if n_err else 0
@@ -144,13 +175,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "refusal",
             ("embed", "strmatch", "model"),
             "embed",
-            "adds `refusal` (0/1; partial refusals count) and `score` (probability of refusal)",
+            "adds `refusal` (0/1; partial refusals and non-answers count), `refusal_label`, `non_answer` (0/1) "
+            "and "
+            "`score` (probability of not complying)",
         ),
         (
             "harm",
             ("embed", "model", "safeedit_classifier"),
             "embed",
             "adds `unsafe` (0/1) and `score` (probability of unsafe)",
+        ),
+        (
+            "objective",
+            ("embed", "model"),
+            "embed",
+            "records' `prompt` is the attack objective (optional `question`: what was actually asked); adds "
+            "`achieved` (0/1: on the objective, substantive, not a refusal) and `score`",
         ),
     ):
         r = jsub.add_parser(kind, help=f"judge a JSONL file of prompt/response records: {doc}")
@@ -170,7 +210,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     t.set_defaults(func=_train)
     e = jsub.add_parser(
-        "eval", help="agreement with labels: leave-one-model-out on XSTest (refusal), held-out split (harm)"
+        "eval",
+        help="agreement with human labels per held-out source, with n and 95%% intervals (refusal, "
+        "objective); held-out behaviours (harm)",
     )
     e.add_argument(
         "--out",
@@ -182,7 +224,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "prepare-data", help="rebuild the shipped training JSONL from the raw public data folder"
     )
     d.add_argument(
-        "--raw-dir", required=True, help="folder with xstest/, safeedit/, jailbreakbench_artifacts/"
+        "--raw-dir",
+        required=True,
+        help="folder with xstest/, safeedit/, jailbreakbench_artifacts/ and optionally "
+        "jailbreak_evaluation/manual_data.csv",
     )
     d.add_argument("--out-dir", default=None, help="default: the package's scorers/data")
     d.set_defaults(func=_prepare)

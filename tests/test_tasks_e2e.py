@@ -66,6 +66,8 @@ class FakeHarmJudge:
 @pytest.fixture
 def fake_harm(monkeypatch):
     monkeypatch.setattr(judges, "get_harm_judge", lambda name="embed", **kw: FakeHarmJudge())
+    # Crescendo's success judge (objective): the same fake ("UNSAFE" in the reply = achieved)
+    monkeypatch.setattr(judges, "get_objective_judge", lambda name="embed", **kw: FakeHarmJudge())
 
 
 # ---- refusal tasks ---------------------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""Benchmark: how long the offline refusal judge (``embed``) takes to label 1,000 responses.
+
+Target: 1,000 responses in at most 60 s on the 2-core CPU machine. The responses are the first ``--n`` of
+the shipped human-labelled refusal data (XSTest completions first, then jailbreak-evaluation responses),
+so encoding cost is that of real model replies. The encoder load (once per
+process) is timed separately; the labelling time is the median of ``--repeats`` runs over the same 1,000
+pairs on a fresh judge (the encoder stays loaded, as it does inside an eval).
+
+Usage::
+
+    python benchmarks/judge_speed.py              # ~1-2 minutes on 2 cores
+    python benchmarks/judge_speed.py --n 200 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+TARGET_S = 60.0
+
+
+def main() -> int:
+    """Run the benchmark and print a JSON summary (exit 1 when over the target)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1000, help="responses to label (default 1000)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
+    args = ap.parse_args()
+    if args.n < 1 or args.repeats < 1:
+        ap.error("--n and --repeats must be at least 1")
+
+    from steerboard.scorers.embed import EmbedRefusalJudge, get_encoder
+    from steerboard.scorers.training import load_refusal_examples
+
+    ex = load_refusal_examples()
+    if args.n > len(ex):
+        ap.error(f"--n is at most {len(ex)} (the shipped labelled responses)")
+    ex = ex[: args.n]
+    prompts = [e.prompt for e in ex]
+    responses = [e.response for e in ex]
+
+    t0 = time.perf_counter()
+    get_encoder()
+    load_s = time.perf_counter() - t0
+
+    times = []
+    for _ in range(args.repeats):
+        judge = EmbedRefusalJudge()  # fresh judge: classifier read from disk each time
+        t0 = time.perf_counter()
+        verdicts = judge.judge_sync(prompts, responses)
+        times.append(time.perf_counter() - t0)
+    assert len(verdicts) == len(responses)
+    med = statistics.median(times)
+    out = {
+        "n": len(responses),
+        "mean_response_chars": round(sum(map(len, responses)) / len(responses)),
+        "encoder_load_s": round(load_s, 2),
+        "label_s_runs": [round(t, 2) for t in times],
+        "label_s_median": round(med, 2),
+        "per_1000_s": round(med * 1000 / len(responses), 2),
+        "target_per_1000_s": TARGET_S,
+        "meets_target": med * 1000 / len(responses) <= TARGET_S,
+    }
+    print(json.dumps(out, indent=1))
+    return 0 if out["meets_target"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
