@@ -293,14 +293,15 @@ def run_suite(
         if (not only_methods or m.name in only_methods) and (not only_tasks or t.name in only_tasks)
     ]
     summary: list[dict[str, Any]] = []
-    root = Path(log_dir)
+    from steerboard.storage import join
+
     bar = tqdm(runs, desc=f"suite {suite.name}", unit="run", disable=dry_run)
     for method, task in bar:
         bar.set_postfix_str(f"{method.slug} x {task.name}")
         limit = None if task.limit is None else max(1, int(round(task.limit * limit_scale)))
         entry: dict[str, Any] = {
             "method": method.name, "args": method.args, "task": task.name, "limit": limit,
-            "log_dir": str(root / method.slug / task.name),
+            "log_dir": join(log_dir, method.slug, task.name),  # a local folder or an fsspec URL
         }
         if dry_run:
             entry["status"] = "planned"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 
@@ -63,6 +62,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("give --suite NAME|FILE [--method NAME], or --method NAME --task NAME (repeatable)")
     for note in notes:
         print(f"steerboard run: {note}", file=sys.stderr)
+    from steerboard import storage
+
+    if storage.is_url(args.log_dir) and not args.dry_run:  # bucket, credentials: checked before any model work
+        storage.check_writable(args.log_dir, "cannot write logs to")
     summary = run_suite(
         suite,
         args.log_dir,
@@ -79,8 +82,9 @@ def _run(args: argparse.Namespace) -> int:
         if "seconds" in s:
             line += f" {s['seconds']:>7.1f}s"
         print(line)
-    Path(args.log_dir).mkdir(parents=True, exist_ok=True)
-    (Path(args.log_dir) / f"suite-{suite.name}-summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    storage.write_text(
+        storage.join(args.log_dir, f"suite-{suite.name}-summary.json"), json.dumps(summary, indent=2, default=str)
+    )
     if failed:
         print(f"steerboard run: {len(failed)} of {len(summary)} runs failed; re-run the same command to retry "
               "(finished runs are skipped)", file=sys.stderr)
