@@ -27,7 +27,6 @@ def _run(args: argparse.Namespace) -> int:
         load_suite,
         parse_suite,
         replace_methods,
-        run_suite,
         set_task_args,
         suite_path,
     )
@@ -62,13 +61,20 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("give --suite NAME|FILE [--method NAME], or --method NAME --task NAME (repeatable)")
     for note in notes:
         print(f"steerboard run: {note}", file=sys.stderr)
-    from steerboard import storage
+    from steerboard import executors, storage
 
-    if storage.is_url(args.log_dir) and not args.dry_run:  # bucket, credentials: checked before any model work
+    # executor, Ray address, bucket, credentials: all checked before any model work
+    resources = executors.parse_resources(args.ray_resources)
+    if not args.dry_run:
+        executors.check_executor(args.executor, args.ray_address)
+    if storage.is_url(args.log_dir) and not args.dry_run:
         storage.check_writable(args.log_dir, "cannot write logs to")
-    summary = run_suite(
+    summary = executors.run_with_executor(
+        args.executor,
         suite,
         args.log_dir,
+        ray_address=args.ray_address,
+        resources=resources,
         model=args.model,
         limit_scale=args.limit_scale,
         only_methods=args.only_method,
@@ -116,5 +122,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only-task", action="append", help="run only these tasks of the suite")
     p.add_argument("--display", default=None, help="Inspect display: full, rich, plain, none")
     p.add_argument("--dry-run", action="store_true", help="list the runs without running them")
+    p.add_argument("--executor", default="local",
+                   help="local (default: pairs one after another here) or ray (one Ray actor per method config)")
+    p.add_argument("--ray-address", help="Ray cluster address for --executor ray (default: start a local one)")
+    p.add_argument("--ray-resources", metavar="num_cpus=N,num_gpus=N,memory=BYTES",
+                   help="resources each Ray actor requests (default: num_cpus=1)")
     # not on the torch thread: Inspect's event loop runs here and waits on work it submits there
     p.set_defaults(func=_run, torch_thread=False)

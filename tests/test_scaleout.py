@@ -231,3 +231,90 @@ def test_run_cli_checks_the_bucket_before_model_work(s3, tmp_path: Path, capsys)
     rc, err = _cli(["run", "--method", "base", "--task", "xstest", "--limit", "1",
                     "--model", str(tmp_path / "no-model"), "--log-dir", "s3://no-such-bucket/logs"], capsys)
     assert rc == 2 and "bucket 'no-such-bucket' does not exist" in err, err
+
+
+# ---------------------------------------------------------------- Ray executor
+
+
+def test_unknown_executor_and_stray_address(capsys, tmp_path: Path) -> None:
+    from steerboard.executors import check_executor, parse_resources
+
+    with pytest.raises(ValueError, match="unknown executor 'slurm'; valid: local, ray"):
+        check_executor("slurm")
+    with pytest.raises(ValueError, match="--ray-address needs --executor ray"):
+        check_executor("local", "127.0.0.1:6379")
+    with pytest.raises(ValueError, match="valid keys: num_cpus, num_gpus, memory"):
+        parse_resources("cpus=2")
+    assert parse_resources("num_cpus=2,num_gpus=0.5") == {"num_cpus": 2.0, "num_gpus": 0.5}
+    rc, err = _cli(["run", "--method", "base", "--task", "xstest", "--limit", "1", "--executor", "slurm",
+                    "--log-dir", str(tmp_path / "logs")], capsys)
+    assert rc == 2 and "unknown executor 'slurm'" in err
+    assert not (tmp_path / "logs").exists()
+
+
+def test_ray_missing_says_how_to_install(monkeypatch) -> None:
+    import sys
+
+    from steerboard.executors import check_executor
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r"pip install 'steerboard\[ray\]'"):
+        check_executor("ray")
+
+
+def test_unreachable_ray_address_fails_fast() -> None:
+    pytest.importorskip("ray", reason="pip install 'steerboard[ray]'")
+    import time
+
+    from steerboard.executors import check_executor
+
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="cannot reach the Ray cluster at --ray-address 127.0.0.1:"):
+        check_executor("ray", f"127.0.0.1:{_free_port()}")
+    assert time.perf_counter() - t0 < 10
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray", reason="pip install 'steerboard[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_executor_matches_local_and_resumes(ray_cluster, tiny_model_dir: str, tmp_path: Path) -> None:
+    """Three method configurations x one task: one actor per configuration; the same scores as the local
+    executor; a second run re-runs nothing."""
+    from steerboard.executors import run_with_executor
+    from steerboard.run import parse_suite
+
+    suite = parse_suite({
+        "model": tiny_model_dir,
+        "methods": ["base", {"name": "prompt", "sweep": {"placement": ["replace", "prepend"]}}],
+        "tasks": [{"name": "xstest", "limit": 3, "args": {"judge": "strmatch"}, "config": {"max_tokens": 6}}],
+    })
+    local = run_with_executor("local", suite, tmp_path / "local", display="none")
+    on_ray = run_with_executor("ray", suite, str(tmp_path / "ray"), display="none", progress=False)
+    assert [s["status"] for s in on_ray] == ["success"] * 3
+    assert [(s["method"], s["args"], s["task"]) for s in on_ray] == [(s["method"], s["args"], s["task"]) for s in local]
+    assert [s["metrics"] for s in on_ray] == [s["metrics"] for s in local]
+    logs = sorted((tmp_path / "ray").rglob("*.eval"))
+    assert len(logs) == 3
+    again = run_with_executor("ray", suite, str(tmp_path / "ray"), display="none", progress=False)
+    assert [s["status"] for s in again] == ["success"] * 3
+    assert sorted((tmp_path / "ray").rglob("*.eval")) == logs  # nothing re-ran
+
+
+def test_ray_pair_that_keeps_failing_is_reported(ray_cluster, tiny_model_dir: str, tmp_path: Path) -> None:
+    from steerboard.executors import run_with_executor
+    from steerboard.run import parse_suite
+
+    suite = parse_suite({
+        "model": tiny_model_dir,
+        "methods": ["base", {"name": "prompt", "args": {"placement": "replace"}}],
+        "tasks": [{"name": "xstest", "limit": 2, "args": {"judge": "strmatch"}, "config": {"max_tokens": 4}}],
+    })
+    suite.methods[1].args["no_such_option"] = "1"  # fails in its worker, on every attempt
+    out = run_with_executor("ray", suite, str(tmp_path / "logs"), display="none", progress=False)
+    assert out[0]["status"] == "success"
+    assert out[1]["status"] == "error" and out[1]["attempts"] == 2
