@@ -15,6 +15,7 @@ Ray is an optional extra (``pip install 'steerboard[ray]'``), imported only here
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 EXECUTORS = ("local", "ray")
 RAY_INSTALL = "pip install 'steerboard[ray]'"
 RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory")
+_FORWARD_ENV = ("AWS_", "GOOGLE_", "AZURE_", "STEERBOARD_", "HF_")
 
 
 def parse_resources(text: str | None) -> dict[str, float]:
@@ -168,9 +170,12 @@ def run_suite_ray(
     ]
     res = {"num_cpus": 1.0, **(resources or {})}
     threads = max(1, int(res["num_cpus"])) if res["num_cpus"] >= 1 else 1
+    # workers see the storage settings of this shell (endpoint, region, credentials) and steerboard's own
+    # settings, so a log dir URL resolves there as it does here
+    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_ENV)}
     actor_cls = ray.remote(_ConfigWorker).options(
         num_cpus=res["num_cpus"], num_gpus=res.get("num_gpus", 0), memory=res.get("memory") or None,
-        max_restarts=retries, max_task_retries=retries,
+        max_restarts=retries, max_task_retries=retries, runtime_env={"env_vars": env} if env else None,
     )
     actors: dict[str, Any] = {}
     queues: dict[str, list[int]] = {}
@@ -215,6 +220,9 @@ def run_suite_ray(
             done = sum(r is not None for r in results)
             print(f"steerboard run [ray]: {done}/{len(pairs)} done, {len(running)} running, {failed} failed",
                   file=sys.stderr)
+            if entry.get("status") != "success":
+                print(f"steerboard run [ray]: {m.slug} x {t.name} failed after {attempts[i]} attempts: "
+                      f"{entry.get('error') or 'see its log in ' + str(entry.get('log'))}", file=sys.stderr)
     for a in actors.values():
         ray.kill(a)
     return [r for r in results if r is not None]
