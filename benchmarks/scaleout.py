@@ -110,7 +110,7 @@ def bench_ray(limit: int, max_tokens: int, configs: int) -> None:
                    "config": {"max_tokens": max_tokens}}],
     })
     t = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     print(f"local Ray cluster (2 CPUs) started in {time.perf_counter() - t:.1f} s (not in the timings below)")
     try:
         t = time.perf_counter()

@@ -86,7 +86,7 @@ def _connect(address: str | None) -> Any:
         if address:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         else:
-            ray.init(logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+            ray.init(address="local", logging_level="ERROR", log_to_driver=False, include_dashboard=False)
     except Exception as ex:  # noqa: BLE001 - any connection failure becomes one line naming the setting
         msg = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
         raise ValueError(
