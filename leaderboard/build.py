@@ -65,7 +65,7 @@ MAX_BREAKDOWN_VALUES = 20
 class BuildSummary:
     """What one build wrote."""
 
-    out: Path
+    out: Path | str
     rows: int
     runs: int
     pages: int
@@ -827,19 +827,27 @@ def build_site(
     Returns:
         Counts of what was written.
     """
+    from steerboard import storage
+
+    remote = storage.is_url(out)
+    if remote:  # fsspec URL (s3://...): fail on a missing bucket or credentials before rendering anything
+        storage.check_writable(str(out), "cannot publish the site to")
     data = collect(db, listing)
     reported = load_reported(reported_path)
     view = assemble(data, listing, reported)
     agreement = load_agreement(agreement_path)
-    outp = Path(out)
+    outp = Path(tempfile.gettempdir(), "site") if remote else storage.local_path(out)
     outp.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{outp.name}.building-", dir=outp.parent))
     try:
         pages = _render_site(tmp, data, view, listing, agreement)
-        _publish(tmp, outp)
+        if remote:
+            storage.publish_dir(tmp, str(out), stale=lambda name: name.startswith("run-") and name.endswith(".html"))
+        else:
+            _publish(tmp, outp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return BuildSummary(out=outp, rows=len(view["rows"]), runs=len(data["runs"]), pages=pages)
+    return BuildSummary(out=str(out) if remote else outp, rows=len(view["rows"]), runs=len(data["runs"]), pages=pages)
 
 
 def _plots(view: dict[str, Any]) -> dict[str, Any]:

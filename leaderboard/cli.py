@@ -65,7 +65,9 @@ def _build(args: argparse.Namespace) -> int:
     from steerboard.leaderboard.build import build_site
 
     b = build_site(args.db, args.out, listing=_listing(args.listing), agreement_path=args.agreement)
-    print(f"wrote {b.out / 'index.html'}: {b.rows} rows, {b.runs} runs, {b.pages} pages")
+    from steerboard.storage import join
+
+    print(f"wrote {join(b.out, 'index.html')}: {b.rows} rows, {b.runs} runs, {b.pages} pages")
     return 0
 
 
@@ -100,7 +102,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="DIR_OR_FILE",
-        help="log file or folder (local or any location Inspect reads); repeatable",
+        help="log file or folder, local or an fsspec URL such as s3://bucket/logs; repeatable",
     )
     p.add_argument(
         "--submissions", metavar="DIR", help="submissions folder: one sub-folder of logs per author"
@@ -115,7 +117,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     b = sub.add_parser("build", help="render the static leaderboard site from a results database")
     b.add_argument("--db", default="results.duckdb", help="results database (default: results.duckdb)")
-    b.add_argument("--out", default="site", help="output folder (default: site/)")
+    b.add_argument("--out", default="site", help="output folder or fsspec URL such as s3://bucket/site (default: site/)")
     b.add_argument("--listing", help="task listing YAML (default: the project's tasks/listing.yaml)")
     b.add_argument(
         "--agreement", help="judge agreement JSON (default: steerboard.scorers artifacts/agreement.json)"

@@ -79,6 +79,8 @@ _DDL = [
     """CREATE TABLE IF NOT EXISTS ingest_files (
         path VARCHAR, size BIGINT, mtime DOUBLE, run_key VARCHAR, outcome VARCHAR, message VARCHAR,
         ingested_at TIMESTAMPTZ)""",
+    # content_hash: an object store's ETag/hash of a remote log (local files are matched on size and mtime)
+    "ALTER TABLE ingest_files ADD COLUMN IF NOT EXISTS content_hash VARCHAR",
     # row_variant: a task protocol that changes what is measured (SafeEdit's per_instance editing, where the
     # method edits the model for each item) makes its own leaderboard row instead of replacing the standard run.
     # row_key: the resolved settings when the log records them, else the raw -M arguments (marked unrecorded).
@@ -261,8 +263,13 @@ def discover_logs(locations: Iterable[str | Path]) -> list[str]:
                 and (f.suffix == ".eval" or (f.suffix == ".json" and _LOG_JSON_NAME.match(f.name)))
             )
             continue
-        infos = list_eval_logs(s, formats=["eval", "json"], recursive=True)
-        out += sorted(i.name.removeprefix("file://") for i in infos)
+        if s.startswith("file://"):
+            infos = list_eval_logs(s, formats=["eval", "json"], recursive=True)
+            out += sorted(i.name.removeprefix("file://") for i in infos)
+            continue
+        from steerboard.storage import find_logs
+
+        out += [r.url for r in find_logs(s)]
     return out
 
 
@@ -788,29 +795,46 @@ def ingest_logs(
     Returns:
         What was added and what was skipped (and why).
     """
+    import tempfile
+
     from tqdm import tqdm
 
-    paths = discover_logs(locations)
+    from steerboard import storage
+
+    # remote locations (fsspec URLs): one listing each, with size and content hash (ETag) per object
+    remote = {r.url: r for loc in locations if storage.is_url(loc) for r in storage.find_logs(str(loc))}
+    paths = discover_logs([loc for loc in locations if not storage.is_url(loc)]) + sorted(remote)
     summary = IngestSummary(files_seen=len(paths))
     con = connect(db)
     try:
         known = dict(con.execute("SELECT run_key, n_samples FROM runs").fetchall())
         todo: list[str] = []
         seen_files = {
-            (r[0], r[1], r[2])
+            (r[0], r[1], r[2]) if r[3] is None else (r[0], r[1], r[3])
             for r in con.execute(
-                "SELECT path, size, mtime FROM ingest_files WHERE outcome = 'added'"
+                "SELECT path, size, mtime, content_hash FROM ingest_files WHERE outcome = 'added'"
             ).fetchall()
         }
         file_rows: list[tuple[Any, ...]] = []
         now = datetime.now(timezone.utc)
         for p in paths:
+            if p in remote:
+                if (p, remote[p].size, remote[p].content_hash) in seen_files:
+                    summary.already_present += 1
+                    continue
+                todo.append(p)
+                continue
             st = Path(p).stat() if "://" not in p else None
             if st is not None and (p, st.st_size, st.st_mtime) in seen_files:
                 summary.already_present += 1
                 continue
             todo.append(p)
-        jobs = [(p, listing) for p in todo]
+        # remote logs not seen before are fetched in one batched transfer into a scratch folder and read
+        # there (the fast local reader); rows keep the URL as their log path
+        stage = tempfile.TemporaryDirectory(prefix="steerboard-ingest-") if any(p in remote for p in todo) else None
+        staged = storage.download([p for p in todo if p in remote], stage.name) if stage else {}
+        url_of = {lp: u for u, lp in staged.items()}
+        jobs = [(staged.get(p, p), listing) for p in todo]
         if workers > 1 and len(jobs) > 1:
             # fork the readers while no DuckDB connection (and its threads) is open in this process
             con.close()
@@ -823,13 +847,20 @@ def ingest_logs(
         batch: list[dict[str, Any]] = []
         try:
             for path, d in tqdm(results, total=len(jobs), disable=not progress, desc="ingesting logs"):
-                st = Path(path).stat() if "://" not in path else None
-                size, mtime = (st.st_size, st.st_mtime) if st else (None, None)
+                chash = None
+                if path in url_of:
+                    path = url_of[path]
+                    size, mtime, chash = remote[path].size, None, remote[path].content_hash
+                    if d.get("ok"):
+                        d["run"]["log_path"] = path
+                else:
+                    st = Path(path).stat() if "://" not in path else None
+                    size, mtime = (st.st_size, st.st_mtime) if st else (None, None)
                 if not d["ok"]:
                     summary.skipped += 1
                     summary.problems.append((path, d["error"]))
                     warnings.warn(f"steerboard ingest: skipped {path}: {d['error']}", stacklevel=2)
-                    file_rows.append((path, size, mtime, d.get("eval_id"), "skipped", d["error"], now))
+                    file_rows.append((path, size, mtime, d.get("eval_id"), "skipped", d["error"], now, chash))
                     continue
                 rk = d["run"]["run_key"]
                 if d.get("mismatch"):
@@ -838,7 +869,7 @@ def ingest_logs(
                 if rk in known:
                     if d["run"]["n_samples"] <= known[rk]:
                         summary.already_present += 1
-                        file_rows.append((path, size, mtime, rk, "added", "already present", now))
+                        file_rows.append((path, size, mtime, rk, "added", "already present", now, chash))
                         continue
                     # a more complete copy of a stored run (e.g. after a log with a short summary) replaces it
                     _flush(con, batch, submitter)
@@ -854,7 +885,7 @@ def ingest_logs(
                 batch.append(d)
                 summary.runs_added += 1
                 summary.samples_added += d["samples"].num_rows
-                file_rows.append((path, size, mtime, rk, "added", None, now))
+                file_rows.append((path, size, mtime, rk, "added", None, now, chash))
                 if len(batch) >= batch_size:
                     _flush(con, batch, submitter)
                     batch = []
@@ -862,10 +893,12 @@ def ingest_logs(
         finally:
             if ex is not None:
                 ex.shutdown(cancel_futures=True)
+            if stage is not None:
+                stage.cleanup()
         if file_rows:
             import pyarrow as pa
 
-            names = ["path", "size", "mtime", "run_key", "outcome", "message", "ingested_at"]
+            names = ["path", "size", "mtime", "run_key", "outcome", "message", "ingested_at", "content_hash"]
             files_tbl = pa.table({n: [r[i] for r in file_rows] for i, n in enumerate(names)})  # noqa: F841
             con.execute(f"INSERT INTO ingest_files SELECT {', '.join(names)} FROM files_tbl")
     finally:

@@ -61,7 +61,6 @@ def _run(args: argparse.Namespace) -> int:
         load_suite,
         parse_suite,
         replace_methods,
-        run_suite,
         set_task_args,
         suite_path,
     )
@@ -97,9 +96,22 @@ def _run(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"steerboard run: {note}", file=sys.stderr)
     roles = {k: str(v) for k, v in _kv(args.model_role, "--model-role").items()}
-    summary = run_suite(
+    from steerboard import executors, storage
+
+    # executor, Ray address, bucket, credentials: all checked before any model work
+    resources = executors.parse_resources(args.ray_resources)
+    if not args.dry_run:
+        executors.check_executor(args.executor, args.ray_address)
+    if storage.is_url(args.log_dir) and not args.dry_run:
+        storage.check_writable(args.log_dir, "cannot write logs to")
+    local_dir = not storage.is_url(args.log_dir) and args.executor == "local"
+    summary_path = Path(args.log_dir) / f"suite-{suite.name}-summary.json" if local_dir and not args.dry_run else None
+    summary = executors.run_with_executor(
+        args.executor,
         suite,
         args.log_dir,
+        ray_address=args.ray_address,
+        resources=resources,
         model=args.model,
         limit_scale=args.limit_scale,
         only_methods=args.only_method,
@@ -108,8 +120,12 @@ def _run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         generate=generate_overrides(args),
         model_roles=roles,
-        summary_path=None if args.dry_run else Path(args.log_dir) / f"suite-{suite.name}-summary.json",
+        summary_path=summary_path,
     )
+    if summary_path is None and not args.dry_run:  # a bucket, or a Ray run: the summary goes through fsspec
+        storage.write_text(
+            storage.join(args.log_dir, f"suite-{suite.name}-summary.json"), json.dumps(summary, indent=2, default=str)
+        )
     _print_summary(summary, args.dry_run)
     if args.dry_run:
         done = sum(s["status"] == "done" for s in summary)
@@ -163,5 +179,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--display", default=None, help="Inspect display: full, rich, plain, none")
     p.add_argument("--dry-run", action="store_true",
                    help="validate every pair and list which are done and which would run, without running them")
+    p.add_argument("--executor", default="local",
+                   help="local (default: pairs one after another here) or ray (one Ray actor per method config)")
+    p.add_argument("--ray-address", help="Ray cluster address for --executor ray (default: start a local one)")
+    p.add_argument("--ray-resources", metavar="num_cpus=N,num_gpus=N,memory=BYTES",
+                   help="resources each Ray actor requests (default: num_cpus=1)")
     # not on the torch thread: Inspect's event loop runs here and waits on work it submits there
     p.set_defaults(func=_run, torch_thread=False)

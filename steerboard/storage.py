@@ -1,0 +1,247 @@
+"""Log folders and site folders on object storage (any fsspec URL: ``s3://``, ``gs://``, ``memory://``, ...).
+
+Inspect itself reads and writes logs through fsspec, so an eval log directory may already be a URL; these
+helpers give ``steerboard ingest --logs URL``, ``steerboard build --out URL`` and ``steerboard run --log-dir
+URL`` the same reach. Credentials and endpoints come from the environment the filesystem library reads
+(for S3: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` or a profile, ``AWS_ENDPOINT_URL``,
+``AWS_DEFAULT_REGION``), never from suite files.
+
+Every check here runs before any expensive work, and a problem is raised as :class:`StorageError` with one line
+naming the setting to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# which optional package serves which protocol, for the install hint
+_PROTOCOL_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+_LOG_JSON_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}[:-]\d{2}[:-]\d{2}")
+_CREDENTIAL_HINT = {
+    "s3": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and AWS_ENDPOINT_URL for a "
+    "non-AWS server",
+    "gs": "set GOOGLE_APPLICATION_CREDENTIALS",
+}
+
+
+class StorageError(ValueError):
+    """A storage location that cannot be used as given (the message names the setting to fix)."""
+
+
+def is_url(location: str | Path) -> bool:
+    """True for an fsspec URL other than a plain local path (``file://`` counts as local)."""
+    s = str(location)
+    return "://" in s and not s.startswith("file://")
+
+
+def local_path(location: str | Path) -> Path:
+    """A local location as a Path (``file://`` prefix removed)."""
+    return Path(str(location).removeprefix("file://"))
+
+
+def join(location: str | Path, *parts: str) -> str:
+    """Join path parts onto a local path or URL (``Path`` would fold ``s3://`` into ``s3:/``)."""
+    if not is_url(location):
+        return str(Path(location, *parts))
+    return "/".join([str(location).rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def protocol(url: str) -> str:
+    """The URL's scheme (``s3`` for ``s3://bucket/key``)."""
+    return url.split("://", 1)[0].lower()
+
+
+def filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec filesystem for ``url`` and the path inside it.
+
+    Raises:
+        StorageError: unknown protocol, or its filesystem package not installed (with the install command).
+    """
+    import fsspec
+
+    proto = protocol(url)
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+    except ValueError as ex:
+        if "Protocol not known" in str(ex) or "not known" in str(ex):
+            known = ", ".join(sorted(p for p in fsspec.available_protocols() if len(p) <= 6))
+            raise StorageError(
+                f"unknown storage protocol {proto!r} in {url}; valid protocols include: {known}"
+            ) from ex
+        raise StorageError(f"{url}: {ex}") from ex
+    except ImportError as ex:
+        pkg = _PROTOCOL_PACKAGES.get(proto, str(getattr(ex, "name", "") or "the fsspec backend"))
+        extra = "pip install 'steerboard[scale]'" if pkg == "s3fs" else f"pip install {pkg}"
+        raise StorageError(f"{proto}:// locations need {pkg}: {extra}") from ex
+    return fs, path
+
+
+def _explain(url: str, ex: BaseException, action: str) -> StorageError:
+    """Turn a filesystem exception into one line naming what to fix."""
+    proto = protocol(url)
+    text = f"{type(ex).__name__}: {ex}"
+    low = text.lower()
+    bucket = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else url
+    if "nosuchbucket" in low or "bucket does not exist" in low or "specified bucket does not exist" in low:
+        return StorageError(f"{action} {url}: bucket {bucket!r} does not exist (create it, or fix the URL)")
+    if "nocredentials" in low or "unable to locate credentials" in low or "credentials" in low and (
+        "missing" in low or "not found" in low or "unable" in low
+    ):
+        return StorageError(f"{action} {url}: no credentials; {_CREDENTIAL_HINT.get(proto, 'configure them')}")
+    if "invalidaccesskeyid" in low or "signaturedoesnotmatch" in low or "accessdenied" in low or isinstance(
+        ex, PermissionError
+    ):
+        return StorageError(
+            f"{action} {url}: access denied ({text[:120]}); "
+            f"{_CREDENTIAL_HINT.get(proto, 'check the credentials')}"
+        )
+    if proto == "s3" and ("could not connect" in low or "connect timeout" in low or "endpoint" in low):
+        return StorageError(f"{action} {url}: cannot reach the storage endpoint ({text[:160]}); check AWS_ENDPOINT_URL")
+    return StorageError(f"{action} {url}: {text[:200]}")
+
+
+def _bucket_check(fs: Any, url: str, path: str, action: str) -> None:
+    """Fail early when the URL's bucket is missing (object stores list a missing prefix as empty)."""
+    bucket = path.split("/", 1)[0]
+    if protocol(url) in ("s3", "s3a", "gs", "gcs") and bucket:
+        # ``info`` rather than ``exists``: s3fs's ``exists`` answers False for missing credentials too
+        try:
+            fs.info(bucket)
+        except FileNotFoundError:
+            raise StorageError(
+                f"{action} {url}: bucket {bucket!r} does not exist (create it, or fix the URL)"
+            ) from None
+        except Exception as ex:  # noqa: BLE001 - any backend failure becomes one clear line
+            raise _explain(url, ex, action) from ex
+
+
+@dataclass(frozen=True)
+class RemoteLog:
+    """One log object found under a URL."""
+
+    url: str
+    size: int | None
+    content_hash: str
+
+
+def _content_hash(fs: Any, path: str, info: dict[str, Any]) -> str:
+    for key in ("ETag", "etag", "md5Hash", "md5", "content_md5"):
+        if info.get(key):
+            return str(info[key]).strip('"')
+    # no hash in the listing (e.g. memory://): fsspec's checksum of the object's info (size, times)
+    return str(fs.checksum(path))
+
+
+def find_logs(url: str) -> list[RemoteLog]:
+    """Every Inspect log under ``url`` (``*.eval`` and timestamp-named ``*.json``, recursively), sorted.
+
+    One recursive listing with details (size and ETag/hash come with it), the same naming rule as Inspect's
+    ``list_eval_logs``.
+
+    Raises:
+        StorageError: the location cannot be listed (missing bucket, credentials, unknown protocol, or nothing
+            at that URL).
+    """
+    fs, path = filesystem(url)
+    _bucket_check(fs, url, path, "cannot read logs from")
+    try:
+        if not fs.exists(path):
+            raise StorageError(f"log location not found: {url}")
+        listing = fs.find(path, detail=True) if fs.isdir(path) else {path: fs.info(path)}
+    except StorageError:
+        raise
+    except Exception as ex:  # noqa: BLE001
+        raise _explain(url, ex, "cannot read logs from") from ex
+    out = []
+    for p, info in listing.items():
+        name = p.rsplit("/", 1)[-1]
+        if info.get("type", "file") != "file":
+            continue
+        if not (name.endswith(".eval") or (name.endswith(".json") and _LOG_JSON_NAME.match(name))):
+            continue
+        out.append(RemoteLog(fs.unstrip_protocol(p), info.get("size"), _content_hash(fs, p, info)))
+    return sorted(out, key=lambda r: r.url)
+
+
+def download(urls: list[str], dest: str | Path) -> dict[str, str]:
+    """Copy remote objects into the local folder ``dest`` in one batched transfer (s3fs fetches concurrently).
+
+    Returns:
+        ``{url: local path}``.
+    """
+    out: dict[str, str] = {}
+    by_fs: dict[int, tuple[Any, list[str], list[str]]] = {}
+    for i, u in enumerate(urls):
+        fs, path = filesystem(u)
+        name = path.rsplit("/", 1)[-1]
+        lp = str(Path(dest) / f"{i:06d}-{name}")
+        out[u] = lp
+        entry = by_fs.setdefault(id(fs), (fs, [], []))
+        entry[1].append(path)
+        entry[2].append(lp)
+    for fs, rpaths, lpaths in by_fs.values():
+        fs.get(rpaths, lpaths)
+    return out
+
+
+def check_writable(url: str, action: str = "cannot write to") -> None:
+    """Write and delete a small probe object under ``url``, so a missing bucket, missing credentials or a
+    read-only location fail before any work is done.
+
+    Raises:
+        StorageError: naming the setting to fix.
+    """
+    fs, path = filesystem(url)
+    _bucket_check(fs, url, path, action)
+    probe = f"{path.rstrip('/')}/.steerboard-write-check-{os.getpid()}"
+    try:
+        fs.pipe_file(probe, b"ok")
+        fs.rm_file(probe)
+    except Exception as ex:  # noqa: BLE001
+        raise _explain(url, ex, action) from ex
+
+
+def publish_dir(local: Path, url: str, last: str = "index.html", stale: Callable[[str], bool] | None = None) -> None:
+    """Upload every file of the local folder ``local`` to ``url`` (``last`` uploaded last, so the pages it
+    links exist by then), then delete the remote files that ``stale`` selects and were not uploaded.
+
+    Args:
+        local: Folder of freshly rendered files (flat).
+        url: Destination URL.
+        last: File name uploaded after all others.
+        stale: Predicate on remote file names that may be deleted when not part of this upload.
+    """
+    fs, root = filesystem(url)
+    root = root.rstrip("/")
+    names = sorted(p.name for p in local.iterdir() if p.is_file())
+    order = [n for n in names if n != last] + ([last] if last in names else [])
+    try:
+        fs.put([str(local / n) for n in order if n != last], [f"{root}/{n}" for n in order if n != last])
+        if last in names:
+            fs.put_file(str(local / last), f"{root}/{last}")
+        if stale is not None:
+            existing = fs.ls(root, detail=False) if fs.exists(root) else []
+            old = [p for p in existing if stale(p.rsplit("/", 1)[-1]) and p.rsplit("/", 1)[-1] not in names]
+            if old:
+                fs.rm(old)
+    except Exception as ex:  # noqa: BLE001
+        raise _explain(url, ex, "cannot publish the site to") from ex
+
+
+def write_text(location: str, text: str) -> None:
+    """Write a small text file to a local path (parent folders created) or an fsspec URL."""
+    if not is_url(location):
+        p = local_path(location)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+        return
+    fs, path = filesystem(location)
+    try:
+        fs.pipe_file(path, text.encode("utf-8"))
+    except Exception as ex:  # noqa: BLE001
+        raise _explain(location, ex, "cannot write") from ex
