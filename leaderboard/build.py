@@ -899,6 +899,21 @@ def _plots(view: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _turn_curve(task: Any, rk: str, data: dict[str, Any]) -> Any:
+    """Attack success by turn (metrics ``success_rate_turn_<k>``, Crescendo) as a small plot, or None."""
+    pts = []
+    for m in task.metrics if task else []:
+        prefix, _, k = m.name.rpartition("_")
+        st = data["stats"].get((rk, m.key))
+        if prefix == "success_rate_turn" and k.isdigit() and st is not None:
+            pts.append((int(k), st["mean"]))
+    if len(pts) < 2:
+        return None
+    pts.sort()
+    curve = {"name": "attack success", "key": "turn", "x": [k for k, _ in pts], "rate": [v for _, v in pts]}
+    return sweep_svg([curve], "rate", "Attack success by turn", "turn")
+
+
 def _run_page(
     env: Any,
     r: dict[str, Any],
@@ -922,6 +937,7 @@ def _run_page(
     ]
     base_key = data["base_of"].get(rk)
     return env.get_template("run.html").render(
+        turn_curve=_turn_curve(task, rk, data),
         run=r,
         task=task,
         control=CONTROL_METHOD,

@@ -954,3 +954,19 @@ def test_a_cost_in_nats_is_shown_as_nats_not_percent() -> None:
     assert v == pytest.approx(math.exp(-0.2))
     rate = MetricSpec("xstest", "r", "s", "R", False, True, "overrefusal", "refusal", ())
     assert _cell(rate, st, None)["value"] == "20.0"
+
+
+def test_crescendo_run_page_plots_success_by_turn() -> None:
+    """A run with success_rate_turn_k metrics gets a success-by-turn curve; other runs get none."""
+    from steerboard.leaderboard.build import _turn_curve
+    from steerboard.leaderboard.listing import MetricSpec, TaskSpec
+
+    metrics = tuple(
+        MetricSpec("crescendo", f"success_rate_turn_{k}", "crescendo_scorer", f"by {k}", False, False, "safety", None)
+        for k in (1, 2, 3)
+    )
+    task = TaskSpec("crescendo", "Crescendo", "", "", 1, metrics)
+    data = {"stats": {("r", m.key): {"mean": v} for m, v in zip(metrics, (0.0, 0.25, 0.5), strict=True)}}
+    svg = str(_turn_curve(task, "r", data))
+    assert svg.startswith("<svg") and "Attack success by turn" in svg and svg.count("<circle") == 3
+    assert _turn_curve(task, "other", data) is None
