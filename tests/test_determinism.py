@@ -178,3 +178,24 @@ def test_tiny_suite_three_runs_give_identical_samples(tiny_model_dir: str, tmp_p
     assert len(runs[0]) == 16
     assert runs[1] == runs[0]
     assert runs[2] == runs[0]
+
+
+def test_prefill_attention_gives_a_row_the_same_bits_under_any_padding() -> None:
+    """A prefill (several queries) of one prompt, left-padded by any amount beside other rows, gives its real
+    positions the same bits as the prompt alone; padding positions read zeros."""
+    g = torch.Generator().manual_seed(2)
+    n = 23
+    q, k, v = (torch.randn(1, h, n, 64, generator=g) for h in (9, 3, 3))
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    outs = []
+    with torch.inference_mode(), precision.batch_invariant():
+        for pad in (0, 1, 9, 40):
+            other = [torch.randn(1, h, pad + n, 64, generator=g) for h in (9, 3, 3)]  # a neighbour row
+            qp, kp, vp = (torch.cat([torch.cat([torch.randn(1, t.shape[1], pad, 64), t], 2), o]) for t, o in zip((q, k, v), other, strict=True))
+            mask = torch.ones(pad + n, pad + n, dtype=torch.bool).tril().expand(2, 1, pad + n, pad + n).clone()
+            mask[0, :, :, :pad] = False
+            out = precision._exact_attention_forward(module, qp, kp, vp, mask, scaling=0.125)[0]
+            assert torch.count_nonzero(out[0, :pad]) == 0
+            outs.append(out[0, pad:])
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
