@@ -498,14 +498,19 @@ class MethodModelAPI(ModelAPI):
 
     def _reference(self) -> tuple[Engine, Method]:
         """(engine, method) of the unsteered model: ``base/`` with this provider's runtime options (torch thread)."""
+        import dataclasses
+
         from steerboard.methods.base import BaseMethod, MethodConfig
 
         cfg = self.method.config
-        key = (self.model_name, *(getattr(cfg, k) for k in MethodConfig.RUNTIME_KEYS))
+        # the options every method takes (runtime, precision, determinism): the reference runs exactly as the
+        # method's own engine does, without the method
+        shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(MethodConfig) if f.init}
+        key = (self.model_name, *sorted((k, repr(v)) for k, v in shared.items()))
         with _ENGINES_LOCK:
             ref = _REFERENCES.get(key)
         if ref is None:
-            base_cfg = MethodConfig(**{k: getattr(cfg, k) for k in MethodConfig.RUNTIME_KEYS})
+            base_cfg = MethodConfig(**shared)
             method = BaseMethod(base_cfg, self.model_name)
             engine = load_engine(self.model_name, method)
             method.prepare(engine)
