@@ -497,7 +497,19 @@ def run_suite(
         raise SuiteInvalid(
             f"suite {suite.name!r}: {len(problems)} problem(s), nothing was run:\n  - " + "\n  - ".join(problems)
         )
-    root = str(log_dir).rstrip("/")  # joined as text: a local folder or an fsspec URL
+    summary = _plan(runs, str(log_dir).rstrip("/"), limit_scale)  # joined as text: a folder or an fsspec URL
+    if dry_run:
+        for entry, (_, task) in zip(summary, runs):
+            entry["status"], previous = _pair_state(pair_logs(entry["log_dir"], task, entry["limit"]))
+            if previous:
+                entry["resumes"] = previous
+        return summary
+    _run_interruptibly(summary, runs, suite, model_name, display, generate, roles, summary_path)
+    return summary
+
+
+def _plan(runs: list[tuple[MethodRun, TaskRun]], root: str, limit_scale: float) -> list[dict[str, Any]]:
+    """One ``not started`` summary entry per pair, with its scaled limit and log folder."""
     summary: list[dict[str, Any]] = []
     for method, task in runs:
         limit = None if task.limit is None else max(1, int(round(task.limit * limit_scale)))
@@ -505,23 +517,32 @@ def run_suite(
             "method": method.name, "args": method.args, "task": task.name, "task_args": task.args, "limit": limit,
             "log_dir": f"{root}/{method.slug}/{task.name}", "status": "not started",
         })
-    if dry_run:
-        for entry, (_, task) in zip(summary, runs):
-            entry["status"], previous = _pair_state(pair_logs(entry["log_dir"], task, entry["limit"]))
-            if previous:
-                entry["resumes"] = previous
-        return summary
+    return summary
 
+
+def _finish(summary: list[dict[str, Any]], summary_path: str | Path | None) -> None:
+    """Mark the running pair ``cancelled`` and write the summary JSON (when a path is given)."""
+    for entry in summary:
+        if entry["status"] == "running":
+            entry["status"] = "cancelled"
+    if summary_path is not None:
+        Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(summary_path).write_text(json.dumps(summary, indent=2, default=str))
+
+
+def _run_interruptibly(
+    summary: list[dict[str, Any]],
+    runs: list[tuple[MethodRun, TaskRun]],
+    suite: Suite,
+    model_name: str,
+    display: str | None,
+    generate: dict[str, Any] | None,
+    roles: dict[str, str],
+    summary_path: str | Path | None,
+) -> None:
+    """Run the pairs in order, updating ``summary``; a Ctrl-C cancels the running pair and ends the suite."""
     from inspect_ai import eval_set
     from tqdm.auto import tqdm
-
-    def finish() -> None:
-        for entry in summary:
-            if entry["status"] == "running":
-                entry["status"] = "cancelled"
-        if summary_path is not None:
-            Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(summary_path).write_text(json.dumps(summary, indent=2, default=str))
 
     interrupts = 0
 
@@ -534,7 +555,7 @@ def run_suite(
         interrupts += 1
         if interrupts == 1:
             raise KeyboardInterrupt
-        finish()
+        _finish(summary, summary_path)
         print("steerboard run: second interrupt: aborted at once; re-run the same command to resume",
               file=sys.stderr, flush=True)
         os._exit(130)
@@ -558,8 +579,7 @@ def run_suite(
         if in_main and not interrupts:  # after a Ctrl-C, a second one until exit still aborts at once (rc 130)
             signal.signal(signal.SIGINT, previous)
         bar.close()
-        finish()
-    return summary
+        _finish(summary, summary_path)
 
 
 def _run_pair(
