@@ -225,11 +225,6 @@ class ActAddMethod(HookSteering, Method):
         super().__init__(config, model_name)
         assert isinstance(config, ActAddConfig)
         self.resolved = resolve(config, model_name)
-        self.steerer: ActAddSteerer | None = None
-        self.probe: Any = None
-        self._module: str | None = None
-        self._model: Any = None
-        self._span_offset = 0
 
     def directions(self, engine: Engine) -> dict[str, torch.Tensor]:
         """Shipped directions (preset artifact) or fitted ones, cached by a hash of (model, data)."""

@@ -318,11 +318,6 @@ class SAEMethod(HookSteering, Method):
     def required_modules(self) -> dict[str, str]:
         """SAELens (the ``sae`` extra), plus what the gate needs."""
         return {**SAE_MODULES, **super().required_modules()}
-        self.steerer: SAESteerer | None = None
-        self.probe: Any = None
-        self._module: str | None = None
-        self._model: Any = None
-        self._span_offset = 0
 
     def check_model_config(self, model_config: dict[str, Any]) -> None:
         self.check_layer(self.resolved.layer, model_config)

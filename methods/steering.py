@@ -780,7 +780,10 @@ class HookSteering:
     name: str
     resolved: Any
     steerer: Any = None
+    probe: Any = None
     _module: str | None = None
+    _model: Any = None
+    _span_offset: int = 0
 
     def required_modules(self) -> dict[str, str]:
         """The text-classifier gate (``gate=classifier|both``) needs the sentence encoder (the ``judges`` extra)."""
