@@ -131,6 +131,15 @@ def _expand_sweep(
     return runs
 
 
+def _entry(item: str | dict[str, Any], valid: set[str], where: str) -> dict[str, Any]:
+    """A suite's method or task entry as a mapping (a bare string is its name); unknown keys are an error."""
+    item = {"name": item} if isinstance(item, str) else item
+    bad = set(item) - valid
+    if bad:
+        raise ValueError(f"{where}: unknown key(s) {sorted(bad)}; valid: {sorted(valid)}")
+    return item
+
+
 def parse_suite(data: dict[str, Any], source: str = "suite") -> Suite:
     """Validate a suite dict (from YAML) without loading any model.
 
@@ -147,10 +156,7 @@ def parse_suite(data: dict[str, Any], source: str = "suite") -> Suite:
     known_methods = method_entry_points()
     methods: list[MethodRun] = []
     for i, m in enumerate(data.get("methods") or []):
-        m = {"name": m} if isinstance(m, str) else m
-        bad = set(m) - METHOD_KEYS
-        if bad:
-            raise ValueError(f"{source}: methods[{i}]: unknown key(s) {sorted(bad)}; valid: {sorted(METHOD_KEYS)}")
+        m = _entry(m, METHOD_KEYS, f"{source}: methods[{i}]")
         if m.get("name") not in known_methods:
             raise ValueError(f"{source}: methods[{i}]: {unknown_method_message(str(m.get('name')))}")
         only = m.get("tasks")
@@ -162,10 +168,7 @@ def parse_suite(data: dict[str, Any], source: str = "suite") -> Suite:
         raise ValueError(f"{source}: no methods")
     tasks: list[TaskRun] = []
     for i, t in enumerate(data.get("tasks") or []):
-        t = {"name": t} if isinstance(t, str) else t
-        bad = set(t) - TASK_KEYS
-        if bad:
-            raise ValueError(f"{source}: tasks[{i}]: unknown key(s) {sorted(bad)}; valid: {sorted(TASK_KEYS)}")
+        t = _entry(t, TASK_KEYS, f"{source}: tasks[{i}]")
         resolve_task(t.get("name", ""))  # raises listing the valid names
         limit = t.get("limit")
         if limit is not None and (not isinstance(limit, int) or limit < 1):
