@@ -246,14 +246,9 @@ class ActAddMethod(HookSteering, Method):
             save_directions(fit_directions(engine), path)
         return load_directions(path)
 
-    def check_model_config(self, model_config: dict[str, Any]) -> None:
-        self.check_layer(self.resolved.layer, model_config)
-
     def prepare(self, engine: Engine) -> None:
         r = self.resolved
-        n_layers = len(engine.decoder_layers())
-        if not 0 <= r.layer < n_layers:
-            raise ValueError(f"-M layer={r.layer}: the model has {n_layers} decoder layers (0..{n_layers - 1})")
+        n_layers = self.layer_count(engine)
         dirs = self.directions(engine)
         table = dirs[r.source]
         hidden = int(getattr(engine.model.config, "hidden_size", table.shape[-1]))
