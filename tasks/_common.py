@@ -349,3 +349,31 @@ def refusal_task(
         version=version,
         metadata=metadata,
     )
+
+
+def load_hub_rows(
+    path: str,
+    name: str | None,
+    split: str,
+    revision: str,
+    token: str | None,
+    required: Iterable[str],
+    source: str,
+    failure: str,
+    hint: str,
+) -> list[dict[str, Any]]:
+    """Rows of a (possibly gated) hub data set, with the required fields checked.
+
+    Raises:
+        RuntimeError: ``"{failure} from the hub (<error>){hint}"`` when the hub does not deliver it.
+        ValueError: a row lacks a required field (named with ``source``).
+    """
+    from datasets import load_dataset  # lazy: heavy
+
+    try:
+        ds = load_dataset(path, *([] if name is None else [name]), split=split, revision=revision, token=token)
+    except Exception as e:  # noqa: BLE001 - hub errors come in many types
+        raise RuntimeError(f"{failure} from the hub ({e}){hint}") from e
+    rows = [dict(r) for r in ds]
+    check_fields(rows, required, source)
+    return rows

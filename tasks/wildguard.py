@@ -33,6 +33,7 @@ from steerboard.tasks._common import (
     check_choice,
     check_fields,
     check_refusal_options,
+    load_hub_rows,
     make_dataset,
     read_records,
     refusal_task,
@@ -105,18 +106,11 @@ def load_records(data_file: str | None, revision: str = HF_REVISION) -> list[dic
             "-T data_file=PATH to a .jsonl/.parquet file in its schema (fields: prompt, prompt_harm_label "
             "['harmful'|'unharmful'], adversarial [bool]). For an offline stand-in run the jbb_refusal task."
         )
-    from datasets import load_dataset  # lazy: heavy
-
-    try:
-        ds = load_dataset(HF_DATASET, HF_CONFIG, split=HF_SPLIT, revision=revision, token=token)
-    except Exception as e:  # noqa: BLE001 - hub errors come in many types
-        raise RuntimeError(
-            f"could not load {HF_DATASET}/{HF_CONFIG}@{revision} from the hub ({e}); check HF_TOKEN and that "
-            "your account accepted the dataset terms, or pass -T data_file=PATH"
-        ) from e
-    rows = [dict(r) for r in ds]
-    check_fields(rows, REQUIRED_FIELDS, f"{HF_DATASET}/{HF_CONFIG}")
-    return rows
+    return load_hub_rows(
+        HF_DATASET, HF_CONFIG, HF_SPLIT, revision, token, REQUIRED_FIELDS, f"{HF_DATASET}/{HF_CONFIG}",
+        f"could not load {HF_DATASET}/{HF_CONFIG}@{revision}",
+        "; check HF_TOKEN and that your account accepted the dataset terms, or pass -T data_file=PATH",
+    )
 
 
 @task
