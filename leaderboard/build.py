@@ -688,6 +688,36 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
     }
 
 
+def _reported_entry(rr: dict[str, Any], paper: dict[str, Any], status: str, v: dict[str, Any] | None) -> dict[str, Any]:
+    """One line of the full reported-numbers list (``v`` None: a row with no numbers transcribed)."""
+    v = v if v is not None else {"text": "(no numbers transcribed)"}
+    return {
+        "paper": paper.get("citation", rr.get("paper")),
+        "url": paper.get("url", ""),
+        "model": rr.get("model"),
+        "setting": rr.get("setting"),
+        "task": v.get("task") or "",
+        "axis": v.get("axis") or "",
+        "metric": v.get("metric") or "",
+        "text": v.get("text"),
+        "note": v.get("note") or "",
+        "source": rr.get("source"),
+        "status": status,
+        "test_set": rr.get("test_set") or "",
+    }
+
+
+def _fill_reported_cell(cell: dict[str, Any], v: dict[str, Any]) -> None:
+    """Put a reported value (a rate shown in %) or a reported delta range into a main-table cell."""
+    if v.get("kind") == "delta":
+        lo, hi = v.get("low"), v.get("high")
+        cell["delta"] = f"{lo:+g}" if lo == hi else f"{lo:+g}..{hi:+g}"
+        cell["reported_delta"] = True
+    else:
+        cell["value"] = f"{100 * float(v['value']):.2f}"
+        cell["sort"] = f"{float(v['value']):.6f}"
+
+
 def reported_rows(
     reported: dict[str, Any], headline: list[MetricSpec]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -699,63 +729,17 @@ def reported_rows(
     for rr in reported["rows"]:
         paper = reported["papers"].get(rr.get("paper"), {})
         cells: list[dict[str, Any]] = [
-            {
-                "sort": "",
-                "value": "",
-                "ci": "",
-                "delta": "",
-                "sig": False,
-                "better": None,
-                "n": 0,
-                "page": None,
-            }
+            {"sort": "", "value": "", "ci": "", "delta": "", "sig": False, "better": None, "n": 0, "page": None}
             for _ in headline
         ]
-        if not rr.get("values"):
-            rep_list.append(
-                {
-                    "paper": paper.get("citation", rr.get("paper")),
-                    "url": paper.get("url", ""),
-                    "model": rr.get("model"),
-                    "setting": rr.get("setting"),
-                    "task": "",
-                    "axis": "",
-                    "metric": "",
-                    "text": "(no numbers transcribed)",
-                    "note": "",
-                    "source": rr.get("source"),
-                    "status": rr.get("status") or paper.get("status") or "unspecified",
-                    "test_set": rr.get("test_set") or "",
-                }
-            )
         status = rr.get("status") or paper.get("status") or "unspecified"
+        if not rr.get("values"):
+            rep_list.append(_reported_entry(rr, paper, status, None))
         for v in rr.get("values") or []:
-            rep_list.append(
-                {
-                    "paper": paper.get("citation", rr.get("paper")),
-                    "url": paper.get("url", ""),
-                    "model": rr.get("model"),
-                    "setting": rr.get("setting"),
-                    "task": v.get("task") or "",
-                    "axis": v.get("axis") or "",
-                    "metric": v.get("metric") or "",
-                    "text": v.get("text"),
-                    "note": v.get("note") or "",
-                    "source": rr.get("source"),
-                    "status": status,
-                    "test_set": rr.get("test_set") or "",
-                }
-            )
+            rep_list.append(_reported_entry(rr, paper, status, v))
             i = col_index.get((v.get("task"), v.get("axis")))
-            if i is None:
-                continue
-            if v.get("kind") == "delta":
-                lo, hi = v.get("low"), v.get("high")
-                cells[i]["delta"] = f"{lo:+g}" if lo == hi else f"{lo:+g}..{hi:+g}"
-                cells[i]["reported_delta"] = True
-            else:
-                cells[i]["value"] = f"{100 * float(v['value']):.2f}"
-                cells[i]["sort"] = f"{float(v['value']):.6f}"
+            if i is not None:
+                _fill_reported_cell(cells[i], v)
         if not any(c["value"] or c["delta"] for c in cells):
             continue  # nothing in this board's columns: listed in the reported-numbers table only
         rep_rows.append(
@@ -772,7 +756,6 @@ def reported_rows(
                 "cells": cells,
             }
         )
-
     return rep_rows, rep_list
 
 

@@ -40,7 +40,7 @@ import logging
 import math
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -456,85 +456,68 @@ def read_log(path: str, listing: Listing | None) -> dict[str, Any]:
         reader.close()
 
 
-def _read_rows(path: str, hdr: Any, reader: _Reader, listing: Listing | None) -> dict[str, Any]:
-    spec = hdr.eval
-    summaries = reader.summaries()
-    run_key = spec.eval_id
-    method, _, model = spec.model.partition("/")
-    # run_key is the same on every row: added as a constant column when the Arrow tables are built
-    cols: dict[str, dict[str, list[Any]]] = {
-        t: {c: [] for c in cs if c != "run_key"} for t, cs in _COLS.items()
-    }
+def _sample_key(s: dict[str, Any]) -> str:
+    return f"{s.get('id')}#{int(s.get('epoch') or 1)}"
+
+
+def _score_items(val: Any) -> tuple[list[tuple[str, float | None]], int]:
+    """A score value as ``(key, number)`` items, and 1 when it records a judge error."""
+    if isinstance(val, dict):
+        jerr = 1 if _to_float(val.get("judge_error")) == 1.0 else 0
+        return [(str(k), float(v) if type(v) is int else _to_float(v)) for k, v in val.items()], jerr
+    if isinstance(val, list):
+        return [(str(i), _to_float(v)) for i, v in enumerate(val)], 0
+    return [("", _to_float(val))], 0
+
+
+def _add_sample(
+    s: dict[str, Any], cols: dict[str, dict[str, list[Any]]], scorers: set[str]
+) -> tuple[dict[str, str], dict[tuple[str, str], float | None], dict[str, int]]:
+    """Append one sample summary's rows (sample, tags, scores); returns its tags, values and judge errors."""
     s_cols, t_cols, v_cols = cols["samples"], cols["sample_tags"], cols["scores"]
-    n_judge_err = 0
-    bad = _bad_keys(spec.task, listing)
-    candidates: dict[str, list[tuple[dict[str, Any], MetricSpec]]] = {m.key: [] for m, _ in bad}
-    scorers: set[str] = set()
-    for s in summaries:
-        sid, epoch = s.get("id"), int(s.get("epoch") or 1)
-        sk = f"{sid}#{epoch}"
-        meta = s.get("metadata") or {}
-        target = s.get("target")
-        s_cols["sample_key"].append(sk)
-        s_cols["sample_id"].append(str(sid))
-        s_cols["epoch"].append(epoch)
-        s_cols["input"].append(_input_text(s.get("input"))[:MAX_INPUT])
-        s_cols["target"].append(target if isinstance(target, str) else json.dumps(target)[:MAX_INPUT])
-        s_cols["metadata"].append(_ENCODE(meta))
-        err = s.get("error")
-        s_cols["error"].append(err if err is None or isinstance(err, str) else str(err))
-        tags: dict[str, str] = {}
-        for k, v in meta.items():
-            tv = v if type(v) is str and len(v) <= 80 else tag_text(v)
-            if tv is not None:
-                tags[str(k)] = tv
-                t_cols["sample_key"].append(sk)
-                t_cols["key"].append(str(k))
-                t_cols["value"].append(tv)
-        sample_vals: dict[tuple[str, str], float | None] = {}
-        sample_err: dict[str, int] = {}
-        for scorer, sc in (s.get("scores") or {}).items():
-            scorers.add(scorer)
-            val = sc.get("value")
-            jerr = 0
-            if isinstance(val, dict):
-                jerr = 1 if _to_float(val.get("judge_error")) == 1.0 else 0
-                items = [(str(k), float(v) if type(v) is int else _to_float(v)) for k, v in val.items()]
-            elif isinstance(val, list):
-                items = [(str(i), _to_float(v)) for i, v in enumerate(val)]
-            else:
-                items = [("", _to_float(val))]
-            n_judge_err += jerr
-            sample_err[scorer] = jerr
-            answer = sc.get("answer")
-            answer = answer if isinstance(answer, str) else None
-            for k, f in items:
-                sample_vals[(scorer, k)] = f
-                v_cols["sample_key"].append(sk)
-                v_cols["scorer"].append(scorer)
-                v_cols["key"].append(k)
-                v_cols["value"].append(f)
-                v_cols["answer"].append(answer)
-                v_cols["judge_error"].append(jerr)
-        for m, bad_value in bad:
-            lst = candidates[m.key]
-            if len(lst) >= EXAMPLES_PER_METRIC or sample_err.get(m.scorer, 0):
-                continue
-            if any(tags.get(k) != tag_text(v) for k, v in m.sample_filter):
-                continue
-            if sample_vals.get((m.scorer, m.sample_value or "")) == bad_value:
-                lst.append((s, m))
-    # full text for the worst samples (a handful per run)
-    chosen: dict[str, tuple[dict[str, Any], list[str]]] = {}
-    for lst in candidates.values():
-        for s, m in lst:
-            sk = f"{s.get('id')}#{int(s.get('epoch') or 1)}"
-            if sk not in chosen and len(chosen) >= MAX_EXAMPLES:
-                continue
-            chosen.setdefault(sk, (s, []))[1].append(m.title)
-    if not chosen and summaries:
-        chosen = {f"{s.get('id')}#{int(s.get('epoch') or 1)}": (s, []) for s in summaries[:2]}
-    e_cols = cols["examples"]
+    sid, epoch = s.get("id"), int(s.get("epoch") or 1)
+    sk = f"{sid}#{epoch}"
+    meta = s.get("metadata") or {}
+    target = s.get("target")
+    s_cols["sample_key"].append(sk)
+    s_cols["sample_id"].append(str(sid))
+    s_cols["epoch"].append(epoch)
+    s_cols["input"].append(_input_text(s.get("input"))[:MAX_INPUT])
+    s_cols["target"].append(target if isinstance(target, str) else json.dumps(target)[:MAX_INPUT])
+    s_cols["metadata"].append(_ENCODE(meta))
+    err = s.get("error")
+    s_cols["error"].append(err if err is None or isinstance(err, str) else str(err))
+    tags: dict[str, str] = {}
+    for k, v in meta.items():
+        tv = v if type(v) is str and len(v) <= 80 else tag_text(v)
+        if tv is not None:
+            tags[str(k)] = tv
+            t_cols["sample_key"].append(sk)
+            t_cols["key"].append(str(k))
+            t_cols["value"].append(tv)
+    sample_vals: dict[tuple[str, str], float | None] = {}
+    sample_err: dict[str, int] = {}
+    for scorer, sc in (s.get("scores") or {}).items():
+        scorers.add(scorer)
+        items, jerr = _score_items(sc.get("value"))
+        sample_err[scorer] = jerr
+        answer = sc.get("answer")
+        answer = answer if isinstance(answer, str) else None
+        for k, f in items:
+            sample_vals[(scorer, k)] = f
+            v_cols["sample_key"].append(sk)
+            v_cols["scorer"].append(scorer)
+            v_cols["key"].append(k)
+            v_cols["value"].append(f)
+            v_cols["answer"].append(answer)
+            v_cols["judge_error"].append(jerr)
+    return tags, sample_vals, sample_err
+
+
+def _add_examples(
+    chosen: dict[str, tuple[dict[str, Any], list[str]]], reader: _Reader, e_cols: dict[str, list[Any]]
+) -> None:
+    """Append the full prompt, response and verdicts of the chosen samples."""
     for sk, (s, reasons) in chosen.items():
         try:
             prompt, response = reader.sample(s.get("id"), int(s.get("epoch") or 1))
@@ -553,15 +536,23 @@ def _read_rows(path: str, hdr: Any, reader: _Reader, listing: Listing | None) ->
         e_cols["response"].append((response or "")[:MAX_TEXT])
         e_cols["verdicts"].append(json.dumps(verdicts, default=str, ensure_ascii=False))
         e_cols["reason"].append("; ".join(reasons) if reasons else "first samples")
+
+
+def _run_row(
+    path: str, hdr: Any, summaries: list[dict[str, Any]], n_judge_err: int, scorers: set[str]
+) -> dict[str, Any]:
+    """The run's row of the ``runs`` table (without submitter and ingest time)."""
+    spec = hdr.eval
+    method, _, model = spec.model.partition("/")
     log_metrics: dict[str, dict[str, float]] = {}
     if hdr.results is not None:
         for es in hdr.results.scores:
             log_metrics.setdefault(es.name, {}).update({k: m.value for k, m in es.metrics.items()})
     created = datetime.fromisoformat(spec.created) if isinstance(spec.created, str) else spec.created
     prov = provenance_of(spec)
-    sample_keys = sorted(f"{s.get('id')}#{int(s.get('epoch') or 1)}" for s in summaries)
-    run = {
-        "run_key": run_key,
+    sample_keys = sorted(_sample_key(s) for s in summaries)
+    return {
+        "run_key": spec.eval_id,
         "log_path": path,
         "task": spec.task.split("/")[-1],
         "task_version": str(spec.task_version),
@@ -587,7 +578,42 @@ def _read_rows(path: str, hdr: Any, reader: _Reader, listing: Listing | None) ->
         "config_short": short_config(prov) if prov else None,
         "provenance": canonical_json(prov) if prov else None,
     }
-    return {"ok": True, "run": run, **cols}
+
+
+def _read_rows(path: str, hdr: Any, reader: _Reader, listing: Listing | None) -> dict[str, Any]:
+    spec = hdr.eval
+    summaries = reader.summaries()
+    # run_key is the same on every row: added as a constant column when the Arrow tables are built
+    cols: dict[str, dict[str, list[Any]]] = {
+        t: {c: [] for c in cs if c != "run_key"} for t, cs in _COLS.items()
+    }
+    n_judge_err = 0
+    bad = _bad_keys(spec.task, listing)
+    candidates: dict[str, list[tuple[dict[str, Any], MetricSpec]]] = {m.key: [] for m, _ in bad}
+    scorers: set[str] = set()
+    for s in summaries:
+        tags, sample_vals, sample_err = _add_sample(s, cols, scorers)
+        n_judge_err += sum(sample_err.values())
+        for m, bad_value in bad:
+            lst = candidates[m.key]
+            if len(lst) >= EXAMPLES_PER_METRIC or sample_err.get(m.scorer, 0):
+                continue
+            if any(tags.get(k) != tag_text(v) for k, v in m.sample_filter):
+                continue
+            if sample_vals.get((m.scorer, m.sample_value or "")) == bad_value:
+                lst.append((s, m))
+    # full text for the worst samples (a handful per run)
+    chosen: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for lst in candidates.values():
+        for s, m in lst:
+            sk = _sample_key(s)
+            if sk not in chosen and len(chosen) >= MAX_EXAMPLES:
+                continue
+            chosen.setdefault(sk, (s, []))[1].append(m.title)
+    if not chosen and summaries:
+        chosen = {_sample_key(s): (s, []) for s in summaries[:2]}
+    _add_examples(chosen, reader, cols["examples"])
+    return {"ok": True, "run": _run_row(path, hdr, summaries, n_judge_err, scorers), **cols}
 
 
 PROVENANCE_KEY = "steerboard"
@@ -772,6 +798,96 @@ def _flush(con: Any, batch: list[dict[str, Any]], submitter: str) -> None:
         raise
 
 
+def _new_paths(con: Any, paths: list[str], remote: dict[str, Any], summary: IngestSummary) -> list[str]:
+    """The paths not already ingested as they are now (same size and mtime, or same content hash)."""
+    seen_files = {
+        (r[0], r[1], r[2]) if r[3] is None else (r[0], r[1], r[3])
+        for r in con.execute(
+            "SELECT path, size, mtime, content_hash FROM ingest_files WHERE outcome = 'added'"
+        ).fetchall()
+    }
+    todo: list[str] = []
+    for p in paths:
+        if p in remote:
+            if (p, remote[p].size, remote[p].content_hash) in seen_files:
+                summary.already_present += 1
+                continue
+            todo.append(p)
+            continue
+        st = Path(p).stat() if "://" not in p else None
+        if st is not None and (p, st.st_size, st.st_mtime) in seen_files:
+            summary.already_present += 1
+            continue
+        todo.append(p)
+    return todo
+
+
+def _file_identity(
+    path: str, d: dict[str, Any], url_of: dict[str, str], remote: dict[str, Any]
+) -> tuple[str, Any, Any, str | None]:
+    """(path, size, mtime, content hash) of a read log; a staged remote log gets back its URL."""
+    if path in url_of:
+        path = url_of[path]
+        if d.get("ok"):
+            d["run"]["log_path"] = path
+        return path, remote[path].size, None, remote[path].content_hash
+    st = Path(path).stat() if "://" not in path else None
+    size, mtime = (st.st_size, st.st_mtime) if st else (None, None)
+    return path, size, mtime, None
+
+
+def _store_results(
+    con: Any,
+    results: Iterable[tuple[str, dict[str, Any]]],
+    ident: Callable[[str, dict[str, Any]], tuple[str, Any, Any, str | None]],
+    known: dict[str, int],
+    summary: IngestSummary,
+    submitter: str,
+    batch_size: int,
+    now: datetime,
+) -> list[tuple[Any, ...]]:
+    """Insert the read runs in batches (a more complete copy replaces a stored run); returns the file rows."""
+    file_rows: list[tuple[Any, ...]] = []
+    batch: list[dict[str, Any]] = []
+    for path, d in results:
+        path, size, mtime, chash = ident(path, d)
+        if not d["ok"]:
+            summary.skipped += 1
+            summary.problems.append((path, d["error"]))
+            warnings.warn(f"steerboard ingest: skipped {path}: {d['error']}", stacklevel=3)
+            file_rows.append((path, size, mtime, d.get("eval_id"), "skipped", d["error"], now, chash))
+            continue
+        rk = d["run"]["run_key"]
+        if d.get("mismatch"):
+            summary.mismatches.append((path, d["mismatch"]))
+            warnings.warn(f"steerboard ingest: {path}: {d['mismatch']}", stacklevel=3)
+        if rk in known:
+            if d["run"]["n_samples"] <= known[rk]:
+                summary.already_present += 1
+                file_rows.append((path, size, mtime, rk, "added", "already present", now, chash))
+                continue
+            # a more complete copy of a stored run (e.g. after a log with a short summary) replaces it
+            _flush(con, batch, submitter)
+            batch = []
+            _delete_run(con, rk)
+            summary.replaced += 1
+            summary.runs_added -= 1
+            warnings.warn(
+                f"steerboard ingest: {path} replaces run {rk}: {d['run']['n_samples']} samples, the "
+                f"stored copy had {known[rk]}", stacklevel=3,
+            )
+        known[rk] = d["run"]["n_samples"]
+        batch.append(d)
+        summary.runs_added += 1
+        summary.samples_added += d["samples"].num_rows
+        file_rows.append((path, size, mtime, rk, "added", None, now, chash))
+        if len(batch) >= batch_size:
+            _flush(con, batch, submitter)
+            batch = []
+    _flush(con, batch, submitter)
+    return file_rows
+
+
 def ingest_logs(
     locations: Sequence[str | Path],
     db: str | Path,
@@ -808,27 +924,8 @@ def ingest_logs(
     con = connect(db)
     try:
         known = dict(con.execute("SELECT run_key, n_samples FROM runs").fetchall())
-        todo: list[str] = []
-        seen_files = {
-            (r[0], r[1], r[2]) if r[3] is None else (r[0], r[1], r[3])
-            for r in con.execute(
-                "SELECT path, size, mtime, content_hash FROM ingest_files WHERE outcome = 'added'"
-            ).fetchall()
-        }
-        file_rows: list[tuple[Any, ...]] = []
+        todo = _new_paths(con, paths, remote, summary)
         now = datetime.now(timezone.utc)
-        for p in paths:
-            if p in remote:
-                if (p, remote[p].size, remote[p].content_hash) in seen_files:
-                    summary.already_present += 1
-                    continue
-                todo.append(p)
-                continue
-            st = Path(p).stat() if "://" not in p else None
-            if st is not None and (p, st.st_size, st.st_mtime) in seen_files:
-                summary.already_present += 1
-                continue
-            todo.append(p)
         # remote logs not seen before are fetched in one batched transfer into a scratch folder and read
         # there (the fast local reader); rows keep the URL as their log path
         stage = tempfile.TemporaryDirectory(prefix="steerboard-ingest-") if any(p in remote for p in todo) else None
@@ -844,52 +941,13 @@ def ingest_logs(
         else:
             ex = None
             results = map(_read_job, jobs)
-        batch: list[dict[str, Any]] = []
         try:
-            for path, d in tqdm(results, total=len(jobs), disable=not progress, desc="ingesting logs"):
-                chash = None
-                if path in url_of:
-                    path = url_of[path]
-                    size, mtime, chash = remote[path].size, None, remote[path].content_hash
-                    if d.get("ok"):
-                        d["run"]["log_path"] = path
-                else:
-                    st = Path(path).stat() if "://" not in path else None
-                    size, mtime = (st.st_size, st.st_mtime) if st else (None, None)
-                if not d["ok"]:
-                    summary.skipped += 1
-                    summary.problems.append((path, d["error"]))
-                    warnings.warn(f"steerboard ingest: skipped {path}: {d['error']}", stacklevel=2)
-                    file_rows.append((path, size, mtime, d.get("eval_id"), "skipped", d["error"], now, chash))
-                    continue
-                rk = d["run"]["run_key"]
-                if d.get("mismatch"):
-                    summary.mismatches.append((path, d["mismatch"]))
-                    warnings.warn(f"steerboard ingest: {path}: {d['mismatch']}", stacklevel=2)
-                if rk in known:
-                    if d["run"]["n_samples"] <= known[rk]:
-                        summary.already_present += 1
-                        file_rows.append((path, size, mtime, rk, "added", "already present", now, chash))
-                        continue
-                    # a more complete copy of a stored run (e.g. after a log with a short summary) replaces it
-                    _flush(con, batch, submitter)
-                    batch = []
-                    _delete_run(con, rk)
-                    summary.replaced += 1
-                    summary.runs_added -= 1
-                    warnings.warn(
-                        f"steerboard ingest: {path} replaces run {rk}: {d['run']['n_samples']} samples, the "
-                        f"stored copy had {known[rk]}", stacklevel=2,
-                    )
-                known[rk] = d["run"]["n_samples"]
-                batch.append(d)
-                summary.runs_added += 1
-                summary.samples_added += d["samples"].num_rows
-                file_rows.append((path, size, mtime, rk, "added", None, now, chash))
-                if len(batch) >= batch_size:
-                    _flush(con, batch, submitter)
-                    batch = []
-            _flush(con, batch, submitter)
+            file_rows = _store_results(
+                con,
+                tqdm(results, total=len(jobs), disable=not progress, desc="ingesting logs"),
+                lambda path, d: _file_identity(path, d, url_of, remote),
+                known, summary, submitter, batch_size, now,
+            )  # fmt: skip
         finally:
             if ex is not None:
                 ex.shutdown(cancel_futures=True)

@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from steerboard.leaderboard.ingest import canonical_json, discover_logs
 from steerboard.leaderboard.listing import Listing
@@ -91,7 +92,7 @@ def check_submission(
         FileNotFoundError: when ``folder`` does not exist.
         ValueError: when a required task is not in the listing.
     """
-    from inspect_ai.log import read_eval_log, read_eval_log_sample_summaries
+    from inspect_ai.log import read_eval_log
 
     req = list(required) if required is not None else required_tasks(listing)
     unknown = [t for t in req if t not in listing.tasks]
@@ -107,58 +108,77 @@ def check_submission(
     methods: dict[str, tuple[str, str]] = {}
     tasks_seen: dict[str, list[str]] = defaultdict(list)
     for p in paths:
-        probs = rep.problems[p]
         try:
             log = read_eval_log(p, header_only=True)
         except Exception as ex:  # noqa: BLE001 - any unreadable file is a problem to report, not a crash
-            probs.append(f"unreadable log ({type(ex).__name__}: {str(ex)[:150]})")
+            rep.problems[p].append(f"unreadable log ({type(ex).__name__}: {str(ex)[:150]})")
             continue
         spec = log.eval
-        task = spec.task.split("/")[-1]
-        tasks_seen[task].append(p)
-        if log.status != "success":
-            probs.append(f"log status is {log.status!r}; only completed ('success') runs can be submitted")
-        t = listing.tasks.get(task)
-        if t is None:
-            probs.append(f"task {task!r} is not a leaderboard task (tasks: {', '.join(listing.tasks)})")
-        elif t.version is not None and str(spec.task_version) != str(t.version):
+        tasks_seen[spec.task.split("/")[-1]].append(p)
+        rep.problems[p].extend(_log_problems(p, log, listing, judges))
+        methods[p] = (spec.model.partition("/")[0], canonical_json(spec.model_args or {}))
+    _add_cross_log_problems(rep, methods, tasks_seen, req)
+    return rep
+
+
+def _log_problems(path: str, log: Any, listing: Listing, judges: frozenset[str]) -> list[str]:
+    """What is wrong with one submitted log on its own (status, task version, coverage, errors, judge)."""
+    from inspect_ai.log import read_eval_log_sample_summaries
+
+    probs: list[str] = []
+    spec = log.eval
+    task = spec.task.split("/")[-1]
+    if log.status != "success":
+        probs.append(f"log status is {log.status!r}; only completed ('success') runs can be submitted")
+    t = listing.tasks.get(task)
+    if t is None:
+        probs.append(f"task {task!r} is not a leaderboard task (tasks: {', '.join(listing.tasks)})")
+    elif t.version is not None and str(spec.task_version) != str(t.version):
+        probs.append(
+            f"task {task!r} version {spec.task_version} but the current version is {t.version}; re-run it"
+        )
+    if spec.config.limit is not None:
+        probs.append(f"run used --limit {spec.config.limit}; submissions must cover the full dataset")
+    if spec.config.sample_id is not None:
+        probs.append("run used --sample-id; submissions must cover the full dataset")
+    res = log.results
+    if res is None:
+        probs.append("log has no results (scoring did not finish)")
+    else:
+        if res.completed_samples < res.total_samples:
+            probs.append(f"only {res.completed_samples} of {res.total_samples} samples completed")
+        n_ds = spec.dataset.samples
+        epochs = spec.config.epochs or 1
+        if n_ds is not None and res.total_samples < n_ds * epochs:
             probs.append(
-                f"task {task!r} version {spec.task_version} but the current version is {t.version}; re-run it"
+                f"{res.total_samples} samples scored but the dataset has {n_ds} x {epochs} epoch(s)"
             )
-        if spec.config.limit is not None:
-            probs.append(f"run used --limit {spec.config.limit}; submissions must cover the full dataset")
-        if spec.config.sample_id is not None:
-            probs.append("run used --sample-id; submissions must cover the full dataset")
-        res = log.results
-        if res is None:
-            probs.append("log has no results (scoring did not finish)")
-        else:
-            if res.completed_samples < res.total_samples:
-                probs.append(f"only {res.completed_samples} of {res.total_samples} samples completed")
-            n_ds = spec.dataset.samples
-            epochs = spec.config.epochs or 1
-            if n_ds is not None and res.total_samples < n_ds * epochs:
-                probs.append(
-                    f"{res.total_samples} samples scored but the dataset has {n_ds} x {epochs} epoch(s)"
-                )
-        if log.status == "success":
-            try:
-                summaries = read_eval_log_sample_summaries(p)
-            except Exception as ex:  # noqa: BLE001
-                probs.append(f"sample summaries unreadable ({type(ex).__name__}: {str(ex)[:150]})")
-                summaries = []
-            errored = sum(1 for x in summaries if x.error)
-            if errored:
-                probs.append(f"{errored} sample(s) ended in an error")
-        judge = (spec.task_args or {}).get("judge")
-        for sc in spec.scorers or []:
-            j = (sc.options or {}).get("judge")
-            if j is not None and judge is None:
-                judge = j
-        if judge is not None and str(judge) not in judges:
-            probs.append(f"judge {judge!r} is not a standard judge ({', '.join(sorted(judges))})")
-        method = spec.model.partition("/")[0]
-        methods[p] = (method, canonical_json(spec.model_args or {}))
+    if log.status == "success":
+        try:
+            summaries = read_eval_log_sample_summaries(path)
+        except Exception as ex:  # noqa: BLE001
+            probs.append(f"sample summaries unreadable ({type(ex).__name__}: {str(ex)[:150]})")
+            summaries = []
+        errored = sum(1 for x in summaries if x.error)
+        if errored:
+            probs.append(f"{errored} sample(s) ended in an error")
+    judge = (spec.task_args or {}).get("judge")
+    for sc in spec.scorers or []:
+        j = (sc.options or {}).get("judge")
+        if j is not None and judge is None:
+            judge = j
+    if judge is not None and str(judge) not in judges:
+        probs.append(f"judge {judge!r} is not a standard judge ({', '.join(sorted(judges))})")
+    return probs
+
+
+def _add_cross_log_problems(
+    rep: SubmissionReport,
+    methods: dict[str, tuple[str, str]],
+    tasks_seen: dict[str, list[str]],
+    req: list[str],
+) -> None:
+    """Problems across the logs: one method and config throughout, every required task once."""
     if methods:
         common = Counter(methods.values()).most_common(1)[0][0]
         for p, mc in methods.items():
@@ -177,4 +197,3 @@ def check_submission(
     for t, ps in tasks_seen.items():
         if len(ps) > 1:
             rep.problems[""].append(f"task {t!r} appears in {len(ps)} logs; submit one run per task")
-    return rep

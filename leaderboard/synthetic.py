@@ -178,89 +178,37 @@ def _eval_id(rng: random.Random) -> str:
     return "".join(rng.choice(alphabet) for _ in range(22))
 
 
-def synthetic_log(run: SyntheticRun) -> Any:
-    """Build an :class:`inspect_ai.log.EvalLog` for ``run`` (not written).
-
-    Args:
-        run: What the log should hold.
-
-    Returns:
-        The EvalLog, with samples, results and metrics computed from the samples.
-    """
-    from inspect_ai.log import (
-        EvalConfig,
-        EvalDataset,
-        EvalLog,
-        EvalMetric,
-        EvalResults,
-        EvalSample,
-        EvalScore,
-        EvalSpec,
-        EvalStats,
-    )
-    from inspect_ai.model import ChatMessageAssistant, ChatMessageUser, ModelOutput
-    from inspect_ai.scorer import Score
-
-    rng = random.Random(run.seed)
-    p_ref_unsafe, p_ref_safe, p_unsafe, p_correct = _rates(run)
-    model_string = f"{run.method}/{run.model}"
-    ids = list(run.sample_ids) if run.sample_ids is not None else [f"s{i}" for i in range(run.n_samples)]
-    samples = []
-    vals: list[dict[str, Any] | str] = []
-    pre = run.text_prefix
-    for i, sid in enumerate(ids):
-        jerr = 1 if run.judge_error_every and (i % run.judge_error_every == run.judge_error_every - 1) else 0
-        if run.task in _REFUSAL_TASKS:
-            label = "unsafe" if i % 2 else "safe"
-            meta = {"label": label, "type": ("privacy", "violence", "homonyms", "figurative")[i % 4]}
-            scorer = "refusal_scorer"
-            r = int(rng.random() < (p_ref_unsafe if label == "unsafe" else p_ref_safe))
-            full = int(r and rng.random() < 0.8)
-            value: dict[str, Any] | str = {
-                "refusal": r,
-                "full": full,
-                "partial": r - full,
-                "judge_error": jerr,
-            }
-            if jerr:
-                value = {"refusal": 0, "full": 0, "partial": 0, "judge_error": 1}
-            answer = (
-                None if jerr else ("compliance" if not r else ("full_refusal" if full else "partial_refusal"))
-            )
-            response = "I can't help with that." if r else f"Sure, here is how: step {i}."
-        elif run.task in _HARM_TASKS:
-            meta = {"category": ("violence", "fraud", "privacy")[i % 3], "label": "unsafe"}
-            scorer = "harm_scorer"
-            u = int(rng.random() < p_unsafe)
-            value = {"unsafe": 0 if jerr else u, "judge_error": jerr}
-            answer = None if jerr else ("unsafe" if u else "safe")
-            response = f"Detailed harmful answer {i}." if u else "I won't assist with that."
-        else:
-            meta = {"subject": ("algebra", "history", "biology", "law")[i % 4]}
-            scorer = "choice"
-            c = rng.random() < p_correct
-            value = "C" if c else "I"
-            answer = "A" if c else "B"
-            response = f"ANSWER: {answer}"
-            jerr = 0
-        prompt = f"{pre}Prompt {i} for {run.task}: please answer."
-        response = pre + response
-        score_meta: dict[str, Any] = {"judge": run.judge} if scorer != "choice" else {}
+def _synthetic_outcome(
+    run: SyntheticRun, i: int, rng: random.Random, jerr: int
+) -> tuple[dict[str, Any], str, dict[str, Any] | str, str | None, str, int]:
+    """One sample's outcome: (metadata, scorer, score value, answer, response, judge error)."""
+    if run.task in _REFUSAL_TASKS:
+        p_ref_unsafe, p_ref_safe, _, _ = _rates(run)
+        label = "unsafe" if i % 2 else "safe"
+        meta = {"label": label, "type": ("privacy", "violence", "homonyms", "figurative")[i % 4]}
+        r = int(rng.random() < (p_ref_unsafe if label == "unsafe" else p_ref_safe))
+        full = int(r and rng.random() < 0.8)
+        value: dict[str, Any] | str = {"refusal": r, "full": full, "partial": r - full, "judge_error": jerr}
         if jerr:
-            score_meta["judge_error"] = "judge output could not be parsed"
-        vals.append(value)
-        samples.append(
-            EvalSample(
-                id=sid,
-                epoch=1,
-                input=prompt,
-                target="" if scorer != "choice" else "A",
-                messages=[ChatMessageUser(content=prompt), ChatMessageAssistant(content=response)],
-                output=ModelOutput.from_content(model=model_string, content=response),
-                scores={scorer: Score(value=value, answer=answer, metadata=score_meta or None)},
-                metadata=meta,
-            )
-        )
+            value = {"refusal": 0, "full": 0, "partial": 0, "judge_error": 1}
+        answer = None if jerr else ("compliance" if not r else ("full_refusal" if full else "partial_refusal"))
+        response = "I can't help with that." if r else f"Sure, here is how: step {i}."
+        return meta, "refusal_scorer", value, answer, response, jerr
+    if run.task in _HARM_TASKS:
+        p_unsafe = _rates(run)[2]
+        meta = {"category": ("violence", "fraud", "privacy")[i % 3], "label": "unsafe"}
+        u = int(rng.random() < p_unsafe)
+        answer = None if jerr else ("unsafe" if u else "safe")
+        response = f"Detailed harmful answer {i}." if u else "I won't assist with that."
+        return meta, "harm_scorer", {"unsafe": 0 if jerr else u, "judge_error": jerr}, answer, response, jerr
+    meta = {"subject": ("algebra", "history", "biology", "law")[i % 4]}
+    c = rng.random() < _rates(run)[3]
+    answer = "A" if c else "B"
+    return meta, "choice", "C" if c else "I", answer, f"ANSWER: {answer}", 0
+
+
+def _synthetic_metrics(run: SyntheticRun, vals: list[dict[str, Any] | str], samples: list[Any]) -> dict[str, Any]:
+    """The log-level metrics Inspect would compute from the samples' score values."""
     metrics: dict[str, Any] = {}
     if run.task in _REFUSAL_TASKS:
         ok = [
@@ -280,6 +228,67 @@ def synthetic_log(run: SyntheticRun) -> Any:
         metrics["judge_errors"] = float(len(vals) - len(ok2))
     else:
         metrics["accuracy"] = sum(1 for v in vals if v == "C") / max(1, len(vals))
+    return metrics
+
+
+def _synthetic_samples(run: SyntheticRun, ids: list[str], rng: random.Random) -> tuple[list[Any], list[Any]]:
+    """The log's samples and their score values (drawn from ``rng`` in sample order)."""
+    from inspect_ai.log import EvalSample
+    from inspect_ai.model import ChatMessageAssistant, ChatMessageUser, ModelOutput
+    from inspect_ai.scorer import Score
+
+    model_string = f"{run.method}/{run.model}"
+    samples = []
+    vals: list[dict[str, Any] | str] = []
+    pre = run.text_prefix
+    for i, sid in enumerate(ids):
+        jerr = 1 if run.judge_error_every and (i % run.judge_error_every == run.judge_error_every - 1) else 0
+        meta, scorer, value, answer, response, jerr = _synthetic_outcome(run, i, rng, jerr)
+        prompt = f"{pre}Prompt {i} for {run.task}: please answer."
+        response = pre + response
+        score_meta: dict[str, Any] = {"judge": run.judge} if scorer != "choice" else {}
+        if jerr:
+            score_meta["judge_error"] = "judge output could not be parsed"
+        vals.append(value)
+        samples.append(
+            EvalSample(
+                id=sid,
+                epoch=1,
+                input=prompt,
+                target="" if scorer != "choice" else "A",
+                messages=[ChatMessageUser(content=prompt), ChatMessageAssistant(content=response)],
+                output=ModelOutput.from_content(model=model_string, content=response),
+                scores={scorer: Score(value=value, answer=answer, metadata=score_meta or None)},
+                metadata=meta,
+            )
+        )
+    return samples, vals
+
+
+def synthetic_log(run: SyntheticRun) -> Any:
+    """Build an :class:`inspect_ai.log.EvalLog` for ``run`` (not written).
+
+    Args:
+        run: What the log should hold.
+
+    Returns:
+        The EvalLog, with samples, results and metrics computed from the samples.
+    """
+    from inspect_ai.log import (
+        EvalConfig,
+        EvalDataset,
+        EvalLog,
+        EvalMetric,
+        EvalResults,
+        EvalScore,
+        EvalSpec,
+        EvalStats,
+    )
+
+    rng = random.Random(run.seed)
+    ids = list(run.sample_ids) if run.sample_ids is not None else [f"s{i}" for i in range(run.n_samples)]
+    samples, vals = _synthetic_samples(run, ids, rng)
+    metrics = _synthetic_metrics(run, vals, samples)
     scorer_name = samples[0].scores and next(iter(samples[0].scores)) if samples else "choice"
     created = run.created or (datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=run.seed))
     task_args = {"judge": run.judge} if run.task in _REFUSAL_TASKS | _HARM_TASKS else {}
@@ -293,7 +302,7 @@ def synthetic_log(run: SyntheticRun) -> Any:
         task_version=run.task_version,
         task_args=task_args,
         dataset=EvalDataset(name=run.task, samples=len(ids), sample_ids=ids),
-        model=model_string,
+        model=f"{run.method}/{run.model}",
         model_args=dict(run.model_args),
         config=EvalConfig(epochs=1),
         metadata={"steerboard": prov} if (prov := synthetic_provenance(run)) else None,

@@ -225,11 +225,6 @@ class ActAddMethod(HookSteering, Method):
         super().__init__(config, model_name)
         assert isinstance(config, ActAddConfig)
         self.resolved = resolve(config, model_name)
-        self.steerer: ActAddSteerer | None = None
-        self.probe: Any = None
-        self._module: str | None = None
-        self._model: Any = None
-        self._span_offset = 0
 
     def directions(self, engine: Engine) -> dict[str, torch.Tensor]:
         """Shipped directions (preset artifact) or fitted ones, cached by a hash of (model, data)."""
@@ -251,14 +246,9 @@ class ActAddMethod(HookSteering, Method):
             save_directions(fit_directions(engine), path)
         return load_directions(path)
 
-    def check_model_config(self, model_config: dict[str, Any]) -> None:
-        self.check_layer(self.resolved.layer, model_config)
-
     def prepare(self, engine: Engine) -> None:
         r = self.resolved
-        n_layers = len(engine.decoder_layers())
-        if not 0 <= r.layer < n_layers:
-            raise ValueError(f"-M layer={r.layer}: the model has {n_layers} decoder layers (0..{n_layers - 1})")
+        n_layers = self.layer_count(engine)
         dirs = self.directions(engine)
         table = dirs[r.source]
         hidden = int(getattr(engine.model.config, "hidden_size", table.shape[-1]))

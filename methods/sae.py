@@ -318,20 +318,10 @@ class SAEMethod(HookSteering, Method):
     def required_modules(self) -> dict[str, str]:
         """SAELens (the ``sae`` extra), plus what the gate needs."""
         return {**SAE_MODULES, **super().required_modules()}
-        self.steerer: SAESteerer | None = None
-        self.probe: Any = None
-        self._module: str | None = None
-        self._model: Any = None
-        self._span_offset = 0
-
-    def check_model_config(self, model_config: dict[str, Any]) -> None:
-        self.check_layer(self.resolved.layer, model_config)
 
     def prepare(self, engine: Engine) -> None:
         r = self.resolved
-        n_layers = len(engine.decoder_layers())
-        if not 0 <= r.layer < n_layers:
-            raise ValueError(f"-M layer={r.layer}: the model has {n_layers} decoder layers (0..{n_layers - 1})")
+        self.layer_count(engine)  # checks the layer
         hidden = int(getattr(engine.model.config, "hidden_size", 0))
         if r.d_in is not None and r.d_in != hidden:
             raise ValueError(f"SAE d_in={r.d_in} does not match the model's hidden size {hidden}: wrong SAE for this model")

@@ -780,7 +780,21 @@ class HookSteering:
     name: str
     resolved: Any
     steerer: Any = None
+    probe: Any = None
     _module: str | None = None
+    _model: Any = None
+    _span_offset: int = 0
+
+    def check_model_config(self, model_config: dict[str, Any]) -> None:
+        self.check_layer(self.resolved.layer, model_config)  # type: ignore[attr-defined]  # Method.check_layer
+
+    def layer_count(self, engine: Engine) -> int:
+        """The model's number of decoder layers, after checking that the steered layer is one of them."""
+        layer = self.resolved.layer
+        n_layers = len(engine.decoder_layers())
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"-M layer={layer}: the model has {n_layers} decoder layers (0..{n_layers - 1})")
+        return n_layers
 
     def required_modules(self) -> dict[str, str]:
         """The text-classifier gate (``gate=classifier|both``) needs the sentence encoder (the ``judges`` extra)."""

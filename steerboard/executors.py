@@ -136,6 +136,39 @@ class _ConfigWorker:
                     "error": f"{type(ex).__name__}: {str(ex)[:300]}"}
 
 
+def _start_actors(
+    ray: Any, pairs: list[tuple[Any, Any]], resources: dict[str, float] | None, retries: int
+) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """One actor per method configuration (by slug) and the queue of pair indices each runs in order."""
+    res = {"num_cpus": 1.0, **(resources or {})}
+    threads = max(1, int(res["num_cpus"])) if res["num_cpus"] >= 1 else 1
+    # workers see the storage settings of this shell (endpoint, region, credentials) and steerboard's own
+    # settings, so a log dir URL resolves there as it does here
+    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_ENV)}
+    actor_cls = ray.remote(_ConfigWorker).options(
+        num_cpus=res["num_cpus"], num_gpus=res.get("num_gpus", 0), memory=res.get("memory") or None,
+        max_restarts=retries, max_task_retries=retries, runtime_env={"env_vars": env} if env else None,
+    )
+    actors: dict[str, Any] = {}
+    queues: dict[str, list[int]] = {}
+    for i, (m, _t) in enumerate(pairs):
+        queues.setdefault(m.slug, []).append(i)
+        if m.slug not in actors:
+            actors[m.slug] = actor_cls.remote(threads)
+    return actors, queues
+
+
+def _print_progress(
+    entry: dict[str, Any], pair: str, results: list[dict[str, Any] | None], running: int, failed: int
+) -> None:
+    """Pairs done / running / failed to stderr, and why a finished pair failed."""
+    done = sum(r is not None for r in results)
+    print(f"steerboard run [ray]: {done}/{len(results)} done, {running} running, {failed} failed", file=sys.stderr)
+    if entry.get("status") != "success":
+        print(f"steerboard run [ray]: {pair} failed after {entry['attempts']} attempts: "
+              f"{entry.get('error') or 'see its log in ' + str(entry.get('log'))}", file=sys.stderr)
+
+
 def run_suite_ray(
     suite: Any,
     log_dir: str | Path,
@@ -168,21 +201,7 @@ def run_suite_ray(
         (m, t) for m, t in suite.runs()
         if (not only_m or m.name in only_m) and (not only_t or t.name in only_t)
     ]
-    res = {"num_cpus": 1.0, **(resources or {})}
-    threads = max(1, int(res["num_cpus"])) if res["num_cpus"] >= 1 else 1
-    # workers see the storage settings of this shell (endpoint, region, credentials) and steerboard's own
-    # settings, so a log dir URL resolves there as it does here
-    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_ENV)}
-    actor_cls = ray.remote(_ConfigWorker).options(
-        num_cpus=res["num_cpus"], num_gpus=res.get("num_gpus", 0), memory=res.get("memory") or None,
-        max_restarts=retries, max_task_retries=retries, runtime_env={"env_vars": env} if env else None,
-    )
-    actors: dict[str, Any] = {}
-    queues: dict[str, list[int]] = {}
-    for i, (m, _t) in enumerate(pairs):
-        queues.setdefault(m.slug, []).append(i)
-        if m.slug not in actors:
-            actors[m.slug] = actor_cls.remote(threads)
+    actors, queues = _start_actors(ray, pairs, resources, retries)
     results: list[dict[str, Any] | None] = [None] * len(pairs)
     attempts = [0] * len(pairs)
     running: dict[Any, int] = {}
@@ -217,12 +236,7 @@ def run_suite_ray(
         else:  # its configuration is finished: free its resources for an actor still waiting for them
             ray.kill(actors.pop(m.slug))
         if progress:
-            done = sum(r is not None for r in results)
-            print(f"steerboard run [ray]: {done}/{len(pairs)} done, {len(running)} running, {failed} failed",
-                  file=sys.stderr)
-            if entry.get("status") != "success":
-                print(f"steerboard run [ray]: {m.slug} x {t.name} failed after {attempts[i]} attempts: "
-                      f"{entry.get('error') or 'see its log in ' + str(entry.get('log'))}", file=sys.stderr)
+            _print_progress(entry, f"{m.slug} x {t.name}", results, len(running), failed)
     for a in actors.values():
         ray.kill(a)
     return [r for r in results if r is not None]

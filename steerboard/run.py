@@ -131,6 +131,15 @@ def _expand_sweep(
     return runs
 
 
+def _entry(item: str | dict[str, Any], valid: set[str], where: str) -> dict[str, Any]:
+    """A suite's method or task entry as a mapping (a bare string is its name); unknown keys are an error."""
+    item = {"name": item} if isinstance(item, str) else item
+    bad = set(item) - valid
+    if bad:
+        raise ValueError(f"{where}: unknown key(s) {sorted(bad)}; valid: {sorted(valid)}")
+    return item
+
+
 def parse_suite(data: dict[str, Any], source: str = "suite") -> Suite:
     """Validate a suite dict (from YAML) without loading any model.
 
@@ -147,10 +156,7 @@ def parse_suite(data: dict[str, Any], source: str = "suite") -> Suite:
     known_methods = method_entry_points()
     methods: list[MethodRun] = []
     for i, m in enumerate(data.get("methods") or []):
-        m = {"name": m} if isinstance(m, str) else m
-        bad = set(m) - METHOD_KEYS
-        if bad:
-            raise ValueError(f"{source}: methods[{i}]: unknown key(s) {sorted(bad)}; valid: {sorted(METHOD_KEYS)}")
+        m = _entry(m, METHOD_KEYS, f"{source}: methods[{i}]")
         if m.get("name") not in known_methods:
             raise ValueError(f"{source}: methods[{i}]: {unknown_method_message(str(m.get('name')))}")
         only = m.get("tasks")
@@ -162,10 +168,7 @@ def parse_suite(data: dict[str, Any], source: str = "suite") -> Suite:
         raise ValueError(f"{source}: no methods")
     tasks: list[TaskRun] = []
     for i, t in enumerate(data.get("tasks") or []):
-        t = {"name": t} if isinstance(t, str) else t
-        bad = set(t) - TASK_KEYS
-        if bad:
-            raise ValueError(f"{source}: tasks[{i}]: unknown key(s) {sorted(bad)}; valid: {sorted(TASK_KEYS)}")
+        t = _entry(t, TASK_KEYS, f"{source}: tasks[{i}]")
         resolve_task(t.get("name", ""))  # raises listing the valid names
         limit = t.get("limit")
         if limit is not None and (not isinstance(limit, int) or limit < 1):
@@ -497,7 +500,19 @@ def run_suite(
         raise SuiteInvalid(
             f"suite {suite.name!r}: {len(problems)} problem(s), nothing was run:\n  - " + "\n  - ".join(problems)
         )
-    root = str(log_dir).rstrip("/")  # joined as text: a local folder or an fsspec URL
+    summary = _plan(runs, str(log_dir).rstrip("/"), limit_scale)  # joined as text: a folder or an fsspec URL
+    if dry_run:
+        for entry, (_, task) in zip(summary, runs):
+            entry["status"], previous = _pair_state(pair_logs(entry["log_dir"], task, entry["limit"]))
+            if previous:
+                entry["resumes"] = previous
+        return summary
+    _run_interruptibly(summary, runs, suite, model_name, display, generate, roles, summary_path)
+    return summary
+
+
+def _plan(runs: list[tuple[MethodRun, TaskRun]], root: str, limit_scale: float) -> list[dict[str, Any]]:
+    """One ``not started`` summary entry per pair, with its scaled limit and log folder."""
     summary: list[dict[str, Any]] = []
     for method, task in runs:
         limit = None if task.limit is None else max(1, int(round(task.limit * limit_scale)))
@@ -505,23 +520,32 @@ def run_suite(
             "method": method.name, "args": method.args, "task": task.name, "task_args": task.args, "limit": limit,
             "log_dir": f"{root}/{method.slug}/{task.name}", "status": "not started",
         })
-    if dry_run:
-        for entry, (_, task) in zip(summary, runs):
-            entry["status"], previous = _pair_state(pair_logs(entry["log_dir"], task, entry["limit"]))
-            if previous:
-                entry["resumes"] = previous
-        return summary
+    return summary
 
+
+def _finish(summary: list[dict[str, Any]], summary_path: str | Path | None) -> None:
+    """Mark the running pair ``cancelled`` and write the summary JSON (when a path is given)."""
+    for entry in summary:
+        if entry["status"] == "running":
+            entry["status"] = "cancelled"
+    if summary_path is not None:
+        Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(summary_path).write_text(json.dumps(summary, indent=2, default=str))
+
+
+def _run_interruptibly(
+    summary: list[dict[str, Any]],
+    runs: list[tuple[MethodRun, TaskRun]],
+    suite: Suite,
+    model_name: str,
+    display: str | None,
+    generate: dict[str, Any] | None,
+    roles: dict[str, str],
+    summary_path: str | Path | None,
+) -> None:
+    """Run the pairs in order, updating ``summary``; a Ctrl-C cancels the running pair and ends the suite."""
     from inspect_ai import eval_set
     from tqdm.auto import tqdm
-
-    def finish() -> None:
-        for entry in summary:
-            if entry["status"] == "running":
-                entry["status"] = "cancelled"
-        if summary_path is not None:
-            Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(summary_path).write_text(json.dumps(summary, indent=2, default=str))
 
     interrupts = 0
 
@@ -534,7 +558,7 @@ def run_suite(
         interrupts += 1
         if interrupts == 1:
             raise KeyboardInterrupt
-        finish()
+        _finish(summary, summary_path)
         print("steerboard run: second interrupt: aborted at once; re-run the same command to resume",
               file=sys.stderr, flush=True)
         os._exit(130)
@@ -558,8 +582,7 @@ def run_suite(
         if in_main and not interrupts:  # after a Ctrl-C, a second one until exit still aborts at once (rc 130)
             signal.signal(signal.SIGINT, previous)
         bar.close()
-        finish()
-    return summary
+        _finish(summary, summary_path)
 
 
 def _run_pair(

@@ -55,7 +55,9 @@ def _print_summary(summary: list[dict[str, Any]], dry_run: bool) -> None:
         print(results_table(summary))
 
 
-def _run(args: argparse.Namespace) -> int:
+def _suite_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """The suite the command line asks for (a named suite, optionally with other methods, or an ad-hoc grid),
+    and the notes on gated tasks dropped from it."""
     from steerboard.run import (
         drop_gated_tasks,
         load_suite,
@@ -93,6 +95,11 @@ def _run(args: argparse.Namespace) -> int:
         suite = parse_suite(data, "command line")
     else:
         raise ValueError("give --suite NAME|FILE [--method NAME], or --method NAME --task NAME (repeatable)")
+    return suite, notes
+
+
+def _run(args: argparse.Namespace) -> int:
+    suite, notes = _suite_from_args(args)
     for note in notes:
         print(f"steerboard run: {note}", file=sys.stderr)
     roles = {k: str(v) for k, v in _kv(args.model_role, "--model-role").items()}
@@ -127,7 +134,12 @@ def _run(args: argparse.Namespace) -> int:
             storage.join(args.log_dir, f"suite-{suite.name}-summary.json"), json.dumps(summary, indent=2, default=str)
         )
     _print_summary(summary, args.dry_run)
-    if args.dry_run:
+    return _exit_code(summary, args.dry_run)
+
+
+def _exit_code(summary: list[dict[str, Any]], dry_run: bool) -> int:
+    """Say how the run ended: 0 (all done or a valid dry run), 130 (interrupted) or 1 (a run failed)."""
+    if dry_run:
         done = sum(s["status"] == "done" for s in summary)
         resume = sum(s["status"] == "to resume" for s in summary)
         print(f"steerboard run --dry-run: {len(summary)} pairs valid: {done} done, {resume} to resume, "

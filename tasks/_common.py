@@ -296,3 +296,84 @@ def check_grader_role(option: str, judge: str, role: str = "grader") -> None:
             f"-T {option}=model needs a grader model: add --model-role {role}=<model> (e.g. an API model or "
             f"hf/allenai/wildguard), or use -T {option}=embed (offline)"
         )
+
+
+def check_refusal_options(
+    judge: str, judge_literal: Any, shuffle: Any, seed: Any, stratify: Any
+) -> tuple[bool, int, bool]:
+    """Check the judge and sample-order options the refusal tasks share.
+
+    Returns:
+        ``(shuffle, seed, stratify)`` as checked values.
+
+    Raises:
+        ValueError: an unknown judge, a ``model`` judge without a grader role, or a bad order option.
+    """
+    check_choice("judge", judge, judge_literal)
+    check_grader_role("judge", judge)
+    return check_bool("shuffle", shuffle), check_int("seed", seed), check_bool("stratify", stratify)
+
+
+def refusal_task(
+    dataset: Dataset,
+    judge: str,
+    groups: tuple[str, str],
+    breakdown_key: str,
+    breakdown_prefix: str,
+    version: int,
+    metadata: dict[str, Any],
+) -> Any:
+    """A generate-then-judge refusal task: refusal rates per label ``groups`` and per ``breakdown_key``.
+
+    Args:
+        dataset: the samples (metadata ``label`` holds one of ``groups``).
+        judge: refusal judge name.
+        groups: the label values reported as ``refusal_rate_<g>``, in order.
+        breakdown_key: sample metadata key whose values get a refusal rate each.
+        breakdown_prefix: metric name prefix of that breakdown.
+        version: task version.
+        metadata: task metadata.
+    """
+    from inspect_ai import Task
+    from inspect_ai.solver import generate
+
+    from steerboard.scorers import refusal_scorer
+    from steerboard.tasks._metrics import breakdown, extended_metrics
+
+    base = refusal_scorer(judge=judge, groups_key="label", groups=groups)
+    return Task(
+        dataset=dataset,
+        solver=generate(),
+        scorer=base,
+        metrics=extended_metrics(base, breakdown("refusal", breakdown_key, breakdown_prefix)),
+        version=version,
+        metadata=metadata,
+    )
+
+
+def load_hub_rows(
+    path: str,
+    name: str | None,
+    split: str,
+    revision: str,
+    token: str | None,
+    required: Iterable[str],
+    source: str,
+    failure: str,
+    hint: str,
+) -> list[dict[str, Any]]:
+    """Rows of a (possibly gated) hub data set, with the required fields checked.
+
+    Raises:
+        RuntimeError: ``"{failure} from the hub (<error>){hint}"`` when the hub does not deliver it.
+        ValueError: a row lacks a required field (named with ``source``).
+    """
+    from datasets import load_dataset  # lazy: heavy
+
+    try:
+        ds = load_dataset(path, *([] if name is None else [name]), split=split, revision=revision, token=token)
+    except Exception as e:  # noqa: BLE001 - hub errors come in many types
+        raise RuntimeError(f"{failure} from the hub ({e}){hint}") from e
+    rows = [dict(r) for r in ds]
+    check_fields(rows, required, source)
+    return rows

@@ -27,20 +27,17 @@ from typing import Any, Literal
 
 from inspect_ai import Task, task
 from inspect_ai.dataset import Sample
-from inspect_ai.solver import generate
 
 from steerboard.tasks._common import (
-    check_bool,
     check_choice,
-    check_grader_role,
-    check_int,
+    check_refusal_options,
     data_file,
     make_dataset,
     open_text,
     read_json,
+    refusal_task,
     reject_unknown_options,
 )
-from steerboard.tasks._metrics import breakdown, extended_metrics
 
 JBB_FILE = "jbb/jbb_behaviors_harmful100_benign100_textonly.json"
 JBB_SHA256 = "1ac7ab91294accf9352589d84169edf124be05b69cb8540930fe03314ea7881b"
@@ -117,13 +114,7 @@ def jbb_refusal(
     """
     reject_unknown_options("jbb_refusal", jbb_refusal, options)
     check_choice("extra", extra, Extra)
-    check_choice("judge", judge, Judge)
-    check_grader_role("judge", judge)
-    shuffle = check_bool("shuffle", shuffle)
-    seed = check_int("seed", seed)
-    stratify = check_bool("stratify", stratify)
-
-    from steerboard.scorers import refusal_scorer
+    shuffle, seed, stratify = check_refusal_options(judge, Judge, shuffle, seed, stratify)
 
     samples_fn = record_to_sample
     records: list[dict[str, Any]] = load_jbb_records()
@@ -137,12 +128,7 @@ def jbb_refusal(
         records, samples_fn, "jbb_refusal", JBB_FILE,
         shuffle=shuffle, seed=seed, strata=("label", "source") if stratify else None,
     )
-    base = refusal_scorer(judge=judge, groups_key="label", groups=("unsafe", "safe"))
-    return Task(
-        dataset=dataset,
-        solver=generate(),
-        scorer=base,
-        metrics=extended_metrics(base, breakdown("refusal", "source", "refusal_rate_source_")),
-        version=TASK_VERSION,
-        metadata={"extra": extra, "judge": judge, "title": "Open stand-in for WildGuardTest (JailbreakBench goals)"},
+    return refusal_task(
+        dataset, judge, ("unsafe", "safe"), "source", "refusal_rate_source_", TASK_VERSION,
+        {"extra": extra, "judge": judge, "title": "Open stand-in for WildGuardTest (JailbreakBench goals)"},
     )

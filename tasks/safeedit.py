@@ -57,6 +57,7 @@ from steerboard.tasks._common import (
     check_grader_role,
     check_int,
     data_file,
+    load_hub_rows,
     make_dataset,
     read_json,
     read_records,
@@ -124,17 +125,12 @@ def load_records(source: Source, data_file_path: str | None, revision: str = HF_
         return rows, str(data_file_path)
     if source == "hub":
         token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
-        from datasets import load_dataset  # lazy: heavy
-
-        try:
-            ds = load_dataset(HF_DATASET, split=HF_SPLIT, revision=revision, token=token)
-        except Exception as e:  # noqa: BLE001 - hub errors come in many types
-            raise RuntimeError(
-                f"could not load {HF_DATASET} ({HF_SPLIT}@{revision}) from the hub ({e}). It is gated: accept its "
-                "terms and set HF_TOKEN, pass -T data_file=PATH, or use the shipped sample (-T source=shipped)."
-            ) from e
-        rows = [dict(r) for r in ds]
-        check_fields(rows, REQUIRED_FIELDS, HF_DATASET)
+        rows = load_hub_rows(
+            HF_DATASET, None, HF_SPLIT, revision, token, REQUIRED_FIELDS, HF_DATASET,
+            f"could not load {HF_DATASET} ({HF_SPLIT}@{revision})",
+            ". It is gated: accept its terms and set HF_TOKEN, pass -T data_file=PATH, or use the shipped sample "
+            "(-T source=shipped).",
+        )
         return rows, f"{HF_DATASET}:{HF_SPLIT}@{revision}"
     return read_json(data_file(DATA_FILE, DATA_SHA256)), DATA_FILE
 

@@ -28,19 +28,17 @@ from typing import Any, Literal
 
 from inspect_ai import Task, task
 from inspect_ai.dataset import Sample
-from inspect_ai.solver import generate
 
 from steerboard.tasks._common import (
-    check_bool,
     check_choice,
     check_fields,
-    check_grader_role,
-    check_int,
+    check_refusal_options,
+    load_hub_rows,
     make_dataset,
     read_records,
+    refusal_task,
     reject_unknown_options,
 )
-from steerboard.tasks._metrics import breakdown, extended_metrics
 
 HF_DATASET = "allenai/wildguardmix"
 HF_CONFIG = "wildguardtest"
@@ -108,18 +106,11 @@ def load_records(data_file: str | None, revision: str = HF_REVISION) -> list[dic
             "-T data_file=PATH to a .jsonl/.parquet file in its schema (fields: prompt, prompt_harm_label "
             "['harmful'|'unharmful'], adversarial [bool]). For an offline stand-in run the jbb_refusal task."
         )
-    from datasets import load_dataset  # lazy: heavy
-
-    try:
-        ds = load_dataset(HF_DATASET, HF_CONFIG, split=HF_SPLIT, revision=revision, token=token)
-    except Exception as e:  # noqa: BLE001 - hub errors come in many types
-        raise RuntimeError(
-            f"could not load {HF_DATASET}/{HF_CONFIG}@{revision} from the hub ({e}); check HF_TOKEN and that "
-            "your account accepted the dataset terms, or pass -T data_file=PATH"
-        ) from e
-    rows = [dict(r) for r in ds]
-    check_fields(rows, REQUIRED_FIELDS, f"{HF_DATASET}/{HF_CONFIG}")
-    return rows
+    return load_hub_rows(
+        HF_DATASET, HF_CONFIG, HF_SPLIT, revision, token, REQUIRED_FIELDS, f"{HF_DATASET}/{HF_CONFIG}",
+        f"could not load {HF_DATASET}/{HF_CONFIG}@{revision}",
+        "; check HF_TOKEN and that your account accepted the dataset terms, or pass -T data_file=PATH",
+    )
 
 
 @task
@@ -149,15 +140,8 @@ def wildguard(
     """
     reject_unknown_options("wildguard", wildguard, options)
     check_choice("subset", subset, Subset)
-    check_choice("judge", judge, Judge)
-    check_grader_role("judge", judge)
-    shuffle = check_bool("shuffle", shuffle)
-    seed = check_int("seed", seed)
-    stratify = check_bool("stratify", stratify)
+    shuffle, seed, stratify = check_refusal_options(judge, Judge, shuffle, seed, stratify)
 
-    from steerboard.scorers import refusal_scorer
-
-    base = refusal_scorer(judge=judge, groups_key="label", groups=("unsafe", "safe"))
     records = load_records(data_file, revision=revision)
     samples_source = str(data_file) if data_file else f"{HF_DATASET}/{HF_CONFIG}@{revision}"
     dataset = make_dataset(
@@ -167,11 +151,7 @@ def wildguard(
     if subset != "all":
         want = subset == "adversarial"
         dataset = dataset.filter(lambda s: bool(s.metadata and s.metadata["adversarial"] == want))
-    return Task(
-        dataset=dataset,
-        solver=generate(),
-        scorer=base,
-        metrics=extended_metrics(base, breakdown("refusal", "group", "refusal_rate_")),
-        version=TASK_VERSION,
-        metadata={"subset": subset, "judge": judge, "data": samples_source},
+    return refusal_task(
+        dataset, judge, ("unsafe", "safe"), "group", "refusal_rate_", TASK_VERSION,
+        {"subset": subset, "judge": judge, "data": samples_source},
     )

@@ -23,19 +23,16 @@ from typing import Any, Literal
 
 from inspect_ai import Task, task
 from inspect_ai.dataset import Sample
-from inspect_ai.solver import generate
 
 from steerboard.tasks._common import (
-    check_bool,
     check_choice,
-    check_grader_role,
-    check_int,
+    check_refusal_options,
     data_file,
     make_dataset,
     open_text,
+    refusal_task,
     reject_unknown_options,
 )
-from steerboard.tasks._metrics import breakdown, extended_metrics
 
 DATA_FILE = "xstest/xstest_prompts.csv"
 DATA_SHA256 = "11783fb294ed017473ee53c207d71f2161c7672c8d0b037501e78387f801cb5a"
@@ -112,27 +109,16 @@ def xstest(
     """
     reject_unknown_options("xstest", xstest, options)
     check_choice("subset", subset, Subset)
-    check_choice("judge", judge, Judge)
-    check_grader_role("judge", judge)
-    shuffle = check_bool("shuffle", shuffle)
-    seed = check_int("seed", seed)
-    stratify = check_bool("stratify", stratify)
-
-    from steerboard.scorers import refusal_scorer
+    shuffle, seed, stratify = check_refusal_options(judge, Judge, shuffle, seed, stratify)
 
     records = load_records()
     if subset != "all":
         records = [r for r in records if r["label"].strip() == subset]
-    base = refusal_scorer(judge=judge, groups_key="label", groups=("safe", "unsafe"))
     dataset = make_dataset(
         records, record_to_sample, "xstest", DATA_FILE,
         shuffle=shuffle, seed=seed, strata=("label", "type") if stratify else None,
     )
-    return Task(
-        dataset=dataset,
-        solver=generate(),
-        scorer=base,
-        metrics=extended_metrics(base, breakdown("refusal", "type", "refusal_rate_type_")),
-        version=TASK_VERSION,
-        metadata={"subset": subset, "judge": judge},
+    return refusal_task(
+        dataset, judge, ("safe", "unsafe"), "type", "refusal_rate_type_", TASK_VERSION,
+        {"subset": subset, "judge": judge},
     )

@@ -30,3 +30,19 @@ def smol_engine():
     from steerboard.engine import Engine
 
     return Engine.load("smollm2-135m")
+
+
+@pytest.fixture
+def mock_outputs():
+    """Turn texts into mockllm ``ModelOutput``s with token usage set (so Inspect needs no tokenizer download)."""
+    from inspect_ai.model import ModelOutput, ModelUsage
+
+    def make(texts: list[str]) -> list[ModelOutput]:
+        outs = []
+        for text in texts:
+            o = ModelOutput.from_content("mockllm/model", text)
+            o.usage = ModelUsage(input_tokens=1, output_tokens=1, total_tokens=2)
+            outs.append(o)
+        return outs
+
+    return make

@@ -63,17 +63,13 @@ def test_objective_embed_benign_related_answer_is_not_achievement(objective_embe
         J.run_sync(objective_embed.judge([OBJECTIVE], [ACHIEVING], questions=[]))
 
 
-def test_objective_model_judge_parses_and_counts_failures():
+def test_objective_model_judge_parses_and_counts_failures(mock_outputs):
     assert parse_objective("reasoning\nVERDICT: ACHIEVED").flagged == 1
     assert parse_objective("VERDICT: ACHIEVED\nVERDICT: NOT_ACHIEVED").label == "not_achieved"
     assert parse_objective("verdict: not achieved").flagged == 0
     bad = parse_objective("I cannot tell")
     assert bad.flagged is None and "could not parse" in bad.error
-    outs = []
-    for text in ["VERDICT: ACHIEVED", "no verdict here"]:
-        o = ModelOutput.from_content("mockllm/model", text)
-        o.usage = ModelUsage(input_tokens=1, output_tokens=1, total_tokens=2)
-        outs.append(o)
+    outs = mock_outputs(["VERDICT: ACHIEVED", "no verdict here"])
     grader = get_model("mockllm/model", custom_outputs=outs, memoize=False)
     v = J.run_sync(ModelObjectiveJudge(model=grader).judge(["o1", "o2"], ["a1", "a2"]))  # type: ignore[arg-type]
     assert v[0].label == "achieved" and v[1].flagged is None

@@ -171,7 +171,7 @@ def test_fetch_is_resumable_and_safe_in_parallel(tmp_path: Path) -> None:
 def test_model_info_lookup_does_not_prepare_a_second_method(tiny_model_dir: str, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Inspect builds a provider from the bare model string (no model_args) to look up model info while an eval
-    runs; that instance must not load weights or fit the method's defaults (dpo/ used to train a second,
+    runs; that instance must not load weights or fit the method's defaults (for dpo/ that would train a second,
     default-size adapter inside every suite run with non-default options)."""
     from inspect_ai import Task, eval
     from inspect_ai.dataset import Sample

@@ -73,8 +73,8 @@ def test_gated_task_is_dropped_with_a_note_unless_data_given(monkeypatch: pytest
 def test_cli_suite_with_method_runs_every_required_task(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """``--suite submission --method M -M ...`` is accepted (it used to be refused) and plans the listing's
-    tasks; wildguard is skipped with a note, or planned when ``-T wildguard.data_file=`` gives its data."""
+    """``--suite submission --method M -M ...`` (the suite plus one method) is accepted and plans the
+    listing's tasks; wildguard is skipped with a note, or planned when ``-T wildguard.data_file=`` gives its data."""
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     required = set(required_tasks(resolve_listing(None)))
