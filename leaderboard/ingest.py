@@ -660,6 +660,8 @@ def short_config(prov: dict[str, Any]) -> str:
     for k, v in r.items():
         if k in _SHORT_SKIP or k in ("preset",) or v is None or k in _RUNTIME_LIKE:
             continue
+        if k == "deterministic" and v is True:  # the default; only the opt-in fast mode is worth a label
+            continue
         text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
         if len(text) > 24:
             text = text[:21] + "..."

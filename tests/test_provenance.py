@@ -485,3 +485,11 @@ def test_per_sample_record_says_which_edit_was_applied(tiny_model_dir: str) -> N
     rec = during.metadata["steerboard"]
     assert rec["edit"] == {"id": "e1", "layer": stats["layer"], "module": stats["module"]}
     assert "edit_changed_during_generation" not in rec
+
+
+def test_short_config_labels_only_the_opt_in_nondeterministic_mode() -> None:
+    from steerboard.leaderboard.ingest import short_config
+
+    assert short_config({"resolved": {"deterministic": True, "strengths": [30]}}) == "strengths=[30]"
+    assert short_config({"resolved": {"deterministic": False}}) == "deterministic=false"
+    assert short_config({"resolved": {"deterministic": True}}) == "(defaults)"
