@@ -339,7 +339,7 @@ def test_index_at_a_glance_at_both_widths(
         )
         assert box[0] == "auto" and box[1] <= width  # the table scrolls inside its own box
         heads = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "table.metrics thead th")]
-        assert heads[1:5] == ["Rate %", "95 % CI", "Δ vs base (pts)", "McNemar p"]
+        assert heads[1:5] == ["Value", "95 % CI", "Δ vs base (pts)", "McNemar p"]
         assert _severe(driver) == []
         driver.save_screenshot(str(SCREENSHOTS / f"leaderboard-run-{width}.png"))
     finally:
