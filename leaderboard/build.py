@@ -470,6 +470,8 @@ def axis_value(m: MetricSpec, st: dict[str, Any]) -> tuple[float, float] | None:
     The over-refusal axis is reported as a rate (lower is better): its caller uses the raw mean.
     """
     v, se = st["mean"], st.get("se", 0.0)
+    if m.unit == "count":
+        return None
     if st.get("unit_range", True) and m.unit == "rate":
         return (v if m.higher_is_better else 1.0 - v), se
     if m.higher_is_better:

@@ -22,9 +22,10 @@ class ListingError(ValueError):
     """The listing is malformed (names the task/metric and what is valid)."""
 
 
-#: Optional metric field ``unit``: ``rate`` (default: a share in 0-1, shown in %) or ``nats`` (a cost per
-#: token, shown as is; on its axis it enters as ``exp(-cost)``).
-UNITS = ("rate", "nats")
+#: Optional metric field ``unit``: ``rate`` (default: a share in 0-1, shown in %), ``nats`` (a cost per
+#: token, shown as is; on its axis it enters as ``exp(-cost)``) or ``count`` (e.g. turns; shown as is, left out
+#: of axis scores).
+UNITS = ("rate", "nats", "count")
 
 
 def validate_listing(data: Any, source: str = "listing") -> dict[str, Any]:
