@@ -557,6 +557,8 @@ def _run_interruptibly(
         nonlocal interrupts
         interrupts += 1
         if interrupts == 1:
+            print("steerboard run: stopping after the current run's log is written (Ctrl-C again to abort at once)",
+                  file=sys.stderr, flush=True)
             raise KeyboardInterrupt
         _finish(summary, summary_path)
         print("steerboard run: second interrupt: aborted at once; re-run the same command to resume",
@@ -579,6 +581,8 @@ def _run_interruptibly(
         if current is not None and current["status"] in ("not started", "running"):
             current["status"] = "cancelled"
     finally:
+        if any(e["status"] == "cancelled" for e in summary):
+            interrupts = max(interrupts, 1)  # a Ctrl-C that Inspect's own handler took during the eval
         if in_main and not interrupts:  # after a Ctrl-C, a second one until exit still aborts at once (rc 130)
             signal.signal(signal.SIGINT, previous)
         bar.close()

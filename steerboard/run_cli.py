@@ -137,6 +137,22 @@ def _run(args: argparse.Namespace) -> int:
     return _exit_code(summary, args.dry_run)
 
 
+def _exit_at_once_on_sigint() -> None:
+    """After an interrupted suite, a further Ctrl-C while the process shuts down (joining threads) exits 130 at
+    once instead of raising KeyboardInterrupt outside every handler (which would end the process by SIGINT)."""
+    import os
+    import signal
+    import threading
+
+    def abort(signum: int, frame: Any) -> None:
+        print("steerboard run: second interrupt: aborted at once; re-run the same command to resume",
+              file=sys.stderr, flush=True)
+        os._exit(130)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, abort)
+
+
 def _exit_code(summary: list[dict[str, Any]], dry_run: bool) -> int:
     """Say how the run ended: 0 (all done or a valid dry run), 130 (interrupted) or 1 (a run failed)."""
     if dry_run:
@@ -150,6 +166,7 @@ def _exit_code(summary: list[dict[str, Any]], dry_run: bool) -> int:
         left = sum(s["status"] == "not started" for s in summary)
         print(f"steerboard run: interrupted: {len(cancelled)} run cancelled, {left} not started; re-run the same "
               "command to resume (finished runs are skipped)", file=sys.stderr)
+        _exit_at_once_on_sigint()
         return 130
     failed = [s for s in summary if s["status"] != "success"]
     if failed:
