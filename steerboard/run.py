@@ -232,17 +232,21 @@ def set_task_args(suite: Suite, items: dict[str, Any]) -> None:
 
 
 def gated_task_note(task: TaskRun) -> str | None:
-    """Why a task cannot run here (its data is gated and not given), or None when it can."""
+    """Why a task cannot run here (its data is gated and not given), or None when it can.
+
+    The gated tasks and how to give their data are listed once, in
+    :data:`steerboard.leaderboard.submit.GATED_TASKS`.
+    """
     import os
 
-    if task.name != "wildguard" or task.args.get("data_file"):
+    from steerboard.leaderboard.submit import GATED_TASKS
+
+    if task.name not in GATED_TASKS or task.args.get("data_file"):
         return None
     if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
         return None
     return (
-        "skipped wildguard: its data (WildGuardTest) is gated. Accept its terms on the Hugging Face hub and set "
-        "HF_TOKEN, or give a local copy with -T wildguard.data_file=PATH; a submission without it fails "
-        "`steerboard submit check`"
+        f"skipped {task.name}: {GATED_TASKS[task.name]}; a submission without it fails `steerboard submit check`"
     )
 
 
