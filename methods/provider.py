@@ -244,6 +244,25 @@ _REFERENCES: dict[tuple[Any, ...], tuple[Engine, Method]] = {}
 """The unsteered ``base/`` (engine, method) per model and runtime options, for reference log-likelihoods."""
 
 
+def _shared_prefix_len(engine: Engine, msgs: list[dict[str, Any]], ids: list[int], shared_prefix: str) -> int:
+    """How many of ``ids`` (the templated ``msgs``) belong to ``msgs`` cut after ``shared_prefix``.
+
+    The last message must start with ``shared_prefix``; the count is the common token prefix of the full prompt
+    and the prompt whose last message is just ``shared_prefix``, so a token that merges across the cut is not
+    counted.
+    """
+    last = msgs[-1]
+    if not str(last.get("content", "")).startswith(shared_prefix):
+        raise ValueError("shared_prefix: the last message does not start with it")
+    cut = engine.chat_ids([*msgs[:-1], {**last, "content": shared_prefix}])
+    n = 0
+    for a, b in zip(ids, cut):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
 def _end_of_turn(engine: Engine) -> int:
     """The token that ends an assistant turn under the chat template (the one after a templated reply)."""
     ids = engine.chat_ids([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], False)
@@ -443,6 +462,7 @@ class MethodModelAPI(ModelAPI):
         *,
         reference: bool = False,
         distributions: bool = False,
+        shared_prefix: str | None = None,
     ) -> list[ScoredContinuation]:
         """Teacher-forced log-likelihood of each continuation as the assistant's reply to ``input``.
 
@@ -456,6 +476,8 @@ class MethodModelAPI(ModelAPI):
             reference: score with the unsteered model instead: ``base/`` with this provider's runtime options
                 (no message rewrite, no hooks, the model's original weights).
             distributions: also return every position's full next-token log-distribution.
+            shared_prefix: text the last message starts with that many calls share (a few-shot primer): the
+                engine computes its keys/values once and reuses them (with the engine's ``prefix_cache``).
 
         Raises:
             NotImplementedError: the method cannot return log-likelihoods.
@@ -478,8 +500,10 @@ class MethodModelAPI(ModelAPI):
             for c in continuations
         ]
         requests = [GenerationRequest(input_ids=list(ids), max_new_tokens=1, meta=dict(meta)) for _ in conts]
+        prefix_len = _shared_prefix_len(engine, msgs, ids, shared_prefix) if shared_prefix else 0
         return await torch_thread.acall(
-            engine.score_requests, requests, conts, intervention=method.intervention(), distributions=distributions
+            engine.score_requests, requests, conts, intervention=method.intervention(), distributions=distributions,
+            prefix_len=prefix_len,
         )
 
     async def reference_reply(self, input: list[ChatMessage] | list[dict[str, str]], max_tokens: int) -> list[int]:

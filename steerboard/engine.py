@@ -749,18 +749,18 @@ class Engine:
 
     def _prefill(
         self, reqs: list[GenerationRequest], state: BatchState, rows: list[int], reuse_prefix: bool = False,
-        key_fn: Callable[[list[GenerationRequest]], Any] | None = None,
+        key_fn: Callable[[list[GenerationRequest]], Any] | None = None, prefix: list[int] | None = None,
     ) -> tuple[Any, ...]:
         """Left-padded prompt forward for ``rows``; returns (cache, mask, next positions, last logits).
 
         With ``reuse_prefix`` (no intervention, or one whose ``preamble_key`` = ``key_fn`` gives these rows
-        a key) and :attr:`prefix_cache` on, rows that all start with the chat template's preamble reuse its
-        cached keys/values (:meth:`_prefill_with_preamble`).
+        a key) and :attr:`prefix_cache` on, rows that all start with ``prefix`` (default: the chat
+        template's preamble) reuse its cached keys/values (:meth:`_prefill_with_preamble`).
         """
         import torch
 
         if reuse_prefix and self.prefix_cache and self._split_lm() is not None:
-            prefix = self.template_prefix
+            prefix = prefix or self.template_prefix
             hook_key = key_fn([reqs[r] for r in rows]) if key_fn is not None else None
             if (
                 (key_fn is None or hook_key is not None)
@@ -976,6 +976,7 @@ class Engine:
         intervention: Intervention | None = None,
         distributions: bool = False,
         max_positions: int = 512,
+        prefix_len: int = 0,
     ) -> list[ScoredContinuation]:
         """Teacher-forced log-likelihood of each continuation after its request's prompt, as generation sees it.
 
@@ -990,6 +991,9 @@ class Engine:
             intervention: entered around each batch.
             distributions: also return each position's full next-token log-distribution (CPU float32).
             max_positions: most continuation positions per batch (bounds the ``[rows, len, vocab]`` logits).
+            prefix_len: the first ``prefix_len`` prompt tokens are a prefix that many calls share (a few-shot
+                primer): with :attr:`prefix_cache` on, its keys/values are computed once and reused, as the
+                chat template's preamble is (which is reused by default).
 
         Returns:
             One :class:`ScoredContinuation` per request, in order.
@@ -1013,7 +1017,7 @@ class Engine:
         for idx in batches:
             reqs = [requests[i] for i in idx]
             conts = [list(continuations[i]) for i in idx]
-            for i, res in zip(idx, self._score_batch(reqs, conts, intervention, distributions)):
+            for i, res in zip(idx, self._score_batch(reqs, conts, intervention, distributions, prefix_len)):
                 out[i] = res
         return [r for r in out if r is not None]
 
@@ -1023,6 +1027,7 @@ class Engine:
         conts: list[list[int]],
         intervention: Intervention | None,
         distributions: bool,
+        prefix_len: int = 0,
     ) -> list[ScoredContinuation]:
         import torch
 
@@ -1036,7 +1041,12 @@ class Engine:
         state = BatchState(requests=pre, prompt_lengths=[len(r.input_ids) for r in pre], padded_length=0)
         ctx = intervention(state) if intervention is not None else contextlib.nullcontext()
         with self.lock, torch.inference_mode(), ctx:
-            cache, mask, next_pos, (hidden, logits) = self._prefill(pre, state, list(range(len(pre))))
+            # hooks may change the prefix's keys/values: reuse it only under hooks that say how (preamble_key)
+            key_fn = getattr(intervention, "preamble_key", None) if intervention is not None else None
+            prefix = list(pre[0].input_ids[:prefix_len]) if prefix_len >= 4 else None
+            cache, mask, next_pos, (hidden, logits) = self._prefill(
+                pre, state, list(range(len(pre))), intervention is None or key_fn is not None, key_fn, prefix
+            )
             first = (logits if logits is not None else self._logits(hidden)).float()  # predicts token 0
             if shared:
                 cache.batch_repeat_interleave(n)

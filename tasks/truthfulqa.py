@@ -145,7 +145,7 @@ def mc1_mc2_loglik() -> Solver:
         messages = [{"role": "user", "content": qa_prompt(state.input_text)}]
         answers = {kind: [str(a) for a in state.metadata[f"{kind}_options"]] for kind in ("mc1", "mc2")}
         unique = list(dict.fromkeys(answers["mc1"] + answers["mc2"]))  # the MC1 set mostly repeats in MC2
-        scored = dict(zip(unique, await api.loglik(messages, unique), strict=True))
+        scored = dict(zip(unique, await api.loglik(messages, unique, shared_prefix=QA_PRIMER), strict=True))
         out = {kind: [sum(scored[a].logprobs) for a in answers[kind]] for kind in answers}
         state.store.set("truthfulqa_logliks", out)
         return state

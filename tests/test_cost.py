@@ -144,6 +144,34 @@ def test_score_requests_applies_hooks_by_phase_and_gate(exact_engine):
     assert off[0].logprobs == pytest.approx(plain, abs=1e-5)
 
 
+def test_score_requests_reuses_a_shared_prefix(tiny_model_dir):
+    """A few-shot primer shared by many calls (``prefix_len``) is computed once and reused: same scores as the
+    full prompt (float32), also under prompt-position steering that declares a preamble key."""
+    from steerboard.engine import Engine, GenerationRequest
+    from steerboard.methods.steering import SteeringIntervention
+
+    eng = Engine.load(tiny_model_dir, matmul_dtype="float32", prefix_cache=True)
+    primer = "Q: one\nA: first answer\n\nQ: two\nA: second answer"
+    hook = _shift_hook(eng, 3.0, "prompt")
+    keyed = SteeringIntervention(hook, lambda reqs: ("shift", 3.0))
+    for iv in (None, keyed):
+        for question in ("Q: three", "Q: four and more"):
+            msgs = [{"role": "user", "content": f"{primer}\n\n{question}"}]
+            ids = eng.chat_ids(msgs)
+            cut = eng.chat_ids([{"role": "user", "content": primer}])
+            n = next(i for i, (a, b) in enumerate(zip(ids, cut)) if a != b)
+            conts = [eng.tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("the third", "no")]
+            reqs = [GenerationRequest(input_ids=ids) for _ in conts]
+            hits = eng.prefix_hits
+            got = eng.score_requests(reqs, conts, intervention=iv, prefix_len=n)
+            assert eng.prefix_hits == hits + 1
+            eng.prefix_cache = False
+            want = eng.score_requests(reqs, conts, intervention=iv)
+            eng.prefix_cache = True
+            for g, w in zip(got, want, strict=True):
+                assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+
+
 def test_score_requests_rejects_empty_continuation(exact_engine):
     from steerboard.engine import GenerationRequest
 
@@ -335,3 +363,18 @@ def test_listing_has_cost_metrics_on_capability_axis():
         m = got[key]
         assert m["axis"] == "capability" and m["higher_is_better"] is higher and m["headline"], key
     assert got[("side_effects", "kl_benign", "mean")]["sample_filter"] == {"kind": "benign"}
+
+
+def test_shared_prefix_len_counts_the_primer_tokens(tiny_model_dir):
+    from steerboard.engine import Engine
+    from steerboard.methods.provider import _shared_prefix_len
+
+    eng = Engine.load(tiny_model_dir, matmul_dtype="float32")
+    primer = "Q: one\nA: first answer"
+    msgs = [{"role": "user", "content": f"{primer}\n\nQ: two"}]
+    ids = eng.chat_ids(msgs)
+    n = _shared_prefix_len(eng, msgs, ids, primer)
+    assert len(eng.template_prefix) < n < len(ids)
+    assert ids[:n] == eng.chat_ids([{"role": "user", "content": primer}])[:n]
+    with pytest.raises(ValueError, match="does not start with it"):
+        _shared_prefix_len(eng, msgs, ids, "Q: zero")
