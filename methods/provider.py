@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -244,8 +244,10 @@ _REFERENCES: dict[tuple[Any, ...], tuple[Engine, Method]] = {}
 """The unsteered ``base/`` (engine, method) per model and runtime options, for reference log-likelihoods."""
 
 
-def _shared_prefix_len(engine: Engine, msgs: list[dict[str, Any]], ids: list[int], shared_prefix: str) -> int:
-    """How many of ``ids`` (the templated ``msgs``) belong to ``msgs`` cut after ``shared_prefix``.
+def _shared_prefix_len(
+    render: Callable[[list[dict[str, Any]]], list[int]], msgs: list[dict[str, Any]], ids: list[int], shared_prefix: str
+) -> int:
+    """How many of ``ids`` (``render(msgs)``) belong to ``msgs`` cut after ``shared_prefix``.
 
     The last message must start with ``shared_prefix``; the count is the common token prefix of the full prompt
     and the prompt whose last message is just ``shared_prefix``, so a token that merges across the cut is not
@@ -254,7 +256,7 @@ def _shared_prefix_len(engine: Engine, msgs: list[dict[str, Any]], ids: list[int
     last = msgs[-1]
     if not str(last.get("content", "")).startswith(shared_prefix):
         raise ValueError("shared_prefix: the last message does not start with it")
-    cut = engine.chat_ids([*msgs[:-1], {**last, "content": shared_prefix}])
+    cut = render([*msgs[:-1], {**last, "content": shared_prefix}])
     n = 0
     for a, b in zip(ids, cut):
         if a != b:
@@ -463,6 +465,7 @@ class MethodModelAPI(ModelAPI):
         reference: bool = False,
         distributions: bool = False,
         shared_prefix: str | None = None,
+        template: str = "chat",
     ) -> list[ScoredContinuation]:
         """Teacher-forced log-likelihood of each continuation as the assistant's reply to ``input``.
 
@@ -478,6 +481,9 @@ class MethodModelAPI(ModelAPI):
             distributions: also return every position's full next-token log-distribution.
             shared_prefix: text the last message starts with that many calls share (a few-shot primer): the
                 engine computes its keys/values once and reuses them (with the engine's ``prefix_cache``).
+            template: ``chat`` (the model's chat template; continuations are the assistant's reply) or ``plain``
+                (the messages as plain text, :meth:`~steerboard.engine.Engine.plain_ids`; continuations follow the
+                text directly, so give them their leading space).
 
         Raises:
             NotImplementedError: the method cannot return log-likelihoods.
@@ -491,8 +497,11 @@ class MethodModelAPI(ModelAPI):
             engine, method = await torch_thread.acall(self._reference)
         else:
             engine, method = await self.ready(), self.method
+        if template not in ("chat", "plain"):
+            raise ValueError(f"template={template!r}: valid templates are chat, plain")
         msgs = method.messages(msgs)
-        ids = engine.chat_ids(msgs)
+        render = engine.chat_ids if template == "chat" else engine.plain_ids
+        ids = render(msgs)
         meta = dict(method.request_meta(engine, msgs, ids))
         meta.update(await method.async_request_meta(engine, msgs))
         conts = [
@@ -500,7 +509,7 @@ class MethodModelAPI(ModelAPI):
             for c in continuations
         ]
         requests = [GenerationRequest(input_ids=list(ids), max_new_tokens=1, meta=dict(meta)) for _ in conts]
-        prefix_len = _shared_prefix_len(engine, msgs, ids, shared_prefix) if shared_prefix else 0
+        prefix_len = _shared_prefix_len(render, msgs, ids, shared_prefix) if shared_prefix else 0
         return await torch_thread.acall(
             engine.score_requests, requests, conts, intervention=method.intervention(), distributions=distributions,
             prefix_len=prefix_len,

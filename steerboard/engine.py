@@ -592,6 +592,13 @@ class Engine:
                 raise
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def plain_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Token ids of a conversation as plain text, without the chat template: the messages' contents joined
+        by blank lines (a system message first, as lm-eval prepends a system instruction without a chat
+        template), with the tokenizer's own special tokens (e.g. a BOS token)."""
+        text = "\n\n".join(str(m["content"]) for m in messages)
+        return self.tokenizer(text)["input_ids"]
+
     # ------------------------------------------------------------------ generation
     def _plan_batches(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
         """Group request indices into length-bucketed batches (sorted by prompt length)."""

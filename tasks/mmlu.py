@@ -63,10 +63,11 @@ TEST_FILE = "mmlu/test.jsonl.gz"
 TEST_SHA256 = "44a83e92a6bf20d3a8e415521f55d47d016495ad0e5bee0d45b6c50f59543ec8"
 DEV_FILE = "mmlu/dev.jsonl.gz"
 DEV_SHA256 = "b336f0647e1e82913c51432778323c5f41fccb30fa9cf52cc7774f5b3bdf47c7"
-TASK_VERSION = "2.0.0"
+TASK_VERSION = "2.1.0"
 
 Fewshot = Literal[0, 5]
 Format = Literal["all", "letters", "cloze"]
+Template = Literal["plain", "chat"]
 
 CLOZE_INSTRUCTION = "Answer the question about {subject}."
 
@@ -127,8 +128,9 @@ def cloze_question(record: dict[str, Any], with_answer: bool = False) -> str:
 
 
 @solver
-def cloze_answer(exemplars: dict[str, list[dict[str, Any]]] | None = None) -> Solver:
-    """Score every option's text as the reply to the cloze prompt (one batch of four per question)."""
+def cloze_answer(exemplars: dict[str, list[dict[str, Any]]] | None = None, template: Template = "plain") -> Solver:
+    """Score every option's text after the cloze prompt (one batch of four per question): as the text that
+    follows ``Answer:`` (``plain``, with its leading space) or as the assistant's reply (``chat``)."""
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         api = loglik_provider("mmlu", alternative="-T format=letters")
@@ -139,8 +141,8 @@ def cloze_answer(exemplars: dict[str, list[dict[str, Any]]] | None = None) -> So
             head += "\n\n" + "\n\n".join(cloze_question(r, with_answer=True) for r in shots)
         record = {"question": state.metadata["question"], "choices": [c.value for c in state.choices]}
         prompt = f"{head}\n\n{cloze_question(record)}"
-        options = [str(c).strip() for c in record["choices"]]
-        scored = await api.loglik([{"role": "user", "content": prompt}], options)
+        options = [(" " if template == "plain" else "") + str(c).strip() for c in record["choices"]]
+        scored = await api.loglik([{"role": "user", "content": prompt}], options, template=template)
         state.store.set("mmlu_cloze", [sum(s.logprobs) for s in scored])
         return state
 
@@ -204,6 +206,7 @@ def mmlu(
     subjects: str | list[str] | None = None,
     shuffle: bool = False,
     seed: int = 0,
+    template: Template = "plain",
     **options: Any,
 ) -> Task:
     """MMLU test set (14,042 questions, 57 subjects), 0- or 5-shot, logprob and generated-letter scoring.
@@ -216,12 +219,17 @@ def mmlu(
         subjects: comma-separated subject names (default: all 57).
         shuffle: shuffle the samples (before ``--limit``) with ``seed``.
         seed: shuffle seed.
+        template: how the cloze form is put to the model: ``plain`` (the prompt as plain text and each option
+            as the text after ``Answer:``, as lm-eval and SmolLM2's own evaluation score it) or ``chat`` (the
+            prompt as a user turn of the chat template, each option as the assistant's reply). The letter
+            form always uses the chat template.
         **options: anything else is rejected (Inspect would only warn about it).
     """
     reject_unknown_options("mmlu", mmlu, options)
     fewshot = check_int("fewshot", fewshot)  # type: ignore[assignment]
     check_choice("fewshot", fewshot, Fewshot)
     check_choice("format", format, Format)
+    check_choice("template", template, Template)
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)
 
@@ -242,7 +250,7 @@ def mmlu(
     solvers: list[Solver] = []
     scorers: list[Scorer] = []
     if format in ("all", "cloze"):
-        solvers.append(cloze_answer(exemplars))
+        solvers.append(cloze_answer(exemplars, template))
         scorers.append(mmlu_cloze())
     if format in ("all", "letters"):
         solvers.append(mc_answer(exemplars))
@@ -253,5 +261,5 @@ def mmlu(
         scorer=scorers,
         config=MC_CONFIG,
         version=TASK_VERSION,
-        metadata={"fewshot": fewshot, "format": format, "subjects": subjects or "all"},
+        metadata={"fewshot": fewshot, "format": format, "template": template, "subjects": subjects or "all"},
     )

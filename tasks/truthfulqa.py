@@ -63,9 +63,10 @@ from steerboard.tasks._mc import (
 
 DATA_FILE = "truthfulqa/mc_task.json.gz"
 DATA_SHA256 = "d40f652931915ac4b32f69adf5166fb1226ce6c454f1d65611d03e960e6aec95"
-TASK_VERSION = "2.0.0"
+TASK_VERSION = "2.1.0"
 
 Format = Literal["loglik", "letters"]
+Template = Literal["plain", "chat"]
 
 QA_PRIMER = (
     "Q: At what temperature does water boil at sea level, in degrees Celsius?\n"
@@ -131,21 +132,24 @@ def mc_prompt(question: str, options: list[str]) -> str:
     return f"{INSTRUCTION}\n\nQuestion: {question}\n{format_options(options)}\nAnswer:"
 
 
-def qa_prompt(question: str) -> str:
-    """The user turn whose reply each answer string is scored as (``format=loglik``)."""
-    return f"{QA_PRIMER}\n\nQ: {question}"
+def qa_prompt(question: str, template: Template = "chat") -> str:
+    """The text each answer string is scored after (``format=loglik``): the primer and the question as a user
+    turn (``chat``), or ending in ``A:`` as plain text (``plain``, the paper's and lm-eval's shape)."""
+    return f"{QA_PRIMER}\n\nQ: {question}" + ("\nA:" if template == "plain" else "")
 
 
 @solver
-def mc1_mc2_loglik() -> Solver:
-    """Score every MC1 and MC2 answer string as the reply to the Q/A prompt (one batch per question)."""
+def mc1_mc2_loglik(template: Template = "plain") -> Solver:
+    """Score every MC1 and MC2 answer string after the Q/A prompt (one batch per question)."""
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         api = loglik_provider("truthfulqa", alternative="-T format=letters")
-        messages = [{"role": "user", "content": qa_prompt(state.input_text)}]
+        messages = [{"role": "user", "content": qa_prompt(state.input_text, template)}]
         answers = {kind: [str(a) for a in state.metadata[f"{kind}_options"]] for kind in ("mc1", "mc2")}
         unique = list(dict.fromkeys(answers["mc1"] + answers["mc2"]))  # the MC1 set mostly repeats in MC2
-        scored = dict(zip(unique, await api.loglik(messages, unique, shared_prefix=QA_PRIMER), strict=True))
+        texts = [(" " if template == "plain" else "") + a for a in unique]  # plain: the text after "A:"
+        lls = await api.loglik(messages, texts, shared_prefix=QA_PRIMER, template=template)
+        scored = dict(zip(unique, lls, strict=True))
         out = {kind: [sum(scored[a].logprobs) for a in answers[kind]] for kind in answers}
         state.store.set("truthfulqa_logliks", out)
         return state
@@ -265,7 +269,12 @@ def truthfulqa_mc2_letters() -> Scorer:
 
 @task
 def truthfulqa(
-    format: Format = "loglik", option_seed: int = 0, shuffle: bool = False, seed: int = 0, **options: Any
+    format: Format = "loglik",
+    option_seed: int = 0,
+    shuffle: bool = False,
+    seed: int = 0,
+    template: Template = "plain",
+    **options: Any,
 ) -> Task:
     """TruthfulQA MC1/MC2 (817 questions) from answer-string log-likelihoods or option letters.
 
@@ -275,10 +284,14 @@ def truthfulqa(
         option_seed: seed for the per-question option order.
         shuffle: shuffle the samples (before ``--limit``) with ``seed``.
         seed: shuffle seed.
+        template: ``format=loglik`` only: ``plain`` (primer and question as plain text ending in ``A:``, each
+            answer the text after it, as the paper and lm-eval score it) or ``chat`` (the primer and question
+            as a user turn of the chat template, each answer the assistant's reply).
         **options: anything else is rejected (Inspect would only warn about it).
     """
     reject_unknown_options("truthfulqa", truthfulqa, options)
     check_choice("format", format, Format)
+    check_choice("template", template, Template)
     option_seed = check_int("option_seed", option_seed)
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)
@@ -290,10 +303,10 @@ def truthfulqa(
     if format == "loglik":
         return Task(
             dataset=dataset,
-            solver=mc1_mc2_loglik(),
+            solver=mc1_mc2_loglik(template),
             scorer=[truthfulqa_mc1_loglik(), truthfulqa_mc2_loglik()],
             version=TASK_VERSION,
-            metadata={"format": format, "option_seed": option_seed},
+            metadata={"format": format, "template": template, "option_seed": option_seed},
         )
     return Task(
         dataset=dataset,

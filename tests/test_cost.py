@@ -257,6 +257,33 @@ def test_truthfulqa_and_mmlu_loglik_e2e(tiny_model_dir, tmp_path):
     assert [s.name for s in log.results.scores] == ["mmlu_cloze"]
     assert ("mmlu_cloze", "accuracy") in {(sc.name, k) for sc in log.results.scores for k in sc.metrics}
     assert len(log.samples[0].scores["mmlu_cloze"].metadata["logliks"]) == 4
+    # both templates put the same question to the model and score differently rendered text
+    for name, args in (("truthfulqa", {}), ("mmlu", {"format": "cloze"})):
+        lls = {}
+        for template in ("plain", "chat"):
+            log = run(task_file(name), f"base/{tiny_model_dir}", tmp_path, limit=1, task_args={**args, "template": template})
+            assert log.status == "success", log.error
+            assert log.eval.task_args.get("template") == template
+            lls[template] = next(iter(log.samples[0].scores.values())).metadata["logliks"]
+        assert len(lls["plain"]) == len(lls["chat"]) and lls["plain"] != lls["chat"]
+
+
+def test_plain_template_scores_the_text_after_the_prompt(tiny_model_dir):
+    """``template=plain``: the prompt is the messages' text without the chat template, and the method's
+    system prompt is prepended as text (lm-eval's way without a chat template)."""
+    import asyncio
+
+    from inspect_ai.model import get_model
+
+    api = get_model(f"prompt/{tiny_model_dir}").api
+    eng = asyncio.run(api.ready())
+    msgs = [{"role": "user", "content": "Question: two plus two\nAnswer:"}]
+    plain = asyncio.run(api.loglik(msgs, [" four"], template="plain"))[0]
+    want = eng.score([eng.plain_ids(api.method.messages(msgs))], [eng.tokenizer(" four", add_special_tokens=False)["input_ids"]])[0]
+    assert plain.logprobs == pytest.approx(want, abs=1e-3)
+    assert eng.plain_ids(api.method.messages(msgs)) != eng.plain_ids(msgs)  # the system prompt is there
+    with pytest.raises(ValueError, match="valid templates are chat, plain"):
+        asyncio.run(api.loglik(msgs, [" four"], template="raw"))
 
 
 def test_mmlu_all_runs_cloze_and_letters(tiny_model_dir, tmp_path):
@@ -279,6 +306,8 @@ def test_letters_format_still_works_with_any_provider(tmp_path):
     [
         (tqa.truthfulqa, {"format": "strings"}, "invalid -T format='strings'; valid values: 'loglik', 'letters'"),
         (mm.mmlu, {"format": "mc"}, "invalid -T format='mc'; valid values: 'all', 'letters', 'cloze'"),
+        (tqa.truthfulqa, {"template": "raw"}, "invalid -T template='raw'; valid values: 'plain', 'chat'"),
+        (mm.mmlu, {"template": "raw"}, "invalid -T template='raw'; valid values: 'plain', 'chat'"),
         (se.side_effects, {"subset": "both"}, "invalid -T subset='both'; valid values: 'all', 'benign', 'text'"),
         (se.side_effects, {"reply_tokens": 0}, "reply_tokens=0"),
     ],
@@ -373,8 +402,8 @@ def test_shared_prefix_len_counts_the_primer_tokens(tiny_model_dir):
     primer = "Q: one\nA: first answer"
     msgs = [{"role": "user", "content": f"{primer}\n\nQ: two"}]
     ids = eng.chat_ids(msgs)
-    n = _shared_prefix_len(eng, msgs, ids, primer)
+    n = _shared_prefix_len(eng.chat_ids, msgs, ids, primer)
     assert len(eng.template_prefix) < n < len(ids)
     assert ids[:n] == eng.chat_ids([{"role": "user", "content": primer}])[:n]
     with pytest.raises(ValueError, match="does not start with it"):
-        _shared_prefix_len(eng, msgs, ids, "Q: zero")
+        _shared_prefix_len(eng.chat_ids, msgs, ids, "Q: zero")
