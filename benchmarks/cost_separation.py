@@ -8,12 +8,12 @@ Runs, through Inspect and the method providers, on SmolLM2-135M-Instruct:
 * ``side_effects`` for ``sae/`` at strengths 15, 30 and the preset (45), gated ``sae/`` (``gate=both``),
   ``actadd/`` and ``base/``: ``kl_benign`` and ``ce_delta_text`` with 95 % bootstrap intervals, and whether
   KL rises with strength and the gated row sits below the ungated one;
-* ``actadd/`` (preset) against ``base/`` on the same questions and passages: paired tests (exact McNemar on
-  MMLU cloze and MC1, Wilcoxon signed-rank on MC2 and on per-passage cross-entropy).
+* ``actadd/`` and ``sae/`` (presets) against ``base/`` on the same questions and passages: paired tests (exact
+  McNemar on MMLU cloze and MC1, Wilcoxon signed-rank on MC2 and on per-passage cross-entropy).
 
 Prints a Markdown report (and writes it with ``--out``); the numbers in ``docs/cost.md`` come from::
 
-    STEERBOARD_THREADS=1 .venv/bin/python benchmarks/cost_separation.py --mmlu 150 --tqa 100 --side-limit 40
+    STEERBOARD_THREADS=1 .venv/bin/python benchmarks/cost_separation.py --mmlu 1000 --tqa 300 --side-limit 40
 
 The machine is shared, so wall-clock times printed here are indicative only.
 """
@@ -98,19 +98,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mmlu", type=int, default=600, help="MMLU questions (shuffled, seed 0)")
     ap.add_argument("--tqa", type=int, default=300, help="TruthfulQA questions (shuffled, seed 0)")
     ap.add_argument("--side-limit", type=int, default=None, help="side_effects samples (default: all 156)")
+    ap.add_argument("--template", choices=("plain", "chat"), default="plain", help="MMLU/TruthfulQA -T template")
+    ap.add_argument("--no-side", action="store_true", help="skip the side-effects runs (capability only)")
     ap.add_argument("--out", type=Path, default=None, help="also write the report here")
     args = ap.parse_args(argv)
 
     from steerboard.scorers.loglik import bootstrap_ci
 
     log_dir = tempfile.mkdtemp(prefix="cost_sep_")
-    shuffled = {"shuffle": True, "seed": 0}
+    shuffled = {"shuffle": True, "seed": 0, "template": args.template}
     lines: list[str] = []
     t_start = time.perf_counter()
 
     # ---- side effects for every configuration
     side: dict[str, dict[str, dict[str, Any]]] = {}
-    for label, (method, margs) in CONFIGS.items():
+    for label, (method, margs) in ({} if args.no_side else CONFIGS).items():
         slog = run_eval(method, margs, "side_effects", {"reply_tokens": 48}, args.side_limit, log_dir)
         side[label] = {"kl": per_sample(slog, "kl_benign"), "ce": per_sample(slog, "ce_delta_text")}
 
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("| configuration | kl_benign (nats/token) | 95 % interval | ce_delta_text (nats/token) | 95 % interval |")
     lines.append("|---|---|---|---|---|")
     means: dict[str, float] = {}
-    for label, d in side.items():
+    for label, d in side.items() if side else ():
         kl = [v for v, _ in d["kl"].values()]
         ce = [v for v, _ in d["ce"].values()]
         means[label] = sum(kl) / len(kl)
@@ -126,14 +128,16 @@ def main(argv: list[str] | None = None) -> int:
         clo, chi = bootstrap_ci(ce)
         lines.append(f"| {label} | {means[label]:.4f} | [{klo:.4f}, {khi:.4f}] | {sum(ce) / len(ce):.4f} | "
                      f"[{clo:.4f}, {chi:.4f}] |")
-    mono = means["sae s=15"] < means["sae s=30"] < means["sae preset (45)"]
-    gated = means["sae preset, gate=both"] < means["sae preset (45)"]
-    lines.append(f"\nkl_benign rises over strengths 15 < 30 < 45: **{mono}**; gated (both) below ungated: **{gated}**.")
+    if side:
+        mono = means["sae s=15"] < means["sae s=30"] < means["sae preset (45)"]
+        gated = means["sae preset, gate=both"] < means["sae preset (45)"]
+        lines.append(f"\nkl_benign rises over strengths 15 < 30 < 45: **{mono}**; gated (both) below ungated: "
+                     f"**{gated}**.")
 
     print("\n".join(lines), flush=True)
     # ---- capability: base and actadd on the same questions
     cap: dict[str, dict[str, dict[str, Any]]] = {}
-    for label in ("base", "actadd preset"):
+    for label in ("base", "actadd preset", "sae preset (45)"):
         method, margs = CONFIGS[label]
         mlog = run_eval(method, margs, "mmlu", {**shuffled, "format": "cloze"}, args.mmlu, log_dir)
         tlog = run_eval(method, margs, "truthfulqa", shuffled, args.tqa, log_dir)
@@ -165,32 +169,40 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"| TruthfulQA MC2 (bootstrap of MC2 - chance, paired) | {len(v2)} | {mean2:.3f} | "
                  f"[{chance2 + dlo:.3f}, {chance2 + dhi:.3f}] | {chance2:.3f} | {dlo > 0 or dhi < 0} |")
 
-    lines.append("\n### `actadd/` (preset) against `base/`, paired on the same items\n")
-    lines.append("| metric | n | base | actadd | test | p |")
-    lines.append("|---|---|---|---|---|---|")
-    a = cap["actadd preset"]
-    for key, title in (("mmlu", "MMLU cloze accuracy"), ("mc1", "TruthfulQA MC1")):
-        ids = sorted(set(b[key]) & set(a[key]))
-        n10, n01, p = mcnemar(b[key], a[key])
-        bm = sum(b[key][i][0] for i in ids) / len(ids)
-        am = sum(a[key][i][0] for i in ids) / len(ids)
-        lines.append(f"| {title} | {len(ids)} | {bm:.3f} | {am:.3f} | exact McNemar ({n10} base-only, "
-                     f"{n01} actadd-only right) | {p:.3g} |")
-    ids = sorted(set(b["mc2"]) & set(a["mc2"]))
-    diffs = [a["mc2"][i][0] - b["mc2"][i][0] for i in ids]
-    lines.append(f"| TruthfulQA MC2 | {len(ids)} | {sum(b['mc2'][i][0] for i in ids) / len(ids):.3f} | "
-                 f"{sum(a['mc2'][i][0] for i in ids) / len(ids):.3f} | Wilcoxon signed-rank | {wilcoxon(diffs):.3g} |")
-    ce_a = side["actadd preset"]["ce"]
-    ce_diffs = [v for v, _ in ce_a.values()]  # per passage: CE(actadd) - CE(base), the same tokens
-    ce_base = [m["ce_base"] for _, m in ce_a.values()]
-    lines.append(f"| WikiText-2 cross-entropy (nats/token) | {len(ce_diffs)} | {sum(ce_base) / len(ce_base):.3f} | "
-                 f"{(sum(ce_base) + sum(ce_diffs)) / len(ce_base):.3f} | Wilcoxon signed-rank | {wilcoxon(ce_diffs):.3g} |")
+    for label in ("actadd preset", "sae preset (45)"):
+        lines += paired_rows(label, b, cap[label], side.get(label))
     lines.append(f"\nTotal wall time {time.perf_counter() - t_start:.0f} s (shared 2-core machine; logs in {log_dir}).")
     report = "\n".join(lines)
     print(report)  # the side-effects table again, then the rest
     if args.out:
         args.out.write_text(report + "\n")
     return 0
+
+
+def paired_rows(label: str, b: dict[str, Any], a: dict[str, Any], side: dict[str, Any] | None) -> list[str]:
+    """The paired comparison of one configuration with ``base/`` on the same questions and passages."""
+    name = label.split()[0]
+    lines = [f"\n### `{name}/` (preset) against `base/`, paired on the same items\n",
+             f"| metric | n | base | {name} | test | p |", "|---|---|---|---|---|---|"]
+    for key, title in (("mmlu", "MMLU cloze accuracy"), ("mc1", "TruthfulQA MC1")):
+        ids = sorted(set(b[key]) & set(a[key]))
+        n10, n01, p = mcnemar(b[key], a[key])
+        bm = sum(b[key][i][0] for i in ids) / len(ids)
+        am = sum(a[key][i][0] for i in ids) / len(ids)
+        lines.append(f"| {title} | {len(ids)} | {bm:.3f} | {am:.3f} | exact McNemar ({n10} base-only, "
+                     f"{n01} {name}-only right) | {p:.3g} |")
+    ids = sorted(set(b["mc2"]) & set(a["mc2"]))
+    diffs = [a["mc2"][i][0] - b["mc2"][i][0] for i in ids]
+    lines.append(f"| TruthfulQA MC2 | {len(ids)} | {sum(b['mc2'][i][0] for i in ids) / len(ids):.3f} | "
+                 f"{sum(a['mc2'][i][0] for i in ids) / len(ids):.3f} | Wilcoxon signed-rank | {wilcoxon(diffs):.3g} |")
+    if side is None:
+        return lines
+    ce_a = side["ce"]
+    ce_diffs = [v for v, _ in ce_a.values()]  # per passage: CE(method) - CE(base), the same tokens
+    ce_base = [m["ce_base"] for _, m in ce_a.values()]
+    lines.append(f"| WikiText-2 cross-entropy (nats/token) | {len(ce_diffs)} | {sum(ce_base) / len(ce_base):.3f} | "
+                 f"{(sum(ce_base) + sum(ce_diffs)) / len(ce_base):.3f} | Wilcoxon signed-rank | {wilcoxon(ce_diffs):.3g} |")
+    return lines
 
 
 if __name__ == "__main__":
