@@ -28,6 +28,30 @@ def tiny_engine(tiny_model_dir: str):
     return Engine.load(tiny_model_dir)
 
 
+@pytest.fixture
+def prepare_again(tiny_model_dir: str):
+    """Prepare a weight-changing method again on a fresh tiny engine, as a second use would.
+
+    Returns ``run(method_class, config, artifact, weights) -> (engine, method)``, which checks that the
+    method reused the cached ``artifact`` (no new fit) and serves exactly ``weights`` (name -> tensor).
+    """
+
+    def run(method_class: type, config: Any, artifact: str | None, weights: dict[str, Any]) -> tuple[Any, Any]:
+        import torch
+
+        from steerboard.engine import Engine
+
+        engine = Engine.load(tiny_model_dir)
+        method = method_class(config, "tiny")
+        method.prepare(engine)
+        assert method.artifact == artifact
+        for n, p in engine.model.named_parameters():
+            assert torch.equal(p.detach(), weights[n]), n
+        return engine, method
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def smol_engine():
     from steerboard.engine import Engine

@@ -37,17 +37,22 @@ def test_non_causal_model_rejected_before_weights(tmp_path: Path) -> None:
         Engine.load(str(tmp_path))  # no weights exist: the error must come first
 
 
-def test_config_from_dict_validates() -> None:
-    with pytest.raises(ValueError, match="Valid keys: .*system_prompt"):
-        PromptConfig.from_dict({"sytem_prompt": "x"})
-    with pytest.raises(ValueError, match="max_batch_size"):
-        MethodConfig.from_dict({"max_batch_size": "0"})
-    with pytest.raises(ValueError, match="expected an integer"):
-        MethodConfig.from_dict({"max_batch_size": "many"})
-    with pytest.raises(ValueError, match="must be one of"):
-        PromptConfig.from_dict({"placement": "middle"})
-    with pytest.raises(ValueError, match="empty"):
-        PromptConfig.from_dict({"system_prompt": "  "})
+@pytest.mark.parametrize(
+    ("config_class", "options", "match"),
+    [
+        (PromptConfig, {"sytem_prompt": "x"}, "Valid keys: .*system_prompt"),
+        (MethodConfig, {"max_batch_size": "0"}, "max_batch_size"),
+        (MethodConfig, {"max_batch_size": "many"}, "expected an integer"),
+        (PromptConfig, {"placement": "middle"}, "must be one of"),
+        (PromptConfig, {"system_prompt": "  "}, "empty"),
+    ],
+)
+def test_config_from_dict_rejects(config_class: type[MethodConfig], options: dict[str, str], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        config_class.from_dict(options)
+
+
+def test_config_from_dict_parses() -> None:
     cfg = PromptConfig.from_dict({"max_batch_size": "8", "trust_remote_code": "false"})
     assert cfg.max_batch_size == 8 and cfg.trust_remote_code is False
 
