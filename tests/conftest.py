@@ -105,3 +105,21 @@ class RuleJudge:
 def rule_judge() -> type[RuleJudge]:
     """The :class:`RuleJudge` class, for tests that swap a judge getter for a rule-based fake."""
     return RuleJudge
+
+
+@pytest.fixture(scope="session")
+def hostile_run():
+    """Build a synthetic XSTest run whose method name, settings and every prompt and reply carry markup.
+
+    Returns ``make(method, text, *, n_samples, seed, settings_key="note", **fields) -> SyntheticRun``; the
+    leaderboard must show all of it as text.
+    """
+    from steerboard.leaderboard.synthetic import SyntheticRun
+
+    def make(method: str, text: str, *, n_samples: int, seed: int, settings_key: str = "note", **fields: Any):
+        return SyntheticRun(
+            task="xstest", method=method, model_args={settings_key: text}, n_samples=n_samples, seed=seed,
+            text_prefix=text, **fields,
+        )
+
+    return make
