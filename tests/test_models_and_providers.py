@@ -203,3 +203,16 @@ def test_model_info_lookup_does_not_prepare_a_second_method(tiny_model_dir: str,
     )
     assert logs[0].status == "success"
     assert prepared == ["Be brief."]  # only the eval's own provider, with its options
+
+
+def test_check_bounds_names_the_first_option_out_of_bounds() -> None:
+    from steerboard.methods.dpo import DPOConfig
+
+    assert DPOConfig(max_pairs=None).max_pairs is None  # an unset option is not checked
+    with pytest.raises(ValueError, match=r"^-M lr must be > 0, got 0\.0$"):
+        DPOConfig.from_dict({"lr": "0", "beta": "0"})
+    with pytest.raises(ValueError, match=r"^-M lr must be > 0, got nan$"):
+        DPOConfig.from_dict({"lr": "nan"})
+    with pytest.raises(ValueError, match=r"^-M max_length must be >= 16, got 15$"):
+        DPOConfig.from_dict({"max_length": "15"})
+    assert DPOConfig.from_dict({"max_length": "16"}).max_length == 16
