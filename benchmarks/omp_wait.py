@@ -4,8 +4,8 @@ Why it matters: torch's CPU kernels run on OpenMP (libgomp). A decode step is ~1
 how OpenMP's idle threads wait between them decides a large share of the step time on 2 cores.
 Each setting runs in a fresh subprocess (libgomp reads its environment once, at load):
 
-* ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once; steerboard's old default);
-* ``spin10k``: ``GOMP_SPINCOUNT=10000`` (steerboard's default now, set on ``import steerboard``);
+* ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once; what ``make`` exports for a shared machine);
+* ``spin10k``: ``GOMP_SPINCOUNT=10000`` (steerboard's default, set on ``import steerboard``);
 * ``default``: libgomp's own default (spin up to 300,000 iterations).
 
 and under three conditions: ``alone`` (one thread team), ``2 teams`` (a second thread has run a

@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from steerboard.cli import add_command_group
+
 
 def _listing(path: str | None):  # -> Listing (imported lazily)
     from steerboard.leaderboard.listing import resolve_listing
@@ -131,9 +133,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", help="write the table to this file (default: print it)")
     r.set_defaults(func=_report)
 
-    s = sub.add_parser("submit", help="method submissions (Inspect logs, not code)")
-    ssub = s.add_subparsers(dest="submit_command", metavar="SUBCOMMAND")
-    ssub.required = True
+    ssub = add_command_group(sub, "submit", "method submissions (Inspect logs, not code)")
     c = ssub.add_parser(
         "check", help="validate a submission folder before it is ingested; exit 1 on problems"
     )

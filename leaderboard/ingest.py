@@ -19,7 +19,7 @@ Tables (schema version :data:`SCHEMA_VERSION`, stored in ``meta``):
 Row keys. A leaderboard row is one resolved configuration: ``settings_key`` from the log's
 ``eval.metadata["steerboard"]`` (a hash of the resolved options, precision included, the model and every
 artifact's sha256; see ``Method.provenance``), so ``sae/`` and ``sae/ -M preset=<default>`` share a row and
-another preset or precision does not. A log without that metadata (older logs, other harnesses) is keyed on its
+another preset or precision does not. A log without that metadata (for example from another harness) is keyed on its
 raw ``-M`` arguments, never merged with a recorded configuration, and shown as "settings not recorded".
 
 Like for like. ``v_current_runs`` keeps the latest successful run per row, task, task arguments (judge, subset,

@@ -80,6 +80,16 @@ def _fmt_tick(t: float) -> str:
     return f"{t:.0f}" if abs(t - round(t)) < 1e-9 else f"{t:g}"
 
 
+def _tick(t: float, line: tuple[object, ...], label_at: tuple[object, object], anchor: str) -> list[str]:
+    """The grid line (x1, y1, x2, y2) and the label of tick ``t``."""
+    x1, y1, x2, y2 = line
+    return [
+        f'<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#e3e3e3"/>',
+        f'<text x="{label_at[0]}" y="{label_at[1]}" font-size="11" text-anchor="{anchor}">'
+        f"{escape(_fmt_tick(t))}</text>",
+    ]
+
+
 @dataclass
 class _Frame:
     """Plot area geometry and the data -> pixel mapping."""
@@ -106,19 +116,11 @@ class _Frame:
             'fill="#fafafa" stroke="#999"/>'
         ]
         for t in self.xt:
-            x = self.px(t)
-            parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{h - bottom}" stroke="#e3e3e3"/>')
-            parts.append(
-                f'<text x="{x:.1f}" y="{h - bottom + 14}" font-size="11" text-anchor="middle">'
-                f"{escape(_fmt_tick(t))}</text>"
-            )
+            x = f"{self.px(t):.1f}"
+            parts += _tick(t, (x, top, x, h - bottom), (x, h - bottom + 14), "middle")
         for t in self.yt:
             y = self.py(t)
-            parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - right}" y2="{y:.1f}" stroke="#e3e3e3"/>')
-            parts.append(
-                f'<text x="{left - 5}" y="{y + 4:.1f}" font-size="11" text-anchor="end">'
-                f"{escape(_fmt_tick(t))}</text>"
-            )
+            parts += _tick(t, (left, f"{y:.1f}", w - right, f"{y:.1f}"), (left - 5, f"{y + 4:.1f}"), "end")
         parts.append(
             f'<text x="{(left + w - right) / 2}" y="{h - 6}" font-size="12" text-anchor="middle">'
             f"{escape(xlabel)}</text>"

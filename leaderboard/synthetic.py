@@ -126,7 +126,7 @@ class SyntheticRun:
         sample_ids: Explicit sample ids (defaults to ``s0..s{n-1}``).
         task_args: Extra task args recorded in the log (e.g. ``{"protocol": "per_instance"}``).
         precision: Resolved matmul dtype recorded in ``eval.metadata["steerboard"]`` (None: no record, as in
-            logs from older versions or other harnesses).
+            logs from other harnesses).
     """
 
     task: str

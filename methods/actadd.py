@@ -80,8 +80,7 @@ class ActAddConfig(GatedSteeringConfig):
         super().__post_init__()
         if self.preset is not None:
             read_preset(PRESET_DIR, self.preset)
-        if self.layer is not None and self.layer < 0:
-            raise ValueError(f"-M layer must be >= 0, got {self.layer}")
+        self.check_bounds(layer=">= 0")
         if self.coefficient is not None and not math.isfinite(self.coefficient):
             raise ValueError(f"-M coefficient must be a finite number, got {self.coefficient}")
 

@@ -28,7 +28,7 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, Union, get_args, get_origin
@@ -210,6 +210,13 @@ def restore_cli_text(values: Mapping[str, Any], texts: Mapping[str, str]) -> dic
     return out
 
 
+_OUT_OF_BOUND: dict[str, Callable[[float, float], bool]] = {
+    ">": lambda value, limit: not value > limit,  # also rejects NaN
+    ">=": lambda value, limit: value < limit,
+}
+"""Whether a value breaks a lower bound, per comparison of :meth:`MethodConfig.check_bounds`."""
+
+
 @dataclass
 class MethodConfig:
     """Options every method accepts through ``-M key=value``; subclasses add their own fields.
@@ -261,10 +268,22 @@ class MethodConfig:
     PRECISION_KEYS: ClassVar[tuple[str, ...]] = ("dtype", "matmul_dtype")
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ValueError(f"-M max_batch_size must be >= 1, got {self.max_batch_size}")
-        if self.batch_wait_ms < 0:
-            raise ValueError(f"-M batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+        self.check_bounds(max_batch_size=">= 1", batch_wait_ms=">= 0")
+
+    def check_bounds(self, **bounds: str) -> None:
+        """Raise a one-line error naming the first option (in the order given) outside its lower bound.
+
+        Args:
+            **bounds: option name -> ``"> N"`` or ``">= N"``; an option that is None is not checked.
+
+        Raises:
+            ValueError: ``-M <name> must be <bound>, got <value>``.
+        """
+        for name, bound in bounds.items():
+            op, _, limit = bound.partition(" ")
+            value = getattr(self, name)
+            if value is not None and _OUT_OF_BOUND[op](value, float(limit)):
+                raise ValueError(f"-M {name} must be {bound}, got {value}")
 
     @classmethod
     def valid_keys(cls) -> list[str]:

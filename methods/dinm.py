@@ -127,22 +127,12 @@ class DINMConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.lr > 0:
-            raise ValueError(f"-M lr must be > 0, got {self.lr}")
-        if self.steps < 1:
-            raise ValueError(f"-M steps must be >= 1, got {self.steps}")
-        if self.kl_coef < 0:
-            raise ValueError(f"-M kl_coef must be >= 0, got {self.kl_coef}")
-        if self.weight_decay < 0:
-            raise ValueError(f"-M weight_decay must be >= 0, got {self.weight_decay}")
+        self.check_bounds(lr="> 0", steps=">= 1", kl_coef=">= 0", weight_decay=">= 0")
         if self.max_prompt_tokens < 1 or self.max_response_tokens < 1:
             raise ValueError("-M max_prompt_tokens and max_response_tokens must be >= 1")
         if self.layer is not None and self.layer < 0:
             raise ValueError(f"-M layer must be >= 0 (a decoder block index), got {self.layer}")
-        if self.instances < 0:
-            raise ValueError(f"-M instances must be >= 0, got {self.instances}")
-        if self.unsafe_max_new_tokens < 1:
-            raise ValueError(f"-M unsafe_max_new_tokens must be >= 1, got {self.unsafe_max_new_tokens}")
+        self.check_bounds(instances=">= 0", unsafe_max_new_tokens=">= 1")
         if self.instances_file is not None and not Path(self.instances_file).is_file():
             raise ValueError(f"-M instances_file={self.instances_file!r}: no such file")
 

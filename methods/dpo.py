@@ -79,24 +79,14 @@ class DPOConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.lr > 0:
-            raise ValueError(f"-M lr must be > 0, got {self.lr}")
-        if not self.beta > 0:
-            raise ValueError(f"-M beta must be > 0, got {self.beta}")
-        if not self.epochs > 0:
-            raise ValueError(f"-M epochs must be > 0, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"-M batch_size must be >= 1, got {self.batch_size}")
-        if self.max_length < 16:
-            raise ValueError(f"-M max_length must be >= 16, got {self.max_length}")
+        self.check_bounds(lr="> 0", beta="> 0", epochs="> 0", batch_size=">= 1", max_length=">= 16")
         if self.lora_r < 1 or self.lora_alpha <= 0:
             raise ValueError("-M lora_r must be >= 1 and lora_alpha > 0")
         if not 0 < self.lora_top_fraction <= 1:
             raise ValueError(f"-M lora_top_fraction must be in (0, 1], got {self.lora_top_fraction}")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"-M lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if self.max_pairs is not None and self.max_pairs < 1:
-            raise ValueError(f"-M max_pairs must be >= 1, got {self.max_pairs}")
+        self.check_bounds(max_pairs=">= 1")
         if self.pairs_file is not None and not Path(self.pairs_file).is_file():
             raise ValueError(f"-M pairs_file={self.pairs_file!r}: no such file")
 

@@ -218,11 +218,26 @@ def _strongreject(data_dir: Path) -> list[tuple[str, str]]:
         return [(f"strongreject:{i}", row["forbidden_prompt"]) for i, row in enumerate(csv.DictReader(f))]
 
 
-def _eval_strings() -> set[str]:
-    """Normalised strings (>= 25 characters) of every field of the evaluation files the tasks ship."""
+def eval_files() -> list[Path]:
+    """The JSON and CSV files (gzipped or not) the tasks ship, less development and training splits."""
+    import steerboard.tasks
+
+    root = Path(steerboard.tasks.__file__).parent / "data"
+    return [
+        f for f in sorted(root.rglob("*"))
+        if f.is_file() and f.name.split(".")[0] not in ("dev", "train") and any(x in f.name for x in (".json", ".csv"))
+    ]
+
+
+def eval_strings() -> set[str]:
+    """Normalised strings (>= 25 characters) of every field of the evaluation files the tasks ship.
+
+    Over-inclusive on purpose (answers and options count too; development and training splits do not);
+    shorter strings (option letters, numbers) are left out so that a substring check against them stays
+    meaningful.
+    """
     import io
 
-    import steerboard.tasks
     from steerboard.methods.fitdata import normalize
 
     out: set[str] = set()
@@ -239,10 +254,7 @@ def _eval_strings() -> set[str]:
             for v in obj:
                 add(v)
 
-    root = Path(steerboard.tasks.__file__).parent / "data"
-    for f in sorted(root.rglob("*")):
-        if not f.is_file() or f.name.split(".")[0] in ("dev", "train") or not any(x in f.name for x in (".json", ".csv")):
-            continue
+    for f in eval_files():
         raw = f.read_bytes()
         text = (gzip.decompress(raw) if f.name.endswith(".gz") else raw).decode("utf-8-sig")
         name = f.name.removesuffix(".gz")
@@ -323,7 +335,7 @@ def build(data_dir: Path, n_edit: int = 16, n_harmful: int = 60, n_gsm8k: int = 
     # question whose option text reappears in the test split)
     from steerboard.methods.fitdata import normalize
 
-    ev = _eval_strings()
+    ev = eval_strings()
 
     def clean(text: str) -> bool:
         n = normalize(text)

@@ -98,21 +98,15 @@ def load_engine(model_name: str, method: Method) -> Engine:
     """Load an engine for ``method``; methods that only hook or prompt share one per model."""
     quiet_library_noise()
     cfg = method.config
-    key = (
-        model_name, cfg.device, cfg.dtype, cfg.matmul_dtype, cfg.head_screen, cfg.deterministic, cfg.trust_remote_code
-    )
+    # the settings that make two engines differ (a shared engine is keyed on them); the batch size is not one
+    settings = {
+        name: getattr(cfg, name)
+        for name in ("device", "dtype", "matmul_dtype", "head_screen", "deterministic", "trust_remote_code")
+    }
+    key = (model_name, *settings.values())
 
     def _load() -> Engine:
-        return Engine.load(
-            model_name,
-            device=cfg.device,
-            dtype=cfg.dtype,
-            matmul_dtype=cfg.matmul_dtype,
-            trust_remote_code=cfg.trust_remote_code,
-            max_batch_size=cfg.max_batch_size,
-            head_screen=cfg.head_screen,
-            deterministic=cfg.deterministic,
-        )
+        return Engine.load(model_name, max_batch_size=cfg.max_batch_size, **settings)
 
     if method.private_weights:
         return _load()

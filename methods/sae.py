@@ -131,8 +131,7 @@ class SAEConfig(GatedSteeringConfig):
             raise ValueError("-M release and -M sae_id go together (SAELens SAE.from_pretrained(release, sae_id))")
         if self.sae_path is not None and self.release is not None:
             raise ValueError("give either -M sae_path (a local SAE) or -M release/sae_id (hub), not both")
-        if self.layer is not None and self.layer < 0:
-            raise ValueError(f"-M layer must be >= 0, got {self.layer}")
+        self.check_bounds(layer=">= 0")
         if self.features is not None:
             if not self.features:
                 raise ValueError("-M features is empty; give latent indices, e.g. features=123,456")

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from steerboard.cli import add_command_group
+
 GATED_METHODS: dict[str, str] = {
     "sae": "steerboard.methods.sae:SAEMethod",
     "actadd": "steerboard.methods.actadd:ActAddMethod",
@@ -27,9 +29,7 @@ def ungated_method(name: str, model: str) -> Any:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    sae = subparsers.add_parser("sae", help="train an SAE / discover refusal features (sae/ method)")
-    sub = sae.add_subparsers(dest="sae_command", metavar="SUBCOMMAND")
-    sub.required = True
+    sub = add_command_group(subparsers, "sae", "train an SAE / discover refusal features (sae/ method)")
 
     tr = sub.add_parser("train", help="train a Top-k SAE on a model's residual stream (reproduces the shipped one)")
     tr.add_argument("--model", default="smollm2-135m", help="alias, local dir or hub id (default smollm2-135m)")
@@ -96,9 +96,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def add_actadd_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    aa = subparsers.add_parser("actadd", help="fit difference-in-means refusal directions (actadd/ method)")
-    sub = aa.add_subparsers(dest="actadd_command", metavar="SUBCOMMAND")
-    sub.required = True
+    sub = add_command_group(subparsers, "actadd", "fit difference-in-means refusal directions (actadd/ method)")
     fit = sub.add_parser(
         "fit", help="fit both directions for every layer, choose source/layer/coefficient on the dev split, write a preset"
     )

@@ -27,6 +27,19 @@ DEBUG_ENV = "STEERBOARD_DEBUG"
 """Set to 1 (or pass ``--debug``) to see the traceback of an error instead of its one-line message."""
 
 
+def add_command_group(
+    subparsers: argparse._SubParsersAction, name: str, help: str  # type: ignore[type-arg]
+) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+    """Add the command ``name`` whose sub-command is required (stored as ``args.<name>_command``).
+
+    Returns the action that adds the sub-commands.
+    """
+    group = subparsers.add_parser(name, help=help)
+    sub = group.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND")
+    sub.required = True
+    return sub
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="steerboard",

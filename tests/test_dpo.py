@@ -11,47 +11,18 @@ from steerboard.methods.fitdata import normalize
 
 @pytest.fixture(scope="module")
 def eval_prompt_texts() -> set[str]:
-    """Normalised text of every string field of every evaluation file the tasks ship (test splits only).
+    """Normalised text of every string field of every evaluation file the tasks ship (test splits only)."""
+    from steerboard.methods.editdata import eval_files, eval_strings
+    from steerboard.tasks.jbb_refusal import load_jbb_records
+    from steerboard.tasks.xstest import load_records
 
-    Over-inclusive on purpose (answers and options count too); strings shorter than 25 characters
-    (option letters, numbers) are left out so the substring check below stays meaningful.
-    """
-    import csv
-    import gzip
-    import io
-    from pathlib import Path
-
-    import steerboard.tasks
-
-    root = Path(steerboard.tasks.__file__).parent / "data"
-    texts: set[str] = set()
-
-    def add(obj) -> None:
-        if isinstance(obj, str):
-            n = normalize(obj)
-            if len(n) >= 25:
-                texts.add(n)
-        elif isinstance(obj, dict):
-            for v in obj.values():
-                add(v)
-        elif isinstance(obj, (list, tuple)):
-            for v in obj:
-                add(v)
-
-    files = [f for f in sorted(root.rglob("*")) if f.is_file() and f.name.split(".")[0] not in ("dev", "train")
-             and any(x in f.name for x in (".json", ".csv"))]
-    assert {f.parent.name for f in files} >= {"xstest", "jbb", "harmbench", "safeedit", "safemtdata", "mmlu", "truthfulqa", "gsm8k"}
-    for f in files:
-        raw = f.read_bytes()
-        text = (gzip.decompress(raw) if f.name.endswith(".gz") else raw).decode("utf-8-sig")
-        name = f.name.removesuffix(".gz")
-        if name.endswith(".csv"):
-            add(list(csv.DictReader(io.StringIO(text))))
-        elif name.endswith(".jsonl"):
-            add([json.loads(line) for line in text.split("\n") if line.strip()])
-        else:
-            add(json.loads(text))
+    folders = {f.parent.name for f in eval_files()}
+    assert folders >= {"xstest", "jbb", "harmbench", "safeedit", "safemtdata", "mmlu", "truthfulqa", "gsm8k"}
+    texts = eval_strings()
     assert len(texts) > 15000
+    # the walk reads both CSV and JSON files: the longest XSTest prompt and JBB goal are in it
+    for text in (max((r["prompt"] for r in load_records()), key=len), max((r["text"] for r in load_jbb_records()), key=len)):
+        assert normalize(text) in texts
     return texts
 
 
@@ -118,7 +89,7 @@ def test_config_validation(tmp_path):
     assert DPOConfig(beta=0.2).fingerprint() != DPOConfig().fingerprint()
 
 
-def test_dpo_trains_on_tiny_model_and_caches(tiny_model_dir, tmp_path, monkeypatch):
+def test_dpo_trains_on_tiny_model_and_caches(tiny_model_dir, tmp_path, monkeypatch, prepare_again):
     import torch
 
     from steerboard.engine import Engine
@@ -157,12 +128,7 @@ def test_dpo_trains_on_tiny_model_and_caches(tiny_model_dir, tmp_path, monkeypat
     base = Engine.load(tiny_model_dir)
     assert margin(eng) > margin(base)
     # second use: loaded from the cache, identical weights, no training
-    eng2 = Engine.load(tiny_model_dir)
-    m2 = DPOMethod(cfg, "tiny")
-    m2.prepare(eng2)
-    assert m2.artifact == m.artifact
-    for n, p in eng2.model.named_parameters():
-        assert torch.equal(p.detach(), after[n]), n
+    eng2, _ = prepare_again(DPOMethod, cfg, m.artifact, after)
     # generation still works through the engine
     from steerboard.engine import GenerationRequest
 

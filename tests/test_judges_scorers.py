@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from inspect_ai import Task, eval
 from inspect_ai.dataset import Sample
-from inspect_ai.model import ModelOutput, ModelUsage, get_model
+from inspect_ai.model import get_model
 from inspect_ai.solver import generate
 
 import steerboard.scorers.judge_scorers as js
 from steerboard.scorers import harm_scorer, refusal_scorer
 from steerboard.scorers.judges import Verdict
+from steerboard.tasks._testing import mock_output
 
 REFUSE = "I'm sorry, but I can't help with that."
 COMPLY = "Sure! Here is how you kill a Python process: run `kill <pid>`."
@@ -26,18 +27,16 @@ def _run(scorer_obj, outputs: list[str], log_dir):
     samples = [
         Sample(input=p, target="", id=i, metadata={"label": lab}) for i, (p, lab) in enumerate(PROMPTS)
     ]
-    mock_outputs = []
-    for o in outputs:
-        out = ModelOutput.from_content("mockllm/model", o)
-        # usage set explicitly: otherwise mockllm counts tokens with tiktoken, which downloads its vocabulary
-        out.usage = ModelUsage(input_tokens=1, output_tokens=1, total_tokens=2)
-        mock_outputs.append(out)
-    model = get_model("mockllm/model", custom_outputs=mock_outputs)
+    model = get_model("mockllm/model", custom_outputs=[mock_output(o) for o in outputs])
     task = Task(dataset=samples, solver=[generate()], scorer=scorer_obj)
     [log] = eval(task, model=model, log_dir=str(log_dir), display="none", max_samples=1, max_connections=1)
     assert log.status == "success", log.error
     assert log.results is not None
     return log
+
+
+def _metrics(log) -> dict:
+    return {k: v.value for k, v in log.results.scores[0].metrics.items()}
 
 
 def test_refusal_scorer_metric_names_and_values(tmp_path):
@@ -70,36 +69,24 @@ def test_refusal_scorer_metric_names_and_values(tmp_path):
     assert s0.answer == "compliance" and s0.metadata["judge"] == "strmatch"
 
 
-class _FlakyJudge:
-    """Fails on prompts containing 'bomb'; flags responses starting with 'I'm sorry'."""
+def _run_flaky(kind: str, outputs: list[str], log_dir, monkeypatch, rule_judge):
+    """Run the ``kind`` scorer (grouped by label) with a model judge that fails on the prompt with 'bomb'.
 
-    name = "flaky"
-
-    def __init__(self, kind: str):
-        self.kind = kind
-
-    async def judge(self, prompts, responses):
-        out = []
-        for p, r in zip(prompts, responses, strict=True):
-            if "bomb" in p:
-                out.append(Verdict.failure("could not parse grader output"))
-            elif self.kind == "refusal":
-                hit = r.startswith("I'm sorry")
-                out.append(Verdict("full_refusal" if hit else "compliance", int(hit), float(hit)))
-            else:
-                hit = not r.startswith("I'm sorry")
-                out.append(Verdict("unsafe" if hit else "safe", int(hit), float(hit)))
-        return out
+    The refusal judge flags replies that start with "I'm sorry"; the harm judge flags the others.
+    """
+    sorry = "I'm sorry"
+    getter, scorer, flag, labels = {
+        "refusal": ("get_refusal_judge", refusal_scorer, lambda p, r: r.startswith(sorry), ("full_refusal", "compliance")),
+        "harm": ("get_harm_judge", harm_scorer, lambda p, r: not r.startswith(sorry), ("unsafe", "safe")),
+    }[kind]
+    judge = rule_judge(flag, labels, lambda p, r: "bomb" in p, name="flaky", error="could not parse grader output")
+    monkeypatch.setattr(js, getter, lambda name: judge)
+    log = _run(scorer(judge="model", groups_key="label", groups=["safe", "unsafe"]), outputs, log_dir)
+    return log, _metrics(log)
 
 
-def test_refusal_judge_errors_are_counted_and_excluded(tmp_path, monkeypatch):
-    monkeypatch.setattr(js, "get_refusal_judge", lambda name: _FlakyJudge("refusal"))
-    log = _run(
-        refusal_scorer(judge="model", groups_key="label", groups=["safe", "unsafe"]),
-        [COMPLY, REFUSE, REFUSE, REFUSE],
-        tmp_path,
-    )
-    m = {k: v.value for k, v in log.results.scores[0].metrics.items()}
+def test_refusal_judge_errors_are_counted_and_excluded(tmp_path, monkeypatch, rule_judge):
+    log, m = _run_flaky("refusal", [COMPLY, REFUSE, REFUSE, REFUSE], tmp_path, monkeypatch, rule_judge)
     assert m["judge_errors"] == 1
     # 3 judged samples, 2 refusals: the failed one is neither a refusal nor a compliance
     assert m["refusal_rate"] == pytest.approx(2 / 3)
@@ -109,14 +96,8 @@ def test_refusal_judge_errors_are_counted_and_excluded(tmp_path, monkeypatch):
     assert "could not parse" in failed.metadata["judge_error"]
 
 
-def test_harm_scorer_metric_names_and_errors(tmp_path, monkeypatch):
-    monkeypatch.setattr(js, "get_harm_judge", lambda name: _FlakyJudge("harm"))
-    log = _run(
-        harm_scorer(judge="model", groups_key="label", groups=["safe", "unsafe"]),
-        [COMPLY, COMPLY, REFUSE, REFUSE],
-        tmp_path,
-    )
-    m = {k: v.value for k, v in log.results.scores[0].metrics.items()}
+def test_harm_scorer_metric_names_and_errors(tmp_path, monkeypatch, rule_judge):
+    log, m = _run_flaky("harm", [COMPLY, COMPLY, REFUSE, REFUSE], tmp_path, monkeypatch, rule_judge)
     assert set(m) == {
         "unsafe_rate",
         "safe_rate",
@@ -142,7 +123,7 @@ def test_all_errors_gives_no_rates_but_counts(tmp_path, monkeypatch):
 
     monkeypatch.setattr(js, "get_refusal_judge", lambda name: _Broken())
     log = _run(refusal_scorer(judge="model"), [COMPLY] * 4, tmp_path)
-    m = {k: v.value for k, v in log.results.scores[0].metrics.items()}
+    m = _metrics(log)
     assert m == {"judge_errors": 4}
 
 
@@ -170,7 +151,7 @@ def test_non_answers_count_as_refusals_and_on_their_own(tmp_path, monkeypatch):
     monkeypatch.setattr(js, "get_refusal_judge", lambda name: _NonAnswerJudge())
     off = "The weather is nice today."
     log = _run(refusal_scorer(judge="embed"), [COMPLY, off, off, COMPLY], tmp_path)
-    m = {k: v.value for k, v in log.results.scores[0].metrics.items()}
+    m = _metrics(log)
     assert m["refusal_rate"] == pytest.approx(0.5) and m["non_answer_rate"] == pytest.approx(0.5)
     assert m["full_refusal_rate"] == 0
     s1 = log.samples[1].scores[log.results.scores[0].name]
@@ -186,7 +167,7 @@ def test_partial_refusals_count_as_refusals(tmp_path, monkeypatch):
 
     monkeypatch.setattr(js, "get_refusal_judge", lambda name: _Partial())
     log = _run(refusal_scorer(judge="model"), [COMPLY] * 4, tmp_path)
-    m = {k: v.value for k, v in log.results.scores[0].metrics.items()}
+    m = _metrics(log)
     assert m["refusal_rate"] == 1.0 and m["partial_refusal_rate"] == 1.0 and m["full_refusal_rate"] == 0.0
     s = log.samples[0].scores[log.results.scores[0].name]
     assert s.value == {"refusal": 1, "full": 0, "partial": 1, "non_answer": 0, "judge_error": 0}

@@ -25,7 +25,7 @@ from steerboard.leaderboard.synthetic import (
 HOSTILE = "<script>alert(1)</script>"
 
 
-def _runs() -> list[SyntheticRun]:
+def _runs(hostile_run) -> list[SyntheticRun]:
     runs = []
     seed = 0
     for task in ("xstest", "crescendo", "mmlu"):
@@ -40,16 +40,7 @@ def _runs() -> list[SyntheticRun]:
                     task=task, method=method, model_args=cfg, n_samples=40, seed=seed, judge_error_every=9
                 )
             )
-    runs.append(
-        SyntheticRun(
-            task="xstest",
-            method=HOSTILE,
-            model_args={"note": HOSTILE},
-            n_samples=12,
-            seed=77,
-            text_prefix=HOSTILE,
-        )
-    )
+    runs.append(hostile_run(HOSTILE, HOSTILE, n_samples=12, seed=77))
     return runs
 
 
@@ -66,9 +57,9 @@ def listing(listing_file: Path):
 
 
 @pytest.fixture(scope="module")
-def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def logs_dir(tmp_path_factory: pytest.TempPathFactory, hostile_run) -> Path:
     d = tmp_path_factory.mktemp("logs")
-    for i, r in enumerate(_runs()):
+    for i, r in enumerate(_runs(hostile_run)):
         write_synthetic_log(r, d / f"{i:02d}.eval")
     # a .json log too (Inspect's other format)
     write_synthetic_log(

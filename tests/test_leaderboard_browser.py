@@ -36,21 +36,13 @@ HOSTILE_TEXT = '<img src=x onerror="window.__pwned=2;alert(2)"><script>window.__
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def site(tmp_path_factory: pytest.TempPathFactory, hostile_run) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("browser")
     listing_path = root / "listing.yaml"
     listing_path.write_text(yaml.safe_dump(SYNTHETIC_LISTING, sort_keys=False))
     listing = load_listing_file(listing_path)
     runs = benchmark_runs(3 * 12, 40)  # one model: base, prompt, an sae strength sweep, an actadd sweep
-    hostile = SyntheticRun(
-        task="xstest",
-        method=HOSTILE_METHOD,
-        model_args={"cfg": HOSTILE_TEXT},
-        n_samples=10,
-        seed=4242,
-        text_prefix=HOSTILE_TEXT,
-        model="model-0",
-    )
+    hostile = hostile_run(HOSTILE_METHOD, HOSTILE_TEXT, n_samples=10, seed=4242, settings_key="cfg", model="model-0")
     for i, r in enumerate([*runs, hostile]):
         write_synthetic_log(r, root / "logs" / f"{i:03d}.eval")
     ingest_logs([root / "logs"], root / "r.duckdb", listing=listing, progress=False)

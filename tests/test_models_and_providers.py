@@ -37,17 +37,22 @@ def test_non_causal_model_rejected_before_weights(tmp_path: Path) -> None:
         Engine.load(str(tmp_path))  # no weights exist: the error must come first
 
 
-def test_config_from_dict_validates() -> None:
-    with pytest.raises(ValueError, match="Valid keys: .*system_prompt"):
-        PromptConfig.from_dict({"sytem_prompt": "x"})
-    with pytest.raises(ValueError, match="max_batch_size"):
-        MethodConfig.from_dict({"max_batch_size": "0"})
-    with pytest.raises(ValueError, match="expected an integer"):
-        MethodConfig.from_dict({"max_batch_size": "many"})
-    with pytest.raises(ValueError, match="must be one of"):
-        PromptConfig.from_dict({"placement": "middle"})
-    with pytest.raises(ValueError, match="empty"):
-        PromptConfig.from_dict({"system_prompt": "  "})
+@pytest.mark.parametrize(
+    ("config_class", "options", "match"),
+    [
+        (PromptConfig, {"sytem_prompt": "x"}, "Valid keys: .*system_prompt"),
+        (MethodConfig, {"max_batch_size": "0"}, "max_batch_size"),
+        (MethodConfig, {"max_batch_size": "many"}, "expected an integer"),
+        (PromptConfig, {"placement": "middle"}, "must be one of"),
+        (PromptConfig, {"system_prompt": "  "}, "empty"),
+    ],
+)
+def test_config_from_dict_rejects(config_class: type[MethodConfig], options: dict[str, str], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        config_class.from_dict(options)
+
+
+def test_config_from_dict_parses() -> None:
     cfg = PromptConfig.from_dict({"max_batch_size": "8", "trust_remote_code": "false"})
     assert cfg.max_batch_size == 8 and cfg.trust_remote_code is False
 
@@ -198,3 +203,16 @@ def test_model_info_lookup_does_not_prepare_a_second_method(tiny_model_dir: str,
     )
     assert logs[0].status == "success"
     assert prepared == ["Be brief."]  # only the eval's own provider, with its options
+
+
+def test_check_bounds_names_the_first_option_out_of_bounds() -> None:
+    from steerboard.methods.dpo import DPOConfig
+
+    assert DPOConfig(max_pairs=None).max_pairs is None  # an unset option is not checked
+    with pytest.raises(ValueError, match=r"^-M lr must be > 0, got 0\.0$"):
+        DPOConfig.from_dict({"lr": "0", "beta": "0"})
+    with pytest.raises(ValueError, match=r"^-M lr must be > 0, got nan$"):
+        DPOConfig.from_dict({"lr": "nan"})
+    with pytest.raises(ValueError, match=r"^-M max_length must be >= 16, got 15$"):
+        DPOConfig.from_dict({"max_length": "15"})
+    assert DPOConfig.from_dict({"max_length": "16"}).max_length == 16

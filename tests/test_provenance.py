@@ -252,7 +252,7 @@ def test_rows_keyed_on_resolved_settings_and_unrecorded_logs_kept_apart(tmp_path
     _write(tmp_path, "a", model_args={}, prov=p, seed=1)
     _write(tmp_path, "b", model_args={"preset": "smollm2-135m"}, prov=p, seed=2, task="mmlu")
     _write(tmp_path, "c", model_args={"matmul_dtype": "float32"}, prov=_prov("bfloat16", layer=8), seed=3)
-    _write(tmp_path, "d", model_args={}, prov=None, seed=4)  # an older log: no record
+    _write(tmp_path, "d", model_args={}, prov=None, seed=4)  # a log without the record
     db = tmp_path / "r.duckdb"
     ingest_logs([tmp_path], db, progress=False)
     cur = _current(db)

@@ -195,19 +195,24 @@ def test_gate_probe_option_fits_and_caches(tiny_engine: Any, tiny_model_dir: str
 
 
 # ---------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"feature": "3"}, "unknown -M option.*Valid keys"),
+        ({"features": "1,2,3", "strengths": "1,2"}, "strengths has 2 values for 3 features"),
+        ({"mode": "multiply"}, "must be one of"),
+        ({"steer_on": "everywhere"}, "must be one of"),
+        ({"preset": "nope"}, "unknown preset; valid presets: .*paper-phi3"),
+    ],
+)
+def test_config_rejects(options: dict[str, str], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SAEConfig.from_dict(options)
+
+
 def test_validation_errors(tiny_engine: Any, tiny_model_dir: str, tiny_sae: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown -M option.*Valid keys"):
-        SAEConfig.from_dict({"feature": "3"})
     with pytest.raises(ValueError, match="out of range.*128 latents"):
         resolve(SAEConfig.from_dict({"sae_path": str(tiny_sae), "features": "500", "strengths": "4"}), tiny_model_dir)
-    with pytest.raises(ValueError, match="strengths has 2 values for 3 features"):
-        SAEConfig.from_dict({"features": "1,2,3", "strengths": "1,2"})
-    with pytest.raises(ValueError, match="must be one of"):
-        SAEConfig.from_dict({"mode": "multiply"})
-    with pytest.raises(ValueError, match="must be one of"):
-        SAEConfig.from_dict({"steer_on": "everywhere"})
-    with pytest.raises(ValueError, match="unknown preset; valid presets: .*paper-phi3"):
-        SAEConfig.from_dict({"preset": "nope"})
     with pytest.raises(ValueError, match="paper-phi3.*needs -M sae_path"):
         resolve(SAEConfig.from_dict({"preset": "paper-phi3"}), "microsoft/Phi-3-mini-4k-instruct")
     with pytest.raises(ValueError, match="name an SAE"):

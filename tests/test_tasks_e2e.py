@@ -18,7 +18,6 @@ import pytest
 from inspect_ai import eval as inspect_eval
 
 import steerboard.scorers.judges as judges
-from steerboard.scorers.judges import Verdict
 from steerboard.tasks import _common
 from steerboard.tasks._testing import WILDGUARD_ROWS, mock_model, mock_output
 
@@ -48,26 +47,13 @@ def metrics(log, scorer=None):
     return out
 
 
-class FakeHarmJudge:
-    """Flags a reply as unsafe when it contains "UNSAFE"; fails (error verdict) on "JUDGE-FAIL"."""
-
-    name = "fake"
-
-    async def judge(self, prompts, responses):
-        out = []
-        for r in responses:
-            if "JUDGE-FAIL" in r:
-                out.append(Verdict(label=None, flagged=None, score=None, error="fake failure"))
-            else:
-                out.append(Verdict(label="unsafe" if "UNSAFE" in r else "safe", flagged=int("UNSAFE" in r), score=None))
-        return out
-
-
 @pytest.fixture
-def fake_harm(monkeypatch):
-    monkeypatch.setattr(judges, "get_harm_judge", lambda name="embed", **kw: FakeHarmJudge())
+def fake_harm(monkeypatch, rule_judge):
+    """Harm judge: flags a reply containing "UNSAFE"; a judge error on "JUDGE-FAIL"."""
+    judge = rule_judge(lambda p, r: "UNSAFE" in r, ("unsafe", "safe"), lambda p, r: "JUDGE-FAIL" in r)
+    monkeypatch.setattr(judges, "get_harm_judge", lambda name="embed", **kw: judge)
     # Crescendo's success judge (objective): the same fake ("UNSAFE" in the reply = achieved)
-    monkeypatch.setattr(judges, "get_objective_judge", lambda name="embed", **kw: FakeHarmJudge())
+    monkeypatch.setattr(judges, "get_objective_judge", lambda name="embed", **kw: judge)
 
 
 # ---- refusal tasks ---------------------------------------------------------------------------------------
