@@ -310,6 +310,19 @@ class DPOMethod(Method):
 
         d = super().describe()
         if self.artifact is not None:
-            d["artifacts"]["adapter"] = {"path": self.artifact, "sha256": file_sha256(self.artifact)}
+            d["artifacts"]["adapter"] = {"path": self.artifact, "sha256": file_sha256(weights_file(self.artifact))}
         d["stats"] = {"train": self.train_stats}
         return d
+
+
+def weights_file(artifact: str | Path) -> Path:
+    """The file of a trained DPO artifact that holds its weights (the LoRA adapter, or the full model).
+
+    The artifact's sha256 is this file's: the folder also holds training timings, absolute paths and peft's
+    module list in set order, which differ between two trainings that produce the same weights.
+    """
+    folder = Path(artifact)
+    for name in ("adapter_model.safetensors", "model.safetensors"):
+        if (folder / name).exists():
+            return folder / name
+    return folder

@@ -151,3 +151,21 @@ def test_entry_point_resolves_dpo(tiny_model_dir, tmp_path, monkeypatch):
     assert model.api.method.train_stats["steps"] == 1
     with pytest.raises(ValueError, match="lr must be > 0"):
         get_model(f"dpo/{tiny_model_dir}", lr=0)
+
+
+def test_artifact_sha_is_the_weights_only(tmp_path):
+    """Two trainings with the same weights share the artifact sha256 (and so the settings key) although their
+    folders differ in timings and peft's module order."""
+    from steerboard.methods.base import file_sha256
+    from steerboard.methods.dpo import weights_file
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, stats, modules in ((a, '{"seconds": 1.0}', '["q_proj", "v_proj"]'), (b, '{"seconds": 2.5}', '["v_proj", "q_proj"]')):
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"same weights")
+        (folder / "train_stats.json").write_text(stats)
+        (folder / "adapter_config.json").write_text(f'{{"target_modules": {modules}}}')
+    assert file_sha256(a) != file_sha256(b)
+    assert file_sha256(weights_file(a)) == file_sha256(weights_file(b))
+    (b / "adapter_model.safetensors").write_bytes(b"other weights")
+    assert file_sha256(weights_file(a)) != file_sha256(weights_file(b))
