@@ -5,8 +5,9 @@ All 14,042 test questions; ``-T fewshot=5`` prepends the subject's 5 dev exempla
 disjoint from test).
 
 Cloze form (``-T format=cloze``, and part of the default ``all``): the question without lettered options;
-each option's text is scored by its log-likelihood as the assistant's reply, through the provider's
-teacher-forced scorer (steerboard method providers; the method applies as when it generates), and the option
+each option's text is scored by its log-likelihood as the text after ``Answer:`` (``-T template=plain``,
+default: plain text without the chat template, as lm-eval scores it; ``-T template=chat``: as the assistant's
+reply to a user turn), through the provider's teacher-forced scorer (steerboard method providers; the method applies as when it generates), and the option
 with the highest log-likelihood per byte of answer text wins (lm-eval's ``acc_norm``; SmolLM2 and other small
 models report MMLU this way because the letter form sits near chance below a few billion parameters):
 

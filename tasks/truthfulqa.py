@@ -5,9 +5,12 @@ Lin et al. 2022, "TruthfulQA: Measuring How Models Mimic Human Falsehoods" (ACL 
 false answers).
 
 ``-T format=loglik`` (default), the paper's protocol as lm-eval computes it: every answer string is scored by
-its total log-likelihood as the assistant's reply to a Q/A prompt (a primer of six question-answer pairs in
-the paper's "Q: ... A: ..." shape, written for steerboard, then the question), through the provider's
-teacher-forced scorer (steerboard method providers; the method applies as when it generates).
+its total log-likelihood after a Q/A prompt (a primer of six question-answer pairs in the paper's
+"Q: ... A: ..." shape, written for steerboard, then the question), through the provider's teacher-forced
+scorer (steerboard method providers; the method applies as when it generates). ``-T template=plain``
+(default) gives the prompt as plain text ending in ``A:`` and scores the answer as the text after it, as
+lm-eval does; ``-T template=chat`` puts the prompt in a user turn of the chat template and scores the
+answer as the assistant's reply. The primer's keys/values are computed once per run and reused.
 
 * ``truthfulqa_mc1``: correct when the highest-likelihood MC1 answer is the true one (``accuracy``);
 * ``truthfulqa_mc2``: ``sum_true p(answer) / sum_all p(answer)`` with ``p = exp(total log-likelihood)``
