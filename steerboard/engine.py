@@ -999,8 +999,9 @@ class Engine:
             distributions: also return each position's full next-token log-distribution (CPU float32).
             max_positions: most continuation positions per batch (bounds the ``[rows, len, vocab]`` logits).
             prefix_len: the first ``prefix_len`` prompt tokens are a prefix that many calls share (a few-shot
-                primer): with :attr:`prefix_cache` on, its keys/values are computed once and reused, as the
-                chat template's preamble is (which is reused by default).
+                primer): with :attr:`prefix_cache` on, its keys/values are computed once and reused (under
+                hooks only when the intervention declares a ``preamble_key``). Without it every prompt runs
+                whole.
 
         Returns:
             One :class:`ScoredContinuation` per request, in order.
@@ -1050,10 +1051,11 @@ class Engine:
         with self.lock, torch.inference_mode(), ctx:
             # hooks may change the prefix's keys/values: reuse it only under hooks that say how (preamble_key)
             key_fn = getattr(intervention, "preamble_key", None) if intervention is not None else None
+            # only a declared shared prefix is reused: a prompt computed whole and one computed after a cached
+            # prefix differ by float rounding, so a method that changes nothing would not score exactly as base
             prefix = list(pre[0].input_ids[:prefix_len]) if prefix_len >= 4 else None
-            cache, mask, next_pos, (hidden, logits) = self._prefill(
-                pre, state, list(range(len(pre))), intervention is None or key_fn is not None, key_fn, prefix
-            )
+            reuse = prefix is not None and (intervention is None or key_fn is not None)
+            cache, mask, next_pos, (hidden, logits) = self._prefill(pre, state, list(range(len(pre))), reuse, key_fn, prefix)
             first = (logits if logits is not None else self._logits(hidden)).float()  # predicts token 0
             if shared:
                 cache.batch_repeat_interleave(n)

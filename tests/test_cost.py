@@ -170,6 +170,11 @@ def test_score_requests_reuses_a_shared_prefix(tiny_model_dir):
             eng.prefix_cache = True
             for g, w in zip(got, want, strict=True):
                 assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+    # without a declared prefix every prompt runs whole (as under a gate): a method that changes nothing scores
+    # bit for bit as the reference
+    hits = eng.prefix_hits
+    eng.score_requests(reqs, conts)
+    assert eng.prefix_hits == hits
 
 
 def test_score_requests_rejects_empty_continuation(exact_engine):
