@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--side-limit", type=int, default=None, help="side_effects samples (default: all 156)")
     ap.add_argument("--template", choices=("plain", "chat"), default="plain", help="MMLU/TruthfulQA -T template")
     ap.add_argument("--no-side", action="store_true", help="skip the side-effects runs (capability only)")
+    ap.add_argument("--no-capability", action="store_true", help="skip MMLU and TruthfulQA (side effects only)")
     ap.add_argument("--out", type=Path, default=None, help="also write the report here")
     args = ap.parse_args(argv)
 
@@ -135,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"**{gated}**.")
 
     print("\n".join(lines), flush=True)
+    if args.no_capability:
+        if args.out:
+            args.out.write_text("\n".join(lines) + "\n")
+        return 0
     # ---- capability: base and actadd on the same questions
     cap: dict[str, dict[str, dict[str, Any]]] = {}
     for label in ("base", "actadd preset", "sae preset (45)"):
