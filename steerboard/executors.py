@@ -23,32 +23,69 @@ from typing import Any
 
 EXECUTORS = ("local", "ray")
 RAY_INSTALL = "pip install 'steerboard[ray]'"
-RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory")
+DEFAULT_NUM_CPUS = 1.0
 _FORWARD_ENV = ("AWS_", "GOOGLE_", "AZURE_", "STEERBOARD_", "HF_")
 
 
 def parse_resources(text: str | None) -> dict[str, float]:
-    """``"num_cpus=1,num_gpus=0.5,memory=4e9"`` -> a dict of Ray actor resource requests.
+    """``"num_cpus=1,num_gpus=0.5,memory=8GiB"`` -> a dict of Ray actor resource requests (memory in bytes).
 
     Raises:
-        ValueError: an unknown key or a value that is not a non-negative number.
+        ValueError: an unknown key or a value that is not a non-negative number (or size, for ``memory``).
     """
-    out: dict[str, float] = {}
-    for item in (text or "").split(","):
-        if not item.strip():
+    from steerboard.resources import parse_resources_text
+
+    return parse_resources_text(text, "--ray-resources")
+
+
+def config_resources(
+    suite: Any, method: Any, cli: dict[str, float] | None = None, model: str | None = None
+) -> tuple[dict[str, float], Any]:
+    """What one method configuration's actor requests, and the memory estimate behind a default ``memory``.
+
+    The suite's ``resources:``, then the method entry's, then ``--ray-resources`` (each overriding the one
+    before, key by key); ``num_cpus`` defaults to :data:`DEFAULT_NUM_CPUS`. Without a ``memory`` request the
+    estimate (:func:`steerboard.resources.estimate_memory`, on ``cuda`` when a GPU is requested) is asked for;
+    when the model's config is not on disk there is no estimate and no memory request.
+
+    Returns:
+        (requests, estimate or None).
+    """
+    from steerboard.resources import context_tokens_for, estimate_memory, merge_resources
+
+    res = merge_resources({"num_cpus": DEFAULT_NUM_CPUS}, suite.resources, method.resources, cli)
+    estimate = estimate_memory(
+        method.name, method.args, model or suite.model, device="cuda" if res.get("num_gpus") else "cpu",
+        max_connections=suite.max_connections, context_tokens=context_tokens_for(suite, method),
+    )
+    if "memory" not in res and estimate is not None:
+        res["memory"] = estimate.total
+    return res, estimate
+
+
+def resource_plan(
+    suite: Any, cli: dict[str, float] | None = None, model: str | None = None,
+    only_methods: list[str] | None = None, only_tasks: list[str] | None = None,
+) -> list[str]:
+    """One line per method configuration: what its Ray actor would request and the memory estimate's parts
+    (``steerboard run --executor ray --dry-run``). Needs no Ray and loads no weights."""
+    from steerboard.resources import format_bytes
+
+    lines = []
+    seen: set[str] = set()
+    for m, t in suite.runs():
+        if m.slug in seen or (only_methods and m.name not in only_methods) or (only_tasks and t.name not in only_tasks):
             continue
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or key not in RESOURCE_KEYS:
-            raise ValueError(f"--ray-resources: bad item {item!r}; valid keys: {', '.join(RESOURCE_KEYS)} (key=number)")
-        try:
-            v = float(value)
-        except ValueError:
-            raise ValueError(f"--ray-resources: {key} must be a number, got {value!r}") from None
-        if v < 0:
-            raise ValueError(f"--ray-resources: {key} must be >= 0, got {value!r}")
-        out[key] = v
-    return out
+        seen.add(m.slug)
+        res, est = config_resources(suite, m, cli, model)
+        req = ", ".join(
+            f"{k}={format_bytes(v) if k == 'memory' else f'{v:g}'}" for k, v in res.items()
+        )
+        note = f"estimate {est.describe()} [{est.params:,} params, {est.dtype} on {est.device}]" if est else (
+            "no memory estimate: the model's config is not on disk (steerboard model fetch, or a local dir)"
+        )
+        lines.append(f"{m.slug:<22} requests {req}; {note}")
+    return lines
 
 
 def check_executor(name: str, ray_address: str | None = None) -> None:
@@ -136,25 +173,54 @@ class _ConfigWorker:
                     "error": f"{type(ex).__name__}: {str(ex)[:300]}"}
 
 
+def _check_capacity(ray: Any, requests: dict[str, dict[str, float]]) -> None:
+    """A configuration asking for more than any live node has would wait forever: say so before any work.
+
+    Raises:
+        ValueError: naming the configuration, the request, the largest node's amount and the setting to change.
+    """
+    from steerboard.resources import format_bytes
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not nodes:
+        return
+    for slug, res in requests.items():
+        for key, ray_key in (("num_cpus", "CPU"), ("num_gpus", "GPU"), ("memory", "memory")):
+            want = float(res.get(key) or 0)
+            have = max(float(n.get(ray_key, 0)) for n in nodes)
+            if want > have:
+                show = format_bytes if key == "memory" else (lambda x: f"{x:g}")
+                raise ValueError(
+                    f"configuration {slug} asks for {key}={show(want)} but the largest node of the Ray cluster has "
+                    f"{show(have)}; set resources.{key} in the suite or --ray-resources {key}=... (memory: bytes "
+                    "or a size such as 8GiB)"
+                )
+
+
 def _start_actors(
-    ray: Any, pairs: list[tuple[Any, Any]], resources: dict[str, float] | None, retries: int
+    ray: Any, suite: Any, pairs: list[tuple[Any, Any]], resources: dict[str, float] | None, retries: int,
+    model: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[int]]]:
-    """One actor per method configuration (by slug) and the queue of pair indices each runs in order."""
-    res = {"num_cpus": 1.0, **(resources or {})}
-    threads = max(1, int(res["num_cpus"])) if res["num_cpus"] >= 1 else 1
+    """One actor per method configuration (by slug), with that configuration's requests (suite, method entry,
+    command line, memory estimate), and the queue of pair indices each runs in order."""
     # workers see the storage settings of this shell (endpoint, region, credentials) and steerboard's own
     # settings, so a log dir URL resolves there as it does here
     env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_ENV)}
-    actor_cls = ray.remote(_ConfigWorker).options(
-        num_cpus=res["num_cpus"], num_gpus=res.get("num_gpus", 0), memory=res.get("memory") or None,
-        max_restarts=retries, max_task_retries=retries, runtime_env={"env_vars": env} if env else None,
-    )
-    actors: dict[str, Any] = {}
     queues: dict[str, list[int]] = {}
+    requests: dict[str, dict[str, float]] = {}
     for i, (m, _t) in enumerate(pairs):
         queues.setdefault(m.slug, []).append(i)
-        if m.slug not in actors:
-            actors[m.slug] = actor_cls.remote(threads)
+        if m.slug not in requests:
+            requests[m.slug] = config_resources(suite, m, resources, model)[0]
+    _check_capacity(ray, requests)
+    actors: dict[str, Any] = {}
+    for slug, res in requests.items():
+        cpus = res["num_cpus"]
+        actor_cls = ray.remote(_ConfigWorker).options(
+            num_cpus=cpus, num_gpus=res.get("num_gpus", 0), memory=int(res["memory"]) if res.get("memory") else None,
+            max_restarts=retries, max_task_retries=retries, runtime_env={"env_vars": env} if env else None,
+        )
+        actors[slug] = actor_cls.remote(max(1, int(cpus)))
     return actors, queues
 
 
@@ -201,7 +267,7 @@ def run_suite_ray(
         (m, t) for m, t in suite.runs()
         if (not only_m or m.name in only_m) and (not only_t or t.name in only_t)
     ]
-    actors, queues = _start_actors(ray, pairs, resources, retries)
+    actors, queues = _start_actors(ray, suite, pairs, resources, retries, kwargs.get("model"))
     results: list[dict[str, Any] | None] = [None] * len(pairs)
     attempts = [0] * len(pairs)
     running: dict[Any, int] = {}
