@@ -73,7 +73,7 @@ def test_method_entry_overrides_suite_and_command_line_overrides_both(tiny_model
     # no memory anywhere: the configuration's estimate is requested
     plain = parse_suite(_suite(tiny_model_dir))
     res, est = config_resources(plain, plain.methods[0])
-    assert est is not None and res == {"num_cpus": 1.0, "memory": est.total}
+    assert est is not None and res == {"memory": est.total}
 
 
 def test_estimate_counts_parameters_from_the_config(tiny_model_dir: str) -> None:
