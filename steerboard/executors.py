@@ -1,13 +1,16 @@
 """Where a suite's (method configuration, task) pairs run: ``local`` (one after another in this process) or
-``ray`` (one Ray actor per method configuration, on a Ray cluster).
+``ray`` (on Ray actors, on a Ray cluster).
 
-With ``ray``, each method configuration gets one actor: a long-lived worker process that runs that
+With ``ray``, each method configuration runs on one actor: a long-lived worker process that runs that
 configuration's tasks one after another through :func:`steerboard.run.run_suite`, so the model and the fitted
 method (SAE, direction, adapter, edits) load once per configuration in that process, not once per task.
-Different configurations run in parallel, as far as the cluster's resources allow (each actor asks for
-``num_cpus``/``num_gpus``/``memory``). A pair whose worker dies is retried (Ray restarts the actor and re-sends
-the call; Inspect's eval-set resume skips what already finished); a pair that keeps failing is reported with its
-error; a pair whose log is already complete is skipped by Inspect's eval set and not run again.
+Configurations with the same ``num_cpus``/``num_gpus`` requests share a pool of actors, as many as the cluster
+holds at once: an actor that finished a configuration takes the next one waiting, keeping its imports and the
+shared model loaded. Requests come from the suite's ``resources:`` (suite and method level), ``--ray-resources``
+and, for ``memory``, the configuration's estimate (:mod:`steerboard.resources`). A pair whose worker dies is
+retried (Ray restarts the actor and re-sends the call; Inspect's eval-set resume skips what already finished);
+a pair that keeps failing is reported with its error; a pair whose log is already complete is skipped by
+Inspect's eval set and not run again.
 
 Ray is an optional extra (``pip install 'steerboard[ray]'``), imported only here and only when asked for.
 """
@@ -186,18 +189,28 @@ class _ConfigWorker:
         self.import_seconds = time.time() - t0
 
     def run_pair(self, suite: Any, log_dir: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        from steerboard.run import run_suite
+        """Run a one-pair suite (already validated by the driver) as :func:`steerboard.run.run_suite` does."""
+        from steerboard.run import _plan, _run_interruptibly
 
         t0 = time.time()
         timing = {"pid": os.getpid(), "actor_started": self.started, "import_seconds": round(self.import_seconds, 2),
                   "pair_started": t0}
         try:
-            out = run_suite(suite, log_dir, **kwargs)[0]
+            # the driver checked every pair's options before any actor got work; checking again here would
+            # build each task twice per pair (a dataset read: ~0.9 s for MMLU)
+            out = _plan(suite.runs(), str(log_dir).rstrip("/"), kwargs.get("limit_scale", 1.0))
+            roles = {**suite.model_roles, **(kwargs.get("model_roles") or {})}
+            _run_interruptibly(out, suite.runs(), suite, kwargs.get("model") or suite.model, kwargs.get("display"),
+                               kwargs.get("generate"), roles, None)
+            out = out[0]
         except Exception as ex:  # noqa: BLE001 - reported with the pair, not raised through Ray
             m, t = suite.methods[0], suite.tasks[0]
             out = {"method": m.name, "args": m.args, "task": t.name, "status": "error",
                    "error": f"{type(ex).__name__}: {str(ex)[:300]}"}
+        import torch
+
         timing["pair_seconds"] = round(time.time() - t0, 2)
+        timing["torch_threads"] = torch.get_num_threads()
         out["worker"] = timing
         return out
 
@@ -293,12 +306,11 @@ def run_suite_ray(
     """
     from collections import deque
 
+    from steerboard.run import SuiteInvalid, check_runs, select_runs
+
     ray = _connect(ray_address)
-    only_m, only_t = kwargs.pop("only_methods", None), kwargs.pop("only_tasks", None)
-    pairs = [
-        (m, t) for m, t in suite.runs()
-        if (not only_m or m.name in only_m) and (not only_t or t.name in only_t)
-    ]
+    pairs = select_runs(suite, kwargs.pop("only_methods", None), kwargs.pop("only_tasks", None))
+    kwargs.pop("summary_path", None)
     queues: dict[str, list[int]] = {}
     requests: dict[str, dict[str, float]] = {}
     cpus = default_num_cpus(ray)
@@ -343,6 +355,16 @@ def run_suite_ray(
         else:  # free its resources for an actor of another pool still waiting for them
             ray.kill(actors.pop(a))
 
+    # every pair's options are checked here, once, while the actors start (their imports take the other cores)
+    model_name = kwargs.get("model") or suite.model
+    roles = {**suite.model_roles, **(kwargs.get("model_roles") or {})}
+    problems = check_runs(suite, pairs, model_name, generate=kwargs.get("generate"), model_roles=roles)
+    if problems:
+        for x in actors.values():
+            ray.kill(x)
+        raise SuiteInvalid(
+            f"suite {suite.name!r}: {len(problems)} problem(s), nothing was run:\n  - " + "\n  - ".join(problems)
+        )
     for a in list(actors):
         next_config(a)
     failed = 0

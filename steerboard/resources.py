@@ -12,7 +12,8 @@ a ``memory`` request, the Ray executor asks for :func:`estimate_memory`'s figure
 all of this.
 
 :func:`estimate_memory` adds up, for one method configuration, without loading any weights (the parameter
-count comes from the model's config, instantiated on PyTorch's ``meta`` device):
+count comes from the checkpoint's safetensors headers, or else from the model's config instantiated on
+PyTorch's ``meta`` device):
 
 * the model's weights: parameters x bytes of the dtype the engine loads (``dtype=auto``: float32 on CPU,
   bfloat16 on CUDA), plus the bfloat16 copy of the linear layers that ``matmul_dtype`` keeps on CPU;
@@ -165,34 +166,66 @@ def model_dir(model_name: str) -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
-@functools.lru_cache(maxsize=8)
-def _model_shape(path: str) -> dict[str, Any]:
-    """Parameter count and the shapes the estimate needs, from the model's config on the ``meta`` device."""
+_BLOCK = re.compile(r"\.(?:layers|h|blocks)\.(\d+)\.")
+
+
+def _safetensors_shapes(path: Path) -> dict[str, list[int]] | None:
+    """Tensor name -> shape from the headers of a checkpoint's ``*.safetensors`` files (a few KB read per file,
+    no weights, no torch); None when there are none or a header is unreadable."""
+    import json
+    import struct
+
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        return None
+    shapes: dict[str, list[int]] = {}
+    try:
+        for f in files:
+            with open(f, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(n))
+            shapes.update({k: v["shape"] for k, v in header.items() if k != "__metadata__"})
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return None
+    return shapes
+
+
+def _meta_shapes(path: Path) -> dict[str, list[int]]:
+    """Parameter name -> shape of the model built from its config on PyTorch's ``meta`` device (no weights)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(path)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    layers = int(text.num_hidden_layers)
-    heads = int(text.num_attention_heads)
-    hidden = int(text.hidden_size)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    return {name: list(p.shape) for name, p in model.named_parameters()}  # tied weights listed once
+
+
+@functools.lru_cache(maxsize=8)
+def _model_shape(path: str) -> dict[str, Any]:
+    """Parameter count and the shapes the estimate needs: tensor shapes from the checkpoint's safetensors
+    headers (fast: no torch import), else from the config on the ``meta`` device; sizes from ``config.json``."""
+    import json
+
+    config = json.loads((Path(path) / "config.json").read_text())
+    text = config.get("text_config") or config
+    shapes = _safetensors_shapes(Path(path)) or _meta_shapes(Path(path))
+    layers = int(text["num_hidden_layers"])
+    heads = int(text["num_attention_heads"])
+    hidden = int(text["hidden_size"])
     linear: list[tuple[int, str, int, int]] = []  # (decoder block, module name, in, out)
-    block = re.compile(r"\.(?:layers|h|blocks)\.(\d+)\.")
-    for name, mod in model.named_modules():
-        m = block.search(f".{name}.")
-        if m and isinstance(mod, torch.nn.Linear):
-            linear.append((int(m.group(1)), name.rsplit(".", 1)[-1], mod.in_features, mod.out_features))
+    for name, shape in shapes.items():
+        m = _BLOCK.search(f".{name}")
+        if m and name.endswith(".weight") and len(shape) == 2:  # a decoder block's matrix: a linear layer
+            linear.append((int(m.group(1)), name.rsplit(".", 2)[-2], int(shape[1]), int(shape[0])))
     return {
-        "params": sum(p.numel() for p in model.parameters()),  # tied weights counted once
+        "params": sum(math.prod(s) for s in shapes.values()),
         "linear_params": sum(i * o for _, _, i, o in linear),
         "linear": linear,
         "layers": layers,
         "hidden": hidden,
-        "kv_heads": int(getattr(text, "num_key_value_heads", None) or heads),
-        "head_dim": int(getattr(text, "head_dim", None) or hidden // heads),
-        "max_positions": int(getattr(text, "max_position_embeddings", 0) or 0),
+        "kv_heads": int(text.get("num_key_value_heads") or heads),
+        "head_dim": int(text.get("head_dim") or hidden // heads),
+        "max_positions": int(text.get("max_position_embeddings") or 0),
     }
 
 
@@ -294,11 +327,13 @@ def estimate_memory(
 
 def context_tokens_for(suite: Any, method: Any, prompt_tokens: int = 512) -> int:
     """Tokens per KV-cache row for a configuration: a prompt allowance plus the longest completion its tasks
-    ask for (``max_tokens`` of the suite's or the task's generate config; Inspect's default 1024 if unset)."""
+    ask for (``max_tokens`` of the suite's or the task's generate config; unset: the provider's default)."""
+    from steerboard.methods.provider import DEFAULT_MAX_TOKENS
+
     longest = 0
     for m, t in suite.runs():
         if m is not method:
             continue
         gen = {**suite.generate, **t.config}
-        longest = max(longest, int(gen.get("max_tokens") or 1024))
-    return prompt_tokens + (longest or 1024)
+        longest = max(longest, int(gen.get("max_tokens") or DEFAULT_MAX_TOKENS))
+    return prompt_tokens + (longest or DEFAULT_MAX_TOKENS)

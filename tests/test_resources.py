@@ -216,3 +216,18 @@ def test_gpu_check_without_a_gpu_says_so(tiny_model_dir: str) -> None:
     assert out.returncode == 0 and out.stdout.strip().splitlines() == [
         "gpu_check: no CUDA GPU available (torch.cuda.is_available() is False); nothing was run"
     ]
+
+
+def test_parameter_count_without_safetensors_comes_from_the_config(tiny_model_dir: str, tmp_path: Path) -> None:
+    """A checkpoint without safetensors headers: the config is instantiated on the meta device instead."""
+    import shutil
+
+    from steerboard.resources import _model_shape
+
+    only_config = tmp_path / "cfg-only"
+    only_config.mkdir()
+    shutil.copy(Path(tiny_model_dir) / "config.json", only_config / "config.json")
+    a, b = _model_shape(tiny_model_dir), _model_shape(str(only_config))
+    assert a["params"] == b["params"] and sorted(a["linear"]) == sorted(b["linear"])
+    assert {name for _, name, _, _ in a["linear"]} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                       "up_proj", "down_proj"}
