@@ -6,12 +6,19 @@
 2. A tiny suite (random-weight tiny llama, method configurations x one task) through ``--executor ray`` on a
    local 2-CPU Ray cluster versus the local executor (target: ray within 1.15x of local), checking that the
    scores are equal. The Ray cluster is started before timing (its start-up is printed separately).
+3. With ``--suite quick``: the shipped suite's method configurations on some of its tasks with small limits,
+   through ``steerboard run --suite FILE --executor local|ray`` each in a fresh process (as a user runs them),
+   alternating over ``--repeats``; asserts every pair succeeded and the scores are equal, prints the medians,
+   the ratio, the fixed overhead per run and per configuration, and where the Ray run's time went (actor start,
+   imports, per-pair overhead, eval time per configuration).
 
 Usage::
 
     python benchmarks/scaleout.py                              # 1000 logs x 20 samples; tiny suite
-    python benchmarks/scaleout.py --logs 300 --samples 200 --repeats 3 --skip-ray
+    python benchmarks/scaleout.py --logs 1000 --samples 20 --repeats 3 --skip-ray
     python benchmarks/scaleout.py --skip-ingest --limit 4
+    python benchmarks/scaleout.py --skip-ingest --suite quick --tasks xstest,mmlu,truthfulqa --task-limit 4 \
+        --max-tokens 16 --repeats 3
 
 Needs ``pip install 'steerboard[scale,ray]'``.
 """
