@@ -6,12 +6,19 @@
 2. A tiny suite (random-weight tiny llama, method configurations x one task) through ``--executor ray`` on a
    local 2-CPU Ray cluster versus the local executor (target: ray within 1.15x of local), checking that the
    scores are equal. The Ray cluster is started before timing (its start-up is printed separately).
+3. With ``--suite quick``: the shipped suite's method configurations on some of its tasks with small limits,
+   through ``steerboard run --suite FILE --executor local|ray`` each in a fresh process (as a user runs them),
+   alternating over ``--repeats``; asserts every pair succeeded and the scores are equal, prints the medians,
+   the ratio, the fixed overhead per run and per configuration, and where the Ray run's time went (actor start,
+   imports, per-pair overhead, eval time per configuration).
 
 Usage::
 
     python benchmarks/scaleout.py                              # 1000 logs x 20 samples; tiny suite
-    python benchmarks/scaleout.py --logs 300 --samples 200 --repeats 3 --skip-ray
+    python benchmarks/scaleout.py --logs 1000 --samples 20 --repeats 3 --skip-ray
     python benchmarks/scaleout.py --skip-ingest --limit 4
+    python benchmarks/scaleout.py --skip-ingest --suite quick --tasks xstest,mmlu,truthfulqa --task-limit 4 \
+        --max-tokens 16 --repeats 3
 
 Needs ``pip install 'steerboard[scale,ray]'``.
 """
@@ -129,6 +136,133 @@ def bench_ray(limit: int, max_tokens: int, configs: int) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _small_suite(name: str, tasks: list[str], task_limit: int, max_tokens: int, dpo_pairs: int) -> dict:
+    """A shipped suite's methods with its tasks cut down: only ``tasks``, each limit at most ``task_limit``,
+    ``max_tokens`` at most ``max_tokens``, DPO trained on ``dpo_pairs`` pairs."""
+    import yaml
+
+    from steerboard.run import suite_path
+
+    data = yaml.safe_load(suite_path(name).read_text())
+    data["name"] = f"{data.get('name', name)}-small"
+    kept = []
+    for t in data["tasks"]:
+        if t["name"] not in tasks:
+            continue
+        t = dict(t)
+        t["limit"] = min(int(t.get("limit") or task_limit), task_limit)
+        cfg = dict(t.get("config") or {})
+        cfg["max_tokens"] = min(int(cfg.get("max_tokens") or max_tokens), max_tokens)
+        t["config"] = cfg
+        if t["name"] == "side_effects":
+            t["args"] = {**(t.get("args") or {}), "reply_tokens": max_tokens}
+        kept.append(t)
+    if not kept:
+        raise SystemExit(f"--tasks {','.join(tasks)}: none of them is in suite {name}")
+    data["tasks"] = kept
+    for m in data["methods"]:
+        if isinstance(m, dict) and m.get("name") == "dpo":
+            m["args"] = {**(m.get("args") or {}), "max_pairs": dpo_pairs}
+    return data
+
+
+def _run_cli(suite_file: Path, executor: str, log_dir: Path, ray_address: str | None) -> tuple[float, float, list]:
+    """(launch time, wall seconds, summary) of one ``steerboard run`` in a fresh process."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "steerboard.cli", "run", "--suite", str(suite_file), "--executor", executor,
+           "--log-dir", str(log_dir), "--display", "none"]
+    if ray_address:
+        cmd += ["--ray-address", ray_address]
+    launched = time.time()
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"steerboard run --executor {executor} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    summary = json.loads(next(log_dir.glob("suite-*-summary.json")).read_text())
+    return launched, wall, summary
+
+
+def bench_suite(name: str, tasks: list[str], task_limit: int, max_tokens: int, dpo_pairs: int, repeats: int) -> None:
+    """The suite through ``steerboard run`` with each executor in a fresh process, alternating, side by side."""
+    import json
+
+    import ray
+    import yaml
+
+    tmp = Path(tempfile.mkdtemp(prefix="scaleout-suite-"))
+    data = _small_suite(name, tasks, task_limit, max_tokens, dpo_pairs)
+    suite_file = tmp / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    t = time.perf_counter()
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False)
+    address = ray.get_runtime_context().gcs_address
+    print(f"local Ray cluster ({os.cpu_count()} CPUs) started in {time.perf_counter() - t:.1f} s (not in the timings)")
+    walls: dict[str, list[float]] = {"local": [], "ray": []}
+    runs: dict[str, list] = {"local": [], "ray": []}
+    try:
+        for r in range(repeats):
+            order = ("local", "ray") if r % 2 == 0 else ("ray", "local")
+            for ex in order:
+                launched, wall, summary = _run_cli(suite_file, ex, tmp / f"{ex}-{r}", address if ex == "ray" else None)
+                walls[ex].append(wall)
+                runs[ex].append((launched, wall, summary))
+                print(f"  repeat {r + 1}: --executor {ex}: {wall:.1f} s ({len(summary)} pairs)", flush=True)
+    finally:
+        ray.shutdown()
+    n_pairs = len(runs["local"][0][2])
+    n_configs = len({json.dumps([s["method"], s["args"]], sort_keys=True) for s in runs["local"][0][2]})
+    for ex in walls:
+        for _, _, summary in runs[ex]:
+            bad = [f"{s['method']} {s['args']} x {s['task']}: {s['status']}" for s in summary if s["status"] != "success"]
+            assert not bad, f"{ex}: {bad}"
+    key = [(s["method"], json.dumps(s["args"], sort_keys=True), s["task"]) for s in runs["local"][0][2]]
+    for ex in walls:
+        for _, _, summary in runs[ex]:
+            assert [(s["method"], json.dumps(s["args"], sort_keys=True), s["task"]) for s in summary] == key
+            assert [s.get("metrics") for s in summary] == [s.get("metrics") for s in runs["local"][0][2]], (
+                f"scores differ between runs ({ex})"
+            )
+    ml, mr = statistics.median(walls["local"]), statistics.median(walls["ray"])
+    print(f"suite {data['name']}: {n_configs} configurations, {n_pairs} pairs (tasks {', '.join(tasks)}, limit <= "
+          f"{task_limit}, max_tokens <= {max_tokens}, dpo max_pairs {dpo_pairs}): local {ml:.1f} s, ray {mr:.1f} s "
+          f"(medians of {repeats}); ray/local = {mr / ml:.2f} (target <= {RAY_RATIO_TARGET}); scores equal: True")
+    # where the Ray run's extra time goes (its median run)
+    launched, wall, summary = sorted(runs["ray"], key=lambda x: x[1])[len(runs["ray"]) // 2]
+    lw = sorted(runs["local"], key=lambda x: x[1])[len(runs["local"]) // 2]
+    workers = [s["worker"] for s in summary]
+    pids = sorted({w["pid"] for w in workers})
+    first_pair = min(w["pair_started"] for w in workers)
+    first_actor = min(w["actor_started"] for w in workers)
+    eval_ray, eval_local = sum(s["seconds"] for s in summary), sum(s["seconds"] for s in lw[2])
+    in_pair = sum(w["pair_seconds"] for w in workers) - eval_ray
+    print(f"  ray run (median): {len(pids)} actor process(es); launch -> first actor process running "
+          f"{first_actor - launched:.1f} s; its imports {statistics.mean(w['import_seconds'] for w in workers):.1f} s; "
+          f"launch -> first pair started {first_pair - launched:.1f} s")
+    print(f"  eval_set time summed over pairs: ray {eval_ray:.1f} s, local {eval_local:.1f} s (difference "
+          f"{eval_ray - eval_local:+.1f} s: model loads and fits happen inside pairs in both)")
+    print(f"  per-pair overhead in the actor outside eval_set (validation, Ray call): {in_pair / n_pairs:.2f} s")
+    print(f"  local run outside eval_set (imports, validation, summary): {lw[1] - eval_local:.1f} s; ray run outside "
+          f"the actors' pairs: {wall - sum(w['pair_seconds'] for w in workers):.1f} s")
+    per_cfg: dict[str, list[float]] = {}
+    for s_l, s_r in zip(lw[2], summary):
+        k = f"{s_l['method']} {json.dumps(s_l['args'], sort_keys=True)}" if s_l["args"] else s_l["method"]
+        per_cfg.setdefault(k, [0.0, 0.0])
+        per_cfg[k][0] += s_l["seconds"]
+        per_cfg[k][1] += s_r["seconds"]
+    print("  eval_set seconds per configuration (median runs), local / ray:")
+    for k, (a, b) in per_cfg.items():
+        print(f"    {k:<40} {a:7.1f} / {b:7.1f}")
+    over = mr - ml
+    print(f"  fixed overhead: {over:.1f} s per run = {over / n_configs:.1f} s per configuration "
+          f"({n_configs} configurations)")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--logs", type=int, default=1000)
@@ -140,10 +274,18 @@ def main() -> int:
     ap.add_argument("--configs", type=int, default=2, help="method configurations in the tiny suite (1-3)")
     ap.add_argument("--skip-ingest", action="store_true")
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--suite", help="instead of the tiny suite: this shipped suite's methods through `steerboard run`"
+                    " with each executor in a fresh process (e.g. quick)")
+    ap.add_argument("--tasks", default="xstest,mmlu", help="with --suite: the suite's tasks to keep")
+    ap.add_argument("--task-limit", type=int, default=2, help="with --suite: samples per task at most")
+    ap.add_argument("--dpo-pairs", type=int, default=8, help="with --suite: DPO training pairs")
     args = ap.parse_args()
     if not args.skip_ingest:
         bench_ingest(args.logs, args.samples, args.workers, args.repeats)
-    if not args.skip_ray:
+    if not args.skip_ray and args.suite:
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        bench_suite(args.suite, tasks, args.task_limit, args.max_tokens, args.dpo_pairs, args.repeats)
+    elif not args.skip_ray:
         bench_ray(args.limit, args.max_tokens, args.configs)
     return 0
 

@@ -246,11 +246,13 @@ SmolLM2-135M's output head for every count up to 128)."""
 
 def row_invariant(fn: Any, x: torch.Tensor, min_rows: int = MIN_INVARIANT_ROWS) -> torch.Tensor:
     """``fn(x)`` for a row-wise ``fn`` (a linear map over the last dim), with ``x`` padded by zero rows to
-    ``min_rows`` rows first, so each row's result has the same bits in any batch."""
+    ``min_rows`` rows first, so each row's result has the same bits in any batch.
+
+    CPU only: the padding answers MKL's row-count-dependent rounding; on another device ``fn(x)`` as it is."""
     import torch
 
     n = x.shape[0]
-    if n >= min_rows:
+    if n >= min_rows or x.device.type != "cpu":
         return fn(x)
     pad = x.new_zeros((min_rows - n, *x.shape[1:]))
     return fn(torch.cat([x, pad], dim=0))[:n]
@@ -394,6 +396,7 @@ def _exact_attention_forward(
 
     plain = (
         not getattr(_LOCAL, "invariant", 0)
+        or query.device.type != "cpu"
         or torch.is_grad_enabled()
         or dropout
         or kwargs.get("position_bias") is not None
@@ -470,9 +473,20 @@ def use_exact_attention(model: torch.nn.Module) -> bool:
     Outside :func:`batch_invariant` (and with autograd on) the function is transformers' ``sdpa``, so
     scoring, hidden-state capture and training are unchanged. Models that do not dispatch attention
     through transformers' ``AttentionInterface`` keep theirs (returns False).
+
+    CPU only: the float64 decode attention and row-wise prefill answer the CPU kernels' batch-dependent
+    rounding at a cost that is small on a few CPU cores; on a GPU, float64 runs at a small fraction of the
+    bfloat16 rate and the row-wise loop serialises the batch, so a model on any other device keeps its own
+    attention (returns False).
     """
     config = getattr(model, "config", None)
     if config is None:
+        return False
+    try:
+        on_cpu = next(model.parameters()).device.type == "cpu"
+    except (StopIteration, AttributeError, TypeError):
+        on_cpu = True
+    if not on_cpu:
         return False
     if getattr(config, "_attn_implementation", None) == EXACT_ATTENTION:
         return True

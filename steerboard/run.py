@@ -12,6 +12,8 @@ A suite is a YAML data file (``steerboard/suites/<name>.yaml`` or any path)::
       - {name: xstest, limit: 40, args: {subset: all}, config: {max_tokens: 64}}
       - {name: safeedit, limit: 10, args: {protocol: per_instance}, methods: [dinm]}  # only these methods
     model_roles: {grader: openai/gpt-4o-mini}   # optional: Inspect model roles (the ``model`` judges' grader)
+    resources: {num_cpus: 2, memory: 8GiB}      # optional, Ray executor only (also per method entry); see
+                                                # steerboard.resources; the local executor ignores it
 
 Each (method config, task) pair is one Inspect ``eval_set`` call into its own log sub-folder, so an
 interrupted run resumes and a re-run only runs what is missing (eval_set skips finished logs). Every pair's
@@ -38,8 +40,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-SUITE_KEYS = {"name", "description", "model", "max_connections", "methods", "tasks", "generate", "model_roles"}
-METHOD_KEYS = {"name", "args", "sweep", "tasks"}
+SUITE_KEYS = {
+    "name", "description", "model", "max_connections", "methods", "tasks", "generate", "model_roles", "resources"
+}
+METHOD_KEYS = {"name", "args", "sweep", "tasks", "resources"}
 TASK_KEYS = {"name", "limit", "args", "config", "methods", "exclude_methods"}
 
 
@@ -50,6 +54,7 @@ class MethodRun:
     name: str
     args: dict[str, Any] = field(default_factory=dict)
     tasks: list[str] | None = None  # only these tasks (None: all)
+    resources: dict[str, float] = field(default_factory=dict)  # the method entry's ``resources:`` (Ray only)
 
     @property
     def slug(self) -> str:
@@ -86,6 +91,7 @@ class Suite:
     description: str = ""
     generate: dict[str, Any] = field(default_factory=dict)
     model_roles: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)  # the suite's ``resources:`` (Ray only)
 
     def runs(self) -> list[tuple[MethodRun, TaskRun]]:
         return [
@@ -110,10 +116,11 @@ def suite_path(name_or_path: str) -> Path:
 
 
 def _expand_sweep(
-    name: str, args: dict[str, Any], sweep: dict[str, Any], tasks: list[str] | None = None
+    name: str, args: dict[str, Any], sweep: dict[str, Any], tasks: list[str] | None = None,
+    resources: dict[str, float] | None = None,
 ) -> list[MethodRun]:
     if not sweep:
-        return [MethodRun(name, dict(args), tasks)]
+        return [MethodRun(name, dict(args), tasks, dict(resources or {}))]
     keys = list(sweep)
     values = []
     for k in keys:
@@ -127,7 +134,7 @@ def _expand_sweep(
     for combo in itertools.product(*values):
         a = dict(args)
         a.update(dict(zip(keys, combo)))
-        runs.append(MethodRun(name, a, tasks))
+        runs.append(MethodRun(name, a, tasks, dict(resources or {})))
     return runs
 
 
@@ -153,6 +160,9 @@ def parse_suite(data: dict[str, Any], source: str = "suite") -> Suite:
     bad = set(data) - SUITE_KEYS
     if bad:
         raise ValueError(f"{source}: unknown suite key(s) {sorted(bad)}; valid: {sorted(SUITE_KEYS)}")
+    from steerboard.resources import check_resources
+
+    suite_resources = check_resources(data.get("resources"), source)
     known_methods = method_entry_points()
     methods: list[MethodRun] = []
     for i, m in enumerate(data.get("methods") or []):
@@ -163,7 +173,8 @@ def parse_suite(data: dict[str, Any], source: str = "suite") -> Suite:
         if only is not None:
             for t in only:
                 resolve_task(t)
-        methods.extend(_expand_sweep(m["name"], m.get("args") or {}, m.get("sweep") or {}, only))
+        res = check_resources(m.get("resources"), f"{source}: methods[{i}] ({m['name']})")
+        methods.extend(_expand_sweep(m["name"], m.get("args") or {}, m.get("sweep") or {}, only, res))
     if not methods:
         raise ValueError(f"{source}: no methods")
     tasks: list[TaskRun] = []
@@ -190,6 +201,7 @@ def parse_suite(data: dict[str, Any], source: str = "suite") -> Suite:
         description=str(data.get("description", "")),
         generate=dict(data.get("generate") or {}),
         model_roles={str(k): str(v) for k, v in (data.get("model_roles") or {}).items()},
+        resources=suite_resources,
     )
 
 

@@ -134,6 +134,10 @@ def _run(args: argparse.Namespace) -> int:
             storage.join(args.log_dir, f"suite-{suite.name}-summary.json"), json.dumps(summary, indent=2, default=str)
         )
     _print_summary(summary, args.dry_run)
+    if args.dry_run and args.executor == "ray":  # what each configuration's actor would ask the cluster for
+        print()
+        for line in executors.resource_plan(suite, resources, args.model, args.only_method, args.only_task):
+            print(f"ray actor  {line}")
     return _exit_code(summary, args.dry_run)
 
 
@@ -211,7 +215,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", default="local",
                    help="local (default: pairs one after another here) or ray (one Ray actor per method config)")
     p.add_argument("--ray-address", help="Ray cluster address for --executor ray (default: start a local one)")
-    p.add_argument("--ray-resources", metavar="num_cpus=N,num_gpus=N,memory=BYTES",
-                   help="resources each Ray actor requests (default: num_cpus=1)")
+    p.add_argument("--ray-resources", metavar="num_cpus=N,num_gpus=N,memory=SIZE",
+                   help="resources each Ray actor requests, over the suite's resources: (default: num_cpus=1, "
+                   "memory=the configuration's estimate; memory in bytes or e.g. 8GiB)")
     # not on the torch thread: Inspect's event loop runs here and waits on work it submits there
     p.set_defaults(func=_run, torch_thread=False)

@@ -48,7 +48,7 @@ def test_suite_keys_match_the_suite_parser() -> None:
 def test_suite_label_key_is_rejected() -> None:
     from steerboard.run import parse_suite
 
-    with pytest.raises(ValueError, match=r"methods\[0\]: unknown key\(s\) \['label'\]; valid: \['args', 'name', 'sweep', 'tasks'\]"):
+    with pytest.raises(ValueError, match=r"methods\[0\]: unknown key\(s\) \['label'\]; valid: \['args', 'name', 'resources', 'sweep', 'tasks'\]"):
         parse_suite({"methods": [{"name": "base", "label": "control"}], "tasks": ["xstest"]})
 
 

@@ -283,8 +283,9 @@ def ray_cluster():
 
 
 def test_ray_executor_matches_local_and_resumes(ray_cluster, tiny_model_dir: str, tmp_path: Path) -> None:
-    """Three method configurations x one task: one actor per configuration; the same scores as the local
-    executor; a second run re-runs nothing."""
+    """Three method configurations x one task on a 2-CPU cluster: by default one actor (2 CPUs, 2 torch
+    threads) runs them one after another; the same scores as the local executor; a second run re-runs
+    nothing."""
     from steerboard.executors import run_with_executor
     from steerboard.run import parse_suite
 
@@ -300,6 +301,8 @@ def test_ray_executor_matches_local_and_resumes(ray_cluster, tiny_model_dir: str
     assert [s["metrics"] for s in on_ray] == [s["metrics"] for s in local]
     logs = sorted((tmp_path / "ray").rglob("*.eval"))
     assert len(logs) == 3
+    assert len({s["worker"]["pid"] for s in on_ray}) == 1
+    assert {s["worker"]["torch_threads"] for s in on_ray} == {2}
     again = run_with_executor("ray", suite, str(tmp_path / "ray"), display="none", progress=False)
     assert [s["status"] for s in again] == ["success"] * 3
     assert sorted((tmp_path / "ray").rglob("*.eval")) == logs  # nothing re-ran
@@ -314,7 +317,42 @@ def test_ray_pair_that_keeps_failing_is_reported(ray_cluster, tiny_model_dir: st
         "methods": ["base", {"name": "prompt", "args": {"placement": "replace"}}],
         "tasks": [{"name": "xstest", "limit": 2, "args": {"judge": "strmatch"}, "config": {"max_tokens": 4}}],
     })
-    suite.methods[1].args["no_such_option"] = "1"  # fails in its worker, on every attempt
+    suite.methods[1].args["device"] = "cuda:99"  # valid options; the model fails to load in its worker, every time
     out = run_with_executor("ray", suite, str(tmp_path / "logs"), display="none", progress=False)
     assert out[0]["status"] == "success"
     assert out[1]["status"] == "error" and out[1]["attempts"] == 2
+
+
+def test_ray_pool_of_one_cpu_actors(ray_cluster, tiny_model_dir: str, tmp_path: Path) -> None:
+    """num_cpus=1 on a 2-CPU cluster: two actors share the three configurations, each with one torch thread
+    (the engine would otherwise take every core of the node), and the scores equal the local executor's."""
+    from steerboard.executors import run_with_executor
+    from steerboard.run import parse_suite
+
+    suite = parse_suite({
+        "model": tiny_model_dir, "resources": {"num_cpus": 1},
+        "methods": ["base", {"name": "prompt", "sweep": {"placement": ["replace", "prepend"]}}],
+        "tasks": [{"name": "xstest", "limit": 2, "args": {"judge": "strmatch"}, "config": {"max_tokens": 4}}],
+    })
+    local = run_with_executor("local", suite, tmp_path / "local", display="none")
+    on_ray = run_with_executor("ray", suite, str(tmp_path / "ray"), display="none", progress=False)
+    assert [s["status"] for s in on_ray] == ["success"] * 3
+    assert [s["metrics"] for s in on_ray] == [s["metrics"] for s in local]
+    assert len({s["worker"]["pid"] for s in on_ray}) == 2
+    assert {s["worker"]["torch_threads"] for s in on_ray} == {1}
+
+
+def test_ray_checks_every_pair_before_any_runs(ray_cluster, tiny_model_dir: str, tmp_path: Path) -> None:
+    """Invalid method options are found by the driver, before any actor gets work: nothing is written."""
+    from steerboard.executors import run_with_executor
+    from steerboard.run import SuiteInvalid, parse_suite
+
+    suite = parse_suite({
+        "model": tiny_model_dir,
+        "methods": ["base", {"name": "prompt", "args": {"placement": "replace"}}],
+        "tasks": [{"name": "xstest", "limit": 2, "args": {"judge": "strmatch"}, "config": {"max_tokens": 4}}],
+    })
+    suite.methods[1].args["no_such_option"] = "1"
+    with pytest.raises(SuiteInvalid, match="unknown -M option"):
+        run_with_executor("ray", suite, str(tmp_path / "logs"), display="none", progress=False)
+    assert not list(tmp_path.rglob("*.eval"))
