@@ -480,10 +480,20 @@ def relevance_floor(examples: Sequence[Example], x: np.ndarray) -> float:
     return float(np.quantile(rel[comp], RELEVANCE_FLOOR_QUANTILE))
 
 
-def _fit_refusal(ex: Sequence[Example], x: np.ndarray, meta: dict[str, Any]) -> Any:
-    coef, intercept = fit_logreg(x, [e.label for e in ex], REFUSAL_CLASSES, REFUSAL_C)
+def _fit_refusal(
+    ex: Sequence[Example],
+    x: np.ndarray,
+    meta: dict[str, Any],
+    blocks: Sequence[str] = REFUSAL_BLOCKS,
+    c: float = REFUSAL_C,
+) -> Any:
+    """Fit the refusal classifier on ``x`` (built with :data:`REFUSAL_BLOCKS`), using ``blocks`` of it."""
+    from steerboard.scorers.embed import select_blocks
+
+    xb = x if list(blocks) == list(REFUSAL_BLOCKS) else select_blocks(x, REFUSAL_BLOCKS, blocks)
+    coef, intercept = fit_logreg(xb, [e.label for e in ex], REFUSAL_CLASSES, c)
     meta = {**meta, "non_answer": {"relevance_floor": round(relevance_floor(ex, x), 6)}}
-    return _make_classifier(coef, intercept, REFUSAL_CLASSES, REFUSAL_BLOCKS, meta)
+    return _make_classifier(coef, intercept, REFUSAL_CLASSES, blocks, meta)
 
 
 def train_refusal(examples: Sequence[Example] | None = None, progress: bool = False) -> Any:
@@ -593,9 +603,11 @@ def agreement_ci(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, Any]
 
 
 def _refusal_predictions(clf: Any, ex: Sequence[Example], x: np.ndarray) -> list[int]:
-    from steerboard.scorers.embed import non_answer_verdicts, refusal_verdicts
+    """Held-out refusal predictions (1 = not complying) of ``clf`` for rows ``x`` built with
+    :data:`REFUSAL_BLOCKS` (``clf`` may use a subset of those blocks), non-answer rule included."""
+    from steerboard.scorers.embed import non_answer_verdicts, refusal_verdicts, select_blocks
 
-    verdicts = refusal_verdicts(clf.classes, clf.predict_proba(x))
+    verdicts = refusal_verdicts(clf.classes, clf.predict_proba(select_blocks(x, REFUSAL_BLOCKS, clf.blocks)))
     rel = x[:, _block_cols("relevance")][:, 0].tolist()
     floor = clf.meta["non_answer"]["relevance_floor"]
     verdicts = non_answer_verdicts(verdicts, [e.response for e in ex], rel, floor)
@@ -623,7 +635,83 @@ def _loso_refusal(ex: Sequence[Example], x: np.ndarray, held: str) -> tuple[list
     return truth, pred, clf
 
 
-def evaluate_agreement(progress: bool = False) -> dict[str, Any]:
+NESTED_GRID: tuple[tuple[str, tuple[str, ...], float], ...] = (
+    ("without answer cues, C=3", tuple(b for b in REFUSAL_BLOCKS if b != "answer_cues"), 3.0),
+    ("shipped blocks, C=3", REFUSAL_BLOCKS, 3.0),
+)
+"""Candidate refusal recipes for :func:`nested_refusal` (name, feature blocks, C)."""
+
+
+def nested_refusal(
+    ex: Sequence[Example],
+    x: np.ndarray,
+    grid: Sequence[tuple[str, Sequence[str], float]] = NESTED_GRID,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Nested leave-one-source-out: for each held-out source, choose the recipe from ``grid`` by an inner
+    leave-one-source-out over the remaining sources only (highest mean per-source accuracy; ties go to the
+    earlier candidate), refit it on all remaining sources and score the held-out source.
+
+    Args:
+        ex: the labelled examples (``source`` is the held-out unit).
+        x: their features, built with :data:`REFUSAL_BLOCKS`.
+        grid: candidate recipes (name, blocks, C).
+        log: optional ``print``-like callable for progress.
+
+    Returns:
+        ``{"protocol", "grid", "folds": {source: agreement + "chosen" + "inner_mean_accuracy"}, "overall",
+        "min_fold_accuracy"}``.
+    """
+    sources = refusal_sources(ex)
+    if len(sources) < 3:
+        raise ValueError(f"nested leave-one-source-out needs at least 3 sources, got {sources}")
+    idx_of = {s: [i for i, e in enumerate(ex) if e.source == s] for s in sources}
+    truth_all = [int(e.label != "compliance") for e in ex]
+
+    def fit_score(train_idx: list[int], test_idx: list[int], blocks: Sequence[str], c: float) -> list[int]:
+        clf = _fit_refusal([ex[i] for i in train_idx], x[train_idx], {}, blocks, c)
+        return _refusal_predictions(clf, [ex[i] for i in test_idx], x[test_idx])
+
+    folds: dict[str, Any] = {}
+    pooled_t: list[int] = []
+    pooled_p: list[int] = []
+    for held in sources:
+        rest = [s for s in sources if s != held]
+        inner: dict[str, float] = {}
+        for name, blocks, c in grid:
+            accs = []
+            for val in rest:
+                tr = [i for s in rest if s != val for i in idx_of[s]]
+                pred = fit_score(tr, idx_of[val], blocks, c)
+                accs.append(
+                    sum(int(p == truth_all[i]) for p, i in zip(pred, idx_of[val], strict=True)) / len(pred)
+                )
+            inner[name] = sum(accs) / len(accs)
+            if log:
+                log(f"nested: held out {held}: {name}: inner mean accuracy {inner[name]:.3f}")
+        chosen = max(inner, key=lambda k: inner[k])  # first maximum: the earlier candidate wins ties
+        _, blocks, c = next(g for g in grid if g[0] == chosen)
+        tr = [i for s in rest for i in idx_of[s]]
+        pred = fit_score(tr, idx_of[held], blocks, c)
+        truth = [truth_all[i] for i in idx_of[held]]
+        folds[held] = {
+            **agreement_ci(truth, pred),
+            "chosen": chosen,
+            "inner_mean_accuracy": {k: round(v, 4) for k, v in inner.items()},
+        }
+        pooled_t += truth
+        pooled_p += pred
+    return {
+        "protocol": "nested leave-one-source-out: the recipe is chosen per held-out source by an inner "
+        "leave-one-source-out over the other sources (mean per-source accuracy), then refitted on them",
+        "grid": [{"name": n, "blocks": list(b), "C": c} for n, b, c in grid],
+        "folds": folds,
+        "overall": agreement_ci(pooled_t, pooled_p),
+        "min_fold_accuracy": min(f["accuracy"] for f in folds.values()),
+    }
+
+
+def evaluate_agreement(progress: bool = False, nested: bool = False) -> dict[str, Any]:
     """Measure every offline backend against the labels (see module docstring); returns the report dict."""
     import numpy as np
 
@@ -664,6 +752,7 @@ def evaluate_agreement(progress: bool = False) -> dict[str, Any]:
         }
 
     label_checks = _label_checks(ex, held_preds)
+    nested_report = nested_refusal(ex, x_all, log=print if progress else None) if nested else None
 
     hx = load_harm_examples()
     tr_ex, te_ex = split_harm(hx)
@@ -758,6 +847,7 @@ def evaluate_agreement(progress: bool = False) -> dict[str, Any]:
             "refusal; for jailbreak-evaluation, not informative, i.e. a refusal or a non-answer; for RBR, not "
             "fully complying); strmatch needs no training",
             "backends": refusal,
+            **({"nested": nested_report} if nested_report else {}),
         },
         "harm": harm,
         "objective": objective,
@@ -844,6 +934,11 @@ def agreement_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             for src, f in res["folds"].items():
                 add(kind, judge, src, f)
             add(kind, judge, "ALL (pooled)", res["overall"])
+    nested = report.get("refusal", {}).get("nested")
+    if nested:
+        for src, f in nested["folds"].items():
+            add("refusal", "embed (nested)", src, f)
+        add("refusal", "embed (nested)", "ALL (pooled)", nested["overall"])
     for judge, res in report.get("harm", {}).items():
         for src, f in res.get("by_source", {}).items():
             add("harm", judge, src, f)

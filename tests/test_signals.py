@@ -104,3 +104,35 @@ def test_prepare_rbr(tmp_path):
     (raw / "test.jsonl").write_text(json.dumps({"prompt": [], "completion": []}) + "\n")
     with pytest.raises(ValueError, match="test.jsonl line 1: needs a user turn"):
         prepare_rbr(raw, tmp_path)
+
+
+def test_nested_refusal_chooses_inside_training_sources():
+    """Nested leave-one-source-out picks, per held-out source, the candidate that wins on the other sources:
+    here only the answer-cue columns carry the label, so the recipe with them must be chosen every time."""
+    import numpy as np
+
+    from steerboard.scorers.embed import BLOCK_DIMS, block_columns
+    from steerboard.scorers.training import NESTED_GRID, REFUSAL_BLOCKS, Example, nested_refusal
+
+    rng = np.random.default_rng(0)
+    labels = ["compliance", "full_refusal", "partial_refusal"]
+    ex, rows = [], []
+    for s in ("a/1", "b/1", "c/1"):
+        for i in range(30):
+            lab = labels[i % 3]
+            row = rng.normal(0, 1, sum(BLOCK_DIMS[b] for b in REFUSAL_BLOCKS)).astype(np.float32)
+            row[block_columns(REFUSAL_BLOCKS, "relevance")] = 0.9
+            cues = block_columns(REFUSAL_BLOCKS, "answer_cues")
+            row[cues] = 0.0
+            row[cues.start + labels.index(lab)] = 3.0
+            rows.append(row)
+            ex.append(Example("a request", f"reply number {i}", lab, s, s))  # short: never off-topic
+    rep = nested_refusal(ex, np.stack(rows), NESTED_GRID)
+    assert set(rep["folds"]) == {"a/1", "b/1", "c/1"}
+    assert all(f["chosen"] == "shipped blocks, C=3" for f in rep["folds"].values())
+    assert rep["overall"]["n"] == 90 and rep["overall"]["accuracy"] > 0.9
+    for f in rep["folds"].values():
+        scores = f["inner_mean_accuracy"]
+        assert scores["shipped blocks, C=3"] > scores["without answer cues, C=3"]
+    with pytest.raises(ValueError, match="at least 3 sources"):
+        nested_refusal(ex[:60], np.stack(rows[:60]))
