@@ -4,7 +4,8 @@ Target: 1,000 responses in at most 60 s on the 2-core CPU machine. The responses
 the shipped human-labelled refusal data (XSTest completions first, then jailbreak-evaluation responses),
 so encoding cost is that of real model replies. The encoder load (once per
 process) is timed separately; the labelling time is the median of ``--repeats`` runs over the same 1,000
-pairs on a fresh judge (the encoder stays loaded, as it does inside an eval).
+pairs on a fresh judge (the encoder stays loaded, as it does inside an eval). The 1-minute load average before
+and after the timed runs is reported: other jobs on the machine slow the judge.
 
 Usage::
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -45,6 +47,7 @@ def main() -> int:
     get_encoder()
     load_s = time.perf_counter() - t0
 
+    load_before = os.getloadavg()[0]  # other jobs on the machine slow the judge: report them
     times = []
     for _ in range(args.repeats):
         judge = EmbedRefusalJudge()  # fresh judge: classifier read from disk each time
@@ -62,6 +65,8 @@ def main() -> int:
         "per_1000_s": round(med * 1000 / len(responses), 2),
         "target_per_1000_s": TARGET_S,
         "meets_target": med * 1000 / len(responses) <= TARGET_S,
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "cpu_count": os.cpu_count(),
     }
     print(json.dumps(out, indent=1))
     return 0 if out["meets_target"] else 1
