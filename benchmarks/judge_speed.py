@@ -4,18 +4,21 @@ Target: 1,000 responses in at most 60 s on the 2-core CPU machine. The responses
 the shipped human-labelled refusal data (XSTest completions first, then jailbreak-evaluation responses),
 so encoding cost is that of real model replies. The encoder load (once per
 process) is timed separately; the labelling time is the median of ``--repeats`` runs over the same 1,000
-pairs on a fresh judge (the encoder stays loaded, as it does inside an eval).
+pairs on a fresh judge (the encoder stays loaded, as it does inside an eval). The 1-minute load average before
+and after the timed runs is reported: other jobs on the machine slow the judge.
 
 Usage::
 
     python benchmarks/judge_speed.py              # ~1-2 minutes on 2 cores
     python benchmarks/judge_speed.py --n 200 --repeats 1
+    python benchmarks/judge_speed.py --n 400 --compare OTHER.json   # side by side with another artifact
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -27,9 +30,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000, help="responses to label (default 1000)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
+    ap.add_argument(
+        "--compare",
+        default=None,
+        metavar="ARTIFACT",
+        help="another refusal artifact to time in alternation with the shipped one (ratio of medians)",
+    )
     args = ap.parse_args()
     if args.n < 1 or args.repeats < 1:
         ap.error("--n and --repeats must be at least 1")
+    if args.compare and not os.path.isfile(args.compare):
+        ap.error(f"--compare: artifact {args.compare} not found")
 
     from steerboard.scorers.embed import EmbedRefusalJudge, get_encoder
     from steerboard.scorers.training import load_refusal_examples
@@ -45,12 +56,18 @@ def main() -> int:
     get_encoder()
     load_s = time.perf_counter() - t0
 
+    load_before = os.getloadavg()[0]  # other jobs on the machine slow the judge: report them
     times = []
+    other: list[float] = []
     for _ in range(args.repeats):
         judge = EmbedRefusalJudge()  # fresh judge: classifier read from disk each time
         t0 = time.perf_counter()
         verdicts = judge.judge_sync(prompts, responses)
         times.append(time.perf_counter() - t0)
+        if args.compare:  # alternate, so both see the same machine load
+            t0 = time.perf_counter()
+            EmbedRefusalJudge(args.compare).judge_sync(prompts, responses)
+            other.append(time.perf_counter() - t0)
     assert len(verdicts) == len(responses)
     med = statistics.median(times)
     out = {
@@ -62,7 +79,15 @@ def main() -> int:
         "per_1000_s": round(med * 1000 / len(responses), 2),
         "target_per_1000_s": TARGET_S,
         "meets_target": med * 1000 / len(responses) <= TARGET_S,
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "cpu_count": os.cpu_count(),
     }
+    if args.compare:
+        out["compare"] = {
+            "artifact": args.compare,
+            "label_s_runs": [round(t, 2) for t in other],
+            "ratio_shipped_over_compare": round(med / statistics.median(other), 3),
+        }
     print(json.dumps(out, indent=1))
     return 0 if out["meets_target"] else 1
 

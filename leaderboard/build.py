@@ -144,7 +144,14 @@ def _agreement_entry(
 
 
 def _agreement_value(v: Any) -> str:
+    if isinstance(v, list) and v and all(isinstance(x, float) for x in v):  # an interval: [lo, hi]
+        return "-".join(f"{x:.3f}" for x in v)
     return f"{v:.3f}" if isinstance(v, float) else str(v)[:200]
+
+
+def _is_leaf(v: Any) -> bool:
+    """A scalar, or a list of scalars (such as an interval), is one cell of the agreement table."""
+    return not isinstance(v, dict) and not (isinstance(v, list) and any(isinstance(x, dict | list) for x in v))
 
 
 def agreement_table(
@@ -169,7 +176,7 @@ def agreement_table(
     def walk(path: str, obj: Any) -> None:
         if not isinstance(obj, dict):
             extra.append((path or "value", _agreement_value(obj)))
-        elif obj and all(not isinstance(v, dict | list) for v in obj.values()):
+        elif obj and all(_is_leaf(v) for v in obj.values()):
             groups.append((path or "overall", obj))
         else:
             for k, v in obj.items():

@@ -147,7 +147,7 @@ def _eval(args: argparse.Namespace) -> int:
     from steerboard.scorers.embed import ARTIFACT_DIR
     from steerboard.scorers.training import evaluate_agreement, format_table
 
-    report = evaluate_agreement(progress=True)
+    report = evaluate_agreement(progress=True, nested=args.nested)
     out = Path(args.out) if args.out else ARTIFACT_DIR / "agreement.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
@@ -218,6 +218,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--out",
         default=None,
         help="JSON report path (default: the package's scorers/artifacts/agreement.json)",
+    )
+    e.add_argument(
+        "--nested",
+        action="store_true",
+        help="also run nested leave-one-source-out for the refusal judge: the recipe chosen inside the "
+        "training sources only (about 15 fits per source; tens of minutes on 2 busy cores)",
     )
     e.set_defaults(func=_eval)
     d = jsub.add_parser(

@@ -361,7 +361,16 @@ def test_cli_refusal_roundtrip(tmp_path, backend, refusal_embed):
 
 def test_agreement_metric():
     a = agreement([1, 1, 0, 0], [1, 1, 0, 0])
-    assert a == {"n": 4, "n_positive": 2, "accuracy": 1.0, "kappa": 1.0}
+    assert a == {
+        "n": 4,
+        "n_positive": 2,
+        "accuracy": 1.0,
+        "kappa": 1.0,
+        "tn": 2,
+        "fp": 0,
+        "fn": 0,
+        "tp": 2,
+    }
     b = agreement([1, 0, 1, 0], [1, 1, 0, 0])
     assert b["accuracy"] == 0.5 and b["kappa"] == pytest.approx(0.0)
 
@@ -379,8 +388,18 @@ def test_shipped_agreement_report():
         "jbeval/gcg",
         "jbeval/genexploit",
         "jbeval/pair",
+        "rbr/gold",
     }
-    assert sum(f["n"] for f in emb["folds"].values()) == 2100
+    assert sum(f["n"] for f in emb["folds"].values()) == 2609
+    for f in emb["folds"].values():
+        assert f["tn"] + f["fp"] + f["fn"] + f["tp"] == f["n"]
+    checks = rep["label_checks"]
+    assert checks["rbr_partial_as_compliance"]["n"] == emb["folds"]["rbr/gold"]["n"]
+    assert {k: v["n"] for k, v in checks["jbeval_informative"].items()} == {
+        "gcg": 100,
+        "genexploit": 100,
+        "pair": 100,
+    }
     assert set(rep["refusal"]["backends"]) == {"embed", "strmatch"}
     assert min(f["accuracy"] for f in emb["folds"].values()) == emb["min_fold_accuracy"]
     for f in emb["folds"].values():
@@ -395,13 +414,16 @@ def test_artifacts_match_shipped_training_data():
     import hashlib
 
     from steerboard.scorers.embed import REFUSAL_ARTIFACT
-    from steerboard.scorers.training import HARM_FILE, JBEVAL_FILE, XSTEST_FILE
+    from steerboard.scorers.training import HARM_FILE, JBEVAL_FILE, RBR_FILE, XSTEST_FILE
 
     def sha(p):
         return hashlib.sha256(p.read_bytes()).hexdigest()
 
     meta = LinearClassifier.load(REFUSAL_ARTIFACT).meta
-    assert meta["training_data"]["sha256"] == [sha(XSTEST_FILE), sha(JBEVAL_FILE)], "retrain refusal"
+    want = [sha(XSTEST_FILE), sha(JBEVAL_FILE)]
+    assert meta["training_data"]["sha256"] == want, "retrain refusal"
+    assert meta["training_data"]["n"] == 2100 and RBR_FILE.is_file()  # RBR gold: scored, never trained on
+    assert "answer_cues" in LinearClassifier.load(REFUSAL_ARTIFACT).blocks
     assert 0.0 < meta["non_answer"]["relevance_floor"] < 0.5
     assert LinearClassifier.load(HARM_ARTIFACT).meta["training_data"]["sha256"] == sha(HARM_FILE)
 
