@@ -52,7 +52,9 @@ def results_markdown(db: str | Path, listing: Listing, with_ci: bool = False) ->
             if with_ci and c["ci"]:
                 v += f" {c['ci']}"
             cells.append(v)
-        cfg = row.get("config_short") or row.get("config_text") or ""
+        # the options the run was given (sweep keys first), as the site's plots label points; the resolved
+        # settings are on the site's configuration pages
+        cfg = row.get("short") or "defaults"
         name = row["method"] + (" (control)" if row.get("control") else "")
         out = [name, cfg.replace("|", "\\|"), _axis(row, "safety"), _axis(row, "overrefusal"), _axis(row, "capability")]
         lines.append("| " + " | ".join(out + cells) + " |")

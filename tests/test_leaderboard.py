@@ -923,6 +923,7 @@ def test_report_table_matches_the_site_rows(tmp_path: Path) -> None:
     for line, row in zip(lines[2:], view["rows"], strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[0].startswith(row["method"])
+        assert cells[1] == (row["short"] or "defaults")
         shown = [c["value"] for c in row["cells"] if c["value"]]
         assert shown and all(any(c.startswith(v) for c in cells[5:]) for v in shown)
     assert "(control)" in lines[2] or "(control)" in lines[3]
