@@ -272,6 +272,44 @@ def _print_progress(
               f"{entry.get('error') or 'see its log in ' + str(entry.get('log'))}", file=sys.stderr)
 
 
+def _start_pools(
+    ray: Any, suite: Any, pairs: list[tuple[Any, Any]], resources: dict[str, float] | None, retries: int,
+    model: str | None,
+) -> tuple[dict[str, list[int]], dict[tuple[float, float], Any], dict[int, Any], dict[int, tuple[float, float]]]:
+    """Start the actor pools: configurations with the same CPU/GPU request share one pool.
+
+    Returns each configuration's pair indices, the configurations waiting per pool, the actors and each
+    actor's pool.
+    """
+    from collections import deque
+
+    queues: dict[str, list[int]] = {}
+    requests: dict[str, dict[str, float]] = {}
+    cpus = default_num_cpus(ray)
+    for i, (m, _t) in enumerate(pairs):
+        queues.setdefault(m.slug, []).append(i)
+        if m.slug not in requests:
+            requests[m.slug] = {"num_cpus": cpus, **config_resources(suite, m, resources, model)[0]}
+    _check_capacity(ray, requests)
+    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_ENV)}
+    waiting: dict[tuple[float, float], deque[str]] = {}
+    for slug, res in requests.items():
+        waiting.setdefault((res["num_cpus"], res.get("num_gpus", 0.0)), deque()).append(slug)
+    actors: dict[int, Any] = {}
+    group_of: dict[int, tuple[float, float]] = {}
+    for group, slugs in waiting.items():
+        mems = [requests[s].get("memory") for s in slugs]
+        res = {"num_cpus": group[0], "num_gpus": group[1], "memory": max((x for x in mems if x), default=0)}
+        cls = ray.remote(_ConfigWorker).options(
+            num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], memory=int(res["memory"]) or None,
+            max_restarts=retries, max_task_retries=retries,
+        )
+        for _ in range(_pool_size(ray, res, len(slugs))):
+            a = len(actors)
+            actors[a], group_of[a] = cls.remote(max(1, int(res["num_cpus"])), env), group
+    return queues, waiting, actors, group_of
+
+
 def run_suite_ray(
     suite: Any,
     log_dir: str | Path,
@@ -304,38 +342,13 @@ def run_suite_ray(
         One summary dict per pair, in the suite's order (as :func:`steerboard.run.run_suite` returns), with the
         worker's timing (``worker``: pid, import seconds, pair start and seconds).
     """
-    from collections import deque
-
     from steerboard.run import SuiteInvalid, check_runs, select_runs
 
     ray = _connect(ray_address)
     pairs = select_runs(suite, kwargs.pop("only_methods", None), kwargs.pop("only_tasks", None))
     kwargs.pop("summary_path", None)
-    queues: dict[str, list[int]] = {}
-    requests: dict[str, dict[str, float]] = {}
-    cpus = default_num_cpus(ray)
-    for i, (m, _t) in enumerate(pairs):
-        queues.setdefault(m.slug, []).append(i)
-        if m.slug not in requests:
-            requests[m.slug] = {"num_cpus": cpus, **config_resources(suite, m, resources, kwargs.get("model"))[0]}
-    _check_capacity(ray, requests)
-    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_ENV)}
-    waiting: dict[tuple[float, float], deque[str]] = {}
-    for slug, res in requests.items():
-        waiting.setdefault((res["num_cpus"], res.get("num_gpus", 0.0)), deque()).append(slug)
-    actors: dict[int, Any] = {}
-    group_of: dict[int, tuple[float, float]] = {}
+    queues, waiting, actors, group_of = _start_pools(ray, suite, pairs, resources, retries, kwargs.get("model"))
     serving: dict[int, str] = {}
-    for group, slugs in waiting.items():
-        mems = [requests[s].get("memory") for s in slugs]
-        res = {"num_cpus": group[0], "num_gpus": group[1], "memory": max((x for x in mems if x), default=0)}
-        cls = ray.remote(_ConfigWorker).options(
-            num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], memory=int(res["memory"]) or None,
-            max_restarts=retries, max_task_retries=retries,
-        )
-        for _ in range(_pool_size(ray, res, len(slugs))):
-            a = len(actors)
-            actors[a], group_of[a] = cls.remote(max(1, int(res["num_cpus"])), env), group
     results: list[dict[str, Any] | None] = [None] * len(pairs)
     attempts = [0] * len(pairs)
     running: dict[Any, tuple[int, int]] = {}

@@ -303,19 +303,13 @@ def truthfulqa(
     dataset = make_dataset(
         records, make_record_to_sample(option_seed), "truthfulqa", DATA_FILE, shuffle=shuffle, seed=seed
     )
-    if format == "loglik":
-        return Task(
-            dataset=dataset,
-            solver=mc1_mc2_loglik(template),
-            scorer=[truthfulqa_mc1_loglik(), truthfulqa_mc2_loglik()],
-            version=TASK_VERSION,
-            metadata={"format": format, "template": template, "option_seed": option_seed},
-        )
+    loglik = format == "loglik"
     return Task(
         dataset=dataset,
-        solver=mc1_mc2_answer(),
-        scorer=[truthfulqa_mc1_letters(), truthfulqa_mc2_letters()],
-        config=MC_CONFIG,
+        solver=mc1_mc2_loglik(template) if loglik else mc1_mc2_answer(),
+        scorer=[truthfulqa_mc1_loglik(), truthfulqa_mc2_loglik()] if loglik
+        else [truthfulqa_mc1_letters(), truthfulqa_mc2_letters()],
         version=TASK_VERSION,
-        metadata={"format": format, "option_seed": option_seed},
+        metadata={"format": format, "option_seed": option_seed, **({"template": template} if loglik else {})},
+        **({} if loglik else {"config": MC_CONFIG}),
     )

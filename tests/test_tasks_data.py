@@ -233,6 +233,13 @@ def test_unsupported_extension(tmp_path):
         (mm.mmlu, {"subjects": "anatomy,astrology"}, "unknown MMLU subject(s) ['astrology']"),
         (g8.gsm8k, {"fewshot": 20}, "fewshot=20; expected an integer >= 0 and <= 8"),
         (tqa.truthfulqa, {"shuffle": "maybe"}, "shuffle='maybe'; expected true or false"),
+        (tqa.truthfulqa, {"format": "strings"}, "invalid -T format='strings'; valid values: 'loglik', 'letters'"),
+        (mm.mmlu, {"format": "mc"}, "invalid -T format='mc'; valid values: 'all', 'letters', 'cloze'"),
+        (tqa.truthfulqa, {"template": "raw"}, "invalid -T template='raw'; valid values: 'plain', 'chat'"),
+        (mm.mmlu, {"template": "raw"}, "invalid -T template='raw'; valid values: 'plain', 'chat'"),
+        (side_effects_task.side_effects, {"subset": "both"},
+         "invalid -T subset='both'; valid values: 'all', 'benign', 'text'"),
+        (side_effects_task.side_effects, {"reply_tokens": 0}, "reply_tokens=0"),
     ],
 )
 def test_invalid_options_name_valid_values(factory, kwargs, expect):
