@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -251,12 +252,7 @@ def _shared_prefix_len(
     if not str(last.get("content", "")).startswith(shared_prefix):
         raise ValueError("shared_prefix: the last message does not start with it")
     cut = render([*msgs[:-1], {**last, "content": shared_prefix}])
-    n = 0
-    for a, b in zip(ids, cut):
-        if a != b:
-            break
-        n += 1
-    return n
+    return len(os.path.commonprefix([ids, cut]))
 
 
 def _end_of_turn(engine: Engine) -> int:
@@ -484,6 +480,8 @@ class MethodModelAPI(ModelAPI):
         """
         if not self.supports_loglik:
             raise NotImplementedError(f"method {self.method.name!r} cannot return log-likelihoods")
+        if template not in ("chat", "plain"):
+            raise ValueError(f"template={template!r}: valid templates are chat, plain")
         from steerboard import torch_thread
 
         msgs = message_dicts(input) if input and not isinstance(input[0], dict) else [dict(m) for m in input]  # type: ignore[arg-type]
@@ -491,8 +489,6 @@ class MethodModelAPI(ModelAPI):
             engine, method = await torch_thread.acall(self._reference)
         else:
             engine, method = await self.ready(), self.method
-        if template not in ("chat", "plain"):
-            raise ValueError(f"template={template!r}: valid templates are chat, plain")
         msgs = method.messages(msgs)
         render = engine.chat_ids if template == "chat" else engine.plain_ids
         ids = render(msgs)

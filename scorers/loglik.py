@@ -52,6 +52,14 @@ def loglik_provider(task: str, alternative: str | None = None) -> Any:
 
 
 # ---------------------------------------------------------------------- multiple choice from answer strings
+def answer_texts(answers: Sequence[str], template: str) -> list[str]:
+    """The continuations to score for ``answers``: under ``template=plain`` each follows the prompt's text
+    (``Answer:``, ``A:``) after a space, as lm-eval's target delimiter puts it; under ``chat`` it is the
+    assistant's whole reply."""
+    sep = " " if template == "plain" else ""
+    return [sep + str(a).strip() for a in answers]
+
+
 def mc1_correct(logliks: Sequence[float], labels: Sequence[int]) -> bool:
     """MC1 (Lin et al. 2022): the answer with the highest total log-likelihood is the true one."""
     best = max(range(len(logliks)), key=lambda i: logliks[i])

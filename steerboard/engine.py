@@ -186,6 +186,16 @@ one-row batch whose request has empty ``meta``) and reuses its keys/values, as i
 """
 
 
+def prefix_reuse(intervention: Intervention | None) -> tuple[bool, Callable[[list[GenerationRequest]], Any] | None]:
+    """Whether prefills under ``intervention`` may reuse cached prefix keys/values, and its ``preamble_key``.
+
+    Hooks may change a prefix's keys/values: it is reused without hooks, or under hooks that say how
+    (``preamble_key``).
+    """
+    key_fn = getattr(intervention, "preamble_key", None) if intervention is not None else None
+    return intervention is None or key_fn is not None, key_fn
+
+
 @contextlib.contextmanager
 def hooks(model: torch.nn.Module, spec: dict[str, Callable[..., Any]]) -> Iterator[None]:
     """Register forward hooks keyed by module name for the duration of the block; always removed (public API).
@@ -1049,13 +1059,13 @@ class Engine:
         state = BatchState(requests=pre, prompt_lengths=[len(r.input_ids) for r in pre], padded_length=0)
         ctx = intervention(state) if intervention is not None else contextlib.nullcontext()
         with self.lock, torch.inference_mode(), ctx:
-            # hooks may change the prefix's keys/values: reuse it only under hooks that say how (preamble_key)
-            key_fn = getattr(intervention, "preamble_key", None) if intervention is not None else None
+            reuse, key_fn = prefix_reuse(intervention)
             # only a declared shared prefix is reused: a prompt computed whole and one computed after a cached
             # prefix differ by float rounding, so a method that changes nothing would not score exactly as base
             prefix = list(pre[0].input_ids[:prefix_len]) if prefix_len >= 4 else None
-            reuse = prefix is not None and (intervention is None or key_fn is not None)
-            cache, mask, next_pos, (hidden, logits) = self._prefill(pre, state, list(range(len(pre))), reuse, key_fn, prefix)
+            cache, mask, next_pos, (hidden, logits) = self._prefill(
+                pre, state, list(range(len(pre))), reuse and prefix is not None, key_fn, prefix
+            )
             first = (logits if logits is not None else self._logits(hidden)).float()  # predicts token 0
             if shared:
                 cache.batch_repeat_interleave(n)
@@ -1182,9 +1192,7 @@ class _ContinuousBatch:
         self.tok: Any = None
         dev = engine.device
         self.eos = torch.tensor(sorted(engine.eos_ids), device=dev) if engine.eos_ids else None
-        # hooks may change the preamble's keys/values: reuse it only under hooks that say how (preamble_key)
-        self.key_fn = getattr(intervention, "preamble_key", None) if intervention is not None else None
-        self.reuse = intervention is None or self.key_fn is not None
+        self.reuse, self.key_fn = prefix_reuse(intervention)
 
     def admit(self, new: list[GenerationRequest]) -> None:
         """Prefill ``new`` requests and stack them under the live rows."""

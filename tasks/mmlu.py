@@ -41,7 +41,7 @@ from inspect_ai.dataset import Sample
 from inspect_ai.scorer import CORRECT, INCORRECT, Score, Scorer, Target, accuracy, grouped, scorer, stderr
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
-from steerboard.scorers.loglik import cloze_choice, loglik_provider
+from steerboard.scorers.loglik import answer_texts, cloze_choice, loglik_provider
 from steerboard.tasks._common import (
     check_bool,
     check_choice,
@@ -142,7 +142,7 @@ def cloze_answer(exemplars: dict[str, list[dict[str, Any]]] | None = None, templ
             head += "\n\n" + "\n\n".join(cloze_question(r, with_answer=True) for r in shots)
         record = {"question": state.metadata["question"], "choices": [c.value for c in state.choices]}
         prompt = f"{head}\n\n{cloze_question(record)}"
-        options = [(" " if template == "plain" else "") + str(c).strip() for c in record["choices"]]
+        options = answer_texts(record["choices"], template)
         scored = await api.loglik([{"role": "user", "content": prompt}], options, template=template)
         state.store.set("mmlu_cloze", [sum(s.logprobs) for s in scored])
         return state

@@ -44,7 +44,7 @@ from inspect_ai.model import ChatMessageUser, ModelOutput
 from inspect_ai.scorer import CORRECT, INCORRECT, Score, Scorer, Target, accuracy, mean, scorer, stderr
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
-from steerboard.scorers.loglik import loglik_provider, mc1_correct
+from steerboard.scorers.loglik import answer_texts, loglik_provider, mc1_correct
 from steerboard.scorers.loglik import mc2_mass as mc2_mass_strings
 from steerboard.tasks._common import (
     check_bool,
@@ -150,8 +150,7 @@ def mc1_mc2_loglik(template: Template = "plain") -> Solver:
         messages = [{"role": "user", "content": qa_prompt(state.input_text, template)}]
         answers = {kind: [str(a) for a in state.metadata[f"{kind}_options"]] for kind in ("mc1", "mc2")}
         unique = list(dict.fromkeys(answers["mc1"] + answers["mc2"]))  # the MC1 set mostly repeats in MC2
-        texts = [(" " if template == "plain" else "") + a for a in unique]  # plain: the text after "A:"
-        lls = await api.loglik(messages, texts, shared_prefix=QA_PRIMER, template=template)
+        lls = await api.loglik(messages, answer_texts(unique, template), shared_prefix=QA_PRIMER, template=template)
         scored = dict(zip(unique, lls, strict=True))
         out = {kind: [sum(scored[a].logprobs) for a in answers[kind]] for kind in answers}
         state.store.set("truthfulqa_logliks", out)

@@ -962,3 +962,19 @@ def test_crescendo_run_page_plots_success_by_turn() -> None:
     svg = str(_turn_curve(task, "r", data))
     assert svg.startswith("<svg") and "Attack success by turn" in svg and svg.count("<circle") == 3
     assert _turn_curve(task, "other", data) is None
+
+
+def test_agreement_table_shows_intervals_as_cells() -> None:
+    """A fold's interval (a list of two floats) is one cell of its row, not a reason to drop the row."""
+    from steerboard.leaderboard.build import agreement_table
+
+    agreement = {"refusal": {"embed": {"protocol": "leave-one-source-out", "folds": {
+        "xstest/gpt4": {"n": 450, "accuracy": 0.947, "accuracy_ci": [0.922, 0.964]},
+        "jbeval/gcg": {"n": 100, "accuracy": 0.82, "accuracy_ci": [0.733, 0.883]},
+    }}}}
+    table = agreement_table(agreement, "embed", "refusal")
+    assert table is not None
+    rows = dict(table["rows"])
+    assert set(rows) == {"folds / xstest/gpt4", "folds / jbeval/gcg"}
+    ci = table["columns"].index("accuracy_ci")
+    assert rows["folds / jbeval/gcg"][ci] == "0.733-0.883"
