@@ -35,6 +35,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 INGEST_RATIO_TARGET = 2.0
 RAY_RATIO_TARGET = 1.15
@@ -166,11 +167,14 @@ def _small_suite(name: str, tasks: list[str], task_limit: int, max_tokens: int, 
     return data
 
 
-def _run_cli(suite_file: Path, executor: str, log_dir: Path, ray_address: str | None) -> tuple[float, float, list]:
-    """(launch time, wall seconds, summary) of one ``steerboard run`` in a fresh process."""
+def _run_cli(suite_file: Path, executor: str, log_dir: str, ray_address: str | None) -> tuple[float, float, list]:
+    """(launch time, wall seconds, summary) of one ``steerboard run`` in a fresh process (``log_dir``: a folder
+    or an fsspec URL)."""
     import json
     import subprocess
     import sys
+
+    import fsspec
 
     cmd = [sys.executable, "-m", "steerboard.cli", "run", "--suite", str(suite_file), "--executor", executor,
            "--log-dir", str(log_dir), "--display", "none"]
@@ -182,12 +186,49 @@ def _run_cli(suite_file: Path, executor: str, log_dir: Path, ray_address: str | 
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"steerboard run --executor {executor} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    summary = json.loads(next(log_dir.glob("suite-*-summary.json")).read_text())
+    fs, root = fsspec.core.url_to_fs(log_dir)
+    (found,) = fs.glob(f"{root.rstrip('/')}/suite-*-summary.json")
+    summary = json.loads(fs.cat_file(found))
     return launched, wall, summary
 
 
-def bench_suite(name: str, tasks: list[str], task_limit: int, max_tokens: int, dpo_pairs: int, repeats: int) -> None:
-    """The suite through ``steerboard run`` with each executor in a fresh process, alternating, side by side."""
+def _start_s3() -> Any:
+    """A local S3-compatible server (moto) on a loopback port, with the environment pointing at it."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench",
+                      AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    return server
+
+
+def _ingest_and_build(logs: str, tmp: Path) -> str:
+    """``steerboard ingest --logs LOGS`` then ``steerboard build`` (fresh processes); returns what they printed."""
+    import subprocess
+    import sys
+
+    db = tmp / "s3.duckdb"
+    out = []
+    for cmd in (["ingest", "--logs", logs, "--db", str(db)], ["build", "--db", str(db), "--out", f"{logs}-site"]):
+        proc = subprocess.run([sys.executable, "-m", "steerboard.cli", *cmd], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"steerboard {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        out.append(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "")
+    return "; ".join(out)
+
+
+def bench_suite(
+    name: str, tasks: list[str], task_limit: int, max_tokens: int, dpo_pairs: int, repeats: int, s3: bool = False,
+) -> None:
+    """The suite through ``steerboard run`` with each executor in a fresh process, alternating, side by side.
+
+    With ``s3`` the Ray runs log to a local S3 server (moto) and the last one is ingested from it and built
+    into a site there, as on a cluster."""
     import json
 
     import ray
@@ -204,16 +245,27 @@ def bench_suite(name: str, tasks: list[str], task_limit: int, max_tokens: int, d
     print(f"local Ray cluster ({os.cpu_count()} CPUs) started in {time.perf_counter() - t:.1f} s (not in the timings)")
     walls: dict[str, list[float]] = {"local": [], "ray": []}
     runs: dict[str, list] = {"local": [], "ray": []}
+    server = _start_s3() if s3 else None
     try:
+        if server is not None:
+            import s3fs
+
+            s3fs.S3FileSystem().mkdir("bench")
         for r in range(repeats):
             order = ("local", "ray") if r % 2 == 0 else ("ray", "local")
             for ex in order:
-                launched, wall, summary = _run_cli(suite_file, ex, tmp / f"{ex}-{r}", address if ex == "ray" else None)
+                logs = f"s3://bench/ray-{r}" if ex == "ray" and server is not None else str(tmp / f"{ex}-{r}")
+                launched, wall, summary = _run_cli(suite_file, ex, logs, address if ex == "ray" else None)
                 walls[ex].append(wall)
                 runs[ex].append((launched, wall, summary))
-                print(f"  repeat {r + 1}: --executor {ex}: {wall:.1f} s ({len(summary)} pairs)", flush=True)
+                print(f"  repeat {r + 1}: --executor {ex} --log-dir {logs}: {wall:.1f} s ({len(summary)} pairs)",
+                      flush=True)
+        if server is not None:
+            print(f"  ingest + build from s3://bench/ray-{repeats - 1}: {_ingest_and_build(f's3://bench/ray-{repeats - 1}', tmp)}")
     finally:
         ray.shutdown()
+        if server is not None:
+            server.stop()
     n_pairs = len(runs["local"][0][2])
     n_configs = len({json.dumps([s["method"], s["args"]], sort_keys=True) for s in runs["local"][0][2]})
     for ex in walls:
@@ -279,12 +331,14 @@ def main() -> int:
     ap.add_argument("--tasks", default="xstest,mmlu", help="with --suite: the suite's tasks to keep")
     ap.add_argument("--task-limit", type=int, default=2, help="with --suite: samples per task at most")
     ap.add_argument("--dpo-pairs", type=int, default=8, help="with --suite: DPO training pairs")
+    ap.add_argument("--s3", action="store_true", help="with --suite: the Ray runs log to a local S3 server (moto), "
+                    "then ingest and build from it")
     args = ap.parse_args()
     if not args.skip_ingest:
         bench_ingest(args.logs, args.samples, args.workers, args.repeats)
     if not args.skip_ray and args.suite:
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-        bench_suite(args.suite, tasks, args.task_limit, args.max_tokens, args.dpo_pairs, args.repeats)
+        bench_suite(args.suite, tasks, args.task_limit, args.max_tokens, args.dpo_pairs, args.repeats, args.s3)
     elif not args.skip_ray:
         bench_ray(args.limit, args.max_tokens, args.configs)
     return 0
