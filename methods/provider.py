@@ -222,6 +222,138 @@ def _batcher(engine: Engine, method: Method) -> Batcher:
         return b
 
 
+@dataclass
+class _ScoreJob:
+    request: GenerationRequest
+    continuations: list[list[int]]
+    method: Method
+    distributions: bool
+    prefix_len: int
+    future: Future[list[ScoredContinuation]] = field(default_factory=Future)
+
+
+class LoglikBatcher:
+    """Runs concurrent log-likelihood calls (one question each) as one engine batch, on a worker thread.
+
+    Inspect scores samples concurrently, so a log-likelihood task has up to ``max_connections`` questions in
+    flight; scored one by one, each question's two short forwards are mostly per-operation overhead on a CPU.
+    Calls that arrive together (same method, same ``distributions`` and shared prefix) go to
+    :meth:`~steerboard.engine.Engine.score_groups` as one batch. Only for an engine whose batches are invariant
+    (:attr:`~steerboard.engine.Engine.invariant_batches`): a question's scores are then the same bits whichever
+    questions share its batch, so the timing of concurrent calls never changes a result. The waiting rule is the
+    generation :class:`Batcher`'s: until ``wait_ms`` pass with no new call, or as many calls as ever were in
+    flight at once are waiting.
+    """
+
+    def __init__(self, engine: Engine, wait_ms: float, max_batch: int) -> None:
+        self.engine = engine
+        self.wait = wait_ms / 1000.0
+        self.max_batch = max_batch
+        self.queue: queue.Queue[_ScoreJob] = queue.Queue()
+        self.peak = 0
+        self.thread = threading.Thread(target=self._run, name="steerboard-loglik-batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: _ScoreJob) -> Future[list[ScoredContinuation]]:
+        self.queue.put(job)
+        return job.future
+
+    def _run(self) -> None:
+        from steerboard import torch_thread
+
+        pending: list[_ScoreJob] = []
+        while True:
+            if not pending:
+                pending.append(self.queue.get())
+            deadline = time.monotonic() + 10 * self.wait
+            while len(pending) < self.max_batch and not (self.peak and len(pending) >= self.peak):
+                try:
+                    pending.append(self.queue.get(timeout=self.wait))
+                except queue.Empty:
+                    break
+                if time.monotonic() > deadline:
+                    break
+            while True:  # calls already waiting join (so the batch can grow past the largest seen so far)
+                try:
+                    pending.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            self.peak = max(self.peak, len(pending))
+            head = pending[0]
+            batch = [
+                j for j in pending
+                if j.method is head.method and j.distributions == head.distributions and j.prefix_len == head.prefix_len
+            ][: self.max_batch]
+            pending = [j for j in pending if not any(j is b for b in batch)]
+            try:  # on the one torch thread (one OpenMP team; see steerboard.torch_thread)
+                scored = torch_thread.call(
+                    self.engine.score_groups, [(j.request, j.continuations) for j in batch],
+                    intervention=head.method.intervention(), distributions=head.distributions,
+                    prefix_len=head.prefix_len,
+                )
+            except BaseException as ex:  # noqa: BLE001 - surfaced to every waiting caller
+                for j in batch:
+                    j.future.set_exception(ex)
+                continue
+            for j, res in zip(batch, scored):
+                j.future.set_result(res)
+
+
+class _ReferenceMemo:
+    """The unsteered reference model's results (greedy replies, scored continuations), kept for the process.
+
+    Every configuration of a suite that measures side effects asks the same reference engine the same questions
+    (the base model's reply to each harmless prompt, its log-likelihoods of them); a suite run in one process
+    (or one Ray actor) computes each once. Bounded by ``max_bytes`` (distributions count by size), least
+    recently used first out. Results are what a recomputation would return: the reference engine's weights
+    never change, and its batches are invariant or run one call each.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes
+        self.items: OrderedDict[tuple[Any, ...], tuple[Any, int]] = OrderedDict()
+        self.bytes = 0
+        self.hits = 0
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> Any:
+        with self.lock:
+            item = self.items.get(key)
+            if item is None:
+                return None
+            self.items.move_to_end(key)
+            self.hits += 1
+            return item[0]
+
+    def put(self, key: tuple[Any, ...], value: Any, nbytes: int) -> None:
+        with self.lock:
+            if key in self.items or nbytes > self.max_bytes:
+                return
+            self.items[key] = (value, nbytes)
+            self.bytes += nbytes
+            while self.bytes > self.max_bytes:
+                _, (_, n) = self.items.popitem(last=False)
+                self.bytes -= n
+
+
+REFERENCE_MEMO = _ReferenceMemo(1 << 30)
+
+
+_LOGLIK_BATCHERS: dict[int, LoglikBatcher] = {}
+
+
+def _loglik_batcher(engine: Engine, method: Method) -> LoglikBatcher:
+    with _ENGINES_LOCK:
+        b = _LOGLIK_BATCHERS.get(id(engine))
+        if b is None:
+            b = _LOGLIK_BATCHERS[id(engine)] = LoglikBatcher(
+                engine, method.config.batch_wait_ms, method.config.max_batch_size
+            )
+        return b
+
+
 def message_dicts(messages: list[ChatMessage]) -> list[dict[str, str]]:
     """Inspect chat messages -> ``[{"role", "content"}]`` with text content; consecutive user turns merged."""
     out: list[dict[str, str]] = []
@@ -460,8 +592,9 @@ class MethodModelAPI(ModelAPI):
         """Teacher-forced log-likelihood of each continuation as the assistant's reply to ``input``.
 
         The method applies exactly as in :meth:`generate`: its message rewrite, per-request meta (gates) and
-        intervention hooks, on its own engine (edited weights, adapters). All continuations of one call run as
-        one batch (one prefill and one decode forward).
+        intervention hooks, on its own engine (edited weights, adapters). All continuations of one call run in
+        one batch (one prefill and one decode forward), with the calls of other samples that arrive meanwhile
+        where the engine's batches are invariant (:class:`LoglikBatcher`).
 
         Args:
             input: the conversation (Inspect messages or ``{"role", "content"}`` dicts).
@@ -498,12 +631,36 @@ class MethodModelAPI(ModelAPI):
             list(c) if not isinstance(c, str) else engine.tokenizer(c, add_special_tokens=False)["input_ids"]
             for c in continuations
         ]
-        requests = [GenerationRequest(input_ids=list(ids), max_new_tokens=1, meta=dict(meta)) for _ in conts]
         prefix_len = _shared_prefix_len(render, msgs, ids, shared_prefix) if shared_prefix else 0
-        return await torch_thread.acall(
-            engine.score_requests, requests, conts, intervention=method.intervention(), distributions=distributions,
-            prefix_len=prefix_len,
+        memo_key = None
+        if reference:
+            memo_key = ("loglik", id(engine), tuple(ids), repr(meta), tuple(map(tuple, conts)), distributions, prefix_len)
+            hit = REFERENCE_MEMO.get(memo_key)
+            if hit is not None:
+                return hit
+        scored = await self._score(engine, method, ids, meta, conts, distributions, prefix_len)
+        if memo_key is not None:
+            size = sum(s.distributions.numel() * s.distributions.element_size() for s in scored if s.distributions is not None)
+            REFERENCE_MEMO.put(memo_key, scored, size + 64 * sum(len(c) for c in conts))
+        return scored
+
+    async def _score(
+        self, engine: Engine, method: Method, ids: list[int], meta: dict[str, Any], conts: list[list[int]],
+        distributions: bool, prefix_len: int,
+    ) -> list[ScoredContinuation]:
+        """One question's continuations scored on ``engine`` (with other callers' where batches are invariant)."""
+        from steerboard import torch_thread
+
+        job = _ScoreJob(GenerationRequest(input_ids=list(ids), max_new_tokens=1, meta=dict(meta)), conts, method,
+                        distributions, prefix_len)
+        if await torch_thread.acall(lambda: engine.invariant_batches):
+            return await asyncio.wrap_future(_loglik_batcher(engine, method).submit(job))
+        # batches that are not invariant: one call per batch, so a result never depends on other callers
+        (scored,) = await torch_thread.acall(
+            engine.score_groups, [(job.request, conts)], intervention=method.intervention(),
+            distributions=distributions, prefix_len=prefix_len,
         )
+        return scored
 
     async def reference_reply(self, input: list[ChatMessage] | list[dict[str, str]], max_tokens: int) -> list[int]:
         """The unsteered model's greedy reply to ``input`` as token ids (ending with the end-of-turn token when
@@ -513,10 +670,15 @@ class MethodModelAPI(ModelAPI):
         engine, method = await torch_thread.acall(self._reference)
         msgs = message_dicts(input) if input and not isinstance(input[0], dict) else [dict(m) for m in input]  # type: ignore[arg-type]
         request = GenerationRequest(input_ids=engine.chat_ids(msgs), max_new_tokens=max_tokens)
+        memo_key = ("reply", id(engine), tuple(request.input_ids), max_tokens)
+        hit = REFERENCE_MEMO.get(memo_key)
+        if hit is not None:
+            return list(hit)
         res = await asyncio.wrap_future(_batcher(engine, method).submit(request, method))
         ids = list(res.token_ids)
         if res.finish_reason == "stop" and engine.eos_ids:
             ids.append(_end_of_turn(engine))
+        REFERENCE_MEMO.put(memo_key, tuple(ids), 64 * len(ids))
         return ids
 
     def _reference(self) -> tuple[Engine, Method]:

@@ -175,6 +175,41 @@ def test_score_requests_reuses_a_shared_prefix(tiny_model_dir):
     assert eng.prefix_hits == hits
 
 
+@pytest.mark.parametrize("matmul_dtype", ["float32", "bfloat16"])
+def test_score_groups_batch_invariant(tiny_model_dir, matmul_dtype):
+    """With bfloat16 matmuls (``invariant_batches``) many questions in one batch score with the same bits as each
+    question alone or in another order, so batching concurrent callers changes no result; in float32 (not
+    invariant) they agree to float precision. Both match the one-prompt-per-row forward."""
+    from steerboard import precision
+    from steerboard.engine import Engine, GenerationRequest
+
+    if matmul_dtype == "bfloat16" and not precision.cpu_has_fast_bf16():
+        pytest.skip("this CPU has no native bfloat16 matmuls")
+    eng = Engine.load(tiny_model_dir, matmul_dtype=matmul_dtype)
+    tok = eng.tokenizer
+    questions = ["what is two plus two", "name a colour", "a much longer question about the history of maps"]
+    options = [["four", "five and a half", "22"], ["red", "the colour blue"], ["none", "a long answer here", "x", "y"]]
+    groups = [
+        (GenerationRequest(input_ids=eng.plain_ids([{"role": "user", "content": q}])),
+         [tok(" " + o, add_special_tokens=False)["input_ids"] for o in opts])
+        for q, opts in zip(questions, options)
+    ]
+    together = eng.score_groups(groups)
+    alone = [eng.score_groups([g])[0] for g in groups]
+    reversed_ = eng.score_groups(groups[::-1])[::-1]
+    assert eng.invariant_batches == (matmul_dtype == "bfloat16")
+    for t, a, r in zip(together, alone, reversed_, strict=True):
+        if eng.invariant_batches:
+            assert [s.logprobs for s in t] == [s.logprobs for s in a] == [s.logprobs for s in r]
+        for x, y in zip(t, a, strict=True):
+            assert x.logprobs == pytest.approx(y.logprobs, abs=1e-5)
+    full = eng.score([req.input_ids for req, conts in groups for _ in conts], [c for _, conts in groups for c in conts])
+    got = [s.logprobs for t in together for s in t]
+    tol = 1e-4 if matmul_dtype == "float32" else 0.15
+    for g, w in zip(got, full, strict=True):
+        assert g == pytest.approx(w, abs=tol)
+
+
 def test_score_requests_rejects_empty_continuation(exact_engine):
     from steerboard.engine import GenerationRequest
 
@@ -204,6 +239,76 @@ def test_provider_loglik_reference_and_method(tiny_model_dir):
     assert max(ll.kl_per_token(b_ref.distributions, b.distributions)) < 1e-6
     assert p_ref.logprobs == pytest.approx(b_ref.logprobs, abs=1e-5)  # the reference drops the system prompt
     assert sum(ll.kl_per_token(p_ref.distributions, p.distributions)) > 1e-3
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_provider_batches_concurrent_loglik_calls(tiny_model_dir, dtype):
+    """Concurrent calls (Inspect's samples) on an invariant engine run as shared engine batches and score
+    exactly as the same calls made one at a time; a float32 engine never batches separate calls."""
+    from inspect_ai.model import get_model
+
+    from steerboard import precision
+
+    if dtype == "bfloat16" and not precision.cpu_has_fast_bf16():
+        pytest.skip("this CPU has no native bfloat16 matmuls")
+    questions = [f"question number {i} about {w}" for i, w in enumerate(["maps", "tea", "rivers", "owls", "glass"])]
+    options = [" yes", " no, not at all", " perhaps"]
+    model = get_model(f"base/{tiny_model_dir}", matmul_dtype=dtype, batch_wait_ms=50)
+    engine = model.api.engine
+    calls: list[int] = []
+    real = engine.score_groups
+
+    def counting(groups, **kw):
+        calls.append(len(groups))
+        return real(groups, **kw)
+
+    engine.score_groups = counting
+
+    async def one_by_one():
+        return [await model.api.loglik([{"role": "user", "content": q}], options, template="plain") for q in questions]
+
+    async def together():
+        return await asyncio.gather(*[
+            model.api.loglik([{"role": "user", "content": q}], options, template="plain") for q in questions
+        ])
+
+    alone = asyncio.run(one_by_one())
+    assert calls == [1] * len(questions)
+    calls.clear()
+    batched = asyncio.run(together())
+    if dtype == "bfloat16":
+        assert max(calls) > 1 and sum(calls) == len(questions)
+        assert [[s.logprobs for s in q] for q in batched] == [[s.logprobs for s in q] for q in alone]
+    else:
+        assert calls == [1] * len(questions)
+
+
+def test_reference_results_computed_once_per_process(tiny_model_dir):
+    """Two configurations asking the reference model the same thing (side effects in a suite) share one
+    computation: the second gets the memo's result, equal to a fresh computation."""
+    from inspect_ai.model import get_model
+
+    from steerboard.methods.provider import REFERENCE_MEMO
+
+    a = get_model(f"base/{tiny_model_dir}", matmul_dtype="float32")
+    b = get_model(f"prompt/{tiny_model_dir}", matmul_dtype="float32", system_prompt="Be brief.")
+    msgs = [{"role": "user", "content": "tell me about rivers"}]
+
+    async def go():
+        reply_a = await a.api.reference_reply(msgs, 6)
+        hits = REFERENCE_MEMO.hits
+        reply_b = await b.api.reference_reply(msgs, 6)
+        ref_a = await a.api.loglik(msgs, [reply_a], reference=True, distributions=True)
+        ref_b = await b.api.loglik(msgs, [reply_b], reference=True, distributions=True)
+        return reply_a, reply_b, hits, ref_a, ref_b
+
+    reply_a, reply_b, hits, ref_a, ref_b = asyncio.run(go())
+    assert reply_a == reply_b and REFERENCE_MEMO.hits == hits + 2
+    assert ref_b[0].logprobs == ref_a[0].logprobs
+    REFERENCE_MEMO.items.clear()
+    REFERENCE_MEMO.bytes = 0
+    fresh = asyncio.run(b.api.loglik(msgs, [reply_b], reference=True, distributions=True))
+    assert fresh[0].logprobs == ref_a[0].logprobs
 
 
 def test_provider_without_loglik_is_a_clear_error(tmp_path):
