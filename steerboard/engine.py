@@ -404,6 +404,7 @@ class Engine:
         self.prefix_cache = prefix_cache if prefix_cache is not None else self.matmul_dtype == "bfloat16"
         self.prefix_hits = 0  # prefills that reused the cached preamble (diagnostics)
         self._prefix_kv: tuple[Any, list[tuple[Any, Any]]] | None = None
+        self._scoring = False  # inside score_groups (see _kv_dtype)
         self._weights_epoch = 0
         self.head_screen_candidates = 0  # float32 re-scores done by the screened head (diagnostics)
         self.head_screen_rows = 0
@@ -694,9 +695,15 @@ class Engine:
         return a[:n]
 
     def _kv_dtype(self) -> Any:
-        """float64 under the float64 attention of :func:`steerboard.precision.batch_invariant`, else None."""
+        """float64 under the float64 attention of :func:`steerboard.precision.batch_invariant`, else None.
+
+        Scoring keeps the model's dtype: its multi-token forwards attend row by row in float32, and a one-token
+        decode casts the keys it reads to float64 exactly (float32 values are float64 values), so a float64
+        store would only double the bytes copied (prefix keys/values repeated per row, gathered per row)."""
         from steerboard import precision
 
+        if self._scoring:
+            return None
         attn = getattr(getattr(self.model, "config", None), "_attn_implementation", None)
         if attn == precision.EXACT_ATTENTION and precision.batch_invariant_active():
             import torch
@@ -1082,12 +1089,18 @@ class Engine:
         out: list[list[ScoredContinuation | None]] = [[None] * len(conts) for _, conts in groups]
         exact = self.deterministic and precision.use_exact_attention(self.model)
         invariant = precision.batch_invariant() if exact else contextlib.nullcontext()
-        with invariant:
-            for idx in batches:
-                res = self._score_batch([(units[i][2], units[i][3]) for i in idx], intervention, distributions, prefix_len)
-                for i, scored in zip(idx, res):
-                    g, start = units[i][0], units[i][1]
-                    out[g][start : start + len(scored)] = scored
+        with self.lock, invariant:
+            self._scoring = True
+            try:
+                for idx in batches:
+                    res = self._score_batch(
+                        [(units[i][2], units[i][3]) for i in idx], intervention, distributions, prefix_len
+                    )
+                    for i, scored in zip(idx, res):
+                        g, start = units[i][0], units[i][1]
+                        out[g][start : start + len(scored)] = scored
+            finally:
+                self._scoring = False
         return [[r for r in rs if r is not None] for rs in out]
 
     def _plan_scoring(
