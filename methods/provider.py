@@ -622,7 +622,11 @@ class MethodModelAPI(ModelAPI):
             engine, method = await torch_thread.acall(self._reference)
         else:
             engine, method = await self.ready(), self.method
-        msgs = method.messages(msgs)
+        given, msgs = msgs, method.messages(msgs)
+        if shared_prefix is None and msgs[-1:] == given[-1:] and msgs[:-1] != given[:-1]:
+            # what the method puts before the question (a system prompt) is the same for every question: its
+            # keys/values are computed once (the question is the last message, left as it was)
+            shared_prefix = ""
         render = engine.chat_ids if template == "chat" else engine.plain_ids
         ids = render(msgs)
         meta = dict(method.request_meta(engine, msgs, ids))
@@ -631,7 +635,7 @@ class MethodModelAPI(ModelAPI):
             list(c) if not isinstance(c, str) else engine.tokenizer(c, add_special_tokens=False)["input_ids"]
             for c in continuations
         ]
-        prefix_len = _shared_prefix_len(render, msgs, ids, shared_prefix) if shared_prefix else 0
+        prefix_len = _shared_prefix_len(render, msgs, ids, shared_prefix) if shared_prefix is not None else 0
         memo_key = None
         if reference:
             memo_key = ("loglik", id(engine), tuple(ids), repr(meta), tuple(map(tuple, conts)), distributions, prefix_len)

@@ -283,6 +283,35 @@ def test_provider_batches_concurrent_loglik_calls(tiny_model_dir, dtype):
         assert calls == [1] * len(questions)
 
 
+@pytest.mark.parametrize("template", ["plain", "chat"])
+def test_method_system_prompt_is_a_reused_prefix(tiny_model_dir, template):
+    """A system prompt the method adds is the same before every question: with the prefix cache its keys/values
+    are computed once, and the scores match the whole prompt's; base/ (nothing added) reuses nothing."""
+    from inspect_ai.model import get_model
+
+    from steerboard.engine import GenerationRequest
+
+    model = get_model(f"prompt/{tiny_model_dir}", matmul_dtype="float32", system_prompt="Answer with care.")
+    engine = model.api.engine
+    engine.prefix_cache = True
+    msgs = [{"role": "user", "content": "Question: which river is longest?\nAnswer:"}]
+    opts = [" the Nile", " the Amazon river"]
+    hits = engine.prefix_hits
+    got = asyncio.run(model.api.loglik(msgs, opts, template=template))
+    assert engine.prefix_hits == hits + 1
+    render = engine.plain_ids if template == "plain" else engine.chat_ids
+    ids = render(model.api.method.messages(msgs))
+    conts = [engine.tokenizer(o, add_special_tokens=False)["input_ids"] for o in opts]
+    (whole,) = engine.score_groups([(GenerationRequest(input_ids=ids), conts)])
+    for g, w in zip(got, whole, strict=True):
+        assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+    base = get_model(f"base/{tiny_model_dir}", matmul_dtype="float32")
+    base.api.engine.prefix_cache = True
+    hits = base.api.engine.prefix_hits
+    asyncio.run(base.api.loglik(msgs, opts, template=template))
+    assert base.api.engine.prefix_hits == hits
+
+
 def test_reference_results_computed_once_per_process(tiny_model_dir):
     """Two configurations asking the reference model the same thing (side effects in a suite) share one
     computation: the second gets the memo's result, equal to a fresh computation."""
