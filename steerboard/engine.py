@@ -1060,9 +1060,9 @@ class Engine:
         """Teacher-forced log-likelihood of each group's continuations after the group's prompt.
 
         Many groups (many questions) run in one batch: their prompts are prefilled together (phase
-        ``"prefill"``, each request's ``meta`` visible to the intervention, e.g. a gate decision), each
-        prompt's keys/values are then repeated for its continuations, and every continuation token runs in
-        one multi-token ``"decode"`` step, so a hook that steers only prompt or only generated positions, or
+        ``"prefill"``, each request's ``meta`` visible to the intervention, e.g. a gate decision), then every
+        continuation token runs in one multi-token ``"decode"`` step (a prompt's continuations packed in its
+        row, see :meth:`_score_batch`), so a hook that steers only prompt or only generated positions, or
         gates rows at prefill, acts exactly as it would while generating those tokens. No sampling.
 
         With :attr:`deterministic` the batch runs under :func:`steerboard.precision.batch_invariant`; where
