@@ -290,7 +290,11 @@ def _metric_stats(con: Any, listing: Listing) -> dict[tuple[str, str], dict[str,
         "bool_and(v = 0 OR v = 1) AS binary, bool_and(v >= 0 AND v <= 1) AS unit_range FROM sv GROUP BY ALL"
     ).fetchall()
     stats: dict[tuple[str, str], dict[str, Any]] = {}
+    # a rate's 0/1 values are outcomes (Wilson interval); a continuous metric (nats, counts) whose values all
+    # happen to be 0 (the control's KL to itself) is not a proportion
+    continuous = {m.key for m in listing.metrics if m.unit != "rate"}
     for rk, mk, n, s, mean, var, binary, _unit_range in agg:
+        binary = bool(binary) and mk not in continuous
         lo, hi = wilson(s, n) if binary else mean_ci(mean, var, n)
         se = math.sqrt(mean * (1 - mean) / n) if binary else math.sqrt(var / n) if var and n > 1 else 0.0
         stats[(rk, mk)] = {"n": n, "mean": mean, "lo": lo, "hi": hi, "se": se, "binary": binary}

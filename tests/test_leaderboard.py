@@ -689,6 +689,7 @@ def _side_effects_listing() -> Any:
                 "axis": "capability",
                 "sample_value": "kl_benign",
                 "sample_filter": {},
+                "unit": "nats",
             }
         ],
     }
@@ -743,6 +744,9 @@ def test_capability_axis_handles_lower_is_better_costs(tmp_path: Path) -> None:
         safe = data["stats"][(row["runs"]["xstest"]["run_key"], "xstest/refusal_scorer/refusal_rate_safe")]
         assert row["overrefusal"] == pytest.approx(safe["mean"])
     assert rows["sae"]["capability_ci"]["lo"] < rows["sae"]["capability"] < rows["sae"]["capability_ci"]["hi"]
+    # the control's KL is 0 on every sample: a mean of a continuous cost, not 0 successes of a proportion
+    base_kl = data["stats"][(rows["base"]["runs"]["side_effects"]["run_key"], "side_effects/side_effects/kl_benign")]
+    assert (base_kl["lo"], base_kl["mean"], base_kl["hi"]) == (0.0, 0.0, 0.0)
 
 
 def _board(tmp_path: Path, listing, runs: list[SyntheticRun]) -> tuple[dict[str, Any], Path]:
