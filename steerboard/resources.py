@@ -44,6 +44,8 @@ _UNITS = {
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
 PROCESS_BYTES = 1_500 * 1024**2
 """Allowance for a worker process before any model loads (Python, torch, transformers, Inspect, Ray)."""
+SCORE_POSITIONS = 1024
+"""Most positions one log-likelihood batch scores (``Engine.score_groups``' default ``max_positions``)."""
 DEFAULT_CONTEXT_TOKENS = 1024
 """Tokens per KV-cache row in the estimate: a prompt allowance plus the completion."""
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
@@ -226,6 +228,7 @@ def _model_shape(path: str) -> dict[str, Any]:
         "kv_heads": int(text.get("num_key_value_heads") or heads),
         "head_dim": int(text.get("head_dim") or hidden // heads),
         "max_positions": int(text.get("max_position_embeddings") or 0),
+        "vocab": int(text.get("vocab_size") or 0),
     }
 
 
@@ -322,6 +325,8 @@ def estimate_memory(
     ctx = min(context_tokens, shape["max_positions"]) if shape["max_positions"] else context_tokens
     kv_bytes = 8 if on_cpu and cfg.deterministic else wbytes
     parts["kv_cache"] = rows * ctx * shape["layers"] * 2 * shape["kv_heads"] * shape["head_dim"] * kv_bytes
+    # log-likelihood scoring: float32 logits of up to SCORE_POSITIONS positions, and their log-softmax
+    parts["scoring_logits"] = 2 * SCORE_POSITIONS * shape["vocab"] * 4
     return MemoryEstimate(parts=parts, params=params, device=dev, dtype=dtype)
 
 

@@ -90,6 +90,8 @@ def test_estimate_counts_parameters_from_the_config(tiny_model_dir: str) -> None
     # tiny model: 4 layers, 2 kv heads of 16 dims; float64 keys and values on CPU, bfloat16 on CUDA
     assert cpu.parts["kv_cache"] == 4 * 100 * 4 * 2 * 2 * 16 * 8
     assert gpu.parts["kv_cache"] == 4 * 100 * 4 * 2 * 2 * 16 * 2
+    vocab = AutoModelForCausalLM.from_pretrained(tiny_model_dir).config.vocab_size
+    assert cpu.parts["scoring_logits"] == 2 * 1024 * vocab * 4  # a log-likelihood batch's logits and log-softmax
     explicit = estimate_memory("base", {"dtype": "float32", "device": "cuda"}, tiny_model_dir)
     assert explicit is not None and explicit.device == "cuda" and explicit.parts["weights"] == 4 * n
     more_rows = estimate_memory("base", {}, tiny_model_dir, max_connections=8, context_tokens=100)
