@@ -56,21 +56,13 @@ def _free_port() -> int:
 
 def bench_ingest(n_logs: int, n_samples: int, workers: int, repeats: int) -> None:
     import s3fs
-    from moto.server import ThreadedMotoServer
 
     from steerboard.leaderboard.ingest import ingest_logs
     from steerboard.leaderboard.listing import load_listing_file
 
     d = _leaderboard_bench().ensure_logs(n_logs, n_samples, workers, regenerate=False)
     listing = load_listing_file(d / "listing.yaml")
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench",
-                      AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = _start_s3()
     try:
         fs = s3fs.S3FileSystem()
         fs.mkdir("bench")

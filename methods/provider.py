@@ -117,6 +117,22 @@ def load_engine(model_name: str, method: Method) -> Engine:
         return _ENGINES[key]
 
 
+def _gather(q: queue.Queue[Any], pending: list[Any], wait: float, max_batch: int, peak: int) -> None:
+    """Wait for a batch's jobs: the first blocks; then more until ``wait`` passes with no new one (at most
+    ``10 * wait`` in all), ``max_batch`` are pending, or as many as ``peak`` (the most ever in flight at once:
+    the client's concurrency, so waiting for more would only idle the engine)."""
+    if not pending:
+        pending.append(q.get())
+    deadline = time.monotonic() + 10 * wait
+    while len(pending) < max_batch and not (peak and len(pending) >= peak):
+        try:
+            pending.append(q.get(timeout=wait))
+        except queue.Empty:
+            break
+        if time.monotonic() > deadline:
+            break
+
+
 @dataclass
 class _Job:
     request: GenerationRequest
@@ -153,16 +169,7 @@ class Batcher:
 
         pending: list[_Job] = []
         while True:
-            if not pending:
-                pending.append(self.queue.get())
-            deadline = time.monotonic() + 10 * self.wait
-            while len(pending) < self.max_batch and not (self.peak and len(pending) >= self.peak):
-                try:
-                    pending.append(self.queue.get(timeout=self.wait))
-                except queue.Empty:
-                    break
-                if time.monotonic() > deadline:
-                    break
+            _gather(self.queue, pending, self.wait, self.max_batch, self.peak)
             # one method per engine batch (its hooks apply to the whole batch); other methods wait
             method = pending[0].method
             batch = [j for j in pending if j.method is method][: self.max_batch]
@@ -263,16 +270,7 @@ class LoglikBatcher:
 
         pending: list[_ScoreJob] = []
         while True:
-            if not pending:
-                pending.append(self.queue.get())
-            deadline = time.monotonic() + 10 * self.wait
-            while len(pending) < self.max_batch and not (self.peak and len(pending) >= self.peak):
-                try:
-                    pending.append(self.queue.get(timeout=self.wait))
-                except queue.Empty:
-                    break
-                if time.monotonic() > deadline:
-                    break
+            _gather(self.queue, pending, self.wait, self.max_batch, self.peak)
             while True:  # calls already waiting join (so the batch can grow past the largest seen so far)
                 try:
                     pending.append(self.queue.get_nowait())
