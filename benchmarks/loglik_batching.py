@@ -31,14 +31,14 @@ def _workloads(engine, n: int) -> dict[str, tuple[list, int]]:
     from steerboard.engine import GenerationRequest
     from steerboard.methods.provider import _shared_prefix_len
     from steerboard.scorers.loglik import answer_texts
-    from steerboard.tasks.mmlu import CLOZE_INSTRUCTION, _subject_title, cloze_question, mmlu
+    from steerboard.tasks.mmlu import cloze_prompt, mmlu
     from steerboard.tasks.truthfulqa import QA_PRIMER, qa_prompt, truthfulqa
 
     tok = engine.tokenizer
     mm = []
     for s in list(mmlu(fewshot=0, format="cloze", shuffle=True, seed=0).dataset)[:n]:
         record = {"question": s.metadata["question"], "choices": [str(c) for c in s.choices]}
-        text = f"{CLOZE_INSTRUCTION.format(subject=_subject_title(s.metadata['subject']))}\n\n{cloze_question(record)}"
+        text = cloze_prompt(record, s.metadata["subject"])
         ids = engine.plain_ids([{"role": "user", "content": text}])
         mm.append((GenerationRequest(input_ids=ids), [tok(c, add_special_tokens=False)["input_ids"]
                                                       for c in answer_texts(record["choices"], "plain")]))

@@ -221,12 +221,17 @@ class Batcher:
 _BATCHERS: dict[int, Batcher] = {}
 
 
-def _batcher(engine: Engine, method: Method) -> Batcher:
+def _per_engine(registry: dict[int, Any], cls: type, engine: Engine, method: Method) -> Any:
+    """The engine's one ``cls`` batcher (started on first use with the method's batching options)."""
     with _ENGINES_LOCK:
-        b = _BATCHERS.get(id(engine))
+        b = registry.get(id(engine))
         if b is None:
-            b = _BATCHERS[id(engine)] = Batcher(engine, method.config.batch_wait_ms, method.config.max_batch_size)
+            b = registry[id(engine)] = cls(engine, method.config.batch_wait_ms, method.config.max_batch_size)
         return b
+
+
+def _batcher(engine: Engine, method: Method) -> Batcher:
+    return _per_engine(_BATCHERS, Batcher, engine, method)
 
 
 @dataclass
@@ -343,13 +348,7 @@ _LOGLIK_BATCHERS: dict[int, LoglikBatcher] = {}
 
 
 def _loglik_batcher(engine: Engine, method: Method) -> LoglikBatcher:
-    with _ENGINES_LOCK:
-        b = _LOGLIK_BATCHERS.get(id(engine))
-        if b is None:
-            b = _LOGLIK_BATCHERS[id(engine)] = LoglikBatcher(
-                engine, method.config.batch_wait_ms, method.config.max_batch_size
-            )
-        return b
+    return _per_engine(_LOGLIK_BATCHERS, LoglikBatcher, engine, method)
 
 
 def message_dicts(messages: list[ChatMessage]) -> list[dict[str, str]]:

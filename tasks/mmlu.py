@@ -128,6 +128,14 @@ def cloze_question(record: dict[str, Any], with_answer: bool = False) -> str:
     return text
 
 
+def cloze_prompt(record: dict[str, Any], subject: str, shots: list[dict[str, Any]] | None = None) -> str:
+    """The cloze prompt: the subject's instruction, any exemplars with their answers, the question."""
+    head = CLOZE_INSTRUCTION.format(subject=_subject_title(subject))
+    if shots:
+        head += "\n\n" + "\n\n".join(cloze_question(r, with_answer=True) for r in shots)
+    return f"{head}\n\n{cloze_question(record)}"
+
+
 @solver
 def cloze_answer(exemplars: dict[str, list[dict[str, Any]]] | None = None, template: Template = "plain") -> Solver:
     """Score every option's text after the cloze prompt (one batch of four per question): as the text that
@@ -136,12 +144,8 @@ def cloze_answer(exemplars: dict[str, list[dict[str, Any]]] | None = None, templ
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         api = loglik_provider("mmlu", alternative="-T format=letters")
         subject = (state.metadata or {})["subject"]
-        head = CLOZE_INSTRUCTION.format(subject=_subject_title(subject))
-        shots = (exemplars or {}).get(subject, [])
-        if shots:
-            head += "\n\n" + "\n\n".join(cloze_question(r, with_answer=True) for r in shots)
         record = {"question": state.metadata["question"], "choices": [c.value for c in state.choices]}
-        prompt = f"{head}\n\n{cloze_question(record)}"
+        prompt = cloze_prompt(record, subject, (exemplars or {}).get(subject, []))
         options = answer_texts(record["choices"], template)
         scored = await api.loglik([{"role": "user", "content": prompt}], options, template=template)
         state.store.set("mmlu_cloze", [sum(s.logprobs) for s in scored])
