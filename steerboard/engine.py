@@ -243,47 +243,110 @@ def map_hidden(output: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return fn(output)
 
 
+class _GrowingMixin:
+    """The engine's KV-cache layer: keys/values in preallocated buffers, edited in place.
+
+    :func:`_growing_layer` mixes it into transformers' ``DynamicLayer``.
+
+    transformers' ``DynamicLayer`` copies the whole layer cache whenever it changes: ``update`` concatenates
+    on every decode step (41 % of decode time on the embedded model once its matmuls run in bfloat16,
+    profiled), ``batch_select_indices`` gathers the kept rows into a new tensor, and a slice or a merge hands
+    it a tensor it then copies again. In continuous batching that happens every time a row finishes or
+    joins; with long prompts and a float64 store (36 SafeEdit rows of ~450 tokens: ~0.75 GB a copy) the
+    copies dominated the run. Here the layer owns buffers with spare columns and rows:
+
+    * ``update`` writes the new keys/values into spare columns (grown by half plus 64 when full);
+    * ``batch_select_indices`` with ascending indices (the rows that stay, in order) moves only the rows
+      after a finished one, in place;
+    * ``trim_left`` drops leading columns by moving an offset;
+    * ``stack`` appends another cache's rows (left-padded to a common width) in one copy.
+
+    Attention sees views of the buffers with the same strides as before, so results are unchanged. Anything
+    else that replaces ``keys``/``values`` is adopted (copied into a new buffer) on the next ``update``.
+    """
+
+    _kbuf: Any = None
+    _vbuf: Any = None
+    _kview: Any = None
+    _lo = 0  # buffer column of the first live column
+    store_dtype: Any = None  # keep keys/values in this dtype (float64 for batch-invariant attention)
+
+    def _owned(self) -> bool:
+        return self._kbuf is not None and self.keys is self._kview
+
+    def _view(self, rows: int, lo: int, hi: int) -> None:
+        self._lo = lo
+        self.keys = self._kbuf[:rows, ..., lo:hi, :]
+        self.values = self._vbuf[:rows, ..., lo:hi, :]
+        self._kview = self.keys
+
+    def _alloc(self, like: Any, rows: int, cols: int) -> None:
+        dtype = self.store_dtype or like.dtype
+        shape = (rows, *like.shape[1:-2], cols, like.shape[-1])
+        self._kbuf = like.new_empty(shape, dtype=dtype)
+        self._vbuf = like.new_empty(shape, dtype=dtype)
+
+    def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        rows = key_states.shape[0]
+        n = self.keys.shape[-2] if self.keys.numel() else 0
+        new = key_states.shape[-2]
+        lo = self._lo
+        if not self._owned() or lo + n + new > self._kbuf.shape[-2]:
+            keys, values = self.keys, self.values
+            self._alloc(key_states, rows, n + new + max(64, (n + new) // 2))
+            if n:
+                self._kbuf[:, ..., :n, :] = keys
+                self._vbuf[:, ..., :n, :] = values
+            lo = 0
+        self._kbuf[:rows, ..., lo + n : lo + n + new, :] = key_states
+        self._vbuf[:rows, ..., lo + n : lo + n + new, :] = value_states
+        self._view(rows, lo, lo + n + new)
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: Any) -> None:
+        keep = [int(i) for i in indices]
+        if not self._owned() or any(b <= a for a, b in zip(keep, keep[1:])):
+            super().batch_select_indices(indices)
+            return
+        lo, hi = self._lo, self._lo + self.keys.shape[-2]
+        # ascending sources: row j's source is >= j and no later source is j, so moving in order is safe
+        for j, src in enumerate(keep):
+            if src != j:
+                self._kbuf[j, ..., lo:hi, :] = self._kbuf[src, ..., lo:hi, :]
+                self._vbuf[j, ..., lo:hi, :] = self._vbuf[src, ..., lo:hi, :]
+        self._view(len(keep), lo, hi)
+
+    def trim_left(self, start: int) -> None:
+        """Drop the first ``start`` columns (left padding no live row uses)."""
+        if self._owned():
+            self._view(self.keys.shape[0], self._lo + start, self._lo + self.keys.shape[-2])
+        else:
+            self.keys = self.keys[..., start:, :]
+            self.values = self.values[..., start:, :]
+
+    def stack(self, keys: Any, values: Any) -> None:
+        """Append rows ``keys``/``values`` below this layer's, both right-aligned to the wider width;
+        the padding columns are zeros (masked, but attention must never read uninitialised memory)."""
+        mine_k, mine_v = self.keys, self.values
+        ra, la, rb, lb = mine_k.shape[0], mine_k.shape[-2], keys.shape[0], keys.shape[-2]
+        width = max(la, lb)
+        self._alloc(mine_k, ra + rb, width + max(64, width // 2))
+        for buf, a, b in ((self._kbuf, mine_k, keys), (self._vbuf, mine_v, values)):
+            buf[:ra, ..., : width - la, :] = 0
+            buf[:ra, ..., width - la : width, :] = a
+            buf[ra:, ..., : width - lb, :] = 0
+            buf[ra:, ..., width - lb : width, :] = b
+        self._view(ra + rb, 0, width)
+
+
 @functools.lru_cache(maxsize=1)
 def _growing_layer() -> type:
-    """A ``DynamicLayer`` that appends into preallocated capacity instead of ``torch.cat``.
-
-    transformers' ``DynamicLayer.update`` concatenates, copying the whole layer cache on every decode
-    step: 41 % of decode time on the embedded model once its matmuls run in bfloat16 (profiled). This
-    writes the new keys/values into spare room (grown by half plus 64 positions when full) and hands
-    attention a view. Anything that replaces ``keys``/``values`` (row selection, cache merges) is
-    adopted on the next update, so the rest of the cache API behaves as before.
-    """
+    """transformers' ``DynamicLayer`` with :class:`_GrowingMixin`'s in-place edits (imported lazily)."""
     from transformers.cache_utils import DynamicLayer
 
-    class GrowingLayer(DynamicLayer):
-        _kbuf: Any = None
-        _vbuf: Any = None
-        _kview: Any = None
-        store_dtype: Any = None  # keep keys/values in this dtype (float64 for batch-invariant attention)
-
-        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            n = self.keys.shape[-2] if self.keys.numel() else 0
-            new = key_states.shape[-2]
-            kb = self._kbuf
-            if kb is None or self.keys is not self._kview or n + new > kb.shape[-2]:
-                cap = n + new + max(64, (n + new) // 2)
-                dtype = self.store_dtype or key_states.dtype
-                kb = key_states.new_empty((*key_states.shape[:-2], cap, key_states.shape[-1]), dtype=dtype)
-                vb = value_states.new_empty((*value_states.shape[:-2], cap, value_states.shape[-1]), dtype=dtype)
-                if n:
-                    kb[..., :n, :] = self.keys
-                    vb[..., :n, :] = self.values
-                self._kbuf, self._vbuf = kb, vb
-            self._kbuf[..., n : n + new, :] = key_states
-            self._vbuf[..., n : n + new, :] = value_states
-            self.keys = self._kbuf[..., : n + new, :]
-            self.values = self._vbuf[..., : n + new, :]
-            self._kview = self.keys
-            return self.keys, self.values
-
-    return GrowingLayer
+    return type("GrowingLayer", (_GrowingMixin, DynamicLayer), {})
 
 
 def new_kv_cache(config: Any, dtype: Any = None) -> Any:
@@ -838,8 +901,11 @@ class Engine:
         if start == 0:  # no live column at all (cannot happen with live rows)
             return mask
         for layer in cache.layers:
-            layer.keys = layer.keys[..., start:, :]
-            layer.values = layer.values[..., start:, :]
+            if getattr(layer, "trim_left", None) is not None:
+                layer.trim_left(start)
+            else:
+                layer.keys = layer.keys[..., start:, :]
+                layer.values = layer.values[..., start:, :]
         return mask[:, start:]
 
     @staticmethod
@@ -858,6 +924,9 @@ class Engine:
             return torch.cat([t.new_zeros(shape), t], dim=-2)
 
         for layer_a, layer_b in zip(cache_a.layers, cache_b.layers):
+            if getattr(layer_a, "stack", None) is not None:
+                layer_a.stack(layer_b.keys, layer_b.values)
+                continue
             layer_a.keys = torch.cat([lpad(layer_a.keys, width - la), lpad(layer_b.keys, width - lb)], dim=0)
             layer_a.values = torch.cat([lpad(layer_a.values, width - la), lpad(layer_b.values, width - lb)], dim=0)
         mask = torch.cat(

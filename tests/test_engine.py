@@ -281,3 +281,71 @@ def test_preamble_cache_gives_the_same_greedy_tokens_and_follows_weight_edits(ti
     hits = on.prefix_hits
     on.generate([GenerationRequest(ids[0], max_new_tokens=2)], intervention=iv)
     assert on.prefix_hits == hits and calls[0] == len(ids[0])
+
+
+def test_growing_cache_layer_edits_in_place_like_dynamic_layer(tiny_engine: Engine) -> None:
+    """The engine's KV-cache layer (appends, row removal, left trims, stacking rows) holds exactly what
+    transformers' copying ``DynamicLayer`` holds after the same edits, and row removal and trims move no
+    buffer (no new allocation)."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from steerboard.engine import _growing_layer
+
+    g = torch.Generator().manual_seed(0)
+
+    def kv(rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randn(rows, 2, cols, 4, generator=g), torch.randn(rows, 2, cols, 4, generator=g)
+
+    ours, ref = _growing_layer()(), DynamicLayer()
+    k, v = kv(5, 7)
+    ours.update(k, v)
+    ref.update(k, v)
+    for step in range(6):
+        k, v = kv(5 if step < 3 else 3, 1)
+        if step == 3:  # rows 0, 2, 4 stay; in place
+            buf = ours._kbuf
+            idx = torch.tensor([0, 2, 4])
+            ours.batch_select_indices(idx)
+            ref.batch_select_indices(idx)
+            assert ours._kbuf is buf
+        ours.update(k, v)
+        ref.update(k, v)
+        assert torch.equal(ours.keys, ref.keys) and torch.equal(ours.values, ref.values)
+    buf = ours._kbuf
+    ours.trim_left(2)
+    ref.keys, ref.values = ref.keys[..., 2:, :], ref.values[..., 2:, :]
+    assert ours._kbuf is buf and torch.equal(ours.keys, ref.keys)
+    k2, v2 = kv(2, 4)  # narrower rows join: left-padded with zeros
+    ours.stack(k2, v2)
+    pad = ref.keys.shape[-2] - 4
+    ref.keys = torch.cat([ref.keys, torch.cat([k2.new_zeros(2, 2, pad, 4), k2], dim=-2)])
+    ref.values = torch.cat([ref.values, torch.cat([v2.new_zeros(2, 2, pad, 4), v2], dim=-2)])
+    assert torch.equal(ours.keys, ref.keys) and torch.equal(ours.values, ref.values)
+    for _ in range(80):  # past the spare capacity: the buffer grows, contents kept
+        k, v = kv(5, 1)
+        ours.update(k, v)
+        ref.update(k, v)
+    assert torch.equal(ours.keys, ref.keys) and torch.equal(ours.values, ref.values)
+    ours.batch_select_indices(torch.tensor([3, 1]))  # not ascending: copied like DynamicLayer, still right
+    ref.batch_select_indices(torch.tensor([3, 1]))
+    k, v = kv(2, 1)
+    ours.update(k, v)
+    ref.update(k, v)
+    assert torch.equal(ours.keys, ref.keys) and torch.equal(ours.values, ref.values)
+
+
+def test_continuous_batching_rows_finishing_one_by_one_match_alone(tiny_engine: Engine) -> None:
+    """Rows of different lengths finish at different steps (in-place row removal) and late rows join:
+    every row's tokens are the ones it gets alone."""
+    reqs = _reqs(tiny_engine)
+    first = [GenerationRequest(r.input_ids, max_new_tokens=2 + 3 * i) for i, r in enumerate(reqs[:4])]
+    late = [GenerationRequest(r.input_ids, max_new_tokens=9) for r in reqs[4:6]]
+    pending = [late]
+
+    def more(free: int) -> list[GenerationRequest]:
+        return pending.pop() if pending and free > 0 else []
+
+    out = tiny_engine.generate_continuous(first, more=more)
+    alone = [tiny_engine.generate([r])[0] for r in first + late]
+    assert [o.token_ids for o in out] == [a.token_ids for a in alone]
