@@ -622,6 +622,10 @@ def _run_pair(
     pair_dir = Path(entry["log_dir"])
     remote = "://" in entry["log_dir"]  # an fsspec URL: no local lock file, and no stale-log clean-up
     lock: Any = contextlib.nullcontext()
+    if remote:
+        from steerboard import storage
+
+        storage.share_aws_data_loader()  # Inspect's S3 reads and flushes reuse parsed botocore data
     if not remote:
         pair_dir.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(pair_dir) + ".lock")

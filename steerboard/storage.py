@@ -245,3 +245,40 @@ def write_text(location: str, text: str) -> None:
         fs.pipe_file(path, text.encode("utf-8"))
     except Exception as ex:  # noqa: BLE001
         raise _explain(location, ex, "cannot write") from ex
+
+
+_SHARED_AWS_LOADER: Any = None
+
+
+def share_aws_data_loader() -> bool:
+    """Have every aiobotocore session this process creates share one botocore data loader.
+
+    Inspect's S3 code creates a fresh aiobotocore session (``get_session()``) for each log read and each log
+    flush, and every fresh session parses botocore's service and endpoint JSON files again: about 0.25 s of
+    CPU each, a dozen times per (method, task) pair, which on a 2-core machine slowed a suite logging to S3
+    by about a tenth (profiled: ``json.decoder.raw_decode`` under ``aiobotocore.session._create_client``).
+    botocore's ``Loader`` caches what it parsed per instance, so one loader registered as every session's
+    ``data_loader`` component parses each file once per process. Neither botocore nor Inspect offers a
+    process-wide cache, hence this wrapper. Returns whether it is (now) installed; without aiobotocore (no
+    S3 support installed) it does nothing.
+    """
+    global _SHARED_AWS_LOADER
+    try:
+        import aiobotocore.session as aio_session
+        from botocore.loaders import create_loader
+    except ImportError:
+        return False
+    if _SHARED_AWS_LOADER is not None:
+        return True
+    original = aio_session.get_session
+    loader = create_loader()
+
+    def get_session(env_vars: Any = None) -> Any:
+        session = original(env_vars)
+        if session.get_config_variable("data_path") is None:  # a custom data path keeps its own loader
+            session.register_component("data_loader", loader)
+        return session
+
+    aio_session.get_session = get_session
+    _SHARED_AWS_LOADER = loader
+    return True

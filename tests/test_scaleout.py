@@ -225,6 +225,13 @@ def test_run_writes_logs_to_s3(s3, tiny_model_dir: str, tmp_path: Path, listing)
         warnings.simplefilter("ignore")
         s = ingest_logs([url], tmp_path / "r.duckdb", listing=listing, progress=False)
     assert (s.runs_added, s.skipped) == (1, 0)
+    # the run had its aiobotocore sessions share one botocore data loader (each file parsed once)
+    import aiobotocore.session as aio_session
+
+    a, b = aio_session.get_session(), aio_session.get_session()
+    assert a.get_component("data_loader") is b.get_component("data_loader") is storage._SHARED_AWS_LOADER
+    assert a.get_component("data_loader").load_service_model("s3", "service-2") is b.get_component(
+        "data_loader").load_service_model("s3", "service-2")
 
 
 def test_run_cli_checks_the_bucket_before_model_work(s3, tmp_path: Path, capsys) -> None:
