@@ -306,7 +306,7 @@ class _GrowingMixin:
         return self.keys, self.values
 
     def batch_select_indices(self, indices: Any) -> None:
-        keep = [int(i) for i in indices]
+        keep = [int(i) for i in (indices.tolist() if hasattr(indices, "tolist") else indices)]
         if not self._owned() or any(b <= a for a, b in zip(keep, keep[1:])):
             super().batch_select_indices(indices)
             return

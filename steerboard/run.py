@@ -626,7 +626,7 @@ def _run_pair(
         from steerboard import storage
 
         storage.share_aws_data_loader()  # Inspect's S3 reads and flushes reuse parsed botocore data
-    if not remote:
+    else:
         pair_dir.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(pair_dir) + ".lock")
         try:
