@@ -1,7 +1,7 @@
 """Benchmark: logs on object storage and the Ray executor, each measured side by side with the local path.
 
-1. Ingest of N synthetic logs from a local S3-compatible server (moto's server mode on 127.0.0.1) versus from
-   local disk (target: S3 within 2x of disk). The logs are the leaderboard benchmark's cached synthetic logs
+1. Ingest of N synthetic logs from a local S3-compatible server (moto's server mode on 127.0.0.1, in its own
+   process) versus from local disk (target: S3 within 2x of disk). The logs are the leaderboard benchmark's cached synthetic logs
    (``benchmarks/leaderboard_ingest_build.py``), uploaded to the server before timing.
 2. A tiny suite (random-weight tiny llama, method configurations x one task) through ``--executor ray`` on a
    local 2-CPU Ray cluster versus the local executor (target: ray within 1.15x of local), checking that the
@@ -35,7 +35,6 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 INGEST_RATIO_TARGET = 2.0
 RAY_RATIO_TARGET = 1.15
@@ -184,19 +183,44 @@ def _run_cli(suite_file: Path, executor: str, log_dir: str, ray_address: str | N
     return launched, wall, summary
 
 
-def _start_s3() -> Any:
-    """A local S3-compatible server (moto) on a loopback port, with the environment pointing at it."""
-    import logging
+class _S3Server:
+    """A local S3-compatible server (moto's server mode) in its own process on a loopback port, with the
+    environment pointing at it. Its own process, as a real object store is: a server in the benchmark's
+    process would share the GIL with the client being measured."""
 
-    from moto.server import ThreadedMotoServer
+    def __init__(self) -> None:
+        import subprocess
+        import sys
 
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench",
-                      AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    return server
+        port = _free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise SystemExit(f"the local S3 server (python -m moto.server) did not start on port {port}") from None
+                time.sleep(0.1)
+        os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench",
+                          AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+                          AWS_EC2_METADATA_DISABLED="true")  # fmt: skip
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except Exception:  # noqa: BLE001
+            self.proc.kill()
+
+
+def _start_s3() -> _S3Server:
+    return _S3Server()
 
 
 def _ingest_and_build(logs: str, tmp: Path) -> str:

@@ -40,7 +40,7 @@ import logging
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -890,6 +890,28 @@ def _store_results(
     return file_rows
 
 
+def _in_order(ex: Any, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+    """``fn`` over ``items`` on the executor ``ex``, results in the order of ``items``.
+
+    Unlike ``Executor.map``, which submits every item before returning, this submits items as ``items``
+    produces them (e.g. as downloads arrive) and hands back each finished result at the head of the queue
+    meanwhile, so the caller stores results while later items are still being produced.
+    """
+    from collections import deque
+
+    pending: deque[Any] = deque()
+    try:
+        for item in items:
+            pending.append(ex.submit(fn, item))
+            while pending and pending[0].done():
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for fut in pending:
+            fut.cancel()
+
+
 def ingest_logs(
     locations: Sequence[str | Path],
     db: str | Path,
@@ -928,25 +950,37 @@ def ingest_logs(
         known = dict(con.execute("SELECT run_key, n_samples FROM runs").fetchall())
         todo = _new_paths(con, paths, remote, summary)
         now = datetime.now(timezone.utc)
-        # remote logs not seen before are fetched in one batched transfer into a scratch folder and read
-        # there (the fast local reader); rows keep the URL as their log path
+        # remote logs not seen before are fetched into a scratch folder and read there (the fast local reader);
+        # reading starts on the first ones while later ones are still in transit; rows keep the URL as their
+        # log path
         stage = tempfile.TemporaryDirectory(prefix="steerboard-ingest-") if any(p in remote for p in todo) else None
-        staged = storage.download([p for p in todo if p in remote], stage.name) if stage else {}
-        url_of = {lp: u for u, lp in staged.items()}
-        jobs = [(staged.get(p, p), listing) for p in todo]
-        if workers > 1 and len(jobs) > 1:
-            # fork the readers while no DuckDB connection (and its threads) is open in this process
+        arrivals = storage.download_iter([p for p in todo if p in remote], stage.name) if stage else iter(())
+        url_of: dict[str, str] = {}
+
+        def ready() -> Iterator[tuple[str, Listing | None]]:
+            """Reader jobs in ``todo`` order, a remote log's once it has arrived."""
+            for p in todo:
+                if p in remote:
+                    url, lp = next(arrivals)
+                    url_of[lp] = url
+                    p = lp
+                yield p, listing
+
+        if workers > 1 and len(todo) > 1:
+            # fork the readers while no DuckDB connection (and its threads) is open in this process, and
+            # before the download threads start (a fork start method launches every worker at the first task)
             con.close()
             ex: ProcessPoolExecutor | None = ProcessPoolExecutor(max_workers=workers)
-            results: Iterable[tuple[str, dict[str, Any]]] = ex.map(_read_job, jobs, chunksize=4)
+            ex.submit(int).result()
+            results: Iterable[tuple[str, dict[str, Any]]] = _in_order(ex, _read_job, ready())
             con = connect(db)
         else:
             ex = None
-            results = map(_read_job, jobs)
+            results = map(_read_job, ready())
         try:
             file_rows = _store_results(
                 con,
-                tqdm(results, total=len(jobs), disable=not progress, desc="ingesting logs"),
+                tqdm(results, total=len(todo), disable=not progress, desc="ingesting logs"),
                 lambda path, d: _file_identity(path, d, url_of, remote),
                 known, summary, submitter, batch_size, now,
             )  # fmt: skip
@@ -954,6 +988,7 @@ def ingest_logs(
             if ex is not None:
                 ex.shutdown(cancel_futures=True)
             if stage is not None:
+                arrivals.close()
                 stage.cleanup()
         if file_rows:
             import pyarrow as pa

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,25 +168,42 @@ def find_logs(url: str) -> list[RemoteLog]:
     return sorted(out, key=lambda r: r.url)
 
 
-def download(urls: list[str], dest: str | Path) -> dict[str, str]:
-    """Copy remote objects into the local folder ``dest`` in one batched transfer (s3fs fetches concurrently).
+def download_iter(
+    urls: list[str], dest: str | Path, chunk: int = 25, in_flight: int = 4
+) -> Iterator[tuple[str, str]]:
+    """Copy remote objects into the local folder ``dest``, yielding ``(url, local path)`` in the order of
+    ``urls`` as soon as each object has arrived, so a reader can work on the first objects while later ones
+    are still in transit.
 
-    Returns:
-        ``{url: local path}``.
+    The objects go in chunks of ``chunk``, ``in_flight`` chunks at a time; each chunk is one batched
+    ``fs.get`` (s3fs fetches its objects concurrently). fsspec's own batched ``get`` only reports progress as
+    a count (its callback does not say which object arrived), hence the chunks here.
+
+    Raises:
+        Whatever the filesystem raised for a chunk, when that chunk's first object is reached. Leaving the
+        iterator early cancels the chunks not yet started.
     """
-    out: dict[str, str] = {}
-    by_fs: dict[int, tuple[Any, list[str], list[str]]] = {}
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs: list[tuple[Any, list[str], list[str], list[str]]] = []
     for i, u in enumerate(urls):
         fs, path = filesystem(u)
-        name = path.rsplit("/", 1)[-1]
-        lp = str(Path(dest) / f"{i:06d}-{name}")
-        out[u] = lp
-        entry = by_fs.setdefault(id(fs), (fs, [], []))
-        entry[1].append(path)
-        entry[2].append(lp)
-    for fs, rpaths, lpaths in by_fs.values():
-        fs.get(rpaths, lpaths)
-    return out
+        lp = str(Path(dest) / f"{i:06d}-{path.rsplit('/', 1)[-1]}")
+        if not jobs or jobs[-1][0] is not fs or len(jobs[-1][1]) >= chunk:
+            jobs.append((fs, [], [], []))
+        jobs[-1][1].append(u)
+        jobs[-1][2].append(path)
+        jobs[-1][3].append(lp)
+    if not jobs:
+        return
+    ex = ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="steerboard-download")
+    try:
+        futures = [ex.submit(fs.get, rpaths, lpaths) for fs, _, rpaths, lpaths in jobs]
+        for fut, (_, chunk_urls, _, lpaths) in zip(futures, jobs):
+            fut.result()
+            yield from zip(chunk_urls, lpaths)
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
 
 
 def check_writable(url: str, action: str = "cannot write to") -> None:

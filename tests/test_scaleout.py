@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -118,11 +119,20 @@ def test_ingest_from_s3_equals_local_and_is_incremental(s3, tmp_path: Path, list
     con.close()
     assert all(p.startswith(f"s3://{BUCKET}/logs/sub") for p in paths)
     assert all(hashes)
+    # reader processes working on logs as they arrive store the same rows
+    s_pool = ingest_logs([url], tmp_path / "pool.duckdb", listing=listing, workers=2, progress=False)
+    assert (s_pool.runs_added, s_pool.skipped) == (6, 0)
+    assert _scores(tmp_path / "pool.duckdb") == _scores(tmp_path / "remote.duckdb")
 
     # second pass: nothing is downloaded or read again
     fetched: list[list[str]] = []
-    real_download = storage.download
-    monkeypatch.setattr(storage, "download", lambda urls, dest: fetched.append(list(urls)) or real_download(urls, dest))
+    real_download = storage.download_iter
+
+    def counting_download(urls: list[str], dest: str) -> Any:
+        fetched.append(list(urls))
+        return real_download(urls, dest)
+
+    monkeypatch.setattr(storage, "download_iter", counting_download)
     again = ingest_logs([url], tmp_path / "remote.duckdb", listing=listing, progress=False)
     assert (again.runs_added, again.already_present) == (0, 6)
     assert fetched == []
@@ -135,6 +145,40 @@ def test_ingest_from_s3_equals_local_and_is_incremental(s3, tmp_path: Path, list
     third = ingest_logs([url], tmp_path / "remote.duckdb", listing=listing, progress=False)
     assert (third.runs_added, third.already_present) == (2, 5)
     assert sorted(u.rsplit("/", 1)[-1] for u in fetched[0]) == ["000.eval", "new.eval"]
+
+
+def test_download_iter_hands_out_objects_in_order_while_later_ones_are_in_transit(tmp_path: Path, monkeypatch) -> None:
+    import threading
+
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    urls = [f"memory://steerboard-dl/obj{i}.eval" for i in range(7)]
+    for i, u in enumerate(urls):
+        fs.pipe(u.split("://", 1)[1], f"object {i}".encode())
+    first_taken = threading.Event()
+    real_get = fs.get
+
+    def get(rpaths: list[str], lpaths: list[str]) -> None:
+        # the last chunk only arrives after the consumer has taken the first object
+        if "/steerboard-dl/obj6.eval" in rpaths and not first_taken.wait(timeout=20):
+            raise TimeoutError("the first object was not handed out before the last chunk arrived")
+        real_get(rpaths, lpaths)
+
+    monkeypatch.setattr(fs, "get", get)
+    try:
+        got = []
+        for url, lp in storage.download_iter(urls, tmp_path, chunk=3, in_flight=2):
+            first_taken.set()
+            got.append((url, Path(lp).read_text()))
+        assert got == [(u, f"object {i}") for i, u in enumerate(urls)]
+        # leaving early cancels the rest and raises nothing
+        it = storage.download_iter(urls, tmp_path / "again", chunk=1, in_flight=1)
+        (tmp_path / "again").mkdir()
+        assert next(it)[0] == urls[0]
+        it.close()
+    finally:
+        fs.rm("/steerboard-dl", recursive=True)
 
 
 def test_ingest_from_memory_filesystem(tmp_path: Path, listing) -> None:
