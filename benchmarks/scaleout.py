@@ -69,17 +69,22 @@ def bench_ingest(n_logs: int, n_samples: int, workers: int, repeats: int) -> Non
         fs.put(str(d / "logs"), "bench/logs", recursive=True)
         print(f"uploaded {n_logs} logs to the local S3 server in {time.perf_counter() - t:.1f} s")
         times: dict[str, list[float]] = {"disk": [], "s3": []}
+        cpu: dict[str, list[tuple[float, float, float]]] = {"disk": [], "s3": []}
         tmp = Path(tempfile.mkdtemp(prefix="scaleout-bench-"))
         for r in range(repeats):
             for kind, loc in (("disk", str(d / "logs")), ("s3", "s3://bench/logs")):
                 db = tmp / f"{kind}-{r}.duckdb"
+                c0 = _cpu_seconds(server)
                 t = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     s = ingest_logs([loc], db, listing=listing, workers=workers, progress=False)
                 times[kind].append(time.perf_counter() - t)
+                cpu[kind].append(tuple(b - a for a, b in zip(c0, _cpu_seconds(server))))
                 assert s.runs_added == n_logs, s.lines()
-                print(f"  repeat {r + 1}: ingest from {kind}: {times[kind][-1]:.2f} s ({s.runs_added} runs)")
+                main, readers, srv = cpu[kind][-1]
+                print(f"  repeat {r + 1}: ingest from {kind}: {times[kind][-1]:.2f} s ({s.runs_added} runs); CPU "
+                      f"seconds: ingest process {main:.2f}, reader processes {readers:.2f}, S3 server {srv:.2f}")
             t = time.perf_counter()
             again = ingest_logs(["s3://bench/logs"], tmp / f"s3-{r}.duckdb", listing=listing, progress=False)
             print(f"  repeat {r + 1}: incremental re-ingest from s3 (nothing new): {time.perf_counter() - t:.2f} s "
@@ -88,6 +93,14 @@ def bench_ingest(n_logs: int, n_samples: int, workers: int, repeats: int) -> Non
         md, ms = statistics.median(times["disk"]), statistics.median(times["s3"])
         print(f"ingest {n_logs} logs x {n_samples} samples, {workers} workers: disk {md:.2f} s, s3 {ms:.2f} s "
               f"(medians of {repeats}); s3/disk = {ms / md:.2f} (target <= {INGEST_RATIO_TARGET})")
+        # the CPU the S3 path needs on top of the disk path's, and the wall time it implies on this machine's
+        # cores if every core were busy all the time
+        cores = len(os.sched_getaffinity(0))
+        total = {k: statistics.median(sum(c) for c in v) for k, v in cpu.items()}
+        floor = total["s3"] / cores
+        print(f"CPU seconds (medians): disk path {total['disk']:.2f}, S3 path {total['s3']:.2f} (S3 server "
+              f"{statistics.median(c[2] for c in cpu['s3']):.2f}); the S3 path on {cores} fully busy cores takes "
+              f">= {floor:.2f} s = {floor / md:.2f}x the disk median")
     finally:
         server.stop()
 
@@ -217,6 +230,20 @@ class _S3Server:
             self.proc.wait(timeout=10)
         except Exception:  # noqa: BLE001
             self.proc.kill()
+
+
+def _cpu_seconds(server: _S3Server) -> tuple[float, float, float]:
+    """CPU seconds so far of this process, of its finished child processes (the ingest readers) and of the
+    S3 server (Linux ``/proc``; 0 elsewhere)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        srv = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        srv = 0.0
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime, srv
 
 
 def _start_s3() -> _S3Server:

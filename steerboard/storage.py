@@ -185,25 +185,36 @@ def download_iter(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    jobs: list[tuple[Any, list[str], list[str], list[str]]] = []
-    for i, u in enumerate(urls):
-        fs, path = filesystem(u)
-        lp = str(Path(dest) / f"{i:06d}-{path.rsplit('/', 1)[-1]}")
-        if not jobs or jobs[-1][0] is not fs or len(jobs[-1][1]) >= chunk:
-            jobs.append((fs, [], [], []))
-        jobs[-1][1].append(u)
-        jobs[-1][2].append(path)
-        jobs[-1][3].append(lp)
-    if not jobs:
+    local = staging_paths(urls, dest)
+    chunks = [(urls[i : i + chunk], local[i : i + chunk]) for i in range(0, len(urls), chunk)]
+    if not chunks:
         return
     ex = ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="steerboard-download")
     try:
-        futures = [ex.submit(fs.get, rpaths, lpaths) for fs, _, rpaths, lpaths in jobs]
-        for fut, (_, chunk_urls, _, lpaths) in zip(futures, jobs):
+        futures = [ex.submit(fetch, us, lps) for us, lps in chunks]
+        for fut, (us, lps) in zip(futures, chunks):
             fut.result()
-            yield from zip(chunk_urls, lpaths)
+            yield from zip(us, lps)
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
+
+
+def staging_paths(urls: list[str], dest: str | Path) -> list[str]:
+    """Distinct local file names in ``dest`` for ``urls`` (position and the object's own name)."""
+    return [str(Path(dest) / f"{i:06d}-{u.rstrip('/').rsplit('/', 1)[-1]}") for i, u in enumerate(urls)]
+
+
+def fetch(urls: list[str], local: list[str]) -> None:
+    """Copy the objects ``urls`` to the local files ``local``: one batched ``fs.get`` per filesystem (s3fs
+    fetches a batch's objects concurrently)."""
+    by_fs: dict[int, tuple[Any, list[str], list[str]]] = {}
+    for u, lp in zip(urls, local, strict=True):
+        fs, path = filesystem(u)
+        entry = by_fs.setdefault(id(fs), (fs, [], []))
+        entry[1].append(path)
+        entry[2].append(lp)
+    for fs, rpaths, lpaths in by_fs.values():
+        fs.get(rpaths, lpaths)
 
 
 def check_writable(url: str, action: str = "cannot write to") -> None:
