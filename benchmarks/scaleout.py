@@ -26,6 +26,7 @@ Needs ``pip install 'steerboard[scale,ray]'``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -68,15 +69,20 @@ def bench_ingest(n_logs: int, n_samples: int, workers: int, repeats: int) -> Non
         t = time.perf_counter()
         fs.put(str(d / "logs"), "bench/logs", recursive=True)
         print(f"uploaded {n_logs} logs to the local S3 server in {time.perf_counter() - t:.1f} s")
-        times: dict[str, list[float]] = {"disk": [], "s3": []}
-        cpu: dict[str, list[tuple[float, float, float]]] = {"disk": [], "s3": []}
+        # "s3" downloads through obstore where installed (the default); "s3 via s3fs" is the same ingest with
+        # every download through s3fs/botocore, for comparison
+        kinds = [("disk", str(d / "logs")), ("s3", "s3://bench/logs")]
+        if importlib.util.find_spec("obstore") is not None:
+            kinds.append(("s3 via s3fs", "s3://bench/logs"))
+        times: dict[str, list[float]] = {k: [] for k, _ in kinds}
+        cpu: dict[str, list[tuple[float, float, float]]] = {k: [] for k, _ in kinds}
         tmp = Path(tempfile.mkdtemp(prefix="scaleout-bench-"))
         for r in range(repeats):
-            for kind, loc in (("disk", str(d / "logs")), ("s3", "s3://bench/logs")):
-                db = tmp / f"{kind}-{r}.duckdb"
+            for kind, loc in kinds:
+                db = tmp / f"{kind.replace(' ', '-')}-{r}.duckdb"
                 c0 = _cpu_seconds(server)
                 t = time.perf_counter()
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), _s3fs_only(kind == "s3 via s3fs"):
                     warnings.simplefilter("ignore")
                     s = ingest_logs([loc], db, listing=listing, workers=workers, progress=False)
                 times[kind].append(time.perf_counter() - t)
@@ -93,6 +99,10 @@ def bench_ingest(n_logs: int, n_samples: int, workers: int, repeats: int) -> Non
         md, ms = statistics.median(times["disk"]), statistics.median(times["s3"])
         print(f"ingest {n_logs} logs x {n_samples} samples, {workers} workers: disk {md:.2f} s, s3 {ms:.2f} s "
               f"(medians of {repeats}); s3/disk = {ms / md:.2f} (target <= {INGEST_RATIO_TARGET})")
+        if "s3 via s3fs" in times:
+            mf = statistics.median(times["s3 via s3fs"])
+            print(f"  the same with every download through s3fs instead of obstore: {mf:.2f} s; s3fs/disk = "
+                  f"{mf / md:.2f}")
         # the CPU the S3 path needs on top of the disk path's, and the wall time it implies on this machine's
         # cores if every core were busy all the time
         cores = len(os.sched_getaffinity(0))
@@ -194,6 +204,20 @@ def _run_cli(suite_file: Path, executor: str, log_dir: str, ray_address: str | N
     (found,) = fs.glob(f"{root.rstrip('/')}/suite-*-summary.json")
     summary = json.loads(fs.cat_file(found))
     return launched, wall, summary
+
+
+@contextlib.contextmanager
+def _s3fs_only(on: bool):
+    """Within: S3 downloads go through s3fs (obstore switched off), when ``on``."""
+    from steerboard import storage
+
+    real = storage._obstore_store
+    if on:
+        storage._obstore_store = lambda bucket: None
+    try:
+        yield
+    finally:
+        storage._obstore_store = real
 
 
 class _S3Server:
