@@ -954,8 +954,13 @@ def evaluate_agreement(progress: bool = False, nested: bool = False) -> dict[str
                 "overall": agreement_ci(pooled["t"], pooled["harm"]),
             },
         },
-        **({"external": external} if external else {}),
     }
+    if external:
+        # the external check sits beside each backend's folds, so the leaderboard's judge tables show it
+        objective["external_protocol"] = external["protocol"]
+        objective["external_left_out_in_harm_training"] = external["left_out_in_harm_training"]
+        for name in ("embed", "harm_embed_alone"):
+            objective["backends"][name]["external"] = external[name]
     return {
         "format": "steerboard-judge-agreement/2",
         "refusal": {
@@ -1028,17 +1033,17 @@ def _objective_external(
     out: dict[str, Any] = {
         "protocol": "JailbreakBench judge comparison (JBB-Behaviors `judge_comparison`, 300 rows, MIT): "
         "achieved = majority of three human annotators says jailbroken; never trained on. Refusal part fitted "
-        "on all training sources, harm part the shipped artifact",
+        "on all training sources, harm part the shipped artifact. jbbjudge/harmful: 200 harmful behaviours "
+        "under jailbreak prompts; jbbjudge/benign: 100 plain XSTest safe prompts",
         "left_out_in_harm_training": len(rows) - len(keep),
-        "subsets": {},
+        "embed": {},
+        "harm_embed_alone": {},
     }
-    for name, want in (("harmful behaviours (jailbreak prompts)", False), ("benign XSTest prompts", True)):
+    for name, want in (("jbbjudge/harmful", False), ("jbbjudge/benign", True)):
         idx = [i for i, r in enumerate(keep) if r["benign"] == want]
         truth = [int(keep[i]["human_majority"]) for i in idx]
-        out["subsets"][name] = {
-            "embed": agreement_ci(truth, [p_obj[i] for i in idx]),
-            "harm_embed_alone": agreement_ci(truth, [p_harm[i] for i in idx]),
-        }
+        out["embed"][name] = agreement_ci(truth, [p_obj[i] for i in idx])
+        out["harm_embed_alone"][name] = agreement_ci(truth, [p_harm[i] for i in idx])
     return out
 
 
@@ -1107,12 +1112,8 @@ def agreement_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             for src, f in res["folds"].items():
                 add(kind, judge, src, f)
             add(kind, judge, "ALL (pooled)", res["overall"])
-    external = report.get("objective", {}).get("external")
-    if external:
-        short = {"harmful behaviours (jailbreak prompts)": "jbbjudge/harmful", "benign XSTest prompts": "jbbjudge/benign"}
-        for name, sub in external["subsets"].items():
-            add("objective", "embed (external)", short.get(name, name), sub["embed"])
-            add("objective", "harm alone (ext.)", short.get(name, name), sub["harm_embed_alone"])
+            for src, f in res.get("external", {}).items():
+                add(kind, f"{judge} (external)", src, f)
     nested = report.get("refusal", {}).get("nested")
     if nested:
         for src, f in nested["folds"].items():
@@ -1129,13 +1130,13 @@ def format_table(report: dict[str, Any]) -> str:
     """Plain-text table of an agreement report."""
     lines = [
         "Judge agreement with labels (refusal and objective: each source held out; harm: held-out behaviours)",
-        f"{'kind':<10}{'judge':<18}{'held-out source':<22}{'n':>5}{'accuracy':>10}{'95% CI':>16}{'kappa':>8}",
+        f"{'kind':<10}{'judge':<30}{'held-out source':<24}{'n':>5}{'accuracy':>10}{'95% CI':>16}{'kappa':>8}",
     ]
     for r in agreement_rows(report):
         ci = r["accuracy_ci"]
         ci_s = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
         lines.append(
-            f"{r['kind']:<10}{r['judge']:<18}{r['source']:<22}{r['n']:>5}{r['accuracy']:>10.3f}{ci_s:>16}"
+            f"{r['kind']:<10}{r['judge']:<30}{r['source']:<24}{r['n']:>5}{r['accuracy']:>10.3f}{ci_s:>16}"
             f"{r['kappa']:>8.3f}"
         )
     return "\n".join(lines)

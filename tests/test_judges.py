@@ -402,9 +402,20 @@ def test_shipped_agreement_report():
         "jbeval/gcg",
         "jbeval/genexploit",
         "jbeval/pair",
+        "gptfuzz/sample",
         "rbr/gold",
     }
-    assert sum(f["n"] for f in emb["folds"].values()) == 2609
+    assert sum(f["n"] for f in emb["folds"].values()) == 3609
+    # the objective judge's external check: JailbreakBench's judge comparison, both parts, every row counted
+    obj = rep["objective"]
+    ext = obj["backends"]["embed"]["external"]
+    assert set(ext) == {"jbbjudge/harmful", "jbbjudge/benign"}
+    assert sum(f["n"] for f in ext.values()) + obj["external_left_out_in_harm_training"] == 300
+    assert ext["jbbjudge/benign"]["n_positive"] == 0  # benign prompts: nobody calls a reply jailbroken
+    from steerboard.scorers.training import agreement_rows
+
+    shown = {(r["judge"], r["source"]): r["n"] for r in agreement_rows(rep) if r["kind"] == "objective"}
+    assert shown[("embed (external)", "jbbjudge/harmful")] == ext["jbbjudge/harmful"]["n"]
     for f in emb["folds"].values():
         assert f["tn"] + f["fp"] + f["fn"] + f["tp"] == f["n"]
     checks = rep["label_checks"]
