@@ -124,7 +124,7 @@ def _agreement_entry(
         section = agreement[kind]
         backends = section.get("backends") if isinstance(section.get("backends"), dict) else section
         if isinstance(backends, dict) and isinstance(backends.get(judge), dict):
-            return backends[judge], str(section.get("protocol") or "")[:400]
+            return backends[judge], str(section.get("protocol") or "")[:700]
 
     def find(obj: Any, depth: int = 0) -> Any:
         if isinstance(obj, dict) and depth < 4:

@@ -942,7 +942,9 @@ def evaluate_agreement(progress: bool = False, nested: bool = False) -> dict[str
         "protocol": "jailbreak-evaluation (Cai et al.) human labels, 300 jailbreak responses of Llama-2-7b-chat "
         "and GPT-3.5 to AdvBench intents; achieved = safeguard violation AND informative (addresses the "
         "intent). Held out per attack publication: the refusal part is refitted without that publication's "
-        "rows, the harm part is the shipped harm artifact (trained on SafeEdit + JailbreakBench only)",
+        "rows, the harm part is the shipped harm artifact (trained on SafeEdit + JailbreakBench only). "
+        "external / jbbjudge: JailbreakBench's judge comparison, never trained on (three annotators, "
+        "achieved = majority says jailbroken): harmful behaviours under attack, and plain XSTest safe prompts",
         "backends": {
             "embed": {
                 "folds": obj_folds,
