@@ -7,7 +7,7 @@ The distribution installs the top-level folders ``tasks/``, ``methods/``, ``scor
 
 import os as _os
 
-# The one import-time action, deliberate: bound how long OpenMP threads spin while they wait.
+# Import-time actions, deliberate. First: bound how long OpenMP threads spin while they wait.
 # torch's CPU kernels use OpenMP (libgomp). Its default waits spin for up to 300,000 iterations and
 # then sleep; a decode step is ~1,500 short kernels back to back, so threads that sleep at once
 # (OMP_WAIT_POLICY=PASSIVE) pay a wake-up per kernel: a batch-16 decode step took 81 ms passive against
@@ -19,5 +19,13 @@ import os as _os
 # are kept.
 if "OMP_WAIT_POLICY" not in _os.environ:
     _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
+# And: keep oneDNN off Intel AMX. On CPUs with AMX (Sapphire Rapids and later) oneDNN multiplies bfloat16
+# matrices with AMX tile kernels whose rounding depends on how many rows the batch has, so a request's
+# completion would depend on which other requests share its batch and runs would not repeat
+# (tests/test_determinism.py::test_a_lone_row_gets_the_bits_it_gets_in_a_batch fails under AMX and passes
+# with this cap). AVX-512 BF16 kernels give every row the same bits for any row count. oneDNN reads the cap
+# once, at its first use, so it is set here, before torch runs anything; a value the user set is kept.
+_os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
 
 __version__ = "0.1.0"
