@@ -736,31 +736,17 @@ def _refusal_verdicts(clf: Any, ex: Sequence[Example], x: np.ndarray) -> list[An
     """The refusal judge's verdicts with classifier ``clf`` (see :class:`EmbedRefusalJudge`): classifier,
     explicit-refusal rule, non-answer rule and the persona rule, on rows ``x`` built with
     :data:`REFUSAL_BLOCKS`."""
-    from steerboard.scorers.embed import (
-        explicit_refusal_verdicts,
-        non_answer_verdicts,
-        persona_verdicts,
-        refusal_verdicts,
-        select_blocks,
-    )
+    from steerboard.scorers.embed import persona_verdicts, whole_reply_verdicts
 
-    def single_voice(ex: Sequence[Example], x: np.ndarray) -> list[Any]:
-        verdicts = refusal_verdicts(clf.classes, clf.predict_proba(select_blocks(x, REFUSAL_BLOCKS, clf.blocks)))
-        verdicts = explicit_refusal_verdicts(verdicts, [e.response for e in ex])
-        rel = x[:, _block_cols("relevance")][:, 0].tolist()
-        return non_answer_verdicts(verdicts, [e.response for e in ex], rel, clf.meta["non_answer"]["relevance_floor"])
+    floor = clf.meta["non_answer"]["relevance_floor"]
 
     def judge_parts(prompts: list[str], parts: list[str]) -> list[Any]:
         seg = [Example(p, r, "compliance", "", "persona-segments") for p, r in zip(prompts, parts, strict=True)]
-        return single_voice(seg, features(seg, REFUSAL_BLOCKS))
+        return whole_reply_verdicts(clf, parts, features(seg, REFUSAL_BLOCKS), REFUSAL_BLOCKS, floor)
 
-    return persona_verdicts(single_voice(ex, x), [e.prompt for e in ex], [e.response for e in ex], judge_parts)
-
-
-def _block_cols(name: str) -> slice:
-    from steerboard.scorers.embed import block_columns
-
-    return block_columns(REFUSAL_BLOCKS, name)
+    responses = [e.response for e in ex]
+    base = whole_reply_verdicts(clf, responses, x, REFUSAL_BLOCKS, floor)
+    return persona_verdicts(base, [e.prompt for e in ex], responses, judge_parts)
 
 
 def refusal_sources(examples: Sequence[Example]) -> list[str]:
