@@ -20,12 +20,10 @@ import os as _os
 if "OMP_WAIT_POLICY" not in _os.environ:
     _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-# And: keep oneDNN off Intel AMX. On CPUs with AMX (Sapphire Rapids and later) oneDNN multiplies bfloat16
-# matrices with AMX tile kernels whose rounding depends on how many rows the batch has, so a request's
-# completion would depend on which other requests share its batch and runs would not repeat
-# (tests/test_determinism.py::test_a_lone_row_gets_the_bits_it_gets_in_a_batch fails under AMX and passes
-# with this cap). AVX-512 BF16 kernels give every row the same bits for any row count. oneDNN reads the cap
-# once, at its first use, so it is set here, before torch runs anything; a value the user set is kept.
-_os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+# oneDNN is left free to use Intel AMX (nothing is set for it here; ONEDNN_MAX_CPU_ISA is the user's). AMX
+# bfloat16 kernels round a row differently depending on how many rows the matmul has, so where runs must repeat
+# bit for bit (steerboard.precision.batch_invariant, the engine's default) the bfloat16 linear layers multiply
+# fixed blocks of precision.AMX_BLOCK_ROWS rows on AMX CPUs (precision.row_blocks_needed), which gives every row
+# the same bits in any batch and is faster than capping oneDNN below AMX (docs/engine.md; benchmarks/amx_blocks.py).
 
 __version__ = "0.1.0"

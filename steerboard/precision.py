@@ -182,12 +182,107 @@ def _lowp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     else:
         def fn(t: torch.Tensor) -> torch.Tensor:
             return F.linear(t, wl, bl)
-    if getattr(_LOCAL, "invariant", 0) and xl.numel() == xl.shape[-1]:
-        # oneDNN multiplies a lone row with another kernel than two or more (it rounds differently: seen on
-        # SmolLM2's 1536-wide down projection); a zero second row keeps a batch of one like any other
-        out = row_invariant(fn, xl.reshape(1, -1), min_rows=2).reshape(*x.shape[:-1], -1)
-        return out.to(x.dtype)
+    if getattr(_LOCAL, "invariant", 0) and xl.device.type == "cpu":
+        rows = xl.reshape(-1, xl.shape[-1])  # [batch, tokens, in] -> [batch * tokens, in]
+        if row_blocks_needed():
+            return row_blocks(fn, rows).reshape(*x.shape[:-1], -1).to(x.dtype)
+        if rows.shape[0] == 1:
+            # oneDNN multiplies a lone row with another kernel than two or more (it rounds differently: seen on
+            # SmolLM2's 1536-wide down projection); a zero second row keeps a batch of one like any other
+            return row_invariant(fn, rows, min_rows=2).reshape(*x.shape[:-1], -1).to(x.dtype)
     return fn(xl).to(x.dtype)
+
+
+AMX_BLOCK_ROWS = 64
+"""Rows per oneDNN call on the AMX path of :func:`batch_invariant` (``$STEERBOARD_AMX_BLOCK_ROWS`` overrides).
+
+oneDNN's AMX bfloat16 kernels round a row differently depending on how many rows the call has (which counts
+differ depends on the shape and the thread count), so under :func:`batch_invariant` the rows are multiplied in
+blocks of exactly this many, the last one padded with zero rows: oneDNN then always sees the same shape and a
+row's bits do not depend on the other rows (any row count and order on SmolLM2-135M's shapes, tested with
+this size in tests/test_amx_blocks.py; 16 and 32 did as well). 64 against 32 (benchmarks/amx_blocks.py,
+docs/engine.md): faster prefill, and faster generation at 64 prompts, ~6 % slower generation at 32."""
+
+
+def _cap_allows_amx(cap: str | None) -> bool:
+    """Whether a ``ONEDNN_MAX_CPU_ISA`` value lets oneDNN use AMX (unset, ``ALL`` or an ``*AMX*`` ISA)."""
+    cap = (cap or "ALL").strip().upper()
+    return cap == "ALL" or "AMX" in cap
+
+
+def _cpu_has_amx() -> bool:
+    import torch
+
+    fn = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        if fn is not None and fn():
+            return True
+    except Exception:  # pragma: no cover - private torch API changed
+        pass
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+        return " amx_bf16" in flags
+    except OSError:  # pragma: no cover - non-Linux
+        return False
+
+
+def _row_count_changes_bits() -> bool:
+    """Probe: does a bfloat16 oneDNN linear (SmolLM2's 1536 -> 576 shape) give a row other bits at another row count?"""
+    import torch
+
+    if not packed_linear_available("bfloat16"):
+        return False
+    g = torch.Generator().manual_seed(0)
+    w = (torch.randn(576, 1536, generator=g) * 0.05).to(torch.bfloat16)
+    x = (torch.randn(64, 1536, generator=g) * 0.3).to(torch.bfloat16)
+    with torch.inference_mode():
+        packed = torch.ops.mkldnn._reorder_linear_weight(w)
+        full = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+        return any(
+            not torch.equal(torch.ops.mkldnn._linear_pointwise(x[:m], packed, None, "none", [], ""), full[:m])
+            for m in range(2, 64)
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def row_blocks_needed() -> bool:
+    """Whether bfloat16 linear layers run in fixed row blocks (:data:`AMX_BLOCK_ROWS`) under :func:`batch_invariant`.
+
+    True when oneDNN may use AMX here: the CPU has AMX and ``$ONEDNN_MAX_CPU_ISA`` (``$DNNL_MAX_CPU_ISA``)
+    does not cap it below, or a probe finds a row's bits depending on the row count anyway (oneDNN reads the
+    cap once, at its first use, so a value changed later is not what it runs with). ``$STEERBOARD_AMX_BLOCK_ROWS=0``
+    turns the blocks off. Decided once per process.
+    """
+    if os.environ.get("STEERBOARD_AMX_BLOCK_ROWS", "").strip() == "0":
+        return False
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    try:
+        return (_cap_allows_amx(cap) and _cpu_has_amx()) or _row_count_changes_bits()
+    except Exception:  # noqa: BLE001 - a failed probe: block, which is only slower
+        return True
+
+
+def _block_rows() -> int:
+    try:
+        return max(1, int(os.environ.get("STEERBOARD_AMX_BLOCK_ROWS", "") or AMX_BLOCK_ROWS))
+    except ValueError:
+        return AMX_BLOCK_ROWS
+
+
+def row_blocks(fn: Any, x: torch.Tensor, block: int | None = None) -> torch.Tensor:
+    """``fn(x)`` for a row-wise ``fn`` on 2-D ``x`` ``[rows, in]``, computed ``block`` rows at a time (the last
+    block padded with zero rows), so every call has the same shape and a row's bits do not depend on the others."""
+    import torch
+
+    block = block or _block_rows()
+    n = x.shape[0]
+    pad = -n % block
+    if pad:
+        x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))], dim=0)
+    if x.shape[0] == block:
+        return fn(x)[:n]
+    return torch.cat([fn(x[i : i + block]) for i in range(0, x.shape[0], block)], dim=0)[:n]
 
 
 def enable(model: torch.nn.Module, dtype: str = "bfloat16", include_head: bool = False) -> int:
@@ -315,13 +410,17 @@ def screened_greedy(
     dtype = dtype or torch.bfloat16
     wl, packed = _head_copy(head, dtype)
     h = hidden.float()
+    blocks = getattr(_LOCAL, "invariant", 0) and h.device.type == "cpu" and row_blocks_needed()
     if packed is not None:  # [B, V] from the packed weight: 1.8 ms at batch 16 vs 3.3 for ``h @ W.T``
-        low = torch.ops.mkldnn._linear_pointwise(h.to(dtype), packed, None, "none", [], "")
+        def screen(t: torch.Tensor) -> torch.Tensor:
+            return torch.ops.mkldnn._linear_pointwise(t, packed, None, "none", [], "")
+
+        low = row_blocks(screen, h.to(dtype)) if blocks else screen(h.to(dtype))
         best = low.amax(dim=1)
         rows, cols = (low >= (best.float() - margin).to(dtype).unsqueeze(1)).nonzero(as_tuple=True)
         low_at = low[rows, cols]
     else:  # [V, B]: the vocabulary-major product runs ~2x faster than [B, V] without packing
-        low = wl @ h.to(dtype).T
+        low = row_blocks(lambda t: (wl @ t.T).T, h.to(dtype)).T if blocks else wl @ h.to(dtype).T
         best = low.amax(dim=0)
         cols, rows = (low >= (best.float() - margin).to(dtype)).nonzero(as_tuple=True)
         low_at = low[cols, rows]
@@ -356,9 +455,11 @@ def batch_invariant() -> Iterator[None]:
       :func:`use_exact_attention` attend in float64 here (products of float32 values are exact there; sums
       differ by ~1e-16 relative, which survives rounding to float32 and then bfloat16 with negligible
       probability);
-    * oneDNN multiplies a lone row (a batch of one) with another kernel than two or more rows: such an input
-      gets a zero second row (:func:`row_invariant`); from two rows on the bfloat16 linear layers give each
-      row the same bits for any row count and order (tested);
+    * oneDNN's bfloat16 matmuls: where it may use AMX (:func:`row_blocks_needed`), its kernels round a row
+      differently by row count, so the linear layers and the greedy head's bfloat16 screen multiply fixed
+      blocks of :data:`AMX_BLOCK_ROWS` rows (:func:`row_blocks`). Without AMX (AVX512-BF16) a lone row (a batch
+      of one) gets another kernel than two or more rows: such an input gets a zero second row
+      (:func:`row_invariant`); from two rows on each row gets the same bits for any row count and order (tested);
     * the float32 output head (MKL) rounds rows differently below ~12 rows:
       :meth:`steerboard.engine.Engine._logits` pads it to :data:`MIN_INVARIANT_ROWS`.
     """
