@@ -136,6 +136,10 @@ def worker(args: argparse.Namespace) -> None:
 
     model_dir = resolve_model("smollm2-135m")
     model = make_model(args.worker, model_dir, args.worker_conn)
+    if hasattr(model.api, "engine"):
+        # steerboard providers load weights and fit the method on first use; load them here so that, as for
+        # hf/ (which loads in its constructor), only generation is timed
+        _ = model.api.engine
     prompts = load_prompts(args.samples)
     secs, texts = run_eval(model, prompts, args.worker_conn, args.new_tokens, args.log_dir)
     Path(args.out).write_text(json.dumps({"secs": secs, "texts": texts}))
