@@ -9,7 +9,8 @@ With ``--identical N`` each configuration also runs ``benchmarks/batch_vs_single
 --settings auto`` once (prompts batched vs one by one).
 
 Configurations: ``cap`` = ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``; ``amxB`` = ``ONEDNN_MAX_CPU_ISA=ALL``
-with ``STEERBOARD_AMX_BLOCK_ROWS=B`` (the rows per oneDNN call inside ``precision.batch_invariant``).
+with ``STEERBOARD_AMX_BLOCK_ROWS=B`` (the rows per oneDNN call inside ``precision.batch_invariant``), the same
+in decode steps; ``amxBdD``: ``D`` rows per call in generation's decode steps (``precision.decode_blocks``).
 
 Usage::
 
@@ -36,11 +37,17 @@ def _env(config: str) -> dict[str, str]:
     if config == "cap":
         env["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE_BF16"
         env.pop("STEERBOARD_AMX_BLOCK_ROWS", None)
+        env.pop("STEERBOARD_AMX_DECODE_BLOCK_ROWS", None)
     elif config.startswith("amx"):
         env["ONEDNN_MAX_CPU_ISA"] = "ALL"
-        env["STEERBOARD_AMX_BLOCK_ROWS"] = config[3:] or "64"
+        rows, _, decode = config[3:].partition("d")
+        env["STEERBOARD_AMX_BLOCK_ROWS"] = rows or "64"
+        env["STEERBOARD_AMX_DECODE_BLOCK_ROWS"] = decode or rows or "64"
     else:
-        raise SystemExit(f"unknown config {config!r}: cap or amxB (B = rows per block, 0 = no blocks)")
+        raise SystemExit(
+            f"unknown config {config!r}: cap, amxB (B = rows per block, 0 = no blocks) or amxBdD (D rows per "
+            "block in decode steps)"
+        )
     return env
 
 

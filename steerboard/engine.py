@@ -1541,10 +1541,13 @@ class _ContinuousBatch:
         state = self.state
         state.phase, state.rows, state.attention_mask = "decode", list(self.live), self.mask
         state.step += 1
-        self.cache, self.hidden, self.logits = self.engine._run_lm(
-            input_ids=self.tok.unsqueeze(-1), attention_mask=self.mask, position_ids=self.next_pos,
-            past_key_values=self.cache,
-        )
+        from steerboard import precision
+
+        with precision.decode_blocks():  # one row per live request (AMX row blocks may differ, see there)
+            self.cache, self.hidden, self.logits = self.engine._run_lm(
+                input_ids=self.tok.unsqueeze(-1), attention_mask=self.mask, position_ids=self.next_pos,
+                past_key_values=self.cache,
+            )
         self.next_pos = self.next_pos + 1
 
     def results(self) -> list[GenerationResult]:

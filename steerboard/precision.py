@@ -263,11 +263,39 @@ def row_blocks_needed() -> bool:
         return True
 
 
-def _block_rows() -> int:
+AMX_DECODE_BLOCK_ROWS: int | None = None
+"""Rows per oneDNN call on the AMX path in generation's one-token decode steps (inside :func:`decode_blocks`;
+``$STEERBOARD_AMX_DECODE_BLOCK_ROWS`` overrides); ``None``: :data:`AMX_BLOCK_ROWS`. A decode step has one row
+per live request, so a smaller size wastes less padding when few requests run at once and costs more calls
+when many do: on the 2-core AMX machine, 16 rows gave +15 % generation at 16 prompts and -13 % at 64
+(benchmarks/amx_blocks.py, docs/engine.md), so the default stays 64. Invariance holds with any value, since
+every decode step of every request uses this size and every prefill or scoring pass the other one: which
+size computes a position depends on the phase, never on the batch."""
+
+
+def _env_rows(name: str, default: int) -> int:
     try:
-        return max(1, int(os.environ.get("STEERBOARD_AMX_BLOCK_ROWS", "") or AMX_BLOCK_ROWS))
+        return max(1, int(os.environ.get(name, "") or default))
     except ValueError:
-        return AMX_BLOCK_ROWS
+        return default
+
+
+def _block_rows() -> int:
+    rows = _env_rows("STEERBOARD_AMX_BLOCK_ROWS", AMX_BLOCK_ROWS)
+    if getattr(_LOCAL, "decode", 0):
+        return _env_rows("STEERBOARD_AMX_DECODE_BLOCK_ROWS", AMX_DECODE_BLOCK_ROWS or rows)
+    return rows
+
+
+@contextlib.contextmanager
+def decode_blocks() -> Iterator[None]:
+    """Within this block (this thread only), the AMX row blocks of :func:`batch_invariant` have
+    :data:`AMX_DECODE_BLOCK_ROWS` rows: generation's decode steps run in it."""
+    _LOCAL.decode = getattr(_LOCAL, "decode", 0) + 1
+    try:
+        yield
+    finally:
+        _LOCAL.decode -= 1
 
 
 def row_blocks(fn: Any, x: torch.Tensor, block: int | None = None) -> torch.Tensor:

@@ -66,3 +66,19 @@ def test_row_blocks_pads_and_trims() -> None:
 )
 def test_cap_parsing(cap: str | None, allows: bool) -> None:
     assert precision._cap_allows_amx(cap) is allows
+
+
+def test_decode_steps_use_their_own_block_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STEERBOARD_AMX_BLOCK_ROWS", raising=False)
+    monkeypatch.delenv("STEERBOARD_AMX_DECODE_BLOCK_ROWS", raising=False)
+    assert precision._block_rows() == precision.AMX_BLOCK_ROWS
+    with precision.decode_blocks():
+        assert precision._block_rows() == precision.AMX_BLOCK_ROWS  # default: the same size
+    monkeypatch.setenv("STEERBOARD_AMX_DECODE_BLOCK_ROWS", "16")
+    with precision.decode_blocks():
+        assert precision._block_rows() == 16
+    assert precision._block_rows() == precision.AMX_BLOCK_ROWS
+    monkeypatch.setenv("STEERBOARD_AMX_BLOCK_ROWS", "32")
+    monkeypatch.delenv("STEERBOARD_AMX_DECODE_BLOCK_ROWS")
+    with precision.decode_blocks():
+        assert precision._block_rows() == 32

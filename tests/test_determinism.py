@@ -108,8 +108,14 @@ def test_exact_attention_gives_a_prompt_the_same_hidden_states_beside_others(bf1
     assert torch.equal(alone, three)
 
 
-def test_generation_is_batch_invariant_in_bfloat16(bf16_engine: Engine) -> None:
-    """Alone, in one batch, or joining a running batch: the same tokens (bfloat16 matmuls, default path)."""
+@pytest.mark.parametrize("decode_rows", [None, "16"])
+def test_generation_is_batch_invariant_in_bfloat16(
+    bf16_engine: Engine, decode_rows: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alone, in one batch, or joining a running batch: the same tokens (bfloat16 matmuls, default path; and
+    with decode steps in their own, smaller AMX row blocks, which only matters on AMX CPUs)."""
+    if decode_rows is not None:
+        monkeypatch.setenv("STEERBOARD_AMX_DECODE_BLOCK_ROWS", decode_rows)
     eng = bf16_engine
     assert eng.deterministic
     reqs = [GenerationRequest(_ids(eng, p), max_new_tokens=20) for p in PROMPTS]
