@@ -372,13 +372,9 @@ def row_invariant(fn: Any, x: torch.Tensor, min_rows: int = MIN_INVARIANT_ROWS) 
     ``min_rows`` rows first, so each row's result has the same bits in any batch.
 
     CPU only: the padding answers MKL's row-count-dependent rounding; on another device ``fn(x)`` as it is."""
-    import torch
-
-    n = x.shape[0]
-    if n >= min_rows or x.device.type != "cpu":
+    if x.shape[0] >= min_rows or x.device.type != "cpu":
         return fn(x)
-    pad = x.new_zeros((min_rows - n, *x.shape[1:]))
-    return fn(torch.cat([x, pad], dim=0))[:n]
+    return row_blocks(fn, x, block=min_rows)  # one block: x padded to min_rows rows
 
 
 # ---------------------------------------------------------------- screened greedy output head
