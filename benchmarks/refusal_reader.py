@@ -102,6 +102,7 @@ def probe(ex: list, x) -> dict[str, object]:  # noqa: ANN001 - numpy array
         "plain_answers_called_refusal": f"{sum(p for _, p in answers)}/{len(answers)}",
         "refusals_called_refusal": f"{sum(p for _, p in refusals)}/{len(refusals)}",
         "answers_called_refusal": [r for r, p in answers if p],
+        "refusals_missed": [r for r, p in refusals if not p],
     }
 
 
