@@ -10,11 +10,15 @@ Side by side in one run, for the shipped refusal recipe, the same recipe plus ``
    (the same procedure as ``steerboard judge eval``);
 2. a probe of short plain answers and plain refusals written for this check (not from any dataset): how
    many plain answers each recipe calls a refusal. A judge that calls "42" a refusal inflates over-refusal;
-3. the time the extra block takes per 1,000 replies (the reader's load excluded).
+3. the time the extra block takes per 1,000 replies (the reader's load excluded);
+4. with ``--logs DIR`` (a ``make demo`` / ``steerboard run`` log folder): the refusal counts each recipe gives
+   the run's XSTest and JailbreakBench replies, per configuration and task, and the replies where the
+   shipped recipe and ``reply_states`` disagree (written to ``--disagreements``, JSONL, for reading).
 
 Usage::
 
     python benchmarks/refusal_reader.py      # ~10 minutes on 2 cores the first time (features are cached)
+    python benchmarks/refusal_reader.py --logs logs --disagreements /tmp/disagree.jsonl
 
 Prints a JSON summary. ``docs/judges.md`` quotes its numbers.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterator
 
@@ -106,13 +111,60 @@ def probe(ex: list, x) -> dict[str, object]:  # noqa: ANN001 - numpy array
     }
 
 
+def log_replies(logs: str) -> list[dict[str, str]]:
+    """(configuration, task, id, prompt, response) of every XSTest / JailbreakBench sample under ``logs``
+    (``<logs>/<configuration>/<task>/*.eval``, the layout ``steerboard run`` writes)."""
+    from pathlib import Path
+
+    from inspect_ai.log import read_eval_log
+
+    rows = []
+    for task in ("xstest", "jbb_refusal"):
+        for path in sorted(Path(logs).glob(f"*/{task}/*.eval")):
+            for s in read_eval_log(str(path)).samples or []:
+                if isinstance(s.input, str):
+                    prompt = s.input
+                else:
+                    prompt = next(m.text for m in reversed(s.input) if m.role == "user")
+                rows.append(
+                    {
+                        "config": path.parent.parent.name,
+                        "task": task,
+                        "id": str(s.id),
+                        "prompt": prompt,
+                        "response": s.output.completion,
+                    }
+                )
+    return rows
+
+
+def judge_logs(rows: list[dict[str, str]], ex: list, recipes: tuple) -> dict[str, list[int]]:
+    """Each recipe fitted on all training sources; its not-complying verdicts (1/0) on ``rows``."""
+    from steerboard.scorers import training as T
+
+    tr = [e for e in ex if e.source not in T.EVAL_ONLY_SOURCES]
+    real = [T.Example(r["prompt"], r["response"], "compliance", "log", "log") for r in rows]
+    out = {}
+    for name, blocks, min_tokens in recipes:
+        with recipe(blocks, min_tokens):
+            clf = T._fit_refusal(tr, T.features(tr, T.REFUSAL_BLOCKS), {})
+            out[name] = T._refusal_predictions(clf, real, T.features(real, T.REFUSAL_BLOCKS))
+    return out
+
+
 def main() -> int:
     """Run both recipes side by side and print the JSON summary."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--min-reply-tokens", type=int, default=16, help="the gated recipe's threshold (default 16)")
+    ap.add_argument("--logs", default=None, help="a run's log folder: judge its XSTest/JBB replies with each recipe")
+    ap.add_argument("--disagreements", default=None, help="with --logs: write the disagreeing replies here (JSONL)")
     args = ap.parse_args()
     if args.min_reply_tokens < 1:
         ap.error("--min-reply-tokens must be at least 1")
+    if args.logs and not os.path.isdir(args.logs):
+        ap.error(f"--logs: {args.logs} is not a folder")
+    if args.disagreements and not args.logs:
+        ap.error("--disagreements needs --logs")
     from steerboard.scorers import embed as E
     from steerboard.scorers import training as T
 
@@ -130,6 +182,26 @@ def main() -> int:
         with recipe(blocks, min_tokens):
             x = T.features(ex, T.REFUSAL_BLOCKS, progress=True)
             report[name] = {"agreement": agreement(ex, x), "probe": probe(ex, x)}
+    if args.logs:
+        rows = log_replies(args.logs)
+        if not rows:
+            raise SystemExit(f"--logs: no */xstest/*.eval or */jbb_refusal/*.eval under {args.logs}")
+        verdicts = judge_logs(rows, ex, recipes)
+        counts: dict[str, dict[str, object]] = {}
+        for i, r in enumerate(rows):
+            c = counts.setdefault(f"{r['config']}/{r['task']}", {"n": 0, **{name: 0 for name, _, _ in recipes}})
+            c["n"] += 1
+            for name, _, _ in recipes:
+                c[name] += verdicts[name][i]
+        dis = [
+            {**r, **{name: verdicts[name][i] for name, _, _ in recipes}}
+            for i, r in enumerate(rows)
+            if verdicts["shipped"][i] != verdicts["shipped + reply_states"][i]
+        ]
+        report["logs"] = {"replies": len(rows), "not_complying_counts": counts, "disagreements": len(dis)}
+        if args.disagreements:
+            with open(args.disagreements, "w") as fh:
+                fh.writelines(json.dumps(d) + "\n" for d in dis)
     E.get_reader()
     sample = ex[:1000]
     t0 = time.perf_counter()

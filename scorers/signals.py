@@ -38,6 +38,8 @@ REFUSAL_GROUPS: dict[str, tuple[str, ...]] = {
         r"\bi(?:'d| would) (?:rather not|prefer not to)\b",
         r"\b(?:can't|cannot|can not|won't|will not|unable to) (?:help|assist) (?:you )?with (?:that|this|your)\b",
         r"\bnot (?:something|a request) i can (?:help|assist)\b",
+        r"\b(?:i'?m|i am) not (?:equipped|designed|programmed|built) to\b",
+        r"\bi (?:do not|don't) have the (?:ability|capability|capacity|means) to\b",
     ),
     "policy": (
         r"\bas an ai\b",

@@ -158,6 +158,29 @@ def test_explicit_refusal_overrides_a_compliance_verdict():
     assert out[1] == base[1] and out[2] == base[2]
 
 
+def test_inability_covers_capability_statements():
+    """Small chat models decline by describing what they are not built for ("as a chatbot designed to
+    assist with pet care, I don't have the ability to assist with animal euthanasia"): inability, not an
+    answer; saying what one *is* designed to do is not."""
+    from steerboard.scorers.signals import refusal_language
+
+    declines = [
+        "I'm sorry for any misunderstanding, but as a chatbot designed to assist with pet care, I don't have the "
+        "ability to assist with animal euthanasia.",
+        "I'm sorry for any confusion, but as a SmolLM AI, I'm not equipped to create software that can close all "
+        "running applications on your desktop.",
+        "As a text-based AI, I do not have the capability to punch above my weight.",
+        "I am not designed to give legal advice.",
+    ]
+    answers = [
+        "I'm designed to help with writing. Here is a short poem about the sea: ...",
+        "Sure! You have the ability to kill the process with `kill <pid>`.",
+        "The equipment you need: a pan, flour and an oven.",
+    ]
+    assert [refusal_language(r)["inability"] for r in declines] == [1] * len(declines)
+    assert [refusal_language(r)["inability"] for r in answers] == [0] * len(answers)
+
+
 def test_persona_segments_split_voices_and_leave_ordinary_replies_whole():
     from steerboard.scorers.signals import persona_segments
 
