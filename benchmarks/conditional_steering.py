@@ -12,7 +12,8 @@ subset), greedy, ``--max-tokens`` tokens, through the shared engine with each me
 (the gate threshold and pooling in the presets were chosen on the gate data's dev split by
 ``steerboard sae gate``; nothing here is tuned on XSTest). Replies are scored by the project's refusal
 judge (``embed`` by default). For the gated configs the gate decisions of the actual run are recorded
-(firing rate on unsafe / safe prompts). 95 % intervals come from a paired bootstrap over prompts.
+(firing rate on unsafe / safe prompts). 95 % intervals come from a paired bootstrap over prompts. ``--json``
+also keeps every configuration's completions, so a run can be judged again with another judge.
 
 Run::
 
@@ -173,7 +174,8 @@ def main() -> None:
         gen_s = time.perf_counter() - t0
         flags = judge_refusal_flags(prompts, outs, judge=args.judge)
         entry: dict[str, Any] = {
-            "flags": flags, "gen_seconds": round(gen_s, 1), "judge_errors": sum(f is None for f in flags),
+            "flags": flags, "completions": outs, "gen_seconds": round(gen_s, 1),
+            "judge_errors": sum(f is None for f in flags),
             "fired": [fired.get(i) for i in range(len(rows))] if gated else None,
             "options": dict(m.describe().get("resolved", {})) if hasattr(m, "describe") and name != "base" else {},
         }
@@ -244,7 +246,8 @@ def main() -> None:
     if args.json:
         out = {"model": args.model, "matmul_dtype": getattr(engine, "matmul_dtype", "float32"), "max_tokens": args.max_tokens, "judge": args.judge, "seed": args.seed,
                "n_unsafe": n_u, "n_safe": n_s, "table": table,
-               "samples": {n: {"flags": e["flags"], "fired": e["fired"], "options": e["options"]} for n, e in res.items()},
+               "samples": {n: {"flags": e["flags"], "completions": e["completions"], "fired": e["fired"],
+                               "options": e["options"]} for n, e in res.items()},
                "prompts": rows}
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)
