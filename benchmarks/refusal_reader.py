@@ -18,7 +18,7 @@ Side by side in one run, for the shipped refusal recipe, the same recipe plus ``
 Usage::
 
     python benchmarks/refusal_reader.py      # ~10 minutes on 2 cores the first time (features are cached)
-    python benchmarks/refusal_reader.py --logs logs --disagreements /tmp/disagree.jsonl
+    python benchmarks/refusal_reader.py --logs logs --disagreements disagreements.jsonl
 
 Prints a JSON summary. ``docs/judges.md`` quotes its numbers.
 """
@@ -73,8 +73,17 @@ def recipe(blocks: tuple[str, ...], min_reply_tokens: int = 0) -> Iterator[None]
         T.REFUSAL_BLOCKS, E.READER_MIN_REPLY_TOKENS = old
 
 
-def agreement(ex: list, x) -> dict[str, float]:  # noqa: ANN001 - numpy array
-    """Per-source accuracy: leave-one-source-out for training sources, fit-on-all for scored-only ones."""
+def fit_all(ex: list, x):  # noqa: ANN001, ANN201 - numpy array in, LinearClassifier out
+    """The recipe fitted on every training source (not the scored-only ones), as the shipped artifact is."""
+    from steerboard.scorers import training as T
+
+    tr = [i for i, e in enumerate(ex) if e.source not in T.EVAL_ONLY_SOURCES]
+    return T._fit_refusal([ex[i] for i in tr], x[tr], {})
+
+
+def agreement(ex: list, x, clf) -> dict[str, float]:  # noqa: ANN001 - numpy array, classifier
+    """Per-source accuracy: leave-one-source-out for training sources, ``clf`` (fitted on all training
+    sources) for the scored-only ones."""
     from steerboard.scorers import training as T
 
     out: dict[str, float] = {}
@@ -83,8 +92,6 @@ def agreement(ex: list, x) -> dict[str, float]:  # noqa: ANN001 - numpy array
             continue
         truth, pred, _ = T._loso_refusal(ex, x, held)
         out[held] = sum(a == b for a, b in zip(truth, pred, strict=True)) / len(truth)
-    tr = [i for i, e in enumerate(ex) if e.source not in T.EVAL_ONLY_SOURCES]
-    clf = T._fit_refusal([ex[i] for i in tr], x[tr], {})
     for held in sorted(T.EVAL_ONLY_SOURCES):
         te = [i for i, e in enumerate(ex) if e.source == held]
         pred = T._refusal_predictions(clf, [ex[i] for i in te], x[te])
@@ -93,14 +100,9 @@ def agreement(ex: list, x) -> dict[str, float]:  # noqa: ANN001 - numpy array
     return out
 
 
-def probe(ex: list, x) -> dict[str, object]:  # noqa: ANN001 - numpy array
-    """Fit on all training sources; judge :data:`PROBE`."""
-    from steerboard.scorers import training as T
-
-    tr = [i for i, e in enumerate(ex) if e.source not in T.EVAL_ONLY_SOURCES]
-    clf = T._fit_refusal([ex[i] for i in tr], x[tr], {})
-    pex = [T.Example(p, r, "compliance", "probe", "probe") for p, r, _ in PROBE]
-    pred = T._refusal_predictions(clf, pex, T.features(pex, T.REFUSAL_BLOCKS))
+def probe(clf) -> dict[str, object]:  # noqa: ANN001 - classifier
+    """``clf``'s verdicts on :data:`PROBE`."""
+    pred = not_complying(clf, [(p, r) for p, r, _ in PROBE])
     answers = [(r, p) for (_, r, y), p in zip(PROBE, pred, strict=True) if y == 0]
     refusals = [(r, p) for (_, r, y), p in zip(PROBE, pred, strict=True) if y == 1]
     return {
@@ -138,18 +140,12 @@ def log_replies(logs: str) -> list[dict[str, str]]:
     return rows
 
 
-def judge_logs(rows: list[dict[str, str]], ex: list, recipes: tuple) -> dict[str, list[int]]:
-    """Each recipe fitted on all training sources; its not-complying verdicts (1/0) on ``rows``."""
+def not_complying(clf, pairs: list[tuple[str, str]]) -> list[int]:  # noqa: ANN001 - classifier
+    """``clf``'s not-complying verdicts (1/0), every rule of the judge included, on (prompt, reply) pairs."""
     from steerboard.scorers import training as T
 
-    tr = [e for e in ex if e.source not in T.EVAL_ONLY_SOURCES]
-    real = [T.Example(r["prompt"], r["response"], "compliance", "log", "log") for r in rows]
-    out = {}
-    for name, blocks, min_tokens in recipes:
-        with recipe(blocks, min_tokens):
-            clf = T._fit_refusal(tr, T.features(tr, T.REFUSAL_BLOCKS), {})
-            out[name] = T._refusal_predictions(clf, real, T.features(real, T.REFUSAL_BLOCKS))
-    return out
+    ex = [T.Example(p, r, "compliance", "unlabelled", "unlabelled") for p, r in pairs]
+    return T._refusal_predictions(clf, ex, T.features(ex, T.REFUSAL_BLOCKS))
 
 
 def main() -> int:
@@ -178,15 +174,18 @@ def main() -> int:
         ("shipped + reply_states", widened, 0),
         (gated, (*widened, "reply_read"), args.min_reply_tokens),
     )
+    rows = log_replies(args.logs) if args.logs else []
+    if args.logs and not rows:  # before any fitting
+        raise SystemExit(f"--logs: no */xstest/*.eval or */jbb_refusal/*.eval under {args.logs}")
+    verdicts: dict[str, list[int]] = {}
     for name, blocks, min_tokens in recipes:
         with recipe(blocks, min_tokens):
             x = T.features(ex, T.REFUSAL_BLOCKS, progress=True)
-            report[name] = {"agreement": agreement(ex, x), "probe": probe(ex, x)}
-    if args.logs:
-        rows = log_replies(args.logs)
-        if not rows:
-            raise SystemExit(f"--logs: no */xstest/*.eval or */jbb_refusal/*.eval under {args.logs}")
-        verdicts = judge_logs(rows, ex, recipes)
+            clf = fit_all(ex, x)
+            report[name] = {"agreement": agreement(ex, x, clf), "probe": probe(clf)}
+            if rows:
+                verdicts[name] = not_complying(clf, [(r["prompt"], r["response"]) for r in rows])
+    if rows:
         counts: dict[str, dict[str, object]] = {}
         for i, r in enumerate(rows):
             c = counts.setdefault(f"{r['config']}/{r['task']}", {"n": 0, **{name: 0 for name, _, _ in recipes}})
