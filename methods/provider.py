@@ -361,7 +361,27 @@ def message_dicts(messages: list[ChatMessage]) -> list[dict[str, str]]:
             out[-1]["content"] += "\n\n" + text
         else:
             out.append({"role": role, "content": text})
-    return out
+    return checked_text(out)
+
+
+def checked_text(msgs: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``msgs`` unchanged when every content is text a tokenizer can take.
+
+    Raises:
+        ValueError: a message holds a lone surrogate (e.g. a ``\\ud800`` JSON escape): the sample fails with
+            this message instead of a tokenizer ``TypeError`` (the other samples go on).
+    """
+    for i, m in enumerate(msgs):
+        content = m.get("content")
+        if isinstance(content, str):
+            try:
+                content.encode("utf-8")
+            except UnicodeEncodeError as ex:
+                raise ValueError(
+                    f"message {i} ({m.get('role')}) holds a lone surrogate (U+{ord(content[ex.start]):04X} at "
+                    f"character {ex.start}), which no tokenizer can take; fix the sample's text"
+                ) from None
+    return msgs
 
 
 _REFERENCES: dict[tuple[Any, ...], tuple[Engine, Method]] = {}
@@ -614,7 +634,7 @@ class MethodModelAPI(ModelAPI):
             raise ValueError(f"template={template!r}: valid templates are chat, plain")
         from steerboard import torch_thread
 
-        msgs = message_dicts(input) if input and not isinstance(input[0], dict) else [dict(m) for m in input]  # type: ignore[arg-type]
+        msgs = message_dicts(input) if input and not isinstance(input[0], dict) else checked_text([dict(m) for m in input])  # type: ignore[arg-type]
         if reference:
             engine, method = await torch_thread.acall(self._reference)
         else:
@@ -669,7 +689,7 @@ class MethodModelAPI(ModelAPI):
         from steerboard import torch_thread
 
         engine, method = await torch_thread.acall(self._reference)
-        msgs = message_dicts(input) if input and not isinstance(input[0], dict) else [dict(m) for m in input]  # type: ignore[arg-type]
+        msgs = message_dicts(input) if input and not isinstance(input[0], dict) else checked_text([dict(m) for m in input])  # type: ignore[arg-type]
         request = GenerationRequest(input_ids=engine.chat_ids(msgs), max_new_tokens=max_tokens)
         memo_key = ("reply", id(engine), tuple(request.input_ids), max_tokens)
         hit = REFERENCE_MEMO.get(memo_key)

@@ -229,3 +229,37 @@ def resolve_model(name: str) -> str:
         f"unknown model {name!r}: not an alias ({valid}), not an existing local directory, "
         "and not a Hugging Face id of the form 'org/name'"
     )
+
+
+def model_problem(name: str) -> str | None:
+    """Why ``name`` cannot be loaded, found without loading or downloading anything; None when it can be.
+
+    An alias is fine (fetched on first use); a local path must be a directory with a ``config.json``; a name
+    shaped like a Hugging Face id (``org/name``) passes unless ``HF_HUB_OFFLINE`` is set and it is not in the
+    local hub cache. Anything else is neither and is named as such.
+    """
+    if name in ALIASES:
+        return None
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            return f"model directory {name!r} has no config.json; it is not a transformers model"
+        return None
+    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~")) and all(name.split("/"))
+    if not looks_like_hub_id:
+        if path.exists():
+            return f"model {name!r} is a file; give a transformers model directory (with config.json)"
+        return (
+            f"model {name!r} does not exist: not an alias ({', '.join(sorted(ALIASES))}), not an existing local "
+            "directory, and not a Hugging Face id of the form 'org/name'"
+        )
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name, "config.json")
+        except Exception:  # noqa: BLE001 - an id the hub library rejects is not cached either
+            cached = None
+        if not isinstance(cached, str):
+            return f"model {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+    return None

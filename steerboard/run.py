@@ -205,13 +205,28 @@ def parse_suite(data: dict[str, Any], source: str = "suite") -> Suite:
     )
 
 
-def load_suite(name_or_path: str) -> Suite:
+def read_suite_yaml(path: Path) -> Any:
+    """A suite file's YAML data.
+
+    Raises:
+        ValueError: a YAML syntax error, as one line naming the file, line and column.
+    """
     import yaml
 
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as ex:
+        mark = ex.problem_mark or ex.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = " ".join(str(x) for x in (ex.context, ex.problem) if x)
+        raise ValueError(f"suite file {where}: YAML syntax error: {what or ex}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as ex:
+        raise ValueError(f"suite file {path}: not valid YAML: {str(ex).splitlines()[0]}") from None
+
+
+def load_suite(name_or_path: str) -> Suite:
     path = suite_path(name_or_path)
-    with open(path) as fh:
-        data = yaml.safe_load(fh)
-    return parse_suite(data, source=str(path.name))
+    return parse_suite(read_suite_yaml(path), source=str(path.name))
 
 
 def replace_methods(data: dict[str, Any], methods: list[dict[str, Any]]) -> dict[str, Any]:
@@ -367,10 +382,14 @@ def check_runs(
 
     from steerboard.methods.provider import method_class
     from steerboard.methods.registry import method_entry_points
+    from steerboard.models import model_problem
 
     problems: list[str] = []
     entry_points = method_entry_points()
     model_config = read_model_config(model_name)
+    bad_model = model_problem(model_name)
+    if bad_model:
+        problems.append(bad_model)
     seen_methods: set[str] = set()
     for method, _ in runs:
         key = method.slug
@@ -545,8 +564,9 @@ def _finish(summary: list[dict[str, Any]], summary_path: str | Path | None) -> N
         if entry["status"] == "running":
             entry["status"] = "cancelled"
     if summary_path is not None:
-        Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(summary_path).write_text(json.dumps(summary, indent=2, default=str))
+        from steerboard import storage
+
+        storage.atomic_write_text(summary_path, storage.dumps_json(summary, indent=2))
 
 
 def _run_interruptibly(
@@ -684,6 +704,9 @@ def _run_pair(
             entry["replaced_stale_logs"] = _remove_stale(stale)
     finally:
         if not remote:
+            # removed while still held (filelock retries on an unlinked inode), so no run leaves a .lock behind
+            with contextlib.suppress(OSError):
+                os.unlink(lock.lock_file)
             lock.release()
 
 
@@ -720,7 +743,8 @@ def results_table(summary: list[dict[str, Any]]) -> str:
         cells = []
         for scorer, name, _ in headline_metrics(s["task"]):
             value = metrics.get(f"{scorer}/{name}")
-            cells.append(f"{name}={'n/a' if value is None else f'{value:.3f}'}")
+            missing = value is None or (isinstance(value, float) and value != value)  # no samples: NaN
+            cells.append(f"{name}={'n/a' if missing else f'{value:.3f}'}")
         config = json.dumps(s["args"], sort_keys=True, default=str) if s["args"] else "-"
         n = s.get("samples")
         rows.append((s["method"], config, s["task"], s["status"], "-" if n is None else str(n), "  ".join(cells)))

@@ -55,6 +55,70 @@ def _print_summary(summary: list[dict[str, Any]], dry_run: bool) -> None:
         print(results_table(summary))
 
 
+def typed_sweep(method: str, sweep: dict[str, Any]) -> dict[str, list[Any]]:
+    """``--sweep KEY=V1,V2`` values typed by the method's config fields, with the parser ``-M`` values get.
+
+    ``--sweep strength=15,30,45`` on a float field gives ``[15.0, 30.0, 45.0]``, so the runs' settings are
+    numbers (as a suite file's would be) and the leaderboard draws them as one curve.
+
+    Raises:
+        ValueError: an unknown method, a key the method has no option for, or a value its field cannot take
+            (one line, naming what is valid); nothing is loaded.
+    """
+    import typing
+
+    from steerboard.methods.provider import method_class
+    from steerboard.methods.registry import method_entry_points, unknown_method_message
+
+    entry_points = method_entry_points()
+    if method not in entry_points:
+        raise ValueError(unknown_method_message(method))
+    config_class = method_class(entry_points[method]).config_class
+    valid = config_class.valid_keys()
+    hints = typing.get_type_hints(config_class)
+    out: dict[str, list[Any]] = {}
+    for key, raw in sweep.items():
+        if key not in valid:
+            raise ValueError(f"--sweep {key}=...: method {method} has no option {key!r}; valid: {', '.join(valid)}")
+        values = [v.strip() for v in raw.split(",") if v.strip()] if isinstance(raw, str) else list(raw)
+        if not values:
+            raise ValueError(f"--sweep {key}={raw}: give one or more comma-separated values")
+        out[key] = [_sweep_value(v, hints[key], key, raw) for v in values]
+    return out
+
+
+def _sweep_value(text: Any, tp: Any, key: str, raw: str) -> Any:
+    """One sweep value parsed by its field's type, as a suite file would hold it.
+
+    A list field (``strengths: list[float]``) takes one element per run, kept as that element (the method
+    reads a single value as a one-element list), since commas already separate the sweep's values. A whole
+    number for a float field stays an integer (``15``, as YAML reads it), so a sweep run from the command line
+    and the same run from a suite file share one configuration.
+    """
+    import types
+    import typing
+
+    import yaml
+
+    from steerboard.methods.base import _coerce
+
+    inner = tp
+    if typing.get_origin(inner) in (typing.Union, types.UnionType):
+        (inner, *_) = [a for a in typing.get_args(inner) if a is not type(None)] or [inner]
+    if typing.get_origin(inner) in (list, tuple):
+        (inner, *_) = typing.get_args(inner) or (typing.Any,)
+    try:
+        value = _coerce(text, inner, key)
+        _coerce(value, tp, key)  # the whole field takes it (e.g. Optional, Literal)
+    except ValueError as ex:
+        raise ValueError(f"--sweep {key}={raw}: {str(ex).removeprefix('-M ')}") from None
+    if isinstance(value, float) and isinstance(text, str):
+        read = yaml.safe_load(text)
+        if isinstance(read, int) and not isinstance(read, bool) and read == value:
+            return read
+    return value
+
+
 def _suite_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
     """The suite the command line asks for (a named suite, optionally with other methods, or an ad-hoc grid),
     and the notes on gated tasks dropped from it."""
@@ -62,14 +126,19 @@ def _suite_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
         drop_gated_tasks,
         load_suite,
         parse_suite,
+        read_suite_yaml,
         replace_methods,
         set_task_args,
         suite_path,
     )
 
-    sweep = {k: (v.split(",") if isinstance(v, str) else v) for k, v in _kv(args.sweep, "--sweep").items()}
-    # -M values stay text: the method's config parses them by field type (MethodConfig.from_dict)
-    methods = [{"name": m, "args": _kv(args.M, "-M", parse=False), "sweep": sweep} for m in args.method or []]
+    sweep = _kv(args.sweep, "--sweep", parse=False)
+    # -M values stay text: the method's config parses them by field type (MethodConfig.from_dict); sweep
+    # values are typed here by the same parser, so each run's settings hold numbers, not their spelling
+    methods = [
+        {"name": m, "args": _kv(args.M, "-M", parse=False), "sweep": typed_sweep(m, sweep)}
+        for m in args.method or []
+    ]
     if (args.M or args.sweep) and not args.method:
         raise ValueError("-M and --sweep set options of --method NAME; give --method too")
     notes: list[str] = []
@@ -77,10 +146,8 @@ def _suite_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
         if args.task:
             raise ValueError("give either --suite or --task (an ad-hoc grid), not both; --only-task selects suite tasks")
         if args.method:  # the suite's tasks for the given method(s), e.g. --suite submission --method mymethod
-            import yaml
-
             path = suite_path(args.suite)
-            suite = parse_suite(replace_methods(yaml.safe_load(path.read_text()), methods), path.name)
+            suite = parse_suite(replace_methods(read_suite_yaml(path), methods), path.name)
         else:
             suite = load_suite(args.suite)
         set_task_args(suite, _kv(args.T, "-T"))
@@ -131,7 +198,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     if summary_path is None and not args.dry_run:  # a bucket, or a Ray run: the summary goes through fsspec
         storage.write_text(
-            storage.join(args.log_dir, f"suite-{suite.name}-summary.json"), json.dumps(summary, indent=2, default=str)
+            storage.join(args.log_dir, f"suite-{suite.name}-summary.json"), storage.dumps_json(summary, indent=2)
         )
     _print_summary(summary, args.dry_run)
     if args.dry_run and args.executor == "ray":  # what each configuration's actor would ask the cluster for

@@ -12,6 +12,7 @@ naming the setting to fix.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -344,12 +345,54 @@ def publish_dir(local: Path, url: str, last: str = "index.html", stale: Callable
         raise _explain(url, ex, "cannot publish the site to") from ex
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a local text file atomically: a temporary file beside it, flushed to disk, then renamed over it.
+
+    A reader (or a full disk, or a kill) never leaves a partly written file at ``path``: it holds either the
+    old content or the new. Parent folders are created.
+    """
+    import tempfile
+
+    p = local_path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-inf) replaced by None, so strict JSON parsers accept it."""
+    import math
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps_json(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` of :func:`json_safe` ``(obj)`` with ``allow_nan=False`` (never a bare ``NaN``)."""
+    import json
+
+    kwargs.setdefault("default", str)
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
 def write_text(location: str, text: str) -> None:
-    """Write a small text file to a local path (parent folders created) or an fsspec URL."""
+    """Write a small text file to a local path (atomically, parent folders created) or an fsspec URL."""
     if not is_url(location):
-        p = local_path(location)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text, encoding="utf-8")
+        atomic_write_text(location, text)
         return
     fs, path = filesystem(location)
     try:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import random
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, get_args
@@ -60,6 +62,56 @@ def read_json(path: Path) -> Any:
             raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
 
 
+def launch_dir() -> Path:
+    """The folder the user launched from, against which relative data paths (``-T prompts_file=``) resolve.
+
+    ``inspect eval tasks/side_effects.py`` constructs the task inside the task file's folder (Inspect changes
+    the working directory while it loads a task file), so there the launch folder is recovered from the task
+    file argument on the command line (``tasks/side_effects.py`` run from ``/repo`` means ``/repo``), else
+    from ``$PWD``; everywhere else it is the working directory.
+    """
+    cwd = Path.cwd()
+    here = Path(__file__).resolve().parent
+    if cwd.resolve() != here:
+        return cwd
+    for arg in sys.argv[1:]:
+        spec = Path(arg.split("@", 1)[0])
+        if spec.suffix != ".py" or spec.is_absolute() or ".." in spec.parts or not (here / spec.name).is_file():
+            continue
+        base = cwd
+        for _ in spec.parent.parts:
+            base = base.parent
+        if (base / spec).resolve() == (here / spec.name).resolve():
+            return base
+    pwd = os.environ.get("PWD")
+    return Path(pwd) if pwd and Path(pwd).is_dir() else cwd
+
+
+def user_path(path: str | Path) -> Path:
+    """A user-given data path: ``~`` expanded, a relative path taken from :func:`launch_dir` (the working
+    folder for every launcher; a path that exists only relative to the current directory is kept)."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    launched = launch_dir() / p
+    return launched if launched.exists() or not p.exists() else p
+
+
+def check_text(row: dict[str, Any], where: str) -> None:
+    """Raise a ValueError naming ``where`` and the field when a text field holds what no tokenizer can take
+    (a lone UTF-16 surrogate such as ``\\ud800``, which JSON escapes allow but UTF-8 cannot encode)."""
+    for key, value in row.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as ex:
+                bad = value[ex.start]
+                raise ValueError(
+                    f"{where}: field {key!r} holds a lone surrogate (U+{ord(bad):04X} at character {ex.start}), "
+                    "which is not text a tokenizer can take; fix or remove that record"
+                ) from None
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Read a (possibly gzipped) JSON-lines file; blank lines are skipped.
 
@@ -77,6 +129,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 raise ValueError(f"{path}, line {lineno}: malformed JSON ({e.msg})") from e
             if not isinstance(row, dict):
                 raise ValueError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}")
+            check_text(row, f"{path}, line {lineno}")
             rows.append(row)
     return rows
 
@@ -84,11 +137,14 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Read a local data file: ``.jsonl`` / ``.jsonl.gz``, ``.json`` / ``.json.gz`` (a list) or ``.parquet``.
 
+    A relative path is taken from the folder the user launched from (:func:`user_path`).
+
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: unsupported extension or malformed content (names file and line).
+        ValueError: unsupported extension or malformed content, or text no tokenizer can take (names file
+            and line, or record).
     """
-    p = Path(path).expanduser()
+    p = user_path(path)
     if not p.is_file():
         raise FileNotFoundError(f"data file not found: {p}")
     name = p.name.lower()
@@ -103,6 +159,8 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
                 data = lists[0]
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise ValueError(f"{p}: expected a JSON list of objects")
+        for i, row in enumerate(data, start=1):
+            check_text(row, f"{p}, record {i}")
         return data
     if name.endswith(".parquet"):
         import pandas as pd  # lazy: only for parquet input

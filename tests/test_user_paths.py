@@ -1,0 +1,216 @@
+"""Paths a user takes one step past the README, and failures that end cleanly (issue 35).
+
+Sweeps typed like ``-M``, atomic summaries without NaN, suite YAML errors, model paths and data files checked
+by ``--dry-run``, relative data paths under every launcher, no lock files left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from steerboard.cli import main
+
+TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# ---------------------------------------------------------------- --sweep typed by the method's fields
+
+
+def test_sweep_values_are_typed_by_the_method_fields(capsys: pytest.CaptureFixture) -> None:
+    from steerboard.run_cli import typed_sweep
+
+    # the README's sweep: a list[float] field swept one value per run, numbers as a suite file holds them
+    assert typed_sweep("sae", {"strengths": "15,30,45"}) == {"strengths": [15, 30, 45]}
+    assert typed_sweep("actadd", {"coefficient": "0,4.5,8"}) == {"coefficient": [0, 4.5, 8]}
+    rc, out, _ = _run(["run", "--method", "sae", "--sweep", "strengths=15,30", "--task", "xstest",
+                       "--limit", "2", "--dry-run"], capsys)
+    assert rc == 0
+    assert '{"strengths": 15}' in out and '{"strengths": 30}' in out  # numbers, not the strings "15", "30"
+
+
+def test_sweep_from_the_command_line_shares_the_suite_files_configuration() -> None:
+    from steerboard.run import parse_suite
+    from steerboard.run_cli import typed_sweep
+
+    cli = parse_suite({"methods": [{"name": "actadd", "sweep": typed_sweep("actadd", {"coefficient": "4,8"})}],
+                       "tasks": ["xstest"]})
+    yaml_suite = parse_suite({"methods": [{"name": "actadd", "sweep": {"coefficient": [4, 8]}}], "tasks": ["xstest"]})
+    assert [m.slug for m in cli.methods] == [m.slug for m in yaml_suite.methods]
+
+
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        ("coefficient=0,big", "--sweep coefficient=0,big: coefficient='big': expected a number"),
+        ("coeficient=1,2", "method actadd has no option 'coeficient'; valid: "),
+        ("layer=1.5", "--sweep layer=1.5: layer='1.5': expected an integer"),
+    ],
+)
+def test_bad_sweep_value_is_one_line_before_any_weights_load(
+    sweep: str, message: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from steerboard.methods import provider
+
+    monkeypatch.setattr(provider, "load_engine", lambda *a, **k: pytest.fail("weights were loaded"))
+    monkeypatch.delenv("STEERBOARD_DEBUG", raising=False)
+    rc, _, err = _run(["run", "--method", "actadd", "--sweep", sweep, "--task", "xstest", "--limit", "2"], capsys)
+    assert rc == 2
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+# ---------------------------------------------------------------- summaries: atomic, no NaN
+
+
+def test_summary_has_no_nan_and_the_table_says_n_a(tmp_path: Path) -> None:
+    from steerboard.run import _finish, results_table
+
+    summary = [{"method": "base", "args": {}, "task": "xstest", "status": "success", "samples": 0,
+                "metrics": {"refusal_scorer/refusal_rate_safe": float("nan"), "refusal_scorer/refusal_rate_unsafe": 0.5}}]
+    path = tmp_path / "suite-x-summary.json"
+    _finish(summary, path)
+
+    def reject(constant: str) -> None:
+        raise ValueError(f"bare {constant} in JSON")
+
+    data = json.loads(path.read_text(), parse_constant=reject)  # what a strict parser does
+    assert data[0]["metrics"]["refusal_scorer/refusal_rate_safe"] is None
+    table = results_table(summary)
+    assert "=nan" not in table and "refusal_rate_safe=n/a" in table and "refusal_rate_unsafe=0.500" in table
+
+
+def test_summary_write_is_atomic_on_a_full_disk(tmp_path: Path) -> None:
+    """A write that runs out of space (here: a file-size limit) leaves the previous summary whole."""
+    path = tmp_path / "suite-x-summary.json"
+    path.write_text(json.dumps([{"status": "success"}]))
+    script = textwrap.dedent(f"""
+        import resource, signal
+        from steerboard.run import _finish
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # the write fails with EFBIG, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+        summary = [{{"method": "base", "args": {{}}, "task": "t", "status": "cancelled", "pad": "x" * 2000}}]
+        try:
+            _finish(summary, {str(path)!r})
+        except OSError as ex:
+            print("failed:", ex.errno)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "failed:" in proc.stdout, proc.stdout + proc.stderr
+    assert json.loads(path.read_text()) == [{"status": "success"}]  # the old summary, whole
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+# ---------------------------------------------------------------- suite YAML, model paths
+
+
+def test_suite_yaml_syntax_error_exits_2_naming_file_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    suite = tmp_path / "mine.yaml"
+    suite.write_text("name: mine\nmethods: [base\ntasks: [xstest]\n")
+    rc, _, err = _run(["run", "--suite", str(suite), "--dry-run"], capsys)
+    assert rc == 2
+    assert f"{suite}:3:6: YAML syntax error" in err and len(err.strip().splitlines()) == 1, err
+    rc, _, err = _run(["run", "--suite", str(suite), "--method", "base", "--dry-run"], capsys)
+    assert rc == 2 and f"{suite}:3:6" in err
+
+
+def test_dry_run_checks_the_model_path_and_a_real_run_leaves_no_lock(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    missing = str(tmp_path / "no-such-model")
+    args = ["run", "--method", "base", "--task", "xstest", "--limit", "1", "--model", missing,
+            "--log-dir", str(tmp_path / "logs")]
+    rc, _, err = _run([*args, "--dry-run"], capsys)
+    assert rc == 2 and f"model {missing!r} does not exist" in err
+    rc, _, err = _run(args, capsys)  # the real run: the same error before any pair starts
+    assert rc == 2 and "nothing was run" in err
+    assert not list(tmp_path.rglob("*.lock"))
+    (tmp_path / "file-model").write_text("x")
+    rc, _, err = _run([*args[:-4], "--model", str(tmp_path / "file-model"), "--dry-run"], capsys)
+    assert rc == 2 and "is a file" in err
+
+
+def test_model_problem_names_hub_ids_missing_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from steerboard.models import model_problem
+
+    assert model_problem("smollm2-135m") is None
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert model_problem("someorg/somemodel") is None  # may download
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert "not in the local Hugging Face cache" in model_problem("someorg/surely-not-cached-xyz")
+
+
+@pytest.mark.integration
+def test_a_finished_pair_leaves_no_lock_file(tiny_model_dir: str, tmp_path: Path, capsys) -> None:
+    rc, out, _ = _run(["run", "--method", "base", "--task", "xstest", "--limit", "1", "-T", "judge=strmatch",
+                       "--model", tiny_model_dir, "--log-dir", str(tmp_path), "--display", "none",
+                       "--max-tokens", "2"], capsys)
+    assert rc == 0, out
+    assert list(tmp_path.rglob("*.eval")) and not list(tmp_path.rglob("*.lock"))
+
+
+# ---------------------------------------------------------------- data files: text a tokenizer takes, relative paths
+
+
+def _prompts(path: Path, bad_line: int | None = None) -> Path:
+    lines = [json.dumps({"id": f"p{i}", "prompt": f"How do I bake bread number {i}?"}) for i in range(3)]
+    if bad_line is not None:
+        lines[bad_line - 1] = '{"id": "bad", "prompt": "lone \\ud800 surrogate"}'
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_lone_surrogate_in_prompts_file_is_caught_by_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = _prompts(tmp_path / "prompts.jsonl", bad_line=2)
+    rc, _, err = _run(["run", "--method", "base", "--task", "side_effects", "--limit", "2",
+                       "-T", f"prompts_file={bad}", "--dry-run"], capsys)
+    assert rc == 2
+    assert f"{bad}, line 2: field 'prompt' holds a lone surrogate (U+D800" in err, err
+
+
+def test_lone_surrogate_at_run_time_fails_the_sample_with_a_message() -> None:
+    from inspect_ai.model import ChatMessageUser
+
+    from steerboard.methods.provider import checked_text, message_dicts
+
+    assert message_dicts([ChatMessageUser(content="fine")]) == [{"role": "user", "content": "fine"}]
+    with pytest.raises(ValueError, match=r"message 0 \(user\) holds a lone surrogate \(U\+DC80"):
+        message_dicts([ChatMessageUser(content="bad \udc80")])
+    with pytest.raises(ValueError, match="lone surrogate"):
+        checked_text([{"role": "user", "content": "\ud800"}])
+
+
+def test_relative_prompts_file_resolves_from_the_launch_folder_under_inspect_eval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from steerboard.tasks import _common
+    from steerboard.tasks.side_effects import side_effects
+
+    _prompts(tmp_path / "mine.jsonl")
+    # what `inspect eval <path to tasks/side_effects.py> -T prompts_file=mine.jsonl` does: the task is built
+    # with the task file's folder as the working directory
+    monkeypatch.chdir(TASKS_DIR)
+    monkeypatch.setenv("PWD", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["inspect", "eval", os.path.relpath(TASKS_DIR / "side_effects.py", tmp_path)])
+    task = side_effects(prompts_file="mine.jsonl", subset="benign")
+    assert len(task.dataset) == 3
+    # launched from the repository as `inspect eval tasks/side_effects.py`: the launch folder from the argument
+    monkeypatch.delenv("PWD")
+    monkeypatch.setattr(sys, "argv", ["inspect", "eval", "tasks/side_effects.py"])
+    assert _common.launch_dir() == TASKS_DIR.parent
+    # everywhere else: the working folder
+    monkeypatch.chdir(tmp_path)
+    assert _common.user_path("mine.jsonl") == tmp_path / "mine.jsonl"
