@@ -110,6 +110,8 @@ def _judge_file(args: argparse.Namespace, kind: str) -> int:
                     row["refusal_label"] = v.label
                     row["non_answer"] = None if v.flagged is None else int(v.label == "non_answer")
                     notes["non_answer"] += int(v.label == "non_answer")
+                if v.fold is not None:
+                    row["judge_fold"] = v.fold  # cross-fitted judges: the model that never saw this prompt
                 if v.notes:
                     row["judge_notes"] = list(v.notes)
                     notes.update(n.split(":")[0] for n in v.notes)

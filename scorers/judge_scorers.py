@@ -151,6 +151,8 @@ async def _judge_sample(
     except Exception as ex:  # noqa: BLE001 - counted as a judge error, never dropped
         verdict = Verdict.failure(f"{type(ex).__name__}: {ex}")
     md: dict[str, Any] = {"judge": the_judge.name, **_group_metadata(state, groups_key, groups)}
+    if verdict.fold is not None:
+        md["judge_fold"] = verdict.fold  # which cross-fitted model judged this sample (never one that saw it)
     if verdict.flagged is None:
         md["judge_error"] = verdict.error or "judge returned no verdict"
     else:

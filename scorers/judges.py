@@ -58,6 +58,9 @@ class Verdict:
         error: message when the judge failed on this item (then label/flagged/score are None).
         notes: how an odd input was handled (``empty``, ``truncated:<chars dropped>``, ``non_english``,
             ``degenerate``, ``off_topic``); empty for ordinary inputs.
+        fold: which of a cross-fitted judge's models gave the verdict (``fold-<k>/<K>``: the model that never
+            saw this prompt or item; ``all-data``: the prompt is not in the training data); None for judges
+            that are not trained here and for rule-only verdicts (empty replies).
     """
 
     label: str | None
@@ -65,11 +68,12 @@ class Verdict:
     score: float | None
     error: str | None = None
     notes: tuple[str, ...] = ()
+    fold: str | None = None
 
     @classmethod
-    def failure(cls, message: str) -> Verdict:
+    def failure(cls, message: str, fold: str | None = None) -> Verdict:
         """A judge error verdict carrying ``message``."""
-        return cls(label=None, flagged=None, score=None, error=message)
+        return cls(label=None, flagged=None, score=None, error=message, fold=fold)
 
 
 class Judge(Protocol):
@@ -218,6 +222,40 @@ def get_objective_judge(name: str = "embed", **kwargs: Any) -> Judge:
         ValueError: for an unknown name (listing the valid ones).
     """
     return _get("objective", name, OBJECTIVE_JUDGES, _objective_factories, **kwargs)
+
+
+def judge_scheme(kind: str, name: str) -> dict[str, Any]:
+    """What an eval's metadata records about its judge: the backend and, for the offline judges trained
+    here, the artifact and its cross-fit scheme (which model judges which prompt; see ``docs/judges.md``).
+
+    Args:
+        kind: "refusal", "harm" or "objective".
+        name: the backend name.
+
+    Raises:
+        ValueError: an unknown kind or backend.
+    """
+    getters = {"refusal": get_refusal_judge, "harm": get_harm_judge, "objective": get_objective_judge}
+    if kind not in getters:
+        raise ValueError(f"unknown judge kind {kind!r}; valid kinds: {', '.join(getters)}")
+    out: dict[str, Any] = {"judge": f"{kind}/{name}"}
+    if name == "embed":
+        out.update(getters[kind](name).scheme())  # type: ignore[attr-defined]
+    elif name == "model":
+        out["grader"] = "the eval's `grader` model role (--model-role grader=...); not trained here"
+        try:  # inside `inspect eval` the role is already resolved: name the model
+            from inspect_ai.model._model import model_roles
+
+            grader = model_roles().get("grader")
+            if grader is not None:
+                out["grader"] = str(grader)
+        except Exception:  # noqa: BLE001, S110 - outside an eval there is no role to name
+            pass
+    elif name == "strmatch":
+        out["rule"] = "XSTest's refusal-prefix string match; not trained"
+    elif name == "safeedit_classifier":
+        out["model"] = "zjunlp/SafeEdit-Safety-Classifier (Wang et al. 2024); not trained here"
+    return out
 
 
 T = TypeVar("T")

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from inspect_ai import Task, task
 from inspect_ai.dataset import Sample
 
+from steerboard.scorers.judges import judge_scheme
 from steerboard.tasks._common import (
     check_choice,
     check_refusal_options,
@@ -130,5 +131,10 @@ def jbb_refusal(
     )
     return refusal_task(
         dataset, judge, ("unsafe", "safe"), "source", "refusal_rate_source_", TASK_VERSION,
-        {"extra": extra, "judge": judge, "title": "Open stand-in for WildGuardTest (JailbreakBench goals)"},
+        {
+            "extra": extra,
+            "judge": judge,
+            "judge_scheme": judge_scheme("refusal", judge),
+            "title": "Open stand-in for WildGuardTest (JailbreakBench goals)",
+        },
     )

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from inspect_ai import Task, task
 from inspect_ai.dataset import Sample
 
+from steerboard.scorers.judges import judge_scheme
 from steerboard.tasks._common import (
     check_choice,
     check_refusal_options,
@@ -120,5 +121,5 @@ def xstest(
     )
     return refusal_task(
         dataset, judge, ("safe", "unsafe"), "type", "refusal_rate_type_", TASK_VERSION,
-        {"subset": subset, "judge": judge},
+        {"subset": subset, "judge": judge, "judge_scheme": judge_scheme("refusal", judge)},
     )
