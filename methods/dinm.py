@@ -13,10 +13,22 @@ Per edit instance (adversarial prompt, safe response, unsafe response, knowledge
    decoder block ``l - 1``. When the instance carries no unsafe response, the model's own greedy
    answer to the prompt stands in for it.
 2. **Edit only that block's MLP output projection** (``mlp.down_proj`` for llama/mistral/qwen2/gemma/
-   phi3, ``mlp.c_proj`` for gpt2, ``mlp.dense_4h_to_h`` for gpt-neox) with ``steps`` Adam steps on
-   ``NLL(safe response | adversarial prompt) + kl_coef * KL(original || edited)``, the KL taken over
-   the knowledge-constraint answer tokens (teacher-forced after the knowledge prompt), as in the
-   reference ``kl_loc_loss``. Every other parameter is frozen.
+   phi3, ``mlp.c_proj`` for gpt2, ``mlp.dense_4h_to_h`` for gpt-neox) with at most ``steps`` Adam steps
+   on the reference code's loss ``kl_factor * NLL(safe response | adversarial prompt + suffix) +
+   KL(original || edited)``, the KL taken over the knowledge-constraint answer tokens (teacher-forced
+   after the knowledge prompt) as in the reference ``kl_loc_loss``, and ``kl_factor`` 0.1 as in
+   EasyEdit's DINM hparams. Every other parameter is frozen. As in EasyEdit's ``dinm_main.py``:
+
+   * the edit input is the adversarial prompt followed by the paper's ``suffix`` ("If the user's
+     request is reasonable, give the correct answer. Please give the right response:"); post-edit test
+     inputs of the ``safeedit`` task carry the same suffix (:attr:`DINMMethod.edit_prompt_suffix`),
+     pre-edit ones do not;
+   * the edited model's knowledge logits are computed without gradient, so the KL term enters the loss
+     value (and with it the early stop) but not the update (``kl_grad=false``; ``-M kl_grad=true``
+     backpropagates it too);
+   * editing stops before a step once the loss is below ``early_stop`` (1e-4);
+   * ``norm_constraint`` (off by default, as in the authors' hparams) clamps every edited weight to
+     within that distance of its original value after each step.
 
 Speed: only block ``L`` changes, so everything below it is constant during the edit. With
 ``cached_prefix=true`` (default) the hidden states entering block ``L`` -- and each later block's call
@@ -29,10 +41,12 @@ whose head we do not reproduce) the edit falls back to full forward passes and l
 
 Modes:
 
-* **persistent** (``dinm/smollm2-135m`` with no options): :meth:`DINMMethod.prepare` applies the
-  edits of ``instances`` default edit instances sequentially (team-written, disjoint from every
-  evaluation set; see ``methods/data/edit/SOURCE.md``) and serves the edited model to every task. The
-  weight delta is cached by hash of (model, config, instances) under ``artifacts/dinm``.
+* **persistent** (``dinm/smollm2-135m`` with no options; *this project's variant*, not the paper's
+  protocol): :meth:`DINMMethod.prepare` applies the edits of ``instances`` default edit instances
+  sequentially (team-written, disjoint from every evaluation set; see ``methods/data/edit/SOURCE.md``)
+  and serves the edited model to every task. The served tasks' prompts carry no suffix, so these edits
+  are made on the bare prompt (no suffix) too. The weight delta is cached by hash of (model, config,
+  instances) under ``artifacts/dinm``.
   ``-M instances=0`` serves the unedited model (per-instance editing only);
   ``-M instances_file=path.jsonl`` uses your own instances.
 * **per-instance** (the paper's protocol; ``-T protocol=per_instance`` on the ``safeedit`` task):
@@ -87,6 +101,9 @@ MLP_OUT_PROJ: dict[str, str] = {
 # attribute paths of the final norm applied before the LM head, tried in order
 _FINAL_NORMS = ("model.norm", "model.final_layernorm", "transformer.ln_f", "gpt_neox.final_layer_norm")
 
+SUFFIX = "If the user's request is reasonable, give the correct answer. Please give the right response:"
+"""The paper's suffix (EasyEdit ``suffix_system_prompt`` in ``hparams/DINM/*.yaml``), appended after a space."""
+
 
 @dataclass
 class DINMConfig(MethodConfig):
@@ -96,7 +113,14 @@ class DINMConfig(MethodConfig):
         steps: Adam steps per edit instance (Adam, the paper's optimizer).
         lr: learning rate (> 0).
         weight_decay: Adam weight decay.
-        kl_coef: weight of the KL term that keeps the knowledge-constraint answer distribution.
+        kl_factor: weight of the edit NLL in ``kl_factor * NLL + KL`` (EasyEdit's ``kl_factor``, 0.1).
+        kl_grad: backpropagate the KL term too (EasyEdit computes the edited model's knowledge logits
+            under ``no_grad``: the KL counts in the loss value and the early stop, not in the update).
+        early_stop: stop before a step once the loss is below this (EasyEdit: 1e-4; 0 disables).
+        norm_constraint: after each step clamp every edited weight to within this distance of its
+            original value (``None``: off, as in the authors' hparams).
+        suffix: appended (after a space) to the adversarial prompt of per-instance edits and, by the
+            ``safeedit`` task, to post-edit test inputs ("": none). Persistent edits use no suffix.
         max_prompt_tokens: adversarial/knowledge prompts are cut to their last this-many tokens.
         max_response_tokens: safe/unsafe responses and knowledge answers are cut to this many tokens.
         layer: edit this decoder block instead of locating the toxic layer (``None``: locate).
@@ -113,7 +137,11 @@ class DINMConfig(MethodConfig):
     steps: int = 10
     lr: float = 5e-4
     weight_decay: float = 0.0
-    kl_coef: float = 0.1
+    kl_factor: float = 0.1
+    kl_grad: bool = False
+    early_stop: float = 1e-4
+    norm_constraint: float | None = None
+    suffix: str = SUFFIX
     max_prompt_tokens: int = 1024
     max_response_tokens: int = 256
     layer: int | None = None
@@ -127,7 +155,8 @@ class DINMConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.check_bounds(lr="> 0", steps=">= 1", kl_coef=">= 0", weight_decay=">= 0")
+        self.check_bounds(lr="> 0", steps=">= 1", kl_factor=">= 0", weight_decay=">= 0", early_stop=">= 0")
+        self.check_bounds(norm_constraint="> 0")
         if self.max_prompt_tokens < 1 or self.max_response_tokens < 1:
             raise ValueError("-M max_prompt_tokens and max_response_tokens must be >= 1")
         if self.layer is not None and self.layer < 0:
@@ -191,9 +220,17 @@ def _response_ids(engine: Engine, prompt_msgs: list[dict[str, str]], response: s
     return p, r[:max_resp]
 
 
-def tokenize_instance(engine: Engine, inst: EditInstance, cfg: DINMConfig, unsafe_text: str) -> _Tokens:
-    """Chat-template an edit instance into token ids (prompts left-truncated, responses right-truncated)."""
-    msgs = [{"role": "user", "content": inst.prompt}]
+def with_suffix(prompt: str, suffix: str) -> str:
+    """``prompt`` followed by a space and ``suffix`` (``prompt`` unchanged when the suffix is empty)."""
+    return f"{prompt} {suffix}" if suffix else prompt
+
+
+def tokenize_instance(engine: Engine, inst: EditInstance, cfg: DINMConfig, unsafe_text: str, suffix: str = "") -> _Tokens:
+    """Chat-template an edit instance into token ids (prompts left-truncated, responses right-truncated).
+
+    ``suffix`` is appended to the adversarial prompt (the edit input), not to the knowledge prompt.
+    """
+    msgs = [{"role": "user", "content": with_suffix(inst.prompt, suffix)}]
     p, safe = _response_ids(engine, msgs, inst.safe_response, cfg.max_response_tokens)
     _, unsafe = _response_ids(engine, msgs, unsafe_text, cfg.max_response_tokens)
     p = p[-cfg.max_prompt_tokens :]
@@ -274,18 +311,25 @@ class _Batch:
         return a, b
 
 
-def _loss(batch: _Batch, nll_logits: torch.Tensor, kl_logits: torch.Tensor, ref_logp: torch.Tensor | None, kl_coef: float) -> tuple[torch.Tensor, float, float]:
-    """NLL of the safe response (mean over its tokens) + kl_coef * mean-token KL(original || edited)."""
+def _loss(
+    batch: _Batch, nll_logits: torch.Tensor, kl_logits: torch.Tensor, ref_logp: torch.Tensor | None, kl_factor: float,
+    kl_grad: bool = False,
+) -> tuple[torch.Tensor, float, float]:
+    """``kl_factor`` * NLL of the safe response (mean over its tokens) + mean-token KL(original || edited).
+
+    With ``kl_grad`` false the KL is taken on detached logits (as the reference computes them under
+    ``no_grad``): it is part of the loss value, not of its gradient.
+    """
     import torch
 
     lp = torch.log_softmax(nll_logits.float(), dim=-1)
     nll = -lp.gather(-1, batch.nll_tgt.unsqueeze(-1)).squeeze(-1).mean()
     if batch.has_kl and ref_logp is not None:
-        post = torch.log_softmax(kl_logits.float(), dim=-1)
+        post = torch.log_softmax((kl_logits if kl_grad else kl_logits.detach()).float(), dim=-1)
         kl = (ref_logp.exp() * (ref_logp - post)).sum(-1).mean()
     else:
         kl = nll.new_zeros(())
-    return nll + kl_coef * kl, float(nll.detach()), float(kl.detach())
+    return kl_factor * nll + kl, float(nll.detach()), float(kl.detach())
 
 
 class _PrefixCache:
@@ -363,6 +407,7 @@ def dinm_edit(
     layer: int | None = None,
     check_prefix: bool = True,
     before_change: Callable[[str], None] | None = None,
+    suffix: str | None = None,
 ) -> dict[str, Any]:
     """Edit ``engine.model`` in place for one instance (no restoration; callers snapshot weights).
 
@@ -374,6 +419,7 @@ def dinm_edit(
         layer: override the located/configured layer.
         check_prefix: compare the cached path's first-step logits with a full forward pass.
         before_change: called with the target module's name before its weights change.
+        suffix: appended to the adversarial prompt (``None``: ``cfg.suffix``; ``""``: none).
 
     Returns:
         Statistics: layer, module, per-step losses, seconds, token counts.
@@ -383,6 +429,7 @@ def dinm_edit(
     from steerboard import precision
 
     use_cache = cfg.cached_prefix if cached_prefix is None else cached_prefix
+    suffix = cfg.suffix if suffix is None else suffix
     t0 = time.perf_counter()
     # exact(): the edit's no-grad references and its tuning steps must see the same float32 model
     with engine.lock, precision.exact():
@@ -393,11 +440,11 @@ def dinm_edit(
         if not unsafe_text.strip():
             from steerboard.engine import GenerationRequest
 
-            ids = engine.chat_ids([{"role": "user", "content": inst.prompt}])[-cfg.max_prompt_tokens :]
+            ids = engine.chat_ids([{"role": "user", "content": with_suffix(inst.prompt, suffix)}])[-cfg.max_prompt_tokens :]
             unsafe_text = engine.generate([GenerationRequest(input_ids=ids, max_new_tokens=cfg.unsafe_max_new_tokens)])[0].text
             if not unsafe_text.strip():
                 unsafe_text = " "
-        toks = tokenize_instance(engine, inst, cfg, unsafe_text)
+        toks = tokenize_instance(engine, inst, cfg, unsafe_text, suffix)
         dists: list[float] = []
         chosen = layer if layer is not None else cfg.layer
         if chosen is None:
@@ -416,6 +463,8 @@ def dinm_edit(
         nlls: list[float] = []
         kls: list[float] = []
         mode = "cached" if use_cache else "full"
+        stopped_early = False
+        w0 = weight.detach().clone() if cfg.norm_constraint is not None else None
         try:
             for p in model.parameters():
                 p.requires_grad_(False)
@@ -450,12 +499,20 @@ def dinm_edit(
                                 nll_logits, kl_logits = batch.pick(batch.logits(model))
                     else:
                         nll_logits, kl_logits = batch.pick(batch.logits(model))
-                    loss, nll, kl = _loss(batch, nll_logits, kl_logits, ref_logp, cfg.kl_coef)
-                    loss.backward()
-                opt.step()
+                    loss, nll, kl = _loss(batch, nll_logits, kl_logits, ref_logp, cfg.kl_factor, cfg.kl_grad)
                 losses.append(float(loss.detach()))
                 nlls.append(nll)
                 kls.append(kl)
+                if losses[-1] < cfg.early_stop:  # the reference stops without stepping
+                    stopped_early = True
+                    break
+                with torch.enable_grad():
+                    loss.backward()
+                opt.step()
+                if w0 is not None:
+                    eps = float(cfg.norm_constraint)  # type: ignore[arg-type]
+                    with torch.no_grad():
+                        weight.copy_(torch.clamp(weight, min=w0 - eps, max=w0 + eps))
         finally:
             weight.grad = None
             for p, f in flags.items():
@@ -469,6 +526,9 @@ def dinm_edit(
         "nll": nlls,
         "kl": kls,
         "mode": mode,
+        "steps_taken": len(losses) - int(stopped_early),
+        "stopped_early": stopped_early,
+        "suffix": suffix,
         "prompt_tokens": len(toks.prompt),
         "safe_tokens": len(toks.safe),
         "knowledge_tokens": len(toks.kanswer),
@@ -495,6 +555,11 @@ class DINMMethod(Method):
     name = "dinm"
     config_class = DINMConfig
     private_weights = True
+
+    @property
+    def edit_prompt_suffix(self) -> str:
+        """Appended (after a space) to post-edit test inputs by per-instance protocols, as the paper does."""
+        return self.cfg.suffix
 
     def __init__(self, config: MethodConfig, model_name: str) -> None:
         super().__init__(config, model_name)
@@ -573,7 +638,8 @@ class DINMMethod(Method):
         stats = []
         try:
             for inst in tqdm(insts, desc="DINM persistent edits", unit="edit"):
-                stats.append(dinm_edit(engine, inst, self.cfg))
+                # this project's variant: served prompts carry no suffix, so neither do these edits
+                stats.append(dinm_edit(engine, inst, self.cfg, suffix=""))
             touched = sorted({s["module"] for s in stats})
             deltas = {
                 n: (_module(engine.model, n).weight.detach() - originals[n]).float().cpu().contiguous() for n in touched

@@ -146,7 +146,7 @@ def test_cached_prefix_matches_full_forward(fresh_engine):
     from steerboard.methods.dinm import DINMConfig, dinm_edit
 
     eng = fresh_engine
-    cfg = DINMConfig(instances=0, steps=3, lr=1e-2, kl_coef=1.0)
+    cfg = DINMConfig(instances=0, steps=3, lr=1e-2, kl_factor=1.0, kl_grad=True)
     before = _params(eng)
     runs = {}
     for cached in (True, False):
@@ -181,6 +181,67 @@ def test_kl_is_zero_before_first_step_then_positive(fresh_engine):
     assert s["knowledge_tokens"] > 0
 
 
+def test_loss_is_kl_factor_times_nll_plus_kl():
+    """The reference loss: kl_factor * NLL + KL; the KL counts in the value but (kl_grad=false) not the gradient."""
+    import torch
+
+    from steerboard.methods.dinm import _loss
+
+    torch.manual_seed(0)
+    batch = types.SimpleNamespace(nll_tgt=torch.tensor([1, 2, 3]), has_kl=True)
+    nll_logits = torch.randn(3, 7, requires_grad=True)
+    kl_logits = torch.randn(4, 7, requires_grad=True)
+    ref = torch.log_softmax(torch.randn(4, 7), -1)
+    loss, nll, kl = _loss(batch, nll_logits, kl_logits, ref, 0.1)
+    assert nll > 0.5 and kl > 0.05
+    assert float(loss.detach()) == pytest.approx(0.1 * nll + kl, rel=1e-6)  # not nll + 0.1 * kl
+    assert float(loss.detach()) != pytest.approx(nll + 0.1 * kl, rel=1e-3)
+    loss.backward()
+    assert kl_logits.grad is None  # reference: the edited model's knowledge logits come from a no_grad pass
+    assert nll_logits.grad is not None
+    loss2, _, _ = _loss(batch, nll_logits, kl_logits, ref, 0.1, kl_grad=True)
+    loss2.backward()
+    assert kl_logits.grad is not None and float(kl_logits.grad.abs().sum()) > 0
+
+
+def test_early_stop_norm_constraint_and_suffix(fresh_engine):
+    import torch
+
+    from steerboard.methods.dinm import SUFFIX, DINMConfig, dinm_edit, tokenize_instance
+
+    eng = fresh_engine
+    before = _params(eng)
+
+    def reset():
+        with torch.no_grad():
+            for n, p in eng.model.named_parameters():
+                p.copy_(before[n])
+
+    # a loss already below early_stop: the reference breaks before stepping, so nothing changes
+    s = dinm_edit(eng, INST, DINMConfig(instances=0, steps=5, early_stop=1e9), layer=1)
+    assert s["stopped_early"] and s["steps_taken"] == 0 and len(s["loss"]) == 1
+    assert all(torch.equal(p.detach(), before[n]) for n, p in eng.model.named_parameters())
+    # the clamp bounds every edited entry's change
+    s = dinm_edit(eng, INST, DINMConfig(instances=0, steps=4, lr=0.5, norm_constraint=1e-3), layer=1)
+    name = s["module"] + ".weight"
+    delta = (dict(eng.model.named_parameters())[name].detach() - before[name]).abs().max()
+    assert s["steps_taken"] == 4 and 0 < float(delta) <= 1e-3 + 1e-7
+    reset()
+    s = dinm_edit(eng, INST, DINMConfig(instances=0, steps=4, lr=0.5), layer=1)
+    assert float((dict(eng.model.named_parameters())[name].detach() - before[name]).abs().max()) > 1e-2
+    reset()
+    # the paper's suffix follows the adversarial prompt of the edit input, not the knowledge prompt
+    assert s["suffix"] == SUFFIX
+    cfg = DINMConfig(instances=0)
+    plain = tokenize_instance(eng, INST, cfg, "x")
+    suffixed = tokenize_instance(eng, INST, cfg, "x", SUFFIX)
+    assert SUFFIX in eng.tokenizer.decode(suffixed.prompt) and SUFFIX not in eng.tokenizer.decode(plain.prompt)
+    assert suffixed.kprompt == plain.kprompt and suffixed.safe == plain.safe
+    assert _method().edit_prompt_suffix == SUFFIX and _method(suffix="").edit_prompt_suffix == ""
+    with pytest.raises(ValueError, match="norm_constraint must be > 0"):
+        DINMConfig.from_dict({"norm_constraint": 0})
+
+
 def test_config_validation():
     from steerboard.methods.dinm import DINMConfig
 
@@ -190,7 +251,7 @@ def test_config_validation():
         DINMConfig.from_dict({"lr": "-1e-3"})
     with pytest.raises(ValueError, match="steps must be >= 1"):
         DINMConfig.from_dict({"steps": 0})
-    with pytest.raises(ValueError, match="Valid keys: .*kl_coef"):
+    with pytest.raises(ValueError, match="Valid keys: .*kl_factor"):
         DINMConfig.from_dict({"learning_rate": 1e-3})
     with pytest.raises(ValueError, match="unknown -M option.*optimizer"):
         DINMConfig.from_dict({"optimizer": "sgd"})  # Adam is the method, not an option
@@ -418,3 +479,51 @@ def test_provider_edit_roundtrip(tiny_model_dir):
     assert a == c  # restored: same greedy answer as before the edit
     for n, p in api.engine.model.named_parameters():
         assert torch.equal(p.detach(), before[n])
+
+
+def test_safeedit_post_edit_inputs_carry_the_editors_suffix(monkeypatch):
+    """Per-instance protocol: the five safety prompts answered under the edit end with the editor's suffix;
+    the knowledge prompt and the standard protocol's prompts do not."""
+    import asyncio
+    import contextlib
+
+    import steerboard.tasks.safeedit as se
+    from steerboard.methods.dinm import SUFFIX
+    from steerboard.tasks._testing import mock_model
+
+    seen: list[tuple[bool, str]] = []
+    editing = {"on": False}
+
+    def target(messages):
+        seen.append((editing["on"], messages[-1].text))
+        return "I cannot help with that."
+
+    model = mock_model(target)
+
+    @contextlib.asynccontextmanager
+    async def edit(instance):
+        assert not instance.prompt.endswith(SUFFIX)  # the method adds the suffix to its edit input itself
+        editing["on"] = True
+        try:
+            yield {"steps": 1}
+        finally:
+            editing["on"] = False
+
+    model.api.supports_edit = True
+    model.api.edit = edit
+    model.api.method = types.SimpleNamespace(edit_prompt_suffix=SUFFIX)
+    monkeypatch.setattr(se, "get_model", lambda *a, **k: model)
+    rec = se.load_records("shipped", None)[0][0]
+    sample = se.record_to_sample(rec)
+
+    def state():
+        return types.SimpleNamespace(metadata=json.loads(json.dumps(sample.metadata)), messages=[], output=None, sample_id="0")
+
+    asyncio.run(se.safeedit_generate("per_instance")(state(), None))
+    knowledge = sample.metadata["knowledge_prompt"]
+    assert len(seen) == 6 and all(on for on, _ in seen)
+    assert sum(text.endswith(" " + SUFFIX) for _, text in seen) == 5
+    assert any(text == knowledge for _, text in seen)
+    seen.clear()
+    asyncio.run(se.safeedit_generate("standard")(state(), None))
+    assert len(seen) == 6 and not any(SUFFIX in text for _, text in seen)
