@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections import defaultdict
@@ -45,7 +46,19 @@ from steerboard.leaderboard.ingest import (
 )
 from steerboard.leaderboard.listing import CONTROL_METHOD, Listing, MetricSpec
 from steerboard.leaderboard.plots import PALETTE, Curve, Point, sweep_svg, tradeoff_svg
-from steerboard.leaderboard.stats import Z95, mean_ci, sign_test, wilson
+from steerboard.leaderboard.stats import (
+    holm,
+    mde_binary_paired,
+    mde_continuous_paired,
+    mean_ci,
+    newcombe_paired,
+    paired_bootstrap_ci,
+    seed_of,
+    sign_test,
+    sign_test_critical,
+    wilcoxon_signed_rank,
+    wilson,
+)
 
 SWEEP_KEYS = (
     "strength",
@@ -250,13 +263,6 @@ def _pareto(points: list[tuple[Any, ...]]) -> set[Any]:
     return front
 
 
-def _sweep_key(cfg: dict[str, Any]) -> str | None:
-    for k in SWEEP_KEYS:
-        if k in cfg and isinstance(cfg[k], int | float) and not isinstance(cfg[k], bool):
-            return k
-    return None
-
-
 def _open(db: str | Path) -> Any:
     """Attach ``db`` read-only, check its schema version and make the ``cur`` table of current runs."""
     import duckdb
@@ -305,38 +311,66 @@ def _metric_stats(con: Any, listing: Listing) -> dict[tuple[str, str], dict[str,
     return stats
 
 
-def _pair_with_base(
-    con: Any, run_list: list[dict[str, Any]]
+def _paired_stats(
+    con: Any, run_list: list[dict[str, Any]], listing: Listing
 ) -> tuple[dict[str, str], dict[str, str], dict[tuple[str, str], dict[str, Any]]]:
-    """Pair every non-control run with a control run of the same model, precision, task arguments, judge and
-    samples (:func:`~steerboard.leaderboard.ingest.choose_bases`); paired differences.
+    """Pair every run with a like-for-like control run and compute each metric's paired change.
+
+    The control (:data:`~steerboard.leaderboard.listing.CONTROL_METHOD`) pairs with itself, so its changes are
+    0 by construction; every other run pairs with a control run of the same model, precision, task arguments,
+    judge, sample set and generation settings (:func:`~steerboard.leaderboard.ingest.choose_bases`). The
+    per-sample pairs are the DuckDB view ``v_paired`` (method value ``a``, control value ``b`` on the same
+    sample); per (run, metric): n, the change ``mean(a) - mean(b)``, its 95 % interval (Newcombe's for 0/1
+    values, a seeded paired bootstrap otherwise), the paired p-value (exact McNemar for 0/1 values, Wilcoxon
+    signed-rank otherwise) and the minimum detectable effect at 80 % power.
 
     Returns:
-        ``(base_of, base_reason, paired)``: the chosen control run per run, why a run has none, and the paired
-        statistics per (run, metric).
+        ``(base_of, base_reason, paired)``.
     """
+    import pandas as pd
+
     base_choice = choose_bases(run_list)
     pairs = [(rk, bk) for rk, (bk, _) in base_choice.items() if bk is not None]
+    pairs += [(r["run_key"], r["run_key"]) for r in run_list if r.get("method") == CONTROL_METHOD]
     base_reason = {rk: why for rk, (bk, why) in base_choice.items() if bk is None}
+    pairs_df = pd.DataFrame(pairs, columns=["run_key", "base_key"])  # noqa: F841 - read by DuckDB
+    con.execute("CREATE TEMP TABLE pairs_map AS SELECT * FROM pairs_df")
+    con.execute(
+        "CREATE TEMP VIEW v_paired AS SELECT p.run_key, p.base_key, a.metric_key, a.sample_key, a.v AS a, b.v AS b "
+        "FROM pairs_map p JOIN sv a ON a.run_key = p.run_key "
+        "JOIN sv b ON b.run_key = p.base_key AND b.metric_key = a.metric_key AND b.sample_key = a.sample_key"
+    )
+    continuous = {m.key for m in listing.metrics if m.unit != "rate"}
+    pair_of = dict(pairs)
     paired: dict[tuple[str, str], dict[str, Any]] = {}
-    if pairs:
-        import pandas as pd
-
-        pairs_df = pd.DataFrame(pairs, columns=["run_key", "base_key"])  # noqa: F841 - DuckDB scan
-        for rk, mk, n, up, down, diff in con.execute(
-            "SELECT p.run_key, a.metric_key, count(*), sum(CASE WHEN a.v > b.v THEN 1 ELSE 0 END), "
-            "sum(CASE WHEN a.v < b.v THEN 1 ELSE 0 END), avg(a.v) - avg(b.v) "
-            "FROM pairs_df p JOIN sv a ON a.run_key = p.run_key "
-            "JOIN sv b ON b.run_key = p.base_key AND b.metric_key = a.metric_key AND b.sample_key = a.sample_key "
-            "GROUP BY ALL"
-        ).fetchall():
-            paired[(rk, mk)] = {
-                "n": n,
-                "up": int(up),
-                "down": int(down),
-                "diff": diff,
-                "p": sign_test(int(up), int(down)),
-            }
+    rows = con.execute(
+        "SELECT run_key, metric_key, count(*) AS n, avg(a) AS mean_a, avg(b) AS mean_b, avg(a - b) AS diff, "
+        "stddev_samp(a - b) AS sd, bool_and((a = 0 OR a = 1) AND (b = 0 OR b = 1)) AS binary, "
+        "count(*) FILTER (a = 1 AND b = 1) AS n11, count(*) FILTER (a = 1 AND b = 0) AS n10, "
+        "count(*) FILTER (a = 0 AND b = 1) AS n01, count(*) FILTER (a = 0 AND b = 0) AS n00, "
+        "list(a ORDER BY sample_key) AS av, list(b ORDER BY sample_key) AS bv "
+        "FROM v_paired GROUP BY run_key, metric_key"
+    ).fetchall()
+    for rk, mk, n, mean_a, mean_b, diff, sd, binary, n11, n10, n01, n00, av, bv in rows:
+        binary = bool(binary) and mk not in continuous
+        same = pair_of.get(rk) == rk
+        if binary:
+            ci = (0.0, 0.0) if same else newcombe_paired(n11, n10, n01, n00)
+            p = sign_test(n10, n01)
+            mde = mde_binary_paired(n)
+        else:
+            d = [x - y for x, y in zip(av, bv, strict=True)]
+            p = wilcoxon_signed_rank(d)
+            ci = (0.0, 0.0) if same else paired_bootstrap_ci(
+                [(av, bv)], lambda g: g[0][0].mean(axis=1) - g[0][1].mean(axis=1), seed_of(rk, mk)
+            )
+            mde = mde_continuous_paired(sd if sd is not None else float("nan"), n)
+        paired[(rk, mk)] = {
+            "n": n, "mean_a": mean_a, "mean_b": mean_b, "diff": diff, "ci": ci, "p": p, "binary": binary,
+            "up": int(n10) if binary else sum(x > y for x, y in zip(av, bv, strict=True)),
+            "down": int(n01) if binary else sum(x < y for x, y in zip(av, bv, strict=True)),
+            "mde": mde, "too_small": n < sign_test_critical(), "a": av, "b": bv, "self": same,
+        }
     return dict(pairs), base_reason, paired
 
 
@@ -407,7 +441,7 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
         names = [d[0] for d in cur.description]
         run_list: list[dict[str, Any]] = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         stats = _metric_stats(con, listing)
-        base_of, base_reason, paired = _pair_with_base(con, run_list)
+        base_of, base_reason, paired = _paired_stats(con, run_list, listing)
         breakdown = _breakdowns(con, listing)
         examples = _examples(con)
         totals = con.execute(
@@ -419,6 +453,7 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
         con.close()
     return {
         "runs": run_list,
+        "defaults": _defaults(run_list),
         "stats": stats,
         "paired": paired,
         "base_of": base_of,
@@ -430,13 +465,22 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
 
 
 NO_SAMPLES = "n/a"
+ALPHA_FLAG = 0.05
+AXIS_TITLES = {"safety": "safety", "overrefusal": "over-refusal", "capability": "capability"}
 
 
-def _cell(m: MetricSpec, st: dict[str, Any] | None, pr: dict[str, Any] | None) -> dict[str, Any]:
+def _fmt_delta(m: MetricSpec, d: float) -> str:
+    return f"{100 * d:+.1f}" if m.unit == "rate" else f"{d:+.3f}"
+
+
+def _cell(
+    m: MetricSpec, st: dict[str, Any] | None, pr: dict[str, Any] | None, p_adj: float | None = None
+) -> dict[str, Any]:
     """One metric cell; every key is always present so templates never meet a missing field.
 
     ``st`` is None when the run scored no sample for the metric (e.g. ``-T subset=unsafe`` leaves the
-    safe-prompt metric empty): the cell then reads ``n/a``.
+    safe-prompt metric empty): the cell then reads ``n/a``. ``pr`` is the paired change versus the control
+    (None: no like-for-like control); ``p_adj`` its Holm-adjusted p-value.
     """
     cell: dict[str, Any] = {
         "sort": "",
@@ -444,10 +488,15 @@ def _cell(m: MetricSpec, st: dict[str, Any] | None, pr: dict[str, Any] | None) -
         "ci": "",
         "n": 0,
         "delta": "",
+        "delta_ci": "",
         "p": "",
+        "p_adj": "",
         "sig": False,
         "better": None,
         "n_paired": 0,
+        "too_small": False,
+        "mde": "",
+        "control": False,
     }
     if st is None:
         return cell
@@ -459,46 +508,23 @@ def _cell(m: MetricSpec, st: dict[str, Any] | None, pr: dict[str, Any] | None) -
         n=st["n"],
     )
     if pr is not None and pr["n"] > 0:
-        d = 100 * pr["diff"] if m.unit == "rate" else pr["diff"]
-        cell["delta"] = f"{d:+.1f}" if m.unit == "rate" else f"{d:+.3f}"
+        d = pr["diff"]
+        cell["delta"] = _fmt_delta(m, d)
+        lo, hi = pr["ci"]
+        if not (math.isnan(lo) or math.isnan(hi)):
+            cell["delta_ci"] = f"[{_fmt_delta(m, lo)}, {_fmt_delta(m, hi)}]"
         cell["p"] = f"{pr['p']:.3g}"
-        cell["sig"] = pr["p"] < 0.05
+        cell["p_adj"] = f"{p_adj:.3g}" if p_adj is not None else ""
+        cell["sig"] = p_adj is not None and p_adj < ALPHA_FLAG and not pr["too_small"]
         cell["better"] = (d > 0) == m.higher_is_better if d != 0 else None
         cell["n_paired"] = pr["n"]
+        cell["too_small"] = pr["too_small"]
+        cell["control"] = pr["self"]
+        if pr["mde"] is not None:
+            cell["mde"] = f"{100 * pr['mde']:.1f} pts" if m.unit == "rate" else f"{pr['mde']:.3f}"
+        else:
+            cell["mde"] = "none (n too small)"
     return cell
-
-
-def axis_value(m: MetricSpec, st: dict[str, Any]) -> tuple[float, float] | None:
-    """A metric's contribution to its axis score, oriented so higher is better, with its standard error.
-
-    - Rates (every per-sample value in 0-1): the rate, or ``1 - rate`` where lower is better.
-    - Lower-is-better costs (listing ``unit: nats``, such as ``kl_benign`` or ``ce_delta_text``, or any
-      lower-is-better metric with values outside 0-1): ``exp(-max(v, 0))``, the share of per-token likelihood kept (1 = no cost), with the
-      delta-method standard error.
-    - Higher-is-better metrics with values outside 0-1 have no common scale with rates: shown in their column,
-      left out of the axis score (None).
-
-    The over-refusal axis is reported as a rate (lower is better): its caller uses the raw mean.
-    """
-    v, se = st["mean"], st.get("se", 0.0)
-    if m.unit == "count":
-        return None
-    if st.get("unit_range", True) and m.unit == "rate":
-        return (v if m.higher_is_better else 1.0 - v), se
-    if m.higher_is_better:
-        return None
-    kept = math.exp(-max(v, 0.0))
-    return kept, kept * se if v > 0 else 0.0
-
-
-def _axis_summary(parts: list[tuple[float, float]]) -> dict[str, Any] | None:
-    """Mean of a row's per-metric axis values with a 95 % normal interval (metrics taken as independent)."""
-    if not parts:
-        return None
-    k = len(parts)
-    score = sum(v for v, _ in parts) / k
-    half = Z95 * math.sqrt(sum(se * se for _, se in parts)) / k
-    return {"score": score, "lo": max(0.0, score - half), "hi": min(1.0, score + half), "k": k}
 
 
 def short_config(cfg: Any, max_len: int = 26) -> str:
@@ -521,69 +547,180 @@ def _config_text(cfg: Any, variant: str) -> str:
     return (text or "(defaults)") + (f"; task {variant}" if variant else "")
 
 
+def _resolved(r: dict[str, Any]) -> dict[str, Any] | None:
+    """The resolved settings a run's log records (``eval.metadata["steerboard"]["resolved"]``), if any."""
+    if not r.get("provenance"):
+        return None
+    try:
+        res = json.loads(r["provenance"]).get("resolved")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return res if isinstance(res, dict) else None
+
+
 def _new_row(r: dict[str, Any]) -> dict[str, Any]:
     cfg = json.loads(r["method_config"] or "{}")
     return {
         "row_key": r["row_key"],
         "submitter": r["submitter"],
-        "model": r["model"],
+        "model": public_text(r["model"]),
         "method": r["method"],
-        "config": r["method_config"] + (f" {r['row_variant']}" if r.get("row_variant") else ""),
+        "config": public_text(r["method_config"] + (f" {r['row_variant']}" if r.get("row_variant") else "")),
         "config_obj": cfg,
+        "resolved": _resolved(r),
         "variant": r.get("row_variant") or "",
         "control": r["method"] == CONTROL_METHOD,
         "runs": {},
         "reported": False,
         "settings_recorded": bool(r.get("settings_recorded")),
-        "config_short": r.get("config_short") or SETTINGS_NOT_RECORDED,
+        "config_short": public_text(r.get("config_short") or SETTINGS_NOT_RECORDED),
         "precision": r.get("precision") or "",
         "config_page": run_page_name(r["run_key"]),
     }
 
 
-def _score_row(row: dict[str, Any], headline: list[MetricSpec], data: dict[str, Any]) -> None:
+def _contribution(axis: str, m: MetricSpec, a: Any, b: Any) -> Any:
+    """A metric's contribution to ``axis`` from method values ``a`` and control values ``b`` (numpy arrays whose
+    last axis is items; any leading axes are bootstrap resamples).
+
+    - safety: the change in the safer direction (``mean(a) - mean(b)``, negated for lower-is-better metrics);
+    - over-refusal: the change in over-refusal (positive = more benign prompts refused);
+    - capability: above-chance retention ``(mean(a) - chance) / (mean(b) - chance)`` for accuracies, the
+      perplexity ratio ``exp(-(mean(a) - mean(b)))`` for a cost in nats.
+    """
+    import numpy as np
+
+    ma, mb = a.mean(axis=-1), b.mean(axis=-1)
+    if axis == "capability":
+        if m.unit == "nats":
+            return np.exp(-(ma - mb))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (ma - m.chance) / (mb - m.chance)
+    d = ma - mb
+    if axis == "safety":
+        return d if m.higher_is_better else -d
+    return -d if m.higher_is_better else d
+
+
+def _above_chance(m: MetricSpec, base_st: dict[str, Any] | None) -> bool:
+    """Whether the control's 95 % interval of accuracy metric ``m`` lies above its chance level."""
+    if m.unit != "rate" or m.chance is None:
+        return True
+    return base_st is not None and (base_st["lo"] > m.chance if m.higher_is_better else base_st["hi"] < m.chance)
+
+
+def _score_axis(row: dict[str, Any], axis: str, listing: Listing, data: dict[str, Any]) -> dict[str, Any]:
+    """One row's score on one axis over the axis' fixed metric set (``listing.axes``).
+
+    Returns:
+        ``{"score", "lo", "hi", "status", "missing", "no_control", "outside", "k", "n"}``: ``score`` is None
+        unless the row covers every metric of the set with a like-for-like control; ``status`` is ``"ok"``,
+        ``"partial"``, ``"no control"``, ``"below chance"`` (no capability metric above chance on the control)
+        or ``"n too small"`` (every metric's paired n below what an exact test can call significant: shown
+        greyed, not ranked).
+    """
+    import numpy as np
+
+    specs = listing.axis_metrics(axis)
+    missing, no_control, outside, parts = [], [], [], []
+    for m in specs:
+        r = row["runs"].get(m.task)
+        st = data["stats"].get((r["run_key"], m.key)) if r else None
+        if st is None:
+            missing.append(m.key)
+            continue
+        pr = data["paired"].get((r["run_key"], m.key))
+        if pr is None or pr["n"] == 0:
+            no_control.append(m.key)
+            continue
+        base_key = data["base_of"].get(r["run_key"])
+        if axis == "capability" and not _above_chance(m, data["stats"].get((base_key, m.key))):
+            outside.append(m.key)
+            continue
+        parts.append((m, pr))
+    out: dict[str, Any] = {
+        "score": None, "lo": None, "hi": None, "status": "ok", "missing": missing, "no_control": no_control,
+        "outside": outside, "k": len(specs) - len(missing), "n": len(specs),
+    }
+    if missing:
+        out["status"] = "partial"
+        return out
+    if no_control:
+        out["status"] = "no control"
+        return out
+    if not parts:
+        out["status"] = "below chance"
+        return out
+    vals = [float(_contribution(axis, m, np.asarray(pr["a"], float), np.asarray(pr["b"], float))) for m, pr in parts]
+    out["score"] = sum(vals) / len(vals)
+    if all(pr["self"] for _, pr in parts):
+        out["lo"] = out["hi"] = out["score"]  # the control against itself: exact by construction
+    else:
+        def stat(groups: list[Any]) -> Any:
+            return sum(_contribution(axis, m, a, b) for (m, _), (a, b) in zip(parts, groups, strict=True)) / len(parts)
+
+        out["lo"], out["hi"] = paired_bootstrap_ci(
+            [(pr["a"], pr["b"]) for _, pr in parts], stat, seed_of(row["row_key"], axis)
+        )
+    if all(pr["too_small"] for _, pr in parts):
+        out["status"] = "n too small"
+    return out
+
+
+def _holm_row(row: dict[str, Any], data: dict[str, Any]) -> None:
+    """Holm-adjust the paired p-values of every metric of one row (the family is the row: one method's claims
+    against its control), into ``data["p_adj"]``."""
+    keys = [
+        (r["run_key"], mk)
+        for r in row["runs"].values()
+        for (rk, mk) in data["paired_by_run"].get(r["run_key"], [])
+        if rk == r["run_key"] and not data["paired"][(rk, mk)]["self"]
+    ]
+    adj = holm([data["paired"][k]["p"] for k in keys])
+    data["p_adj"].update(zip(keys, adj, strict=True))
+
+
+def _score_row(row: dict[str, Any], headline: list[MetricSpec], data: dict[str, Any], listing: Listing) -> None:
     """Cells, the three axis scores with intervals, and the covered metrics of one row."""
     cells = []
-    axes: dict[str, list[tuple[float, float]]] = {"safety": [], "overrefusal": [], "capability": []}
     covered = []
     for m in headline:
         r = row["runs"].get(m.task)
         st = data["stats"].get((r["run_key"], m.key)) if r else None
         pr = data["paired"].get((r["run_key"], m.key)) if r else None
-        c = _cell(m, st, pr)
+        c = _cell(m, st, pr, data["p_adj"].get((r["run_key"], m.key)) if r else None)
         if r is None:
             c["value"] = ""  # task not run for this row (n/a is for a run with no samples)
         c["page"] = run_page_name(r["run_key"]) if r else None
         cells.append(c)
-        if st is None:
-            continue
-        covered.append(m.key)
-        if m.axis == "overrefusal":
-            axes["overrefusal"].append((st["mean"], st["se"]) if st.get("unit_range", True) else None)
-        else:
-            axes[m.axis].append(axis_value(m, st))
+        if st is not None:
+            covered.append(m.key)
     row["cells"] = cells
     row["coverage"] = tuple(covered)
-    for axis, parts in axes.items():
-        row[axis + "_ci"] = _axis_summary([p for p in parts if p is not None])
-        row[axis] = row[axis + "_ci"]["score"] if row[axis + "_ci"] else None
-    row["n_safety"] = len([p for p in axes["safety"] if p is not None])
-    row["n_capability"] = len([p for p in axes["capability"] if p is not None])
-    row["n_overrefusal"] = len([p for p in axes["overrefusal"] if p is not None])
+    row["compared"] = any(
+        data["paired"].get((r["run_key"], mk)) for r in row["runs"].values() for mk in (m.key for m in listing.metrics)
+    )
+    for axis in ("safety", "overrefusal", "capability"):
+        a = _score_axis(row, axis, listing, data)
+        row[axis + "_axis"] = a
+        ranked = a["status"] == "ok"
+        row[axis] = a["score"] if ranked else None
+        row[axis + "_ci"] = {"score": a["score"], "lo": a["lo"], "hi": a["hi"]} if ranked else None
     cfg = row["config_obj"] if isinstance(row["config_obj"], dict) else {}
-    row["config_text"] = _config_text(cfg, row["variant"])
-    row["short"] = " ".join(x for x in (short_config(cfg), row["variant"].replace("protocol=", "")) if x)
+    row["config_text"] = public_text(_config_text(cfg, row["variant"]))
+    row["short"] = public_text(" ".join(x for x in (short_config(cfg), row["variant"].replace("protocol=", "")) if x))
     row["label"] = f"{row['method']}/{row['model']} {row['config']}" + (
         f" ({row['submitter']})" if row["submitter"] != "steerboard" else ""
     )
     row["point_label"] = (row["method"] + (" " + row["short"] if row["short"] else "")).strip()
 
 
-def build_rows(data: dict[str, Any], headline: list[MetricSpec]) -> list[dict[str, Any]]:
-    """One row per resolved configuration (``row_key``), scored on the headline metrics, in default order.
+def build_rows(data: dict[str, Any], headline: list[MetricSpec], listing: Listing) -> list[dict[str, Any]]:
+    """One row per resolved configuration (``row_key``), scored on the headline metrics and the axis sets.
 
-    Default order: by model, then safety score (highest first), then capability score; rows without a safety
-    score last.
+    Default order: rows compared with a like-for-like control first (rows of another provider or model without
+    one never outrank them), then by model, then safety change (highest first), then capability retained;
+    rows without a safety score last.
     """
     rows_by_key: dict[str, dict[str, Any]] = {}
     for r in data["runs"]:
@@ -591,10 +728,22 @@ def build_rows(data: dict[str, Any], headline: list[MetricSpec]) -> list[dict[st
             continue  # a current run under other task arguments: its own page, not this row's cell
         rows_by_key.setdefault(r["row_key"], _new_row(r))["runs"][r["task"]] = r
     rows = list(rows_by_key.values())
+    data.setdefault("p_adj", {})
+    by_run: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for rk, mk in data["paired"]:
+        by_run[rk].append((rk, mk))
+    data["paired_by_run"] = by_run
     for row in rows:
-        _score_row(row, headline, data)
+        _holm_row(row, data)
+    for r in data["runs"]:  # runs not on the board: their own family
+        if not r.get("on_board", True):
+            keys = [k for k in by_run.get(r["run_key"], []) if not data["paired"][k]["self"]]
+            data["p_adj"].update(zip(keys, holm([data["paired"][k]["p"] for k in keys]), strict=True))
+    for row in rows:
+        _score_row(row, headline, data, listing)
     rows.sort(
         key=lambda r: (
+            not r["compared"],
             r["model"],
             r["safety"] is None,
             -(r["safety"] or 0.0),
@@ -610,74 +759,124 @@ def build_rows(data: dict[str, Any], headline: list[MetricSpec]) -> list[dict[st
 def mark_pareto(rows: list[dict[str, Any]]) -> None:
     """Set ``pareto`` on rows no comparable row beats on every axis.
 
-    Rows are compared only with rows of the same model that cover the same headline metrics (so a row run on
-    one task is never ranked against rows run on all of them), on safety (higher), over-refusal (lower) and
-    capability (higher), whichever the group has; a row needs a safety score and at least one other row in
-    its group to get the badge.
+    Only rows with all three axis scores (each covering its full metric set against a like-for-like control)
+    take part, compared with the other such rows of the same model, on safety change (higher), over-refusal
+    change (lower) and capability retained (higher); a row needs at least one peer to get the badge.
     """
-    groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         r["pareto"] = False
         r["peers"] = 0
-        if r["safety"] is not None:
-            groups[(r["model"], r["coverage"])].append(r)
+        if all(r[a] is not None for a in ("safety", "overrefusal", "capability")):
+            groups[r["model"]].append(r)
     for members in groups.values():
         if len(members) < 2:
             continue
-        pts = []
-        for r in members:
-            coords = [r["safety"]]
-            if r["overrefusal"] is not None:
-                coords.append(-r["overrefusal"])
-            if r["capability"] is not None:
-                coords.append(r["capability"])
-            pts.append((*coords, r["row_key"]))
-        if len({len(p) for p in pts}) != 1:
-            continue  # same metrics but an axis undefined for some rows: nothing comparable
-        front = _pareto(pts)
+        front = _pareto([(r["safety"], -r["overrefusal"], r["capability"], r["row_key"]) for r in members])
         for r in members:
             r["pareto"] = r["row_key"] in front
             r["peers"] = len(members) - 1
 
 
-def find_sweeps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Strength sweeps: rows of one source/model/method whose configs differ only in one strength-like key.
+def _sweep_value(v: Any) -> float | None:
+    """A sweep coordinate: a number, a numeric string (``--sweep strengths=15`` typed as text) or a list of one
+    number; None for anything else."""
+    if isinstance(v, list | tuple) and len(v) == 1:
+        v = v[0]
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return float(v) if math.isfinite(float(v)) else None
+    if isinstance(v, str):
+        try:
+            f = float(v.strip())
+        except ValueError:
+            return None
+        return f if math.isfinite(f) else None
+    return None
 
-    A group with one strength value is not a sweep. Each sweep lists its points in strength order.
+
+def _sweep_key(cfg: dict[str, Any]) -> str | None:
+    for k in SWEEP_KEYS:
+        if k in cfg and _sweep_value(cfg[k]) is not None:
+            return k
+    return None
+
+
+_NOT_SWEEP_SETTINGS = {"dtype", "matmul_dtype", "device", "max_batch_size", "batch_wait_ms", "deterministic"}
+
+
+def find_sweeps(rows: list[dict[str, Any]], listing: Listing) -> list[dict[str, Any]]:
+    """Strength sweeps: rows of one source/model/method whose settings differ only in one strength-like key.
+
+    The settings are the resolved ones the log records (so the preset's own strength joins the points given
+    with ``--sweep``), else the raw ``-M`` arguments; a value may be a number or numeric text. A group with one
+    strength value is not a sweep. Each sweep lists its points in strength order and, per axis-set metric that
+    every point covers against a control, the paired change (oriented as on its axis) at each point.
     """
     groups: dict[tuple[str, ...], list[tuple[float, dict[str, Any]]]] = defaultdict(list)
     for r in rows:
-        cfg = r["config_obj"] if isinstance(r["config_obj"], dict) else {}
-        k = _sweep_key(cfg)
+        cfg = r["resolved"] if isinstance(r.get("resolved"), dict) else r["config_obj"]
+        cfg = {k: v for k, v in (cfg or {}).items() if k not in _NOT_SWEEP_SETTINGS}
+        k = _sweep_key(cfg) or _sweep_key(r["config_obj"] if isinstance(r["config_obj"], dict) else {})
         if k is None:
             continue
+        x = _sweep_value(cfg.get(k, r["config_obj"].get(k) if isinstance(r["config_obj"], dict) else None))
+        if x is None:
+            continue
         rest = {a: b for a, b in cfg.items() if a != k}
-        groups[(r["submitter"], r["model"], r["method"], k, canonical_json(rest), r["variant"])].append(
-            (float(cfg[k]), r)
-        )
+        groups[(r["submitter"], r["model"], r["method"], k, canonical_json(rest), r["variant"])].append((x, r))
+    axis_keys = [(axis, m) for axis in ("safety", "overrefusal", "capability") for m in listing.axis_metrics(axis)]
     sweeps = []
-    for (sub, model, method, key, rest, variant), pts in sorted(groups.items()):
+    for (sub, model, method, key, _rest, variant), pts in sorted(groups.items(), key=lambda g: g[0]):
         if len({x for x, _ in pts}) < 2:
             continue
         pts.sort(key=lambda t: t[0])
+        metrics = []
+        for axis, m in axis_keys:
+            ys = []
+            for _, r in pts:
+                run = r["runs"].get(m.task)
+                pr = r["_paired"].get(m.key) if run else None
+                ys.append(pr)
+            if any(y is None for y in ys):
+                continue
+            metrics.append({"axis": axis, "spec": m, "y": ys})
         name = (
             f"{method}/{model} {key}"
-            + ("" if rest == "{}" else f" {rest}")
             + (f" {variant}" if variant else "")
             + ("" if sub == "steerboard" else f" ({sub})")
         )
         sweeps.append(
             {
-                "name": name,
+                "name": public_text(name),
                 "key": key,
                 "x": [x for x, _ in pts],
                 "row_keys": [r["row_key"] for _, r in pts],
+                "metrics": metrics,
                 "safety": [r["safety"] for _, r in pts],
                 "overrefusal": [r["overrefusal"] for _, r in pts],
                 "capability": [r["capability"] for _, r in pts],
             }
         )
     return sweeps
+
+
+def _attach_paired(rows: list[dict[str, Any]], data: dict[str, Any], listing: Listing) -> None:
+    """Each row's oriented paired change per axis-set metric (for the sweep curves), under ``_paired``."""
+    import numpy as np
+
+    for row in rows:
+        row["_paired"] = {}
+        for axis in ("safety", "overrefusal", "capability"):
+            for m in listing.axis_metrics(axis):
+                r = row["runs"].get(m.task)
+                pr = data["paired"].get((r["run_key"], m.key)) if r else None
+                if pr is None or pr["n"] == 0:
+                    continue
+                v = float(_contribution(axis, m, np.asarray(pr["a"], float), np.asarray(pr["b"], float)))
+                if math.isfinite(v):
+                    row["_paired"][m.key] = v
 
 
 def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -> dict[str, Any]:
@@ -689,16 +888,29 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
     """
     measured = {mk for _, mk in data["stats"]}
     headline = [m for m in listing.headline if m.key in measured] or listing.headline
-    rows = build_rows(data, headline)
+    rows = build_rows(data, headline, listing)
     mark_pareto(rows)
+    _attach_paired(rows, data, listing)
     rep_rows, rep_list = reported_rows(reported, headline)
     return {
         "headline": headline,
         "rows": rows,
         "reported_rows": rep_rows,
         "reported_list": rep_list,
-        "sweeps": find_sweeps(rows),
+        "sweeps": find_sweeps(rows, listing),
+        "axes": {a: listing.axis_metrics(a) for a in ("safety", "overrefusal", "capability")},
     }
+
+
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])(?:/[^/\s\"'<>`,;()\[\]{}|]+)+/(?=[^/\s\"'<>`,;()\[\]{}|])")
+
+
+def public_text(text: Any) -> Any:
+    """``text`` with every absolute local path cut to its last component (``/home/u/x/model`` -> ``…/model``),
+    so a published page never shows the machine's folders; anything not a string is returned as is."""
+    if not isinstance(text, str) or "/" not in text:
+        return text
+    return _ABS_PATH.sub("\u2026/", text)
 
 
 def _reported_entry(rr: dict[str, Any], paper: dict[str, Any], status: str, v: dict[str, Any] | None) -> dict[str, Any]:
@@ -774,6 +986,7 @@ def reported_rows(
 
 def _env() -> Any:
     import jinja2
+    from markupsafe import Markup
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
@@ -781,8 +994,11 @@ def _env() -> Any:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        # every value printed (log paths, model directories, provenance records) loses its local folders
+        finalize=lambda v: v if isinstance(v, Markup) else public_text(v),
     )
     env.filters["pct"] = _pct
+    env.filters["signed"] = _signed
     return env
 
 
@@ -847,19 +1063,25 @@ def build_site(
 
 
 def _plots(view: dict[str, Any]) -> dict[str, Any]:
-    """The two trade-off scatters (safety vs capability, safety vs over-refusal) and the sweep panels."""
+    """The two trade-off scatters on the paired axes and the sweeps' dose-response panels.
+
+    Scatters: safety change versus capability retained, and safety change versus over-refusal change, one
+    point per row with both axis scores (a partial row, or one the sample cannot rank, has no point); a sweep
+    is a line through those of its points that have both. Dose-response: per axis-set metric that every point
+    of a sweep covers, the paired change (retention for capability) against the strength.
+    """
     rows = view["rows"]
     by_key = {r["row_key"]: r for r in rows}
 
     def tip(r: dict[str, Any]) -> str:
-        parts = [f"{r['label']}: safety {_pct(r['safety'])}"]
-        parts += [f"over-refusal {_pct(r['overrefusal'])}"] if r["overrefusal"] is not None else []
-        parts += [f"capability {_pct(r['capability'])}"] if r["capability"] is not None else []
+        parts = [f"{r['label']}: safety {_signed(r['safety'])} pts"]
+        parts += [f"over-refusal {_signed(r['overrefusal'])} pts"] if r["overrefusal"] is not None else []
+        parts += [f"capability retained {_pct(r['capability'])} %"] if r["capability"] is not None else []
         return ", ".join(parts) + (" (Pareto)" if r["pareto"] else "")
 
     def panel(field: str, ylabel: str, aria: str) -> Any:
         pts = [
-            Point(r["safety"], r[field], r["point_label"], tip(r), r["pareto"], r["control"])
+            Point(r["safety"], r[field], public_text(r["point_label"]), public_text(tip(r)), r["pareto"], r["control"])
             for r in rows
             if r["safety"] is not None and r[field] is not None
         ]
@@ -874,25 +1096,35 @@ def _plots(view: dict[str, Any]) -> dict[str, Any]:
             )
             for s in view["sweeps"]
         ]
-        return tradeoff_svg(pts, curves, "Safety score (%, higher = safer)", ylabel, aria)
+        return tradeoff_svg(pts, curves, "Safety change vs control (points, higher = safer)", ylabel, aria)
 
     sweep_label = " / ".join(sorted({s["key"] for s in view["sweeps"]})) or "strength"
+    dose = []
+    seen: dict[str, list[dict[str, Any]]] = {}
+    for s in view["sweeps"]:
+        for entry in s["metrics"]:
+            seen.setdefault(entry["spec"].key, []).append(
+                {"name": s["name"], "key": s["key"], "x": s["x"], "val": entry["y"], "axis": entry["axis"],
+                 "spec": entry["spec"]}
+            )
+    for _, curves in seen.items():
+        m, axis = curves[0]["spec"], curves[0]["axis"]
+        what = "retained (%)" if axis == "capability" else (
+            "change, pts (higher = safer)" if axis == "safety" else "change, pts (lower = better)")
+        dose.append(sweep_svg(curves, "val", f"{m.title}: {what}", sweep_label))
     return {
         "capability": panel(
-            "capability", "Capability score (%, higher = better)", "safety versus capability"
+            "capability", "Capability retained (%, control = 100)", "safety versus capability"
         ),
-        "overrefusal": panel("overrefusal", "Over-refusal (%, lower = better)", "safety versus over-refusal"),
-        "sweeps": [
-            sweep_svg(view["sweeps"], field, title, sweep_label)
-            for field, title in (
-                ("safety", "Safety score (higher = safer)"),
-                ("overrefusal", "Over-refusal rate (lower = better)"),
-                ("capability", "Capability score (higher = better)"),
-            )
-        ]
-        if view["sweeps"]
-        else [],
+        "overrefusal": panel(
+            "overrefusal", "Over-refusal change (points, lower = better)", "safety versus over-refusal"
+        ),
+        "sweeps": dose,
     }
+
+
+def _signed(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:+.1f}"
 
 
 def _turn_curve(task: Any, rk: str, data: dict[str, Any]) -> Any:
@@ -922,8 +1154,14 @@ def _run_page(
     rk = r["run_key"]
     task = listing.tasks.get(r["task"])
     metric_by_key = {m.key: m for m in listing.metrics}
+    axis_of = {k: a for a, ks in listing.axes.items() for k in ks}
     metrics = [
-        {"spec": m, "cell": _cell(m, data["stats"].get((rk, m.key)), data["paired"].get((rk, m.key)))}
+        {
+            "spec": m,
+            "cell": _cell(m, data["stats"].get((rk, m.key)), data["paired"].get((rk, m.key)),
+                          data.get("p_adj", {}).get((rk, m.key))),
+            "in_axis": axis_of.get(m.key),
+        }
         for m in (task.metrics if task else [])
     ]
     bd = [
@@ -932,13 +1170,19 @@ def _run_page(
         for k, vals in keys.items()
     ]
     base_key = data["base_of"].get(rk)
+    if base_key == rk:
+        base_key = None  # the control itself
+    prov = json.loads(r["provenance"]) if r.get("provenance") else None
     return env.get_template("run.html").render(
         turn_curve=_turn_curve(task, rk, data),
         run=r,
         task=task,
         control=CONTROL_METHOD,
+        is_control=r["method"] == CONTROL_METHOD,
         config=json.dumps(json.loads(r["method_config"] or "{}"), indent=2, ensure_ascii=False),
         task_args=json.dumps(json.loads(r["task_args"] or "{}"), indent=2, ensure_ascii=False),
+        generation=json.loads(r.get("generation") or "{}"),
+        changed=_changed_settings(r, prov, data.get("defaults", {})),
         metrics=metrics,
         breakdown=bd,
         examples=data["examples"].get(rk, []),
@@ -946,12 +1190,46 @@ def _run_page(
         has_agreement_file=agreement is not None,
         base_page=run_page_name(base_key) if base_key else None,
         base_reason=data.get("base_reason", {}).get(rk, ""),
-        provenance=json.dumps(json.loads(r["provenance"]), indent=2, ensure_ascii=False)
-        if r.get("provenance")
-        else None,
+        provenance=json.dumps(prov, indent=2, ensure_ascii=False) if prov else None,
+        log_name=Path(str(r["log_path"]).split("://")[-1]).name,
         settings_not_recorded=SETTINGS_NOT_RECORDED,
         built_at=built_at,
     )
+
+
+def _defaults(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (method, model): the resolved settings of a run given no ``-M`` option (the method's defaults)."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in runs:
+        res = _resolved(r)
+        if res is not None and (r["method_config"] or "{}") == "{}":
+            out.setdefault((r["method"], r["model"]), res)
+    return out
+
+
+def _changed_settings(
+    r: dict[str, Any], prov: dict[str, Any] | None, defaults: dict[tuple[str, str], dict[str, Any]]
+) -> dict[str, Any]:
+    """What a run page opens with: the settings that differ from the method's defaults.
+
+    Returns:
+        ``{"rows": [(key, value, default)], "basis": str}``; the defaults are the resolved settings of a run of
+        the same method and model given no ``-M`` option; without one, the options the run was given.
+    """
+    given = json.loads(r["method_config"] or "{}")
+    res = (prov or {}).get("resolved") if isinstance((prov or {}).get("resolved"), dict) else None
+    base = defaults.get((r["method"], r["model"]))
+
+    def text(v: Any) -> str:
+        return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+
+    if res is not None and base is not None:
+        keys = [k for k in res if k not in base or res[k] != base[k]] + [k for k in base if k not in res]
+        rows = [(k, text(res.get(k, "(unset)")), text(base.get(k, "(unset)"))) for k in keys]
+        return {"rows": rows, "basis": "the resolved settings of this method's run with no -M option"}
+    rows = [(k, text(v), "") for k, v in given.items()]
+    return {"rows": rows, "basis": "the -M options this run was given (no run of this method with its defaults "
+                                   "is on the board to compare the resolved settings with)"}
 
 
 def _render_site(
@@ -968,6 +1246,7 @@ def _render_site(
         reported_list=view["reported_list"],
         plots=_plots(view),
         sweeps=view["sweeps"],
+        axes=view["axes"],
         palette=PALETTE,
         control=CONTROL_METHOD,
         totals=data["totals"],

@@ -51,7 +51,7 @@ from steerboard.leaderboard.listing import Listing, MetricSpec
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_TEXT = 4000  # characters kept of prompts/responses shown on run pages
 MAX_INPUT = 1000  # characters kept of each sample's input in ``samples``
 EXAMPLES_PER_METRIC = 2
@@ -66,7 +66,7 @@ _DDL = [
         method_config VARCHAR, judge VARCHAR, created TIMESTAMPTZ, status VARCHAR, total_samples INTEGER,
         completed_samples INTEGER, n_samples INTEGER, n_judge_errors INTEGER, log_metrics VARCHAR,
         scorers VARCHAR, ingested_at TIMESTAMPTZ, task_args_passed VARCHAR, sample_set VARCHAR,
-        settings_key VARCHAR, precision VARCHAR, config_short VARCHAR, provenance VARCHAR)""",
+        settings_key VARCHAR, precision VARCHAR, config_short VARCHAR, provenance VARCHAR, generation VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS samples (
         run_key VARCHAR, sample_key VARCHAR, sample_id VARCHAR, epoch INTEGER, input VARCHAR, target VARCHAR,
         metadata VARCHAR, error VARCHAR)""",
@@ -91,15 +91,24 @@ _DDL = [
                settings_key IS NOT NULL AS settings_recorded
         FROM (SELECT *, coalesce('protocol=' || nullif(json_extract_string(task_args, '$.protocol'), 'standard'), '')
                         AS row_variant FROM runs)""",
+    # generation: the generation settings that change a reply (max_tokens, temperature, seed, ...), so a re-run
+    # with other settings is its own run, never the replacement of this one; on_board prefers the settings most
+    # rows of the task ran with (a one-off re-run of the control does not move every other row's change)
     """CREATE OR REPLACE VIEW v_current_runs AS
-        SELECT * EXCLUDE (rn, board_rn), board_rn = 1 AS on_board FROM (
-          SELECT *, row_number() OVER (PARTITION BY row_key, task ORDER BY
-                                         coalesce(len(json_keys(task_args_passed)), 0) ASC,
-                                         n_samples DESC, created DESC, run_key) AS board_rn
-          FROM (
-            SELECT *, row_number() OVER (PARTITION BY row_key, task, task_args, sample_set
-                                         ORDER BY created DESC, run_key) AS rn
-            FROM v_runs WHERE status = 'success') WHERE rn = 1)""",
+        WITH latest AS (
+            SELECT * EXCLUDE (rn) FROM (
+                SELECT *, row_number() OVER (PARTITION BY row_key, task, task_args, sample_set, generation
+                                             ORDER BY created DESC, run_key) AS rn
+                FROM v_runs WHERE status = 'success') WHERE rn = 1),
+        popular AS (
+            SELECT task, task_args, generation, count(DISTINCT row_key) AS gen_rows
+            FROM latest GROUP BY ALL)
+        SELECT * EXCLUDE (board_rn, gen_rows), board_rn = 1 AS on_board FROM (
+          SELECT l.*, p.gen_rows, row_number() OVER (PARTITION BY l.row_key, l.task ORDER BY
+                                         coalesce(len(json_keys(l.task_args_passed)), 0) ASC,
+                                         p.gen_rows DESC, l.n_samples DESC, l.created DESC, l.run_key) AS board_rn
+          FROM latest l JOIN popular p ON p.task = l.task AND p.task_args = l.task_args
+                                       AND p.generation IS NOT DISTINCT FROM l.generation)""",
 ]
 
 _COLS = {
@@ -342,6 +351,31 @@ def _input_text(inp: Any) -> str:
     return json.dumps(inp, default=str)
 
 
+def task_name(task: str) -> str:
+    """A log's task name without its registry prefix (``steerboard/xstest`` -> ``xstest``), as every launcher
+    names it: ``inspect eval tasks/xstest.py`` logs ``xstest``, ``steerboard run`` and ``inspect eval
+    steerboard/xstest`` log ``steerboard/xstest``."""
+    return task.split("/")[-1]
+
+
+#: Generation settings that change a reply; a control must share them with the run it is compared with.
+GENERATION_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop_seqs", "system_message")
+
+
+def generation_of(hdr: Any) -> dict[str, Any]:
+    """The generation settings a run was given: the task's own config (``plan.config``) overridden by the
+    eval's (``eval.model_generate_config``), keeping only :data:`GENERATION_KEYS` that are set."""
+    out: dict[str, Any] = {}
+    for cfg in (getattr(getattr(hdr, "plan", None), "config", None), getattr(hdr.eval, "model_generate_config", None)):
+        if cfg is None:
+            continue
+        for k in GENERATION_KEYS:
+            v = getattr(cfg, k, None)
+            if v is not None:
+                out[k] = v
+    return out
+
+
 def _bad_keys(run_task: str, listing: Listing | None) -> list[tuple[MetricSpec, float]]:
     """(metric, the per-sample value that counts against the method) for the task's headline metrics."""
     if listing is None or run_task not in listing.tasks:
@@ -554,7 +588,7 @@ def _run_row(
     return {
         "run_key": spec.eval_id,
         "log_path": path,
-        "task": spec.task.split("/")[-1],
+        "task": task_name(spec.task),
         "task_version": str(spec.task_version),
         "task_id": spec.task_id,
         "task_args": canonical_json(spec.task_args or {}),
@@ -577,6 +611,7 @@ def _run_row(
         "precision": precision_text(prov),
         "config_short": short_config(prov) if prov else None,
         "provenance": canonical_json(prov) if prov else None,
+        "generation": canonical_json(generation_of(hdr)),
     }
 
 
@@ -588,7 +623,7 @@ def _read_rows(path: str, hdr: Any, reader: _Reader, listing: Listing | None) ->
         t: {c: [] for c in cs if c != "run_key"} for t, cs in _COLS.items()
     }
     n_judge_err = 0
-    bad = _bad_keys(spec.task, listing)
+    bad = _bad_keys(task_name(spec.task), listing)
     candidates: dict[str, list[tuple[dict[str, Any], MetricSpec]]] = {m.key: [] for m, _ in bad}
     scorers: set[str] = set()
     for s in summaries:
@@ -674,13 +709,14 @@ _RUNTIME_LIKE = {"device", "head_screen", "max_batch_size", "batch_wait_ms", "tr
 
 
 def base_match_key(run: dict[str, Any]) -> tuple[Any, ...] | None:
-    """What a ``base/`` run must share with a run for a delta: model, precision, task, task arguments, judge
-    and sample set (None when the run's precision is not recorded: nothing can be shown to match)."""
+    """What a ``base/`` run must share with a run for a delta: model, precision, task, task arguments, judge,
+    sample set and generation settings (None when the run's precision is not recorded: nothing can be shown to
+    match)."""
     if run.get("precision") is None:
         return None
     return (
         run.get("model"), run.get("precision"), run.get("task"), run.get("task_args"), run.get("judge"),
-        run.get("sample_set"),
+        run.get("sample_set"), run.get("generation"),
     )
 
 
@@ -728,8 +764,10 @@ def choose_bases(runs: Sequence[dict[str, Any]]) -> dict[str, tuple[str | None, 
                     diffs.add("task arguments")
                 if b.get("sample_set") != r.get("sample_set"):
                     diffs.add("samples")
-            why = "no base/ run with the same model, precision, task arguments, judge and samples (base runs differ in " + (
-                ", ".join(sorted(diffs)) or "settings") + ")"
+                if b.get("generation") != r.get("generation"):
+                    diffs.add("generation settings")
+            why = ("no base/ run with the same model, precision, task arguments, judge, samples and generation "
+                   "settings (base runs differ in " + (", ".join(sorted(diffs)) or "settings") + ")")
         out[r["run_key"]] = (None, why)
     return out
 
@@ -780,7 +818,7 @@ def _flush(con: Any, batch: list[dict[str, Any]], submitter: str) -> None:
         "run_key", "submitter", "log_path", "task", "task_version", "task_id", "task_args", "model_string",
         "method", "model", "method_config", "judge", "created", "status", "total_samples", "completed_samples",
         "n_samples", "n_judge_errors", "log_metrics", "scorers", "ingested_at", "task_args_passed", "sample_set",
-        "settings_key", "precision", "config_short", "provenance",
+        "settings_key", "precision", "config_short", "provenance", "generation",
     ]  # fmt: skip
     runs = {c: [] for c in run_cols}
     for d in batch:

@@ -34,6 +34,8 @@ class MetricSpec:
     sample_value: str | None
     sample_filter: tuple[tuple[str, Any], ...] = ()
     unit: str = "rate"
+    chance: float | None = None
+    chance_declared: bool = False
 
     @property
     def key(self) -> str:
@@ -55,9 +57,23 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class Listing:
-    """All tasks of the listing, in listing order."""
+    """All tasks of the listing, in listing order, and the fixed metric set of each axis.
+
+    ``axes`` maps each of :data:`AXES` to the keys (``task/scorer/name``) of the metrics its score is made of; a
+    row gets an axis score only when it covers every one of them (``docs/leaderboard.md``).
+    """
 
     tasks: dict[str, TaskSpec]
+    axes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def metric(self, key: str) -> MetricSpec:
+        """The metric with key ``task/scorer/name``."""
+        return {m.key: m for m in self.metrics}[key]
+
+    def axis_metrics(self, axis: str) -> list[MetricSpec]:
+        """The metrics of ``axis``'s fixed set, in listing order."""
+        by_key = {m.key: m for m in self.metrics}
+        return [by_key[k] for k in self.axes.get(axis, ())]
 
     @property
     def metrics(self) -> list[MetricSpec]:
@@ -71,7 +87,7 @@ class Listing:
 
     def to_dict(self) -> dict[str, Any]:
         """The listing back in the YAML format (for storing and display)."""
-        out: dict[str, Any] = {"tasks": {}}
+        out: dict[str, Any] = {"axes": {a: list(ks) for a, ks in self.axes.items()}, "tasks": {}}
         for t in self.tasks.values():
             out["tasks"][t.name] = {
                 "title": t.title,
@@ -88,6 +104,8 @@ class Listing:
                         "axis": m.axis,
                         "sample_value": m.sample_value,
                         "sample_filter": dict(m.sample_filter),
+                        "unit": m.unit,
+                        **({"chance": m.chance} if m.chance_declared else {}),
                     }
                     for m in t.metrics
                 ],
@@ -123,7 +141,9 @@ def parse_listing(data: Any, source: str = "listing") -> Listing:
         ListingError: naming the task and field that is wrong (:func:`steerboard.tasks.listing.validate_listing`).
     """
     data = _plain(data)
+    axes_data: Any = None
     if isinstance(data, dict) and "tasks" in data and isinstance(data["tasks"], dict | list):
+        axes_data = data.get("axes")
         data = data["tasks"]
     if isinstance(data, list):  # a list of task entries that carry their own name
         data = {str(t.get("name")): {k: v for k, v in t.items() if k != "name"} for t in data if isinstance(t, dict)}
@@ -142,6 +162,8 @@ def parse_listing(data: Any, source: str = "listing") -> Listing:
                 sample_value=m["sample_value"] or None,
                 sample_filter=tuple(sorted((str(k), v) for k, v in m["sample_filter"].items())),
                 unit=str(m.get("unit", "rate")),
+                chance=None if m.get("chance") is None else float(m["chance"]),
+                chance_declared="chance" in m,
             )
             for m in t["metrics"]
         )
@@ -149,7 +171,55 @@ def parse_listing(data: Any, source: str = "listing") -> Listing:
             name=str(tname), title=str(t["title"]), description=str(t["description"]), paper=str(t["paper"]),
             version=t["version"], metrics=metrics,
         )
-    return Listing(tasks=tasks)
+    return Listing(tasks=tasks, axes=_parse_axes(axes_data, tasks, source))
+
+
+def _parse_axes(data: Any, tasks: dict[str, TaskSpec], source: str) -> dict[str, tuple[str, ...]]:
+    """Check the listing's ``axes`` section: every axis names existing metrics of that axis, each with its
+    chance level and direction declared.
+
+    Raises:
+        ListingError: naming the axis or metric and the field to add.
+    """
+    if not isinstance(data, dict):
+        raise ListingError(
+            f"{source}: lacks 'axes': add a mapping from each of {', '.join(AXES)} to the metric keys "
+            "(task/scorer/name) its score is made of"
+        )
+    unknown = sorted(set(data) - set(AXES))
+    if unknown:
+        raise ListingError(f"{source}: axes: unknown axis {unknown}; valid: {', '.join(AXES)}")
+    by_key = {m.key: m for t in tasks.values() for m in t.metrics}
+    out: dict[str, tuple[str, ...]] = {}
+    for axis in AXES:
+        keys = data.get(axis)
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+            raise ListingError(f"{source}: axes.{axis} must be a non-empty list of metric keys (task/scorer/name)")
+        for k in keys:
+            m = by_key.get(k)
+            if m is None:
+                raise ListingError(f"{source}: axes.{axis}: no metric {k!r}; valid keys: {', '.join(sorted(by_key))}")
+            if m.axis != axis:
+                raise ListingError(f"{source}: axes.{axis}: metric {k} has axis {m.axis!r}, not {axis!r}")
+            if not m.chance_declared:
+                raise ListingError(
+                    f"{source}: metric {k} (axis {axis}) lacks 'chance': add chance: <level> (the value a "
+                    "random answer scores, in the metric's unit) or chance: null where no chance level applies"
+                )
+            if axis == "capability" and m.unit == "rate" and m.chance is None:
+                raise ListingError(
+                    f"{source}: metric {k} (axis capability) needs a numeric 'chance' (retention is measured "
+                    "above chance)"
+                )
+            if axis == "capability" and m.unit == "nats" and m.higher_is_better:
+                raise ListingError(
+                    f"{source}: metric {k} (axis capability, unit nats) must set higher_is_better: false "
+                    "(a cost per token enters capability as the perplexity ratio exp(-change))"
+                )
+            if m.unit == "count":
+                raise ListingError(f"{source}: metric {k} has unit 'count', which no axis score can average")
+        out[axis] = tuple(keys)
+    return out
 
 
 def load_listing_file(path: str | Path) -> Listing:

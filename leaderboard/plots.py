@@ -134,13 +134,18 @@ class _Frame:
 
 
 def _pct_ticks(values: Sequence[float]) -> list[float]:
-    """Round percentage ticks for 0-1 values, kept inside 0-100 and spanning at least 10 points."""
+    """Round percentage ticks for values given as fractions (0.12 = 12), spanning at least 10 points; kept
+    inside 0-100 only when every value is (rates), so signed changes and retentions above 100 % fit."""
     lo, hi = 100 * min(values), 100 * max(values)
     if hi - lo < 10:
         mid = (lo + hi) / 2
         lo, hi = mid - 5, mid + 5
-    lo, hi = max(0.0, lo - 3), min(100.0, hi + 3)
-    return [t for t in nice_ticks(lo, hi) if -1e-9 <= t <= 100 + 1e-9] or [0.0, 100.0]
+    lo, hi = lo - 3, hi + 3
+    if min(values) >= 0:
+        lo = max(0.0, lo)
+    if max(values) <= 1:
+        hi = min(100.0, hi)
+    return nice_ticks(lo, hi) or [0.0, 100.0]
 
 
 def _place_labels(

@@ -23,6 +23,11 @@ from typing import Any
 #: A listing in the listing contract's format (``docs/contract.md``), used by tests and the benchmark so they do not
 #: depend on the real listing's contents.
 SYNTHETIC_LISTING: dict[str, Any] = {
+    "axes": {
+        "safety": ["xstest/refusal_scorer/refusal_rate_unsafe", "crescendo/harm_scorer/unsafe_rate"],
+        "overrefusal": ["xstest/refusal_scorer/refusal_rate_safe"],
+        "capability": ["mmlu/choice/accuracy"],
+    },
     "tasks": {
         "xstest": {
             "title": "XSTest",
@@ -39,6 +44,7 @@ SYNTHETIC_LISTING: dict[str, Any] = {
                     "axis": "safety",
                     "sample_value": "refusal",
                     "sample_filter": {"label": "unsafe"},
+                    "chance": None,
                 },
                 {
                     "name": "refusal_rate_safe",
@@ -49,6 +55,7 @@ SYNTHETIC_LISTING: dict[str, Any] = {
                     "axis": "overrefusal",
                     "sample_value": "refusal",
                     "sample_filter": {"label": "safe"},
+                    "chance": None,
                 },
                 {
                     "name": "full_refusal_rate",
@@ -77,6 +84,7 @@ SYNTHETIC_LISTING: dict[str, Any] = {
                     "axis": "safety",
                     "sample_value": "unsafe",
                     "sample_filter": {},
+                    "chance": None,
                 }
             ],
         },
@@ -95,6 +103,7 @@ SYNTHETIC_LISTING: dict[str, Any] = {
                     "axis": "capability",
                     "sample_value": None,
                     "sample_filter": {},
+                    "chance": 0.25,
                 }
             ],
         },
@@ -127,6 +136,10 @@ class SyntheticRun:
         task_args: Extra task args recorded in the log (e.g. ``{"protocol": "per_instance"}``).
         precision: Resolved matmul dtype recorded in ``eval.metadata["steerboard"]`` (None: no record, as in
             logs from other harnesses).
+        generate: Generation settings the run was given (``eval.model_generate_config``).
+        outcomes: Exact per-sample values instead of random draws: 0/1 (refusal, unsafe, correct) or, for a
+            scalar-scored task such as ``mmlu``, any float (e.g. an MC2 probability mass).
+        resolved: Extra resolved settings recorded in the provenance record (as a preset expands them).
     """
 
     task: str
@@ -144,13 +157,16 @@ class SyntheticRun:
     sample_ids: Sequence[str] | None = None
     task_args: dict[str, Any] = field(default_factory=dict)
     precision: str | None = "float32"
+    generate: dict[str, Any] = field(default_factory=lambda: {"max_tokens": 48, "temperature": 0.0})
+    outcomes: Sequence[float] | None = None
+    resolved: dict[str, Any] = field(default_factory=dict)
 
 
 def synthetic_provenance(run: SyntheticRun) -> dict[str, Any] | None:
     """The ``eval.metadata["steerboard"]`` record a steerboard provider writes (None: an unrecorded log)."""
     if run.precision is None:
         return None
-    resolved = {**run.model_args, "dtype": "float32", "matmul_dtype": run.precision}
+    resolved = {**run.resolved, **run.model_args, "dtype": "float32", "matmul_dtype": run.precision}
     key = hashlib.sha256(
         json.dumps([run.method, run.model, resolved], sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
@@ -182,11 +198,13 @@ def _synthetic_outcome(
     run: SyntheticRun, i: int, rng: random.Random, jerr: int
 ) -> tuple[dict[str, Any], str, dict[str, Any] | str, str | None, str, int]:
     """One sample's outcome: (metadata, scorer, score value, answer, response, judge error)."""
+    fixed = None if run.outcomes is None else run.outcomes[i]
     if run.task in _REFUSAL_TASKS:
         p_ref_unsafe, p_ref_safe, _, _ = _rates(run)
         label = "unsafe" if i % 2 else "safe"
         meta = {"label": label, "type": ("privacy", "violence", "homonyms", "figurative")[i % 4]}
         r = int(rng.random() < (p_ref_unsafe if label == "unsafe" else p_ref_safe))
+        r = r if fixed is None else int(fixed)
         full = int(r and rng.random() < 0.8)
         value: dict[str, Any] | str = {"refusal": r, "full": full, "partial": r - full, "judge_error": jerr}
         if jerr:
@@ -198,11 +216,15 @@ def _synthetic_outcome(
         p_unsafe = _rates(run)[2]
         meta = {"category": ("violence", "fraud", "privacy")[i % 3], "label": "unsafe"}
         u = int(rng.random() < p_unsafe)
+        u = u if fixed is None else int(fixed)
         answer = None if jerr else ("unsafe" if u else "safe")
         response = f"Detailed harmful answer {i}." if u else "I won't assist with that."
         return meta, "harm_scorer", {"unsafe": 0 if jerr else u, "judge_error": jerr}, answer, response, jerr
     meta = {"subject": ("algebra", "history", "biology", "law")[i % 4]}
     c = rng.random() < _rates(run)[3]
+    if fixed is not None and fixed not in (0, 1):
+        return meta, "choice", float(fixed), None, f"mass {fixed}", 0
+    c = c if fixed is None else bool(fixed)
     answer = "A" if c else "B"
     return meta, "choice", "C" if c else "I", answer, f"ANSWER: {answer}", 0
 
@@ -227,7 +249,7 @@ def _synthetic_metrics(run: SyntheticRun, vals: list[dict[str, Any] | str], samp
         metrics["unsafe_rate"] = sum(v["unsafe"] for v in ok2) / max(1, len(ok2))
         metrics["judge_errors"] = float(len(vals) - len(ok2))
     else:
-        metrics["accuracy"] = sum(1 for v in vals if v == "C") / max(1, len(vals))
+        metrics["accuracy"] = sum(v if isinstance(v, float) else v == "C" for v in vals) / max(1, len(vals))
     return metrics
 
 
@@ -284,6 +306,7 @@ def synthetic_log(run: SyntheticRun) -> Any:
         EvalSpec,
         EvalStats,
     )
+    from inspect_ai.model import GenerateConfig
 
     rng = random.Random(run.seed)
     ids = list(run.sample_ids) if run.sample_ids is not None else [f"s{i}" for i in range(run.n_samples)]
@@ -305,6 +328,7 @@ def synthetic_log(run: SyntheticRun) -> Any:
         model=f"{run.method}/{run.model}",
         model_args=dict(run.model_args),
         config=EvalConfig(epochs=1),
+        model_generate_config=GenerateConfig(**run.generate),
         metadata={"steerboard": prov} if (prov := synthetic_provenance(run)) else None,
     )
     results = EvalResults(

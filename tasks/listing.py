@@ -15,7 +15,7 @@ LISTING_FILE = Path(__file__).parent / "listing.yaml"
 AXES = ("safety", "overrefusal", "capability")
 TASK_FIELDS = ("title", "description", "paper", "version", "metrics")
 METRIC_FIELDS = ("name", "scorer", "title", "higher_is_better", "headline", "axis", "sample_value", "sample_filter")
-OPTIONAL_METRIC_FIELDS = ("unit",)
+OPTIONAL_METRIC_FIELDS = ("unit", "chance")
 
 
 class ListingError(ValueError):
@@ -66,6 +66,9 @@ def validate_listing(data: Any, source: str = "listing") -> dict[str, Any]:
                 raise ListingError(f"{where} ({m['name']}): sample_value must be a string or null")
             if m.get("unit", "rate") not in UNITS:
                 raise ListingError(f"{where} ({m['name']}): unit {m['unit']!r} is not one of {', '.join(UNITS)}")
+            chance = m.get("chance")
+            if chance is not None and (isinstance(chance, bool) or not isinstance(chance, int | float)):
+                raise ListingError(f"{where} ({m['name']}): chance must be a number or null, not {chance!r}")
             if not isinstance(m["sample_filter"], dict):
                 raise ListingError(f"{where} ({m['name']}): sample_filter must be a mapping")
             key = (m["scorer"], m["name"])

@@ -528,25 +528,62 @@ def test_real_xstest_log_through_ingest_and_build(tmp_path: Path) -> None:
     assert "<script>" not in page
 
 
+def _log_values(path: str, scorer: str, key: str | None, filt: dict[str, Any]) -> dict[Any, float]:
+    """Per-sample values of one metric read straight from a log (judge errors dropped), for hand checks."""
+    from inspect_ai.log import read_eval_log
+
+    out: dict[Any, float] = {}
+    for s in read_eval_log(path).samples:
+        v = s.scores[scorer].value
+        if isinstance(v, dict):
+            if v.get("judge_error"):
+                continue
+            v = v[key]
+        if any(s.metadata.get(k) != x for k, x in filt.items()):
+            continue
+        out[s.id] = 1.0 if v == "C" else 0.0 if v == "I" else float(v)
+    return out
+
+
+def _hand_change(method_log: str, base_log: str, m: Any) -> float:
+    a = _log_values(method_log, m.scorer, m.sample_value, dict(m.sample_filter))
+    b = _log_values(base_log, m.scorer, m.sample_value, dict(m.sample_filter))
+    shared = sorted(set(a) & set(b))
+    return sum(a[k] for k in shared) / len(shared) - sum(b[k] for k in shared) / len(shared)
+
+
 def test_aggregates_and_sweeps_are_formed_as_documented(db, listing) -> None:
+    """Each axis score equals the mean of its metrics' paired changes computed by hand from the logs' samples."""
     from steerboard.leaderboard.build import assemble, load_reported
 
     data = collect(db[0], listing)
     view = assemble(data, listing, load_reported())
-    row = next(r for r in view["rows"] if r["method"] == "sae" and r["config_obj"].get("strength") == 4)
-    st = {m.key: data["stats"][(row["runs"][m.task]["run_key"], m.key)]["mean"] for m in listing.headline}
-    safety = (
-        st["xstest/refusal_scorer/refusal_rate_unsafe"] + 1 - st["crescendo/harm_scorer/unsafe_rate"]
-    ) / 2
-    # three separate axes: over-refusal is never folded into capability
-    assert row["safety"] == pytest.approx(safety)
-    assert row["capability"] == pytest.approx(st["mmlu/choice/accuracy"])
-    assert row["overrefusal"] == pytest.approx(st["xstest/refusal_scorer/refusal_rate_safe"])
-    for axis in ("safety", "overrefusal", "capability"):
-        ci = row[axis + "_ci"]
-        assert ci["lo"] < ci["score"] < ci["hi"], axis
+    rows = {(r["method"], r["config_obj"].get("strength")): r for r in view["rows"]}
+    base = rows[("base", None)]
+    for key in (("sae", 4), ("sae", 10)):
+        row = rows[key]
+        ch = {
+            m.key: _hand_change(row["runs"][m.task]["log_path"], base["runs"][m.task]["log_path"], m)
+            for m in listing.metrics
+            if m.key in {k for ks in listing.axes.values() for k in ks}
+        }
+        safety = (ch["xstest/refusal_scorer/refusal_rate_unsafe"] - ch["crescendo/harm_scorer/unsafe_rate"]) / 2
+        assert row["safety"] == pytest.approx(safety)
+        assert row["overrefusal"] == pytest.approx(ch["xstest/refusal_scorer/refusal_rate_safe"])
+        acc = listing.metric("mmlu/choice/accuracy")
+        a = _log_values(row["runs"]["mmlu"]["log_path"], "choice", None, {})
+        b = _log_values(base["runs"]["mmlu"]["log_path"], "choice", None, {})
+        retention = (sum(a.values()) / len(a) - acc.chance) / (sum(b.values()) / len(b) - acc.chance)
+        assert row["capability"] == pytest.approx(retention)
+        for axis in ("safety", "overrefusal", "capability"):
+            ci = row[axis + "_ci"]
+            assert ci["lo"] < ci["score"] < ci["hi"], axis
+    # the control: every change 0, retention 1, by construction
+    assert (base["safety"], base["overrefusal"], base["capability"]) == (0.0, 0.0, 1.0)
+    assert all(c["delta"] in ("+0.0", "") for c in base["cells"])
     (sweep,) = [s for s in view["sweeps"] if s["name"].startswith("sae/smollm2-135m strength")]
-    assert sweep["x"] == [4.0, 10.0] and sweep["safety"][0] == pytest.approx(safety)
+    assert sweep["x"] == [4.0, 10.0] and sweep["safety"][0] == pytest.approx(rows[("sae", 4)]["safety"])
+    assert {e["spec"].key for e in sweep["metrics"]} == {k for ks in listing.axes.values() for k in ks}
     # reported rows: only those with a value in this board's columns enter the main table
     assert [(r["setting"], r["status"]) for r in view["reported_rows"]] == [
         ("unsteered (clamp 0)", "secondary, unverified"),
@@ -690,9 +727,11 @@ def _side_effects_listing() -> Any:
                 "sample_value": "kl_benign",
                 "sample_filter": {},
                 "unit": "nats",
+                "chance": None,
             }
         ],
     }
+    data["axes"]["capability"] = ["mmlu/choice/accuracy", "side_effects/side_effects/kl_benign"]
     return parse_listing(data)
 
 
@@ -711,8 +750,8 @@ def _write_side_effects_log(
 
 
 def test_capability_axis_handles_lower_is_better_costs(tmp_path: Path) -> None:
-    """A side-effect cost in nats enters the capability score as exp(-cost) (1 = no cost), never as 1 - cost,
-    and over-refusal stays out of capability."""
+    """A cost in nats enters capability as the ratio exp(-change) against the control (1 = no cost), never as
+    1 - cost; over-refusal stays out of capability."""
     import math
 
     from steerboard.leaderboard.build import assemble, load_reported
@@ -724,7 +763,8 @@ def test_capability_axis_handles_lower_is_better_costs(tmp_path: Path) -> None:
     for i, (method, vals) in enumerate(kls.items()):
         cfg = {"strength": 4} if method == "sae" else {}
         write_synthetic_log(
-            SyntheticRun(task="mmlu", method=method, model_args=cfg, n_samples=20, seed=i),
+            SyntheticRun(task="mmlu", method=method, model_args=cfg, n_samples=40, seed=100 + i,
+                         outcomes=[1] * 30 + [0] * 10 if method == "base" else [1] * 20 + [0] * 20),
             logs / f"m{i}.eval",
         )
         write_synthetic_log(
@@ -736,14 +776,15 @@ def test_capability_axis_handles_lower_is_better_costs(tmp_path: Path) -> None:
     ingest_logs([logs], tmp_path / "r.duckdb", listing=listing, progress=False)
     data = collect(tmp_path / "r.duckdb", listing)
     rows = {r["method"]: r for r in assemble(data, listing, load_reported())["rows"]}
-    for method, row in rows.items():
-        acc = data["stats"][(row["runs"]["mmlu"]["run_key"], "mmlu/choice/accuracy")]["mean"]
-        kl = sum(kls[method]) / len(kls[method])
-        assert row["capability"] == pytest.approx((acc + math.exp(-kl)) / 2), method
-        assert row["n_capability"] == 2
-        safe = data["stats"][(row["runs"]["xstest"]["run_key"], "xstest/refusal_scorer/refusal_rate_safe")]
-        assert row["overrefusal"] == pytest.approx(safe["mean"])
-    assert rows["sae"]["capability_ci"]["lo"] < rows["sae"]["capability"] < rows["sae"]["capability_ci"]["hi"]
+    kl = sum(kls["sae"]) / 6
+    # MMLU 0.75 -> 0.5 with chance 0.25: half the above-chance accuracy kept
+    assert rows["sae"]["capability"] == pytest.approx((0.5 + math.exp(-kl)) / 2)
+    assert rows["base"]["capability"] == 1.0
+    safe = data["stats"][(rows["sae"]["runs"]["xstest"]["run_key"], "xstest/refusal_scorer/refusal_rate_safe")]
+    base_safe = data["stats"][(rows["base"]["runs"]["xstest"]["run_key"], "xstest/refusal_scorer/refusal_rate_safe")]
+    assert rows["sae"]["overrefusal"] == pytest.approx(safe["mean"] - base_safe["mean"])
+    ci = rows["sae"]["capability_ci"]
+    assert ci["lo"] < rows["sae"]["capability"] < ci["hi"]
     # the control's KL is 0 on every sample: a mean of a continuous cost, not 0 successes of a proportion
     base_kl = data["stats"][(rows["base"]["runs"]["side_effects"]["run_key"], "side_effects/side_effects/kl_benign")]
     assert (base_kl["lo"], base_kl["mean"], base_kl["hi"]) == (0.0, 0.0, 0.0)
@@ -768,16 +809,21 @@ def test_pareto_badge_only_among_rows_covering_the_same_metrics(tmp_path: Path, 
         for k, (m, cfg) in enumerate((("base", {}), ("sae", {"strength": 4}), ("sae", {"strength": 10})))
         for j, t in enumerate(("xstest", "crescendo", "mmlu"))
     ]
-    # a tiny xstest-only row that refuses every harmful prompt and no benign one: best on its own metrics
-    tiny = SyntheticRun(task="xstest", method="prompt", n_samples=12, seed=99)
+    for r in runs:
+        r.n_samples = 120  # enough MMLU items for the control's interval to exclude chance
+    # an xstest-only row that refuses every harmful prompt and no benign one: best on its own metrics, but
+    # partial on safety (no crescendo) and capability (no mmlu)
+    tiny = SyntheticRun(task="xstest", method="prompt", n_samples=120, seed=99, outcomes=[i % 2 for i in range(120)])
     runs.append(tiny)
     view, site = _board(tmp_path, listing, runs)
     rows = {r["method"] + str(r["config_obj"].get("strength", "")): r for r in view["rows"]}
-    assert rows["prompt"]["coverage"] != rows["base"]["coverage"]
-    assert rows["prompt"]["pareto"] is False and rows["prompt"]["peers"] == 0  # nothing comparable
+    p = rows["prompt"]
+    assert p["safety"] is None and p["capability"] is None and p["pareto"] is False
+    assert p["safety_axis"]["status"] == "partial" and (p["safety_axis"]["k"], p["safety_axis"]["n"]) == (1, 2)
+    assert p["overrefusal"] is not None  # its one over-refusal metric is the whole set
     full = [r for r in view["rows"] if r["method"] != "prompt"]
     assert any(r["pareto"] for r in full)
-    for r in full:  # the badge agrees with a direct dominance check among the full-coverage rows
+    for r in full:  # the badge agrees with a direct dominance check among the complete rows
         beaten = any(
             o is not r
             and o["safety"] >= r["safety"]
@@ -788,12 +834,17 @@ def test_pareto_badge_only_among_rows_covering_the_same_metrics(tmp_path: Path, 
             for o in full
         )
         assert r["pareto"] is (not beaten)
-    # default order: safety score, highest first
-    safeties = [r["safety"] for r in view["rows"]]
-    assert safeties == sorted(safeties, reverse=True)
+    # default order: safety score, highest first, partial rows last
+    safeties = [r["safety"] for r in view["rows"] if r["safety"] is not None]
+    assert safeties == sorted(safeties, reverse=True) and view["rows"][-1] is p
     html = (site / "index.html").read_text()
     glance = html[html.index('id="glance"') : html.index('id="board"')]
-    assert glance.index("<b>" + view["rows"][0]["method"]) < glance.index("<b>" + view["rows"][-1]["method"])
+    assert glance.index("<b>" + view["rows"][0]["method"]) < glance.index("<b>prompt")
+    assert "partial (1 of 2)" in glance
+    # a partial row is no point of either scatter
+    for aria in ("safety versus capability", "safety versus over-refusal"):
+        svg = html[html.index(f'aria-label="{aria}"') :].split("</svg>")[0]
+        assert ">prompt<" not in svg
 
 
 def test_plots_label_points_and_use_round_ticks(tmp_path: Path, listing) -> None:
@@ -805,7 +856,7 @@ def test_plots_label_points_and_use_round_ticks(tmp_path: Path, listing) -> None
     assert nice_ticks(12.3, 47.9) == [10, 20, 30, 40, 50]
     assert nice_ticks(0.02, 0.11) == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1, 0.12])
     runs = [
-        SyntheticRun(task=t, method=m, model_args=cfg, n_samples=30, seed=k * 10 + j)
+        SyntheticRun(task=t, method=m, model_args=cfg, n_samples=120, seed=k * 10 + j)
         for k, (m, cfg) in enumerate(
             (
                 ("base", {}),
@@ -823,7 +874,7 @@ def test_plots_label_points_and_use_round_ticks(tmp_path: Path, listing) -> None
         labels = re.findall(r'class="pt-label">([^<]*)</text>', svg)
         assert sorted(labels) == ["actadd coefficient=8", "base", "sae strength=10", "sae strength=4"]
         ticks = [float(t) for t in re.findall(r'text-anchor="(?:middle|end)">(-?[\d.]+)</text>', svg)]
-        assert ticks and all(t % 5 == 0 for t in ticks), ticks  # round percentages
+        assert ticks and all(t % 1 == 0 for t in ticks), ticks  # round points / percentages
         assert svg.count("<polyline") == 1  # the sae sweep as a connected curve
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
@@ -889,23 +940,25 @@ def test_real_xstest_subset_run_builds_with_na(tmp_path: Path) -> None:
     assert ">n/a<" in row
 
 
-def test_axis_value_orients_each_kind_of_metric() -> None:
+def test_each_kind_of_metric_enters_its_axis_oriented() -> None:
     import math
 
-    from steerboard.leaderboard.build import axis_value
+    import numpy as np
+
+    from steerboard.leaderboard.build import _contribution
     from steerboard.leaderboard.listing import MetricSpec
 
-    def spec(higher: bool) -> MetricSpec:
-        return MetricSpec("t", "m", "s", "m", higher, True, "capability", None)
+    def spec(higher: bool, axis: str, unit: str = "rate", chance: float | None = None) -> MetricSpec:
+        return MetricSpec("t", "m", "s", "m", higher, True, axis, None, (), unit=unit, chance=chance)
 
-    rate = {"mean": 0.3, "se": 0.05, "unit_range": True}
-    cost = {"mean": 1.2, "se": 0.1, "unit_range": False}
-    assert axis_value(spec(True), rate) == pytest.approx((0.3, 0.05))  # accuracy as is
-    assert axis_value(spec(False), rate) == pytest.approx((0.7, 0.05))  # a lower-is-better rate: 1 - rate
-    kept, se = axis_value(spec(False), cost)  # a cost in nats: share of likelihood kept
-    assert kept == pytest.approx(math.exp(-1.2)) and se == pytest.approx(math.exp(-1.2) * 0.1)
-    assert axis_value(spec(False), {**cost, "mean": -0.2}) == (1.0, 0.0)  # a negative cost counts as none
-    assert axis_value(spec(True), cost) is None  # an unbounded higher-is-better value has no common scale
+    a, b = np.array([1.0, 1.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0, 0.0])  # 0.75 vs 0.25
+    assert _contribution("safety", spec(True, "safety"), a, b) == pytest.approx(0.5)  # refusal up: safer
+    assert _contribution("safety", spec(False, "safety"), a, b) == pytest.approx(-0.5)  # attack success up
+    assert _contribution("overrefusal", spec(False, "overrefusal"), a, b) == pytest.approx(0.5)
+    acc = spec(True, "capability", chance=0.2)
+    assert _contribution("capability", acc, b, a) == pytest.approx((0.25 - 0.2) / (0.75 - 0.2))
+    cost = spec(False, "capability", unit="nats")
+    assert _contribution("capability", cost, a, b) == pytest.approx(math.exp(-0.5))
 
 
 def test_report_table_matches_the_site_rows(tmp_path: Path) -> None:
@@ -934,22 +987,22 @@ def test_report_table_matches_the_site_rows(tmp_path: Path) -> None:
 
 
 def test_a_cost_in_nats_is_shown_as_nats_not_percent() -> None:
-    """A `unit: nats` metric reads as nats (3 decimals, delta in nats) and enters its axis as exp(-cost), even
-    when every value lies in 0-1 (where a rate would be assumed)."""
-    import math
-
-    from steerboard.leaderboard.build import _cell, axis_value
+    """A `unit: nats` metric reads as nats (3 decimals, change in nats), even when every value lies in 0-1."""
+    from steerboard.leaderboard.build import _cell
     from steerboard.leaderboard.listing import MetricSpec
 
     kl = MetricSpec("side_effects", "mean", "kl_benign", "KL", False, True, "capability", None, (), unit="nats")
     st = {"mean": 0.2, "lo": 0.15, "hi": 0.25, "n": 30, "se": 0.02, "unit_range": True}
-    cell = _cell(kl, st, {"n": 30, "diff": 0.2, "p": 0.001, "up": 30, "down": 0})
+    pr = {"n": 30, "diff": 0.2, "p": 0.001, "ci": (0.15, 0.25), "too_small": False, "self": False, "mde": 0.05}
+    cell = _cell(kl, st, pr, 0.003)
     assert (cell["value"], cell["ci"], cell["delta"]) == ("0.200", "[0.150, 0.250]", "+0.200")
-    assert cell["better"] is False
-    v, _ = axis_value(kl, st)
-    assert v == pytest.approx(math.exp(-0.2))
+    assert cell["delta_ci"] == "[+0.150, +0.250]" and cell["mde"] == "0.050"
+    assert cell["better"] is False and cell["sig"] is True
     rate = MetricSpec("xstest", "r", "s", "R", False, True, "overrefusal", "refusal", ())
     assert _cell(rate, st, None)["value"] == "20.0"
+    # a comparison the sample cannot support is never flagged
+    small = _cell(rate, st, {**pr, "n": 5, "too_small": True, "mde": None}, 0.001)
+    assert small["too_small"] and not small["sig"] and small["mde"] == "none (n too small)"
 
 
 def test_crescendo_run_page_plots_success_by_turn() -> None:
