@@ -75,6 +75,24 @@ def _error_line(ex: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    rc = _main(argv)
+    _stop_torch_thread(rc)
+    return rc
+
+
+def _stop_torch_thread(rc: int) -> None:
+    """Stop the torch thread before the interpreter finalises (a daemon thread inside a torch kernel then
+    aborts the process, exit 134); if it is stuck in a long job (a model load, a fit), exit ``rc`` at once."""
+    from steerboard import torch_thread
+
+    if torch_thread.shutdown(timeout=10.0):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes")
     argv = [a for a in argv if a != "--debug"]

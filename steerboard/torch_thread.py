@@ -21,6 +21,12 @@ hand-over. Starting the torch thread lowers the interval to :data:`SWITCH_INTERV
 CPython's default (``STEERBOARD_SWITCH_INTERVAL=0`` keeps it), so kernels overlap the event loop's work
 instead of queueing behind it.
 
+Exit: the thread is a daemon, and a daemon thread still inside a torch kernel when the interpreter finalises
+is ended by ``pthread_exit`` unwinding through C++ frames, which aborts the whole process ("terminate called
+without an active exception", exit 134) after everything else went right. :func:`shutdown` (run at exit, and
+by the CLI before it returns its exit code) asks the thread to stop: the engine's decode loop stops at its next
+:func:`run_inline_jobs`, queued jobs are cancelled, and the caller waits for the thread to end.
+
 No library offers this: ``concurrent.futures`` executors have no way to run queued work at a safe
 point inside a running job.
 """
@@ -47,6 +53,17 @@ _THREAD: threading.Thread | None = None
 # jobs in order; ``None`` only wakes an idle worker so it runs the inline jobs
 _QUEUE: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = queue.SimpleQueue()
 _INLINE: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+_STOP = threading.Event()
+_AT_EXIT = False
+EXIT_WAIT = 10.0
+"""Seconds the exit hook waits for a job without stopping points (a model load, a fit) before leaving at once."""
+
+
+class Stopped(BaseException):
+    """Raised on the torch thread (at :func:`run_inline_jobs`) once :func:`shutdown` asked it to stop.
+
+    A BaseException, so no ``except Exception`` on the way up swallows it.
+    """
 
 
 def _run(fn: Callable[[], Any], fut: Future[Any]) -> None:
@@ -59,15 +76,71 @@ def _run(fn: Callable[[], Any], fut: Future[Any]) -> None:
 
 
 def _worker() -> None:
-    while True:
+    while not _STOP.is_set():
         item = _QUEUE.get()
-        run_inline_jobs()
+        if _STOP.is_set():
+            if item is not None:
+                item[1].set_exception(Stopped("the torch thread stopped: the process is exiting"))
+            break
+        try:
+            run_inline_jobs()
+        except Stopped:
+            break
         if item is not None:
             _run(*item)
+    _cancel_queued()
+
+
+def _cancel_queued() -> None:
+    """Fail every job still queued (their callers are gone or going: the process is exiting)."""
+    for q in (_QUEUE, _INLINE):
+        while True:
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and not item[1].done():
+                item[1].set_exception(Stopped("the torch thread stopped: the process is exiting"))
+
+
+def shutdown(timeout: float = 10.0) -> bool:
+    """Stop the torch thread and wait up to ``timeout`` seconds for it to end.
+
+    The running job stops at its next :func:`run_inline_jobs` (the engine calls it between decode steps);
+    a job without such points (a model load, a fit) runs to its end first. Returns True when no torch thread
+    is left running (or none was started), False when it is still inside a job after ``timeout``: the caller
+    must then leave with ``os._exit`` rather than let the interpreter finalise under it.
+    """
+    thread = _THREAD
+    if thread is None or not thread.is_alive():
+        return True
+    if threading.current_thread() is thread:
+        return False
+    _STOP.set()
+    _QUEUE.put(None)  # wakes an idle worker
+    thread.join(timeout)
+    if thread.is_alive():
+        return False
+    with _LOCK:  # a later submit (the same process going on, e.g. a test calling the CLI) starts a new one
+        _STOP.clear()
+    return True
+
+
+def _shutdown_at_exit() -> None:
+    """At interpreter exit: stop the torch thread; if it is stuck in a job, leave before finalisation can
+    abort the process (stdout and stderr flushed; the exit status is lost, so 1)."""
+    if shutdown(EXIT_WAIT):
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream at exit
+            pass
+    os._exit(1)
 
 
 def _ensure() -> None:
-    global _THREAD
+    global _THREAD, _AT_EXIT
     with _LOCK:
         if _THREAD is None or not _THREAD.is_alive():
             raw = os.environ.get("STEERBOARD_SWITCH_INTERVAL", str(SWITCH_INTERVAL))
@@ -78,6 +151,11 @@ def _ensure() -> None:
                                  "CPython's switch interval") from None
             if want > 0 and sys.getswitchinterval() == _DEFAULT_SWITCH_INTERVAL:
                 sys.setswitchinterval(want)
+            if not _AT_EXIT:
+                import atexit
+
+                atexit.register(_shutdown_at_exit)
+                _AT_EXIT = True
             _THREAD = threading.Thread(target=_worker, name="steerboard-torch", daemon=True)
             _THREAD.start()
 
@@ -118,9 +196,15 @@ async def acall(fn: Callable[..., T], *args: Any, inline: bool = False, **kwargs
 
 
 def run_inline_jobs() -> int:
-    """Run the queued ``inline=True`` jobs now (torch thread only; elsewhere a no-op). Returns how many."""
+    """Run the queued ``inline=True`` jobs now (torch thread only; elsewhere a no-op). Returns how many.
+
+    Raises:
+        Stopped: :func:`shutdown` asked the torch thread to stop (the process is exiting).
+    """
     if not on_torch_thread():
         return 0
+    if _STOP.is_set():
+        raise Stopped("the torch thread stopped: the process is exiting")
     n = 0
     while True:
         try:

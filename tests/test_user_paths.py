@@ -214,3 +214,46 @@ def test_relative_prompts_file_resolves_from_the_launch_folder_under_inspect_eva
     # everywhere else: the working folder
     monkeypatch.chdir(tmp_path)
     assert _common.user_path("mine.jsonl") == tmp_path / "mine.jsonl"
+
+
+# ---------------------------------------------------------------- exit while the torch thread is busy
+
+_BUSY_AT_EXIT = """
+import sys, time
+from steerboard import torch_thread
+import torch
+a = torch.randn(400, 400)
+def decode_like():   # torch kernels with stopping points between steps, as the engine's decode loop
+    for _ in range(10 ** 6):
+        a @ a
+        torch_thread.run_inline_jobs()
+def fit_like():      # torch kernels with no stopping point, as a model load or a fit
+    for _ in range(10 ** 6):
+        a @ a
+torch_thread.EXIT_WAIT = 1.0
+torch_thread.submit(decode_like if sys.argv[1] == "decode" else fit_like)
+time.sleep(0.3)
+print("main thread done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("job, rc", [("decode", 0), ("fit", 1)])
+def test_exit_with_the_torch_thread_busy_never_aborts(job: str, rc: int) -> None:
+    """A daemon thread inside a torch kernel at interpreter finalisation aborts the process ("terminate called
+    without an active exception", exit 134): the exit hook stops it, or leaves at once when it cannot."""
+    proc = subprocess.run([sys.executable, "-c", _BUSY_AT_EXIT, job], capture_output=True, text=True, timeout=120)
+    assert "terminate called" not in proc.stderr and proc.returncode == rc, (proc.returncode, proc.stderr[-500:])
+    assert "main thread done" in proc.stdout
+
+
+def test_cli_stops_the_torch_thread_and_keeps_its_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    from steerboard import cli, torch_thread
+
+    exits: list[int] = []
+    monkeypatch.setattr(cli, "_main", lambda argv: 130)
+    monkeypatch.setattr(torch_thread, "shutdown", lambda timeout: False)  # stuck in a long job
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+    assert cli.main([]) == 130 and exits == [130]
+    exits.clear()
+    monkeypatch.setattr(torch_thread, "shutdown", lambda timeout: True)
+    assert cli.main([]) == 130 and exits == []
