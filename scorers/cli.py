@@ -228,6 +228,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "training sources only (about 15 fits per source; tens of minutes on 2 busy cores)",
     )
     e.set_defaults(func=_eval)
+    gp = jsub.add_parser(
+        "gold",
+        help="gold set of the model's own replies: sample a blind sheet, kappa, adjudicate, judge agreement",
+    )
+    from steerboard.scorers.gold import add_arguments, run
+
+    add_arguments(gp)
+    gp.set_defaults(func=run)
     d = jsub.add_parser(
         "prepare-data", help="rebuild the shipped training JSONL from the raw public data folder"
     )
