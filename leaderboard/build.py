@@ -902,7 +902,8 @@ def assemble(data: dict[str, Any], listing: Listing, reported: dict[str, Any]) -
     }
 
 
-_ABS_PATH = re.compile(r"(?<![\w.:/~-])(?:/[^/\s\"'<>`,;()\[\]{}|]+)+/(?=[^/\s\"'<>`,;()\[\]{}|])")
+# an absolute POSIX path's folders: a "/" not inside a word, a relative path or a URL ("://"), then folders
+_ABS_PATH = re.compile(r"(?<![\w.:~-])(?<!:/)(?:/[^/\s\"'<>`,;()\[\]{}|]+)+/(?=[^/\s\"'<>`,;()\[\]{}|])")
 
 
 def public_text(text: Any) -> Any:

@@ -74,9 +74,17 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from steerboard.leaderboard.report import results_markdown
+    if args.json:
+        import json
 
-    text = results_markdown(args.db, _listing(args.listing), with_ci=args.ci)
+        from steerboard.leaderboard.report import results_json
+
+        text = json.dumps(results_json(args.db, _listing(args.listing)), indent=1, ensure_ascii=False, allow_nan=False)
+        text += "\n"
+    else:
+        from steerboard.leaderboard.report import results_markdown
+
+        text = results_markdown(args.db, _listing(args.listing), with_ci=args.ci)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
         print(f"wrote {args.out}")
@@ -126,10 +134,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     b.set_defaults(func=_build)
 
-    r = sub.add_parser("report", help="the leaderboard's rows as a Markdown table (the numbers the site shows)")
+    r = sub.add_parser(
+        "report", help="the leaderboard's rows as a Markdown table or JSON (the numbers the site shows)"
+    )
     r.add_argument("--db", default="results.duckdb", help="results database (default: results.duckdb)")
     r.add_argument("--listing", help="task listing YAML (default: the project's tasks/listing.yaml)")
-    r.add_argument("--ci", action="store_true", help="add each metric's 95 %% interval")
+    r.add_argument("--ci", action="store_true", help="add each metric's 95 %% interval and its paired change")
+    r.add_argument(
+        "--json", action="store_true",
+        help="print the board as JSON: one object per row with its axes, missing metrics and per-metric "
+        "value, n, delta, ci, p, p_adj and mde (docs/contract.md)",
+    )
     r.add_argument("--out", help="write the table to this file (default: print it)")
     r.set_defaults(func=_report)
 
