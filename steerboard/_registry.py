@@ -16,6 +16,7 @@ from steerboard.tasks.crescendo import crescendo  # noqa: E402
 from steerboard.tasks.gsm8k import gsm8k  # noqa: E402
 from steerboard.tasks.jbb_refusal import jbb_refusal  # noqa: E402
 from steerboard.tasks.mmlu import mmlu  # noqa: E402
+from steerboard.tasks.phtest import phtest  # noqa: E402
 from steerboard.tasks.safeedit import safeedit  # noqa: E402
 from steerboard.tasks.side_effects import side_effects  # noqa: E402
 from steerboard.tasks.truthfulqa import truthfulqa  # noqa: E402

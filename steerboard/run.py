@@ -292,7 +292,8 @@ def drop_gated_tasks(suite: Suite) -> list[str]:
 
 
 TASK_NAMES = (
-    "xstest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "mmlu", "truthfulqa", "gsm8k", "side_effects"
+    "xstest", "phtest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "mmlu", "truthfulqa", "gsm8k",
+    "side_effects",
 )
 
 

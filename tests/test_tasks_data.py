@@ -13,6 +13,7 @@ from steerboard.tasks import crescendo as cres
 from steerboard.tasks import gsm8k as g8
 from steerboard.tasks import jbb_refusal as jbb
 from steerboard.tasks import mmlu as mm
+from steerboard.tasks import phtest as ph
 from steerboard.tasks import safeedit as se
 from steerboard.tasks import side_effects as side_effects_task
 from steerboard.tasks import truthfulqa as tqa
@@ -316,7 +317,8 @@ def test_listing_covers_every_task_and_validates():
 
     listing = load_listing()
     assert set(listing["tasks"]) == {
-        "xstest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "mmlu", "truthfulqa", "gsm8k", "side_effects"
+        "xstest", "phtest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "mmlu", "truthfulqa", "gsm8k",
+        "side_effects",
     }
     for name, t in listing["tasks"].items():
         assert any(m["headline"] for m in t["metrics"]), name
@@ -330,8 +332,8 @@ def test_registry_resolves_tasks():
 
     import steerboard._registry  # noqa: F401
 
-    for name in ("xstest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "mmlu", "truthfulqa", "gsm8k",
-                 "side_effects"):
+    for name in ("xstest", "phtest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "mmlu", "truthfulqa",
+                 "gsm8k", "side_effects"):
         # editable installs register bare names, wheel installs "steerboard/<name>"; `inspect eval
         # steerboard/<name>` resolves either (exercised in test_tasks_e2e.py)
         assert (registry_lookup("task", f"steerboard/{name}") or registry_lookup("task", name)) is not None, name
@@ -363,7 +365,7 @@ def test_every_evaluated_prompt_is_in_the_methods_eval_index():
 def test_listing_versions_match_tasks():
     from steerboard.tasks.listing import load_listing
 
-    modules = {"xstest": xs, "wildguard": wg, "jbb_refusal": jbb, "crescendo": cres, "safeedit": se, "mmlu": mm,
+    modules = {"xstest": xs, "phtest": ph, "wildguard": wg, "jbb_refusal": jbb, "crescendo": cres, "safeedit": se, "mmlu": mm,
                "truthfulqa": tqa, "gsm8k": g8, "side_effects": side_effects_task}
     for name, t in load_listing()["tasks"].items():
         assert str(t["version"]) == modules[name].TASK_VERSION, name
