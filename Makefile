@@ -11,7 +11,7 @@ PIP_TORCH_ARGS ?=
 STAMP := $(VENV)/.steerboard-installed
 DISPLAY_MODE ?= plain
 
-.PHONY: setup demo test lint browser
+.PHONY: setup demo test test-avx2 lint browser
 
 setup: $(STAMP)
 
@@ -33,6 +33,12 @@ browser:
 test: setup browser
 	$(VENV)/bin/steerboard model fetch -q >/dev/null
 	$(VENV)/bin/python -m pytest -q
+
+# the kernel-sensitive tests again on an AVX2-only CPU's code path (oneDNN and ATen capped, so precision detection
+# resolves float32 and no AMX row blocks), whatever this CPU is: an AMX or AVX-512 machine checks the other kind
+test-avx2: setup
+	$(VENV)/bin/steerboard model fetch -q >/dev/null
+	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(VENV)/bin/python -m pytest -q -m numerics
 
 demo: setup
 	@start=$$(date +%s); \

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import sys
 import types
@@ -269,6 +270,17 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         self.check_bounds(max_batch_size=">= 1", batch_wait_ms=">= 0")
+        if self.matmul_dtype == "bfloat16":  # said before any weights load; the engine then runs float32
+            from steerboard import precision
+
+            device = self.device
+            if device is None:
+                import torch
+
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            note = precision.native_matmul_note(self.matmul_dtype, device)
+            if note is not None and os.environ.get("STEERBOARD_FORCE_BF16") != "1":
+                logging.getLogger(__name__).warning(note)
 
     def check_bounds(self, **bounds: str) -> None:
         """Raise a one-line error naming the first option (in the order given) outside its lower bound.
@@ -631,6 +643,9 @@ def runtime_info(engine: Engine | None) -> dict[str, Any]:
             from steerboard import precision
 
             out["cpu_bf16"] = bool(precision.cpu_has_fast_bf16())
+            out["cpu_kind"] = precision.cpu_kind()
+            caps = {"ONEDNN_MAX_CPU_ISA": precision.isa_cap(), "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY")}
+            out["cpu_caps"] = {k: v for k, v in caps.items() if v}
         except Exception:  # noqa: BLE001 - an informational field only
             pass
     return out

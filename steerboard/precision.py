@@ -59,11 +59,42 @@ def exact() -> Iterator[None]:
         _LOCAL.depth -= 1
 
 
+# oneDNN ISA names (``$ONEDNN_MAX_CPU_ISA``) below which bfloat16 has no native dot product
+_NO_BF16_ISAS = frozenset({
+    "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+})
+# ATen kernel levels (``$ATEN_CPU_CAPABILITY``) that stand for a CPU without AVX-512
+_NO_AVX512_ATEN = frozenset({"default", "avx2"})
+
+
+def isa_cap() -> str | None:
+    """The oneDNN ISA cap in force (``$ONEDNN_MAX_CPU_ISA`` or ``$DNNL_MAX_CPU_ISA``, upper case), or None."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return cap.strip().upper() if cap and cap.strip() else None
+
+
+def emulated_without_bf16() -> bool:
+    """Whether the environment makes this process behave as on a CPU without native bfloat16.
+
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` (any ISA below ``AVX512_CORE_BF16``) caps oneDNN's kernels, and
+    ``ATEN_CPU_CAPABILITY=avx2`` (or ``default``) caps ATen's; either one also turns off precision detection's
+    bfloat16, so ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` runs an AVX-512/AMX machine down the code
+    path of an AVX2-only CPU (float32 matmuls, no row blocks). Both variables are read by torch once, at its first
+    use, so set them before the process starts (``make test-avx2`` does).
+    """
+    cap = isa_cap()
+    aten = (os.environ.get("ATEN_CPU_CAPABILITY") or "").strip().lower()
+    return (cap is not None and cap in _NO_BF16_ISAS) or aten in _NO_AVX512_ATEN
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
-    """True when this CPU multiplies bfloat16 natively (AMX tiles or AVX512-BF16)."""
+    """True when this CPU multiplies bfloat16 natively (AMX tiles or AVX512-BF16) and the environment does not
+    cap the kernels below that (:func:`emulated_without_bf16`)."""
     import torch
 
+    if emulated_without_bf16():
+        return False
     for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
         fn = getattr(torch.cpu, probe, None)
         try:
@@ -79,9 +110,36 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def cpu_kind() -> str:
+    """``amx``, ``avx512_bf16`` or ``no_bf16`` (an AVX2-only CPU, or one capped to behave as one): which of the
+    engine's CPU code paths this process takes. Recorded in every log's runtime."""
+    if not cpu_has_fast_bf16():
+        return "no_bf16"
+    return "amx" if _cap_allows_amx(isa_cap()) and _cpu_has_amx() else "avx512_bf16"
+
+
+def native_matmul_note(requested: str | None, device: str | None) -> str | None:
+    """The one-line note for an explicit ``matmul_dtype=bfloat16`` that this CPU cannot run natively, else None.
+
+    Cheap (no weights): :class:`~steerboard.methods.base.MethodConfig` calls it before any model loads, and
+    :func:`resolve_matmul_dtype` falls back to float32 with the same words.
+    """
+    if (requested or "auto") != "bfloat16" or not str(device or "cpu").startswith("cpu"):
+        return None
+    if cpu_has_fast_bf16():
+        return None
+    return (
+        "matmul_dtype=bfloat16: this CPU has no native bfloat16 (no AVX512-BF16 or AMX"
+        + (", or the kernels are capped by ONEDNN_MAX_CPU_ISA/ATEN_CPU_CAPABILITY" if emulated_without_bf16() else "")
+        + "); running float32 matmuls instead (set STEERBOARD_FORCE_BF16=1 to emulate bfloat16 anyway, slowly)"
+    )
+
+
 def resolve_matmul_dtype(requested: str | None, device: str, model_dtype: Any) -> str:
     """The matmul dtype to use: ``auto`` -> bfloat16 for float32 models on CPUs with native bf16, else
-    the model's own dtype (``float32``, ``bfloat16``, ``float16``).
+    the model's own dtype (``float32``, ``bfloat16``, ``float16``). An explicit ``bfloat16`` for a float32 model
+    on a CPU without native bf16 runs float32 (with a one-line warning, :func:`native_matmul_note`) unless
+    ``$STEERBOARD_FORCE_BF16=1``.
 
     ``$STEERBOARD_MATMUL_DTYPE`` overrides ``auto`` (not an explicit request).
 
@@ -91,10 +149,17 @@ def resolve_matmul_dtype(requested: str | None, device: str, model_dtype: Any) -
     import torch
 
     value = requested or "auto"
+    explicit = value != "auto"
     if value == "auto":
         value = os.environ.get("STEERBOARD_MATMUL_DTYPE", "auto") or "auto"
     if value not in MATMUL_DTYPES:
         raise ValueError(f"matmul_dtype must be one of {', '.join(MATMUL_DTYPES)}; got {value!r}")
+    if value == "bfloat16" and model_dtype == torch.float32 and os.environ.get("STEERBOARD_FORCE_BF16") != "1":
+        note = native_matmul_note(value, device)
+        if note is not None:
+            if explicit:
+                logger.warning(note)
+            return "float32"
     if value != "auto":
         return value
     if str(device).startswith("cpu") and model_dtype == torch.float32 and cpu_has_fast_bf16():
@@ -256,9 +321,8 @@ def row_blocks_needed() -> bool:
     """
     if os.environ.get("STEERBOARD_AMX_BLOCK_ROWS", "").strip() == "0":
         return False
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
     try:
-        return (_cap_allows_amx(cap) and _cpu_has_amx()) or _row_count_changes_bits()
+        return (_cap_allows_amx(isa_cap()) and _cpu_has_amx()) or _row_count_changes_bits()
     except Exception:  # noqa: BLE001 - a failed probe: block, which is only slower
         return True
 

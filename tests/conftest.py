@@ -12,6 +12,10 @@ import pytest
 import steerboard  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# tests that ask for matmul_dtype=bfloat16 test the bfloat16 code path on every CPU (emulated by oneDNN where the
+# CPU has no native bf16, as under `make test-avx2`); the fallback to float32 a user gets there is tested on its own
+# (tests/test_precision.py, with this variable removed)
+os.environ.setdefault("STEERBOARD_FORCE_BF16", "1")
 
 
 @pytest.fixture(scope="session")
@@ -123,3 +127,19 @@ def hostile_run():
         )
 
     return make
+
+
+# Test modules whose assertions depend on the CPU's kernels (bit-exact batch invariance, thresholds on model
+# scores, low-precision paths). `make test-avx2` runs them again with oneDNN and ATen capped to AVX2
+# (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2), the code path of an AVX2-only CPU, on whichever CPU is at
+# hand; .ci/run does so after `make test`.
+NUMERICS_MODULES = frozenset({
+    "test_amx_blocks", "test_cost", "test_determinism", "test_engine", "test_precision", "test_prompt_gate",
+    "test_sampling", "test_steering_gate", "test_actadd", "test_dinm",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in NUMERICS_MODULES:
+            item.add_marker(pytest.mark.numerics)

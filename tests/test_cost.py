@@ -183,8 +183,8 @@ def test_score_groups_batch_invariant(tiny_model_dir, matmul_dtype):
     from steerboard import precision
     from steerboard.engine import Engine, GenerationRequest
 
-    if matmul_dtype == "bfloat16" and not precision.cpu_has_fast_bf16():
-        pytest.skip("this CPU has no native bfloat16 matmuls")
+    # bfloat16 runs on every CPU here: natively, or emulated by oneDNN (tests set STEERBOARD_FORCE_BF16=1)
+    assert precision.cpu_has_fast_bf16() or os.environ.get("STEERBOARD_FORCE_BF16") == "1"
     eng = Engine.load(tiny_model_dir, matmul_dtype=matmul_dtype)
     tok = eng.tokenizer
     questions = ["what is two plus two", "name a colour", "a much longer question about the history of maps"]
@@ -249,8 +249,8 @@ def test_provider_batches_concurrent_loglik_calls(tiny_model_dir, dtype):
 
     from steerboard import precision
 
-    if dtype == "bfloat16" and not precision.cpu_has_fast_bf16():
-        pytest.skip("this CPU has no native bfloat16 matmuls")
+    # bfloat16 runs on every CPU here: natively, or emulated by oneDNN (tests set STEERBOARD_FORCE_BF16=1)
+    assert precision.cpu_has_fast_bf16() or os.environ.get("STEERBOARD_FORCE_BF16") == "1"
     questions = [f"question number {i} about {w}" for i, w in enumerate(["maps", "tea", "rivers", "owls", "glass"])]
     options = [" yes", " no, not at all", " perhaps"]
     model = get_model(f"base/{tiny_model_dir}", matmul_dtype=dtype, batch_wait_ms=50)

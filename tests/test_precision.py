@@ -84,7 +84,81 @@ def test_auto_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert precision.resolve_matmul_dtype(None, "cpu", torch.float32) == want
     monkeypatch.setenv("STEERBOARD_MATMUL_DTYPE", "float32")
     assert precision.resolve_matmul_dtype("auto", "cpu", torch.float32) == "float32"
-    assert precision.resolve_matmul_dtype("bfloat16", "cpu", torch.float32) == "bfloat16"  # explicit wins
+    monkeypatch.delenv("STEERBOARD_FORCE_BF16", raising=False)
+    want = "bfloat16" if precision.cpu_has_fast_bf16() else "float32"  # explicit wins where the CPU has bf16
+    assert precision.resolve_matmul_dtype("bfloat16", "cpu", torch.float32) == want
+    monkeypatch.setenv("STEERBOARD_FORCE_BF16", "1")
+    assert precision.resolve_matmul_dtype("bfloat16", "cpu", torch.float32) == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    ("env", "native"),
+    [
+        ({"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}, False),
+        ({"ONEDNN_MAX_CPU_ISA": "avx2"}, False),
+        ({"DNNL_MAX_CPU_ISA": "AVX512_CORE"}, False),
+        ({"ATEN_CPU_CAPABILITY": "default"}, False),
+        ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, None),
+        ({"ONEDNN_MAX_CPU_ISA": "ALL"}, None),
+        ({}, None),
+    ],
+)
+def test_emulated_cpu_paths_follow_the_kernel_caps(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, env: dict[str, str], native: bool | None
+) -> None:
+    """ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY below bf16 make detection behave as on an AVX2-only CPU: auto
+    resolves to float32 and an explicit bfloat16 falls back to float32 with a one-line note (None: the CPU decides)."""
+    import logging
+
+    for k in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "STEERBOARD_FORCE_BF16",
+              "STEERBOARD_MATMUL_DTYPE"):
+        monkeypatch.delenv(k, raising=False)
+    precision.cpu_has_fast_bf16.cache_clear()
+    real = precision.cpu_has_fast_bf16()  # what the hardware has
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    precision.cpu_has_fast_bf16.cache_clear()
+    try:
+        has = precision.cpu_has_fast_bf16()
+        assert has == (real if native is None else native)
+        assert precision.cpu_kind() in (("amx", "avx512_bf16") if has else ("no_bf16",))
+        assert precision.resolve_matmul_dtype("auto", "cpu", torch.float32) == ("bfloat16" if has else "float32")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="steerboard.precision"):
+            got = precision.resolve_matmul_dtype("bfloat16", "cpu", torch.float32)
+        assert got == ("bfloat16" if has else "float32")
+        notes = [r.getMessage() for r in caplog.records]
+        if has:
+            assert notes == [] and precision.native_matmul_note("bfloat16", "cpu") is None
+        else:
+            assert len(notes) == 1 and "running float32 matmuls instead" in notes[0] and "\n" not in notes[0]
+        assert precision.resolve_matmul_dtype("bfloat16", "cuda:0", torch.float32) == "bfloat16"  # not a CPU matter
+    finally:
+        precision.cpu_has_fast_bf16.cache_clear()
+
+
+def test_unnative_bf16_is_said_before_weights_load_and_recorded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tiny_model_dir: str
+) -> None:
+    """On a CPU without bf16 (emulated), -M matmul_dtype=bfloat16 is said when the config is built (before any
+    weights) and the engine runs float32, which the log's runtime records with the CPU path taken."""
+    import logging
+
+    from steerboard.methods.base import MethodConfig, runtime_info
+
+    monkeypatch.delenv("STEERBOARD_FORCE_BF16", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    precision.cpu_has_fast_bf16.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING):
+            cfg = MethodConfig.from_dict({"matmul_dtype": "bfloat16", "device": "cpu"})
+        assert any("no native bfloat16" in r.getMessage() for r in caplog.records)
+        eng = Engine.load(tiny_model_dir, matmul_dtype=cfg.matmul_dtype)
+        info = runtime_info(eng)
+        assert info["matmul_dtype"] == "float32" and info["cpu_kind"] == "no_bf16"
+        assert info["cpu_caps"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    finally:
+        precision.cpu_has_fast_bf16.cache_clear()
 
 
 def test_bad_matmul_dtype_errors_before_loading(tmp_path) -> None:
