@@ -18,7 +18,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -430,9 +430,10 @@ class MethodModelAPI(ModelAPI):
         self._active_edit: dict[str, Any] | None = None  # the per-instance edit now applied (see :meth:`edit`)
         # validate everything cheap before any weights load
         # Inspect has read -M values as YAML; parse the typed text by the config's field types instead
-        cfg = self.method_class.config_class.from_dict(model_args, cli_model_arg_texts())
-        self.method = self.method_class(cfg, model_name)
-        require_modules(self.method.required_modules(), f"{self.method.name}/")
+        with _one_line_errors():
+            cfg = self.method_class.config_class.from_dict(model_args, cli_model_arg_texts())
+            self.method = self.method_class(cfg, model_name)
+            require_modules(self.method.required_modules(), f"{self.method.name}/")
         self._engine: Engine | None = None
         self._setup_error: BaseException | None = None
         self._setup_lock = threading.Lock()
@@ -449,10 +450,11 @@ class MethodModelAPI(ModelAPI):
         from steerboard.run import read_model_config
 
         if model_name not in ("", None):
-            # resolves the alias (fetching the embedded model once) or raises listing valid aliases
-            model_config = read_model_config(resolve_model(model_name))
-            if model_config is not None:  # options checked against the model's config (layer ranges)
-                self.method.check_model_config(model_config)
+            with _one_line_errors():
+                # resolves the alias (fetching the embedded model once) or raises listing valid aliases
+                model_config = read_model_config(resolve_model(model_name))
+                if model_config is not None:  # options checked against the model's config (layer ranges)
+                    self.method.check_model_config(model_config)
 
         def _setup() -> Engine:  # fitting/training belongs on the one torch thread (one OpenMP team)
             engine = load_engine(model_name, self.method)
@@ -760,6 +762,20 @@ class MethodModelAPI(ModelAPI):
                 self._active_edit = None
                 await torch_thread.acall(cm.__exit__, None, None, None)
                 self.engine.weights_changed()
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Re-raise a ValueError (a bad ``-M`` option, an unknown model) as a one-line user error: ``inspect eval``
+    then prints its message alone instead of a traceback (``steerboard`` already prints a ValueError's)."""
+    from steerboard.tasks._common import UserError
+
+    try:
+        yield
+    except UserError:
+        raise
+    except ValueError as ex:
+        raise UserError(str(ex)) from ex
 
 
 def method_class(method_path: str) -> type[Method]:

@@ -17,6 +17,71 @@ from typing import Any, get_args
 
 from inspect_ai.dataset import Dataset, MemoryDataset, Sample
 
+try:  # inspect eval prints this error class as its message alone, without a traceback
+    from inspect_ai._util.error import PrerequisiteError as _OneLine
+except ImportError:  # pragma: no cover - an Inspect without it: a plain traceback
+    class _OneLine(Exception):  # type: ignore[no-redef]
+        pass
+
+
+class UserError(ValueError, _OneLine):
+    """Bad input, said in one line: ``steerboard`` prints a ValueError's message alone, and ``inspect eval``
+    prints this class's message alone (its ``PrerequisiteError`` handling) instead of a traceback."""
+
+    def __init__(self, message: str) -> None:
+        ValueError.__init__(self, message)
+        self.message = message
+
+
+LOGLIK_PROVIDERS = "base/, prompt/, sae/, actadd/, dinm/, dpo/ (or a plug-in method with supports_loglik = True)"
+"""The providers that score given continuations (log-likelihoods), for messages."""
+
+
+def active_model() -> Any:
+    """The model Inspect has made active, or None (outside an eval: e.g. ``steerboard run`` checking a task).
+
+    Inspect builds the eval's models, then makes each active while it constructs the tasks for it, so a task
+    can check what the provider can do before any sample runs.
+    """
+    try:
+        from inspect_ai.model._model import active_model as _active
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        return _active()
+    except Exception:  # noqa: BLE001 - no active model
+        return None
+
+
+def require_loglik(task: str, fallback: str | None) -> None:
+    """At task construction: fail in one line when the active model cannot return log-likelihoods.
+
+    Args:
+        task: the task name.
+        fallback: the task option that needs none (``-T format=letters``), or None when there is none.
+
+    Raises:
+        UserError: naming the capability, the providers that have it and the fallback (also a
+            :class:`~steerboard.scorers.loglik.LoglikUnavailableError`).
+    """
+    model = active_model()
+    if model is None:
+        return
+    api = model.api
+    if callable(getattr(api, "loglik", None)) and getattr(api, "supports_loglik", False):
+        return
+    from steerboard.scorers.loglik import LoglikUnavailableError
+
+    class LoglikUnavailable(UserError, LoglikUnavailableError):
+        pass
+
+    hint = f"; or run {fallback}, which needs none" if fallback else ""
+    raise LoglikUnavailable(
+        f"{task}: model {str(model)!r} cannot return log-likelihoods of given answers, which this task scores; "
+        f"providers that can: {LOGLIK_PROVIDERS}{hint}"
+    )
+
+
 DATA_DIR = Path(__file__).parent / "data"
 """Data shipped inside the package (each dataset folder carries LICENSE + SOURCE.md)."""
 

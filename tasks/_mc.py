@@ -27,6 +27,23 @@ LETTERS = string.ascii_uppercase
 TOP_LOGPROBS = 20
 MC_CONFIG = GenerateConfig(max_tokens=16, temperature=0.0)
 """Task-level defaults for letter answers (greedy, short); ``--max-tokens`` etc. override them."""
+
+
+def mc_config() -> GenerateConfig:
+    """:data:`MC_CONFIG` in a form the active provider takes.
+
+    Inspect's ``hf/`` samples by default (``do_sample=True``) and transformers rejects ``temperature=0`` when
+    sampling, so there greedy is ``top_k=1`` (sampling from the single best token) instead; with
+    ``-M do_sample=false`` it decodes greedily and takes no sampling settings.
+    """
+    from steerboard.tasks._common import active_model
+
+    model = active_model()
+    if model is None or type(model.api).__name__ != "HuggingFaceAPI":
+        return MC_CONFIG
+    if getattr(model.api, "do_sample", True):
+        return GenerateConfig(max_tokens=MC_CONFIG.max_tokens, top_k=1)
+    return GenerateConfig(max_tokens=MC_CONFIG.max_tokens)
 LOGPROB_ARGS: dict[str, Any] = {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
 """Forced by the solvers on every generate call: the logprob reading needs them."""
 

@@ -50,13 +50,14 @@ from steerboard.tasks._common import (
     make_dataset,
     read_jsonl,
     reject_unknown_options,
+    require_loglik,
 )
 from steerboard.tasks._mc import (
     LOGPROB_ARGS,
-    MC_CONFIG,
     format_options,
     letters,
     logprob_fallbacks,
+    mc_config,
     read_choice,
 )
 
@@ -237,6 +238,8 @@ def mmlu(
     check_choice("template", template, Template)
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)
+    if format in ("all", "cloze"):  # before any sample: a provider without log-likelihoods fails here
+        require_loglik(f"mmlu (format={format})", "-T format=letters")
 
     records = read_jsonl(data_file(TEST_FILE, TEST_SHA256))
     all_subjects = sorted({r["subject"] for r in records})
@@ -264,7 +267,7 @@ def mmlu(
         dataset=dataset,
         solver=solvers,
         scorer=scorers,
-        config=MC_CONFIG,
+        config=mc_config(),
         version=TASK_VERSION,
         metadata={"fewshot": fewshot, "format": format, "template": template, "subjects": subjects or "all"},
     )

@@ -45,6 +45,7 @@ from steerboard.tasks._common import (
     read_jsonl,
     read_records,
     reject_unknown_options,
+    require_loglik,
 )
 
 PROMPTS_FILE = "side_effects/harmless_prompts.jsonl"
@@ -178,6 +179,7 @@ def side_effects(
     reply_tokens = check_int("reply_tokens", reply_tokens, minimum=1, maximum=1024)
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)
+    require_loglik("side_effects", None)  # before any sample: every score is a log-likelihood
     prompts = load_prompts(prompts_file) if subset in ("all", "benign") else []
     texts = read_jsonl(data_file(TEXT_FILE, TEXT_SHA256)) if subset in ("all", "text") else []
     check_fields(texts, TEXT_FIELDS, TEXT_FILE)

@@ -54,13 +54,14 @@ from steerboard.tasks._common import (
     make_dataset,
     read_json,
     reject_unknown_options,
+    require_loglik,
 )
 from steerboard.tasks._mc import (
     LOGPROB_ARGS,
-    MC_CONFIG,
     format_options,
     letters,
     logprob_fallbacks,
+    mc_config,
     read_choice,
 )
 
@@ -297,6 +298,8 @@ def truthfulqa(
     option_seed = check_int("option_seed", option_seed)
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)
+    if format == "loglik":  # before any sample: a provider without log-likelihoods fails here
+        require_loglik("truthfulqa (format=loglik)", "-T format=letters")
 
     records = read_json(data_file(DATA_FILE, DATA_SHA256))
     dataset = make_dataset(
@@ -310,5 +313,5 @@ def truthfulqa(
         else [truthfulqa_mc1_letters(), truthfulqa_mc2_letters()],
         version=TASK_VERSION,
         metadata={"format": format, "option_seed": option_seed, **({"template": template} if loglik else {})},
-        **({} if loglik else {"config": MC_CONFIG}),
+        **({} if loglik else {"config": mc_config()}),
     )

@@ -341,11 +341,11 @@ def test_reference_results_computed_once_per_process(tiny_model_dir):
 
 
 def test_provider_without_loglik_is_a_clear_error(tmp_path):
-    log = run(task_file("truthfulqa"), mock_model(), tmp_path, limit=1)
-    assert log.status == "error"
-    assert "cannot return log-likelihoods" in log.error.message and "-T format=letters" in log.error.message
-    log = run(task_file("side_effects"), mock_model(), tmp_path, limit=1)
-    assert log.status == "error" and "cannot return log-likelihoods" in log.error.message
+    # raised when Inspect constructs the task (before any sample), in one line (tests/test_user_paths.py)
+    with pytest.raises(ll.LoglikUnavailableError, match="cannot return log-likelihoods.*-T format=letters"):
+        run(task_file("truthfulqa"), mock_model(), tmp_path, limit=1)
+    with pytest.raises(ll.LoglikUnavailableError, match="cannot return log-likelihoods"):
+        run(task_file("side_effects"), mock_model(), tmp_path, limit=1)
 
 
 def test_method_opting_out_of_loglik_is_refused(tiny_model_dir, monkeypatch):

@@ -257,3 +257,55 @@ def test_cli_stops_the_torch_thread_and_keeps_its_exit_code(monkeypatch: pytest.
     exits.clear()
     monkeypatch.setattr(torch_thread, "shutdown", lambda timeout: True)
     assert cli.main([]) == 130 and exits == []
+
+
+# ---------------------------------------------------------------- Inspect's own providers
+
+
+@pytest.mark.parametrize(
+    "task, args, fallback",
+    [("mmlu", {}, "-T format=letters"), ("mmlu", {"format": "cloze"}, "-T format=letters"),
+     ("truthfulqa", {}, "-T format=letters"), ("side_effects", {}, None)],
+)
+def test_task_needing_logliks_fails_at_construction_on_a_provider_without_them(
+    task: str, args: dict, fallback: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inspect_ai import eval as inspect_eval
+
+    from steerboard.scorers.loglik import LoglikUnavailableError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LoglikUnavailableError) as info:
+        inspect_eval(f"steerboard/{task}", model="mockllm/model", task_args=args, limit=1, display="none")
+    message = str(info.value)
+    assert "\n" not in message and "cannot return log-likelihoods" in message and "base/, prompt/, sae/" in message
+    assert (fallback in message) if fallback else "format=letters" not in message
+    assert not list(tmp_path.rglob("*.eval"))  # failed before any sample (no log was even started)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("task", ["mmlu", "truthfulqa"])
+def test_letter_format_runs_on_inspect_hf(task: str, tiny_model_dir: str, tmp_path: Path) -> None:
+    """transformers rejects temperature=0 when hf/ samples (its default): greedy letters there are top_k=1."""
+    from inspect_ai import eval as inspect_eval
+
+    (log,) = inspect_eval(f"steerboard/{task}", model=f"hf/{tiny_model_dir}", task_args={"format": "letters"},
+                          limit=2, display="none", log_dir=str(tmp_path))
+    assert log.status == "success", log.error
+    assert log.results.completed_samples == 2
+    assert log.plan.config.temperature is None and log.plan.config.top_k == 1
+
+
+def test_option_errors_through_inspect_eval_are_one_line(tmp_path: Path) -> None:
+    inspect = str(Path(sys.executable).parent / "inspect")
+    root = TASKS_DIR.parent
+    for argv, message in (
+        (["tasks/xstest.py", "--model", "base/smollm2-135m", "-M", "colour=blue"], "unknown -M option(s)"),
+        (["tasks/mmlu.py", "--model", "mockllm/model"], "cannot return log-likelihoods"),
+    ):
+        proc = subprocess.run([inspect, "eval", *argv, "--limit", "1", "--log-dir", str(tmp_path)], cwd=root,
+                              capture_output=True, text=True, timeout=300)
+        text = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and message in text and "Traceback" not in text, text[-2000:]
+        # Inspect's 4-line banner and the message alone, wrapped to the terminal width (a traceback: 100+ lines)
+        assert len([line for line in text.splitlines() if line.strip()]) <= 10, text
