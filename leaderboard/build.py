@@ -1000,6 +1000,8 @@ def _env() -> Any:
     )
     env.filters["pct"] = _pct
     env.filters["signed"] = _signed
+    env.filters["signed0"] = lambda x: "" if x is None else f"{round(100 * x):+d}"
+    env.filters["pct0"] = lambda x: "" if x is None else f"{100 * x:.0f}"
     return env
 
 

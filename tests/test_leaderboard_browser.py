@@ -76,7 +76,7 @@ def _demo_like_runs() -> list[SyntheticRun]:
         ("dpo", {"beta": 0.1}),
     ]
     runs = [
-        SyntheticRun(task=t, method=m, model_args=cfg, n_samples=60, seed=100 * k + j)
+        SyntheticRun(task=t, method=m, model_args=cfg, n_samples=120, seed=100 * k + j)
         for k, (m, cfg) in enumerate(methods)
         for j, t in enumerate(("xstest", "crescendo", "mmlu"))
     ]
@@ -250,7 +250,9 @@ def test_hostile_log_executes_no_script(driver: Any, server: str, site: dict[str
         assert _no_alert(driver), page
         assert driver.execute_script("return typeof window.__pwned") == "undefined", page
         body = driver.execute_script("return document.body.textContent")  # text nodes only, no line wraps
-        assert "<script>window.__pwned=1;alert(1)</script>" in body, page  # shown as text
+        # shown as text: the model string on the run page, its method part (up to the first "/") on the board
+        shown = HOSTILE_METHOD if page != "/index.html" else HOSTILE_METHOD.split("/")[0]
+        assert shown in body, page
         assert not driver.find_elements(By.CSS_SELECTOR, "main img")  # the <img onerror> stayed text
     assert "<img src=x onerror=" in driver.find_element(By.TAG_NAME, "body").text
     SCREENSHOTS.mkdir(exist_ok=True)
@@ -264,7 +266,7 @@ def test_run_page_reads(driver: Any, server: str, site: dict[str, Any]) -> None:
     driver.get(server + "/index.html")
     link = driver.find_element(By.CSS_SELECTOR, "#board tbody td.num a")
     link.click()
-    assert "Settings that ran" in driver.find_element(By.TAG_NAME, "body").text
+    assert "Settings that differ from the method's defaults" in driver.find_element(By.TAG_NAME, "body").text
     assert driver.find_elements(By.CSS_SELECTOR, ".sample")
     driver.save_screenshot(str(SCREENSHOTS / "leaderboard_run.png"))
     assert _severe(driver) == []
@@ -308,6 +310,7 @@ def test_index_at_a_glance_at_both_widths(
         assert [h.split()[0] for h in head] == ["Safety", "Over-", "Capability"] or "Capa" in head[2]
         first = driver.find_elements(By.CSS_SELECTOR, "#glance tbody tr")[0].text
         assert first.count("\u2013") >= 3  # each score with its interval (low-high)
+        assert "partial" not in first and "below chance" not in first
         assert g["labels"] >= 11  # one label per plotted point, drawn without hovering
         assert 0 <= g["plotLeft"] and g["plotRight"] <= width + 1, g
         if not mobile:
@@ -331,7 +334,7 @@ def test_index_at_a_glance_at_both_widths(
         )
         assert box[0] == "auto" and box[1] <= width  # the table scrolls inside its own box
         heads = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "table.metrics thead th")]
-        assert heads[1:5] == ["Value", "95 % CI", "Δ vs base (pts)", "McNemar p"]
+        assert heads[1:8] == ["Value", "95 % CI", "Δ vs base", "Δ 95 % CI", "p", "p (Holm)", "MDE (80 % power)"]
         assert _severe(driver) == []
         driver.save_screenshot(str(SCREENSHOTS / f"leaderboard-run-{width}.png"))
     finally:
@@ -346,7 +349,7 @@ def test_no_control_and_one_point_sweep_site_has_no_console_errors(driver: Any, 
     assert "No method has been run at several strengths yet." in driver.find_element(By.TAG_NAME, "body").text
     assert _severe(driver) == []
     driver.find_element(By.CSS_SELECTOR, "#board tbody td.num a").click()
-    assert "Settings that ran" in driver.find_element(By.TAG_NAME, "body").text
+    assert "Settings that differ from the method's defaults" in driver.find_element(By.TAG_NAME, "body").text
     assert _severe(driver) == []
 
 
@@ -378,7 +381,7 @@ def test_no_base_one_point_sweep_and_unrecorded_site_has_no_console_errors(
         for href in hrefs:  # each row's short config links its full settings
             driver.get(href)
             text = driver.find_element(By.TAG_NAME, "body").text
-            assert "Settings that ran" in text and "no deltas" in text
+            assert "Settings that differ from the method's defaults" in text and "no deltas" in text
             assert _severe(driver) == []
     finally:
         httpd.shutdown()
