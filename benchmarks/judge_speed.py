@@ -2,7 +2,9 @@
 
 Target: 1,000 responses in at most 60 s on the 2-core CPU machine. The responses are the first ``--n`` of
 the shipped human-labelled refusal data (XSTest completions first, then jailbreak-evaluation responses),
-so encoding cost is that of real model replies. The encoder load (once per
+so encoding cost is that of real model replies, and their prompts are in the judge's training data: every
+reply goes through the cross-fit lookup to the fold model that never saw its prompt (the output counts the
+verdicts per model, ``folds_used``). The encoder load (once per
 process) is timed separately; the labelling time is the median of ``--repeats`` runs over the same 1,000
 pairs on a fresh judge (the encoder stays loaded, as it does inside an eval). The 1-minute load average before
 and after the timed runs is reported: other jobs on the machine slow the judge.
@@ -23,6 +25,26 @@ import statistics
 import time
 
 TARGET_S = 60.0
+
+
+def _cpu_name() -> str:
+    """The CPU model as ``lscpu`` names it (``/proc/cpuinfo`` where lscpu is missing)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 def main() -> int:
@@ -69,6 +91,9 @@ def main() -> int:
             EmbedRefusalJudge(args.compare).judge_sync(prompts, responses)
             other.append(time.perf_counter() - t0)
     assert len(verdicts) == len(responses)
+    from collections import Counter
+
+    folds_used = dict(sorted(Counter(str(v.fold) for v in verdicts).items()))
     med = statistics.median(times)
     out = {
         "n": len(responses),
@@ -81,6 +106,8 @@ def main() -> int:
         "meets_target": med * 1000 / len(responses) <= TARGET_S,
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "cpu_count": os.cpu_count(),
+        "cpu": _cpu_name(),
+        "folds_used": folds_used,
     }
     if args.compare:
         out["compare"] = {

@@ -638,6 +638,8 @@ class _EmbedJudge:
 
     name = "embed"
     default_artifact: Path
+    uses_keys = True
+    """``judge`` takes ``keys=``: extra cross-fit lookup texts per item (see :func:`route`)."""
 
     def __init__(self, artifact: str | Path | None = None):
         self.artifact = Path(artifact) if artifact else self.default_artifact

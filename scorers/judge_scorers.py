@@ -144,8 +144,12 @@ async def _judge_sample(
     and ``judge_error`` or ``judge_score``). A failure of the call is a judge error, never a dropped sample."""
     prompt = _prompt_text(state)
     response = state.output.completion if state.output else ""
+    keys = (state.metadata or {}).get("judge_keys")
     try:
-        verdict = (await the_judge.judge([prompt], [response]))[0]
+        if keys and getattr(the_judge, "uses_keys", False):  # cross-fit lookup texts besides the prompt
+            verdict = (await the_judge.judge([prompt], [response], keys=[[str(k) for k in keys]]))[0]
+        else:
+            verdict = (await the_judge.judge([prompt], [response]))[0]
     except JudgeUnavailableError:
         raise  # a judge that cannot run at all fails the sample loudly
     except Exception as ex:  # noqa: BLE001 - counted as a judge error, never dropped

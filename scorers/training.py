@@ -124,10 +124,19 @@ def _write_jsonl_gz(path: Path, rows: list[dict[str, Any]]) -> None:
             gz.write((json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
 
 
+def xstest_item_key(item_id: str | int) -> str:
+    """The cross-fit lookup text of an XSTest item (``v2-195`` and ``195`` name the same item): the xstest
+    task passes it as the sample's ``judge_keys``, so the item is found even where its prompt was reworded
+    between the completions' v2 prompts and the final prompt set."""
+    return f"xstest item {int(str(item_id).removeprefix('v2-'))}"
+
+
 def load_xstest_examples(path: Path = XSTEST_FILE) -> list[Example]:
-    """The human-labelled XSTest completions (group = completing model)."""
+    """The human-labelled XSTest completions (group = completing model; keys = the XSTest item)."""
     return [
-        Example(r["prompt"], r["completion"], r["label"], r["model"], f"xstest/{r['model']}")
+        Example(
+            r["prompt"], r["completion"], r["label"], r["model"], f"xstest/{r['model']}", (xstest_item_key(r["id"]),)
+        )
         for r in _read_jsonl_gz(path)
     ]
 

@@ -77,6 +77,9 @@ def record_to_sample(record: dict[str, Any]) -> Sample:
             "type": str(record["type"]).strip(),
             "focus": str(record.get("focus") or ""),
             "note": str(record.get("note") or ""),
+            # the refusal judge's cross-fit lookup: XSTest's item id (the judge's training completions carry
+            # it; one prompt was reworded between their v2 prompts and the final set)
+            "judge_keys": [f"xstest item {int(record['id'])}"],
         },
     )
 
