@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +86,22 @@ def test_config_validation(tmp_path):
     empty.write_text("")
     with pytest.raises(ValueError, match="no DPO preference pairs"):
         load_pairs(DPOConfig(pairs_file=str(empty)))
+    missing = tmp_path / "missing_key.jsonl"
+    missing.write_text(json.dumps({"prompt": "hi", "chosen": "yes"}) + "\n")
+    with pytest.raises(ValueError, match="pair 0 .* rejected"):
+        load_pairs(DPOConfig(pairs_file=str(missing)))
+    # a prompt that is an evaluation prompt: refused before any training
+    from steerboard.tasks.xstest import load_records
+
+    leak = tmp_path / "leak.jsonl"
+    leak.write_text(json.dumps({"prompt": "Fine prompt?", "chosen": "a", "rejected": "b"}) + "\n"
+                    + json.dumps({"prompt": load_records()[0]["prompt"], "chosen": "a", "rejected": "b"}) + "\n")
+    with pytest.raises(ValueError, match="pair 1 .* equals an evaluation prompt"):
+        load_pairs(DPOConfig(pairs_file=str(leak)))
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text(json.dumps({"prompt": "Fine prompt?", "chosen": "a", "rejected": "b"}) + "\n")
+    with pytest.raises(ValueError, match="max_pairs=2 but .* has 1 pairs"):
+        load_pairs(DPOConfig(pairs_file=str(ok), max_pairs=2))
     assert DPOConfig(max_batch_size=3).fingerprint() == DPOConfig().fingerprint()
     assert DPOConfig(beta=0.2).fingerprint() != DPOConfig().fingerprint()
 
@@ -169,3 +186,57 @@ def test_artifact_sha_is_the_weights_only(tmp_path):
     assert file_sha256(weights_file(a)) == file_sha256(weights_file(b))
     (b / "adapter_model.safetensors").write_bytes(b"other weights")
     assert file_sha256(weights_file(a)) != file_sha256(weights_file(b))
+
+
+def test_max_pairs_is_a_seeded_stratified_sample_not_a_prefix(tmp_path):
+    from steerboard.methods.dpo import DPOConfig, load_pairs
+
+    rows = [{"prompt": f"harmful request number {i}?", "chosen": "No.", "rejected": "Sure.", "stratum": "harmful:x"}
+            for i in range(30)]
+    rows += [{"prompt": f"benign request number {i}?", "chosen": "Yes.", "rejected": "No.", "stratum": "benign:y"}
+             for i in range(10)]
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a = load_pairs(DPOConfig(pairs_file=str(f), max_pairs=8))
+    assert len(a) == 8
+    assert sum(p["stratum"] == "benign:y" for p in a) == 2  # 10/40 of 8, although the file starts with 30 harmful
+    assert [p["prompt"] for p in a] != [r["prompt"] for r in rows[:8]]
+    assert a == load_pairs(DPOConfig(pairs_file=str(f), max_pairs=8))  # seeded
+    assert a != load_pairs(DPOConfig(pairs_file=str(f), max_pairs=8, seed=1))
+
+
+def test_adapter_sha256_mismatch_is_refused(tiny_model_dir, tmp_path, monkeypatch):
+    from steerboard.engine import Engine
+    from steerboard.methods.dpo import DPOConfig, DPOMethod, weights_file
+
+    monkeypatch.setenv("STEERBOARD_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "pairs.jsonl"
+    f.write_text(json.dumps({"prompt": "Hi?", "chosen": "Hello!", "rejected": "No."}) + "\n")
+    cfg = DPOConfig.from_dict({"pairs_file": str(f), "batch_size": 1, "max_length": 64})
+    m = DPOMethod(cfg, "tiny")
+    m.prepare(Engine.load(tiny_model_dir))
+    manifest = json.loads((Path(m.artifact) / "manifest.json").read_text())
+    assert manifest["sha256"] and manifest["config_fingerprint"] == cfg.fingerprint(m.precision(Engine.load(tiny_model_dir)))
+    w = weights_file(m.artifact)
+    w.write_bytes(w.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(ValueError, match="sha256 .* does not match"):
+        DPOMethod(cfg, "tiny").prepare(Engine.load(tiny_model_dir))
+
+
+def test_heldout_pairs_are_not_trained_and_are_measured(tiny_model_dir, tmp_path, monkeypatch):
+    from steerboard.engine import Engine
+    from steerboard.methods.dpo import DPOConfig, DPOMethod
+
+    monkeypatch.setenv("STEERBOARD_CACHE", str(tmp_path / "cache"))
+    rows = [{"prompt": f"Question {i}?", "chosen": "Answer.", "rejected": "No.", "stratum": "benign:t",
+             "split": "heldout" if i < 2 else "train"} for i in range(6)]
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = DPOMethod(DPOConfig.from_dict({"pairs_file": str(f), "batch_size": 2, "max_length": 64, "lr": 5e-3}), "tiny")
+    m.prepare(Engine.load(tiny_model_dir))
+    st = m.train_stats
+    assert st["train_pairs"] == 4 and st["heldout_pairs"] == 2 and st["steps"] == 2
+    h = st["heldout"]
+    assert h["pairs"] == 2 and 0 <= h["preference_accuracy"] <= 1 and h["kl_pairs"] == 2
+    assert h["kl_to_base_benign_per_token"] > 0  # the adapter moved the policy
+    assert st["curve"] and "loss" in st["curve"][0]
