@@ -240,7 +240,8 @@ def judge_scheme(kind: str, name: str) -> dict[str, Any]:
         raise ValueError(f"unknown judge kind {kind!r}; valid kinds: {', '.join(getters)}")
     out: dict[str, Any] = {"judge": f"{kind}/{name}"}
     if name == "embed":
-        out.update(getters[kind](name).scheme())  # type: ignore[attr-defined]
+        scheme = getattr(getters[kind](name), "scheme", None)  # a stand-in judge (tests) may have none
+        out.update(scheme() if callable(scheme) else {"cross_fitted": None, "note": "judge without a scheme"})
     elif name == "model":
         out["grader"] = "the eval's `grader` model role (--model-role grader=...); not trained here"
         try:  # inside `inspect eval` the role is already resolved: name the model
