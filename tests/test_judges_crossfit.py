@@ -113,3 +113,39 @@ def test_artifact_roundtrip_keeps_the_folds(tmp_path):
     clf.save(tmp_path / "a.json")
     back = LinearClassifier.load(tmp_path / "a.json")
     assert back.crossfit == clf.crossfit and [m.meta["tag"] for m in back.fold_models()] == [1.0, 2.0]
+
+
+# ---------------------------------------------------------------------------------------------- shipped
+
+
+def test_shipped_refusal_folds_match_the_training_data_and_cover_every_xstest_item():
+    from steerboard.scorers.embed import REFUSAL_ARTIFACT
+    from steerboard.scorers.training import CROSSFIT_K, load_refusal_examples, refusal_training_examples
+    from steerboard.tasks.xstest import load_records, record_to_sample
+
+    clf = LinearClassifier.load(REFUSAL_ARTIFACT)
+    ex = refusal_training_examples(load_refusal_examples())
+    fold, table = crossfit_folds(ex, CROSSFIT_K)
+    assert clf.crossfit is not None and clf.crossfit["keys"] == table  # the artifact's folds are these
+    assert [m.meta["n_train"] for m in clf.fold_models()] == [len(ex) - fold.count(f) for f in range(CROSSFIT_K)]
+    samples = [record_to_sample(r) for r in load_records()]
+    routes = route(clf, [(s.input, *s.metadata["judge_keys"]) for s in samples])
+    assert all(r.label.startswith("fold-") for r in routes)  # all 450 prompts were trained on: none all-data
+    by_item = {s.metadata["judge_keys"][0]: r.label for s, r in zip(samples, routes, strict=True)}
+    for e, f in zip(ex, fold, strict=True):
+        if e.source.startswith("xstest/"):
+            assert by_item[e.keys[0]] == f"fold-{f + 1}/{CROSSFIT_K}"  # judged by the model without this item
+
+
+def test_shipped_harm_folds_cover_every_safeedit_item():
+    from steerboard.scorers.embed import HARM_ARTIFACT
+    from steerboard.tasks._common import data_file, read_json
+    from steerboard.tasks.safeedit import DATA_FILE, DATA_SHA256, record_to_sample
+
+    clf = LinearClassifier.load(HARM_ARTIFACT)
+    assert clf.crossfit is not None and clf.crossfit["k"] >= 2
+    samples = [record_to_sample(r) for r in read_json(data_file(DATA_FILE, DATA_SHA256))]
+    routes = route(clf, [(s.metadata["prompts"]["ds"], s.metadata["question"]) for s in samples])
+    assert all(r.label.startswith("fold-") for r in routes)
+    bare = route(clf, [(s.metadata["question"],) for s in samples])  # the bare question finds the item too
+    assert [r.label for r in bare] == [r.label for r in routes]
