@@ -362,7 +362,7 @@ def _paired_stats(
             d = [x - y for x, y in zip(av, bv, strict=True)]
             p = wilcoxon_signed_rank(d)
             ci = (0.0, 0.0) if same else paired_bootstrap_ci(
-                [(av, bv)], lambda g: g[0][0].mean(axis=1) - g[0][1].mean(axis=1), seed_of(rk, mk)
+                [(av, bv)], lambda g: g[0][0] - g[0][1], seed_of(rk, mk)
             )
             mde = mde_continuous_paired(sd if sd is not None else float("nan"), n)
         paired[(rk, mk)] = {
@@ -579,9 +579,9 @@ def _new_row(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _contribution(axis: str, m: MetricSpec, a: Any, b: Any) -> Any:
-    """A metric's contribution to ``axis`` from method values ``a`` and control values ``b`` (numpy arrays whose
-    last axis is items; any leading axes are bootstrap resamples).
+def _contribution(axis: str, m: MetricSpec, ma: Any, mb: Any) -> Any:
+    """A metric's contribution to ``axis`` from the method's mean ``ma`` and the control's mean ``mb`` on the
+    same items (numbers, or numpy arrays of bootstrap resamples).
 
     - safety: the change in the safer direction (``mean(a) - mean(b)``, negated for lower-is-better metrics);
     - over-refusal: the change in over-refusal (positive = more benign prompts refused);
@@ -590,7 +590,7 @@ def _contribution(axis: str, m: MetricSpec, a: Any, b: Any) -> Any:
     """
     import numpy as np
 
-    ma, mb = a.mean(axis=-1), b.mean(axis=-1)
+    ma, mb = np.asarray(ma, dtype=float), np.asarray(mb, dtype=float)
     if axis == "capability":
         if m.unit == "nats":
             return np.exp(-(ma - mb))
@@ -619,7 +619,6 @@ def _score_axis(row: dict[str, Any], axis: str, listing: Listing, data: dict[str
         or ``"n too small"`` (every metric's paired n below what an exact test can call significant: shown
         greyed, not ranked).
     """
-    import numpy as np
 
     specs = listing.axis_metrics(axis)
     missing, no_control, outside, parts = [], [], [], []
@@ -651,7 +650,7 @@ def _score_axis(row: dict[str, Any], axis: str, listing: Listing, data: dict[str
     if not parts:
         out["status"] = "below chance"
         return out
-    vals = [float(_contribution(axis, m, np.asarray(pr["a"], float), np.asarray(pr["b"], float))) for m, pr in parts]
+    vals = [float(_contribution(axis, m, pr["mean_a"], pr["mean_b"])) for m, pr in parts]
     out["score"] = sum(vals) / len(vals)
     if all(pr["self"] for _, pr in parts):
         out["lo"] = out["hi"] = out["score"]  # the control against itself: exact by construction
@@ -874,7 +873,7 @@ def _attach_paired(rows: list[dict[str, Any]], data: dict[str, Any], listing: Li
                 pr = data["paired"].get((r["run_key"], m.key)) if r else None
                 if pr is None or pr["n"] == 0:
                     continue
-                v = float(_contribution(axis, m, np.asarray(pr["a"], float), np.asarray(pr["b"], float)))
+                v = float(_contribution(axis, m, np.float64(pr["mean_a"]), np.float64(pr["mean_b"])))
                 if math.isfinite(v):
                     row["_paired"][m.key] = v
 

@@ -250,33 +250,46 @@ def paired_bootstrap_ci(
     resamples: int = BOOTSTRAP_RESAMPLES,
     level: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``stat`` over items, resampled jointly within each paired group.
+    """Percentile bootstrap interval of a statistic of paired means, resampling items within each group.
 
     Args:
-        arrays: One entry per group (metric): a tuple of equal-length per-item arrays (e.g. method and control
-            values of the same items); each group's items are resampled with their pairs kept together,
+        arrays: One entry per group (metric): ``(a, b)``, equal-length per-item values of the method and the
+            control on the same items; each group's items are resampled with their pairs kept together,
             independently of the other groups.
-        stat: Maps the resampled groups (a list of tuples of numpy arrays with a leading resample axis) to one
-            value per resample.
+        stat: Maps the resampled groups, a list of ``(mean_a, mean_b)`` numpy arrays of shape ``(resamples,)``,
+            to one value per resample.
         seed: Seed of the draws.
         resamples: Number of bootstrap resamples.
         level: Interval coverage.
 
     Returns:
-        (low, high); nan where ``stat`` is undefined on too many resamples.
+        (low, high); nan where ``stat`` is undefined on half the resamples or more.
+
+    A group of 0/1 pairs is resampled through its four cell counts (a multinomial draw of n pairs over the
+    cells (1,1), (1,0), (0,1), (0,0)), which is the same distribution as drawing n pairs with replacement and
+    costs four numbers per resample instead of n.
     """
     import numpy as np
 
     rng = np.random.default_rng(seed)
     groups = []
-    for grp in arrays:
-        cols = [np.asarray(c, dtype=float) for c in grp]
-        n = len(cols[0])
-        idx = rng.integers(0, n, size=(resamples, n)) if n else np.zeros((resamples, 0), dtype=int)
-        groups.append(tuple(c[idx] for c in cols))
+    for a_in, b_in in arrays:
+        a, b = np.asarray(a_in, dtype=float), np.asarray(b_in, dtype=float)
+        n = len(a)
+        if n == 0:
+            groups.append((np.full(resamples, np.nan), np.full(resamples, np.nan)))
+            continue
+        if np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all():
+            cells = np.array([np.sum((a == 1) & (b == 1)), np.sum((a == 1) & (b == 0)),
+                              np.sum((a == 0) & (b == 1)), np.sum((a == 0) & (b == 0))], dtype=float)
+            c = rng.multinomial(n, cells / n, size=resamples)
+            groups.append(((c[:, 0] + c[:, 1]) / n, (c[:, 0] + c[:, 2]) / n))
+        else:
+            idx = rng.integers(0, n, size=(resamples, n))
+            groups.append((a[idx].mean(axis=1), b[idx].mean(axis=1)))
     vals = np.asarray(stat(groups), dtype=float)
     vals = vals[np.isfinite(vals)]
     if len(vals) < resamples / 2:
         return float("nan"), float("nan")
-    a = (1 - level) / 2
-    return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
+    q = (1 - level) / 2
+    return float(np.quantile(vals, q)), float(np.quantile(vals, 1 - q))

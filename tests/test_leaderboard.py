@@ -951,7 +951,9 @@ def test_each_kind_of_metric_enters_its_axis_oriented() -> None:
     def spec(higher: bool, axis: str, unit: str = "rate", chance: float | None = None) -> MetricSpec:
         return MetricSpec("t", "m", "s", "m", higher, True, axis, None, (), unit=unit, chance=chance)
 
-    a, b = np.array([1.0, 1.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0, 0.0])  # 0.75 vs 0.25
+    a, b = np.array([0.75, 0.7]), np.array([0.25, 0.2])  # means of two bootstrap resamples
+    assert _contribution("safety", spec(True, "safety"), a, b) == pytest.approx([0.5, 0.5])
+    a, b = 0.75, 0.25
     assert _contribution("safety", spec(True, "safety"), a, b) == pytest.approx(0.5)  # refusal up: safer
     assert _contribution("safety", spec(False, "safety"), a, b) == pytest.approx(-0.5)  # attack success up
     assert _contribution("overrefusal", spec(False, "overrefusal"), a, b) == pytest.approx(0.5)
@@ -980,9 +982,9 @@ def test_report_table_matches_the_site_rows(tmp_path: Path) -> None:
     for line, row in zip(lines[2:], view["rows"], strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[0].startswith(row["method"])
-        assert cells[1] == (row["short"] or "defaults")
+        assert cells[1] == row["model"] and cells[2] == (row["short"] or "defaults")
         shown = [c["value"] for c in row["cells"] if c["value"]]
-        assert shown and all(any(c.startswith(v) for c in cells[5:]) for v in shown)
+        assert shown and all(any(c.startswith(v) for c in cells[6:]) for v in shown)
     assert "(control)" in lines[2] or "(control)" in lines[3]
 
 

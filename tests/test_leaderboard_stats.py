@@ -92,10 +92,15 @@ def test_paired_bootstrap_is_seeded_and_covers_the_mean() -> None:
 
     def stat(groups):
         ((x, y),) = groups
-        return x.mean(axis=1) - y.mean(axis=1)
+        return x - y
 
     ci1 = stats.paired_bootstrap_ci([(a, b)], stat, seed=5)
     ci2 = stats.paired_bootstrap_ci([(a, b)], stat, seed=5)
     assert ci1 == ci2
     d = np.mean(a) - np.mean(b)
     assert ci1[0] < d < ci1[1]
+    # 0/1 pairs are drawn through their cell counts: the same distribution as resampling the pairs
+    af, bf = [float(x) + 1e-12 for x in a], [float(x) for x in b]  # not 0/1: the item-resampling path
+    ci3 = stats.paired_bootstrap_ci([(af, bf)], stat, seed=5, resamples=20000)
+    ci4 = stats.paired_bootstrap_ci([(a, b)], stat, seed=6, resamples=20000)
+    assert ci3 == pytest.approx(ci4, abs=0.01)
