@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true",
         help=f"show the traceback of an error (also {DEBUG_ENV}=1); accepted anywhere on the command line",
     )
+    parser.add_argument(
+        "--timeout", type=float, metavar="SECONDS",
+        help="give up on a storage request (s3://, gs://, ...) unanswered for this long (default 30; also "
+        "STEERBOARD_NET_TIMEOUT); accepted anywhere on the command line",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for mod in COMMAND_MODULES:
@@ -92,13 +97,35 @@ def _stop_torch_thread(rc: int) -> None:
     os._exit(rc)
 
 
+def _take_timeout(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], float | None]:
+    """``--timeout SECONDS`` (accepted anywhere, like ``--debug``): the bound on every storage request."""
+    out: list[str] = []
+    timeout: float | None = None
+    it = iter(argv)
+    for a in it:
+        if a == "--timeout" or a.startswith("--timeout="):
+            raw = a.partition("=")[2] if "=" in a else next(it, "")
+            try:
+                timeout = float(raw)
+            except ValueError:
+                parser.error(f"--timeout {raw!r}: give seconds (a positive number)")
+            continue
+        out.append(a)
+    return out, timeout
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes")
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
+    argv, timeout = _take_timeout(argv, parser)
     args = parser.parse_args(argv)
     try:
+        if timeout is not None:
+            from steerboard import storage
+
+            storage.set_net_timeout(timeout)
         if getattr(args, "torch_thread", True):
             # everything heavy on the one torch thread (one OpenMP team; see steerboard.torch_thread)
             from steerboard import torch_thread

@@ -35,6 +35,58 @@ class StorageError(ValueError):
     """A storage location that cannot be used as given (the message names the setting to fix)."""
 
 
+NET_TIMEOUT_ENV = "STEERBOARD_NET_TIMEOUT"
+"""Seconds a storage request may go unanswered before it fails (``--timeout`` sets it for a command)."""
+DEFAULT_NET_TIMEOUT = 30.0
+WAIT_NOTICE_AFTER = 3.0
+"""Seconds of waiting on a storage request before saying what is being waited for."""
+
+
+def net_timeout() -> float:
+    """The storage request timeout in seconds (``$STEERBOARD_NET_TIMEOUT``, default 30).
+
+    Raises:
+        StorageError: the variable is not a positive number.
+    """
+    raw = os.environ.get(NET_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_NET_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise StorageError(f"{NET_TIMEOUT_ENV}={raw!r}: give the storage timeout in seconds (a positive number)")
+    return value
+
+
+def set_net_timeout(seconds: float | None) -> None:
+    """``--timeout SECONDS``: bound every storage request of this process (and of processes it starts)."""
+    if seconds is None:
+        return
+    if not seconds > 0:
+        raise StorageError(f"--timeout {seconds}: give the storage timeout in seconds (a positive number)")
+    os.environ[NET_TIMEOUT_ENV] = str(seconds)
+
+
+@contextlib.contextmanager
+def waiting(what: str, url: str) -> Iterator[None]:
+    """Say on stderr what a storage call waits for once it has waited :data:`WAIT_NOTICE_AFTER` seconds, and
+    how long it waits at most (a quick answer prints nothing)."""
+    import sys
+
+    timeout = net_timeout()
+    timer = threading.Timer(WAIT_NOTICE_AFTER, lambda: print(
+        f"steerboard: waiting for {url} to answer ({what}); giving up after {timeout:.0f} s without an answer "
+        f"(--timeout SECONDS or {NET_TIMEOUT_ENV} to change)", file=sys.stderr, flush=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 def is_url(location: str | Path) -> bool:
     """True for an fsspec URL other than a plain local path (``file://`` counts as local)."""
     s = str(location)
@@ -67,8 +119,18 @@ def filesystem(url: str) -> tuple[Any, str]:
     import fsspec
 
     proto = protocol(url)
+    options: dict[str, Any] = {}
+    if proto in ("s3", "s3a"):
+        # botocore's defaults (60 s per read, retried by botocore and again 5 times by s3fs) let an endpoint
+        # that accepts connections and never answers hold a command for minutes: one bounded try each
+        timeout = net_timeout()
+        options["config_kwargs"] = {
+            "connect_timeout": timeout, "read_timeout": timeout, "retries": {"max_attempts": 1, "mode": "standard"},
+        }
     try:
-        fs, path = fsspec.core.url_to_fs(url)
+        fs, path = fsspec.core.url_to_fs(url, **options)
+        if options:
+            fs.retries = 1  # s3fs's own retry loop around every call (a class attribute, default 5)
     except ValueError as ex:
         if "Protocol not known" in str(ex) or "not known" in str(ex):
             known = ", ".join(sorted(p for p in fsspec.available_protocols() if len(p) <= 6))
@@ -101,6 +163,11 @@ def _explain(url: str, ex: BaseException, action: str) -> StorageError:
         return StorageError(
             f"{action} {url}: access denied ({text[:120]}); "
             f"{_CREDENTIAL_HINT.get(proto, 'check the credentials')}"
+        )
+    if "read timeout" in low or "timed out" in low or "timeouterror" in low:
+        return StorageError(
+            f"{action} {url}: no answer within {net_timeout():.0f} s ({text[:120]}); check the endpoint, or give "
+            f"more time with --timeout SECONDS / {NET_TIMEOUT_ENV}"
         )
     if proto == "s3" and ("could not connect" in low or "connect timeout" in low or "endpoint" in low):
         return StorageError(f"{action} {url}: cannot reach the storage endpoint ({text[:160]}); check AWS_ENDPOINT_URL")
@@ -150,11 +217,13 @@ def find_logs(url: str) -> list[RemoteLog]:
             at that URL).
     """
     fs, path = filesystem(url)
-    _bucket_check(fs, url, path, "cannot read logs from")
+    with waiting("listing logs", url):
+        _bucket_check(fs, url, path, "cannot read logs from")
     try:
-        if not fs.exists(path):
-            raise StorageError(f"log location not found: {url}")
-        listing = fs.find(path, detail=True) if fs.isdir(path) else {path: fs.info(path)}
+        with waiting("listing logs", url):
+            if not fs.exists(path):
+                raise StorageError(f"log location not found: {url}")
+            listing = fs.find(path, detail=True) if fs.isdir(path) else {path: fs.info(path)}
     except StorageError:
         raise
     except Exception as ex:  # noqa: BLE001
@@ -309,11 +378,13 @@ def check_writable(url: str, action: str = "cannot write to") -> None:
         StorageError: naming the setting to fix.
     """
     fs, path = filesystem(url)
-    _bucket_check(fs, url, path, action)
+    with waiting("a write check", url):
+        _bucket_check(fs, url, path, action)
     probe = f"{path.rstrip('/')}/.steerboard-write-check-{os.getpid()}"
     try:
-        fs.pipe_file(probe, b"ok")
-        fs.rm_file(probe)
+        with waiting("a write check", url):
+            fs.pipe_file(probe, b"ok")
+            fs.rm_file(probe)
     except Exception as ex:  # noqa: BLE001
         raise _explain(url, ex, action) from ex
 
@@ -396,7 +467,8 @@ def write_text(location: str, text: str) -> None:
         return
     fs, path = filesystem(location)
     try:
-        fs.pipe_file(path, text.encode("utf-8"))
+        with waiting("a write", location):
+            fs.pipe_file(path, text.encode("utf-8"))
     except Exception as ex:  # noqa: BLE001
         raise _explain(location, ex, "cannot write") from ex
 
