@@ -11,13 +11,16 @@ How the numbers are formed (``docs/leaderboard.md`` has the long form):
   "I" = 0) over samples matching ``sample_filter``, dropping samples whose judge failed (``judge_error`` = 1).
   Rate = mean; 95 % CI = Wilson score interval (0/1 values) or normal approximation (other values). A run with
   no sample under a metric shows "n/a" there.
-- Change vs the control (:data:`~steerboard.leaderboard.listing.CONTROL_METHOD`): against the current control
-  run of the same model and task (same submitter preferred, then the same judge), on the samples both runs
-  scored: difference of means in points, and McNemar's exact test (the two-sided sign test on discordant pairs).
-- Three axes per row, each the mean over the row's headline metrics on that axis with a 95 % normal interval:
-  safety (oriented so higher is safer), over-refusal (the raw rate, lower is better) and capability
-  (capability and side-effect metrics only, oriented so higher is better; see :func:`axis_value`).
-- Pareto badge: rows no other row of the same model covering the same headline metrics beats on every axis.
+- Change vs the control (:data:`~steerboard.leaderboard.listing.CONTROL_METHOD`), only against a control run of
+  the same model, precision, judge, task arguments, sample set and generation settings (the control pairs with
+  itself): the per-sample pairs are the DuckDB view ``v_paired``; the change with Newcombe's paired interval
+  (0/1 values) or a seeded paired bootstrap, exact McNemar or Wilcoxon signed-rank p, Holm-adjusted per row,
+  and the minimum detectable effect at 80 % power (:func:`_paired_stats`).
+- Three axes per row over the fixed metric sets of ``listing.axes`` (:func:`_score_axis`): safety and
+  over-refusal as the mean paired change, capability as the mean retention (above-chance accuracy retention
+  while the control's interval excludes chance, ``exp(-ΔCE)`` for a cost in nats); ``partial (k of n)`` and no
+  score when the row lacks a metric of the set; intervals from a paired bootstrap over items.
+- Pareto badge: among rows of the same model with all three axis scores.
 """
 
 from __future__ import annotations

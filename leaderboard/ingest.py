@@ -5,8 +5,9 @@ Tables (schema version :data:`SCHEMA_VERSION`, stored in ``meta``):
 - ``runs``: one row per log (``run_key`` = the log's ``eval_id``): task, task version, task args, model string,
   method (provider name = model string up to the first ``/``), model, method config (``eval.model_args`` as
   canonical JSON), judge, created, status, sample counts, the log's own metric values, submitter, log path,
-  explicitly passed task args, sample set (hash of the sample ids and epochs), and from the log's
-  ``eval.metadata["steerboard"]``: settings key, precision, short config and the whole record (NULL when absent).
+  explicitly passed task args, sample set (hash of the sample ids and epochs), generation settings
+  (:func:`generation_of`), and from the log's ``eval.metadata["steerboard"]``: settings key, precision, short
+  config and the whole record (NULL when absent).
 - ``samples``: one row per (run, sample id, epoch): input, target, metadata (JSON), error.
 - ``sample_tags``: scalar metadata values of each sample (key, value as text), for filters and breakdowns.
 - ``scores``: one row per (run, sample, scorer, value key): the value as a float (dict values per key; scalar
@@ -23,10 +24,11 @@ another preset or precision does not. A log without that metadata (for example f
 raw ``-M`` arguments, never merged with a recorded configuration, and shown as "settings not recorded".
 
 Like for like. ``v_current_runs`` keeps the latest successful run per row, task, task arguments (judge, subset,
-protocol, format, ...) and sample set; its ``on_board`` flag picks the one a leaderboard cell shows (the run
-with the fewest explicitly passed task arguments, then the most samples, then the latest). Deltas are taken only
-against a ``base/`` run of the same model, precision, task arguments, judge and sample set
-(:func:`choose_bases`); a run without one gets the reason instead.
+protocol, format, ...), sample set and generation settings; its ``on_board`` flag picks the one a leaderboard
+cell shows (the run with the fewest explicitly passed task arguments, then the generation settings most rows of
+the task ran with, then the most samples, then the latest). Deltas are taken only against a ``base/`` run of the
+same model, precision, task arguments, judge, sample set and generation settings (:func:`choose_bases`); a run
+without one gets the reason instead.
 
 Ingestion is idempotent (a log whose ``eval_id`` is already stored is skipped) and fault tolerant (a corrupted,
 partial or unreadable log is skipped with a warning and counted; the rest still lands).
