@@ -351,8 +351,13 @@ def _paired_stats(
         "stddev_samp(a - b) AS sd, bool_and((a = 0 OR a = 1) AND (b = 0 OR b = 1)) AS binary, "
         "count(*) FILTER (a = 1 AND b = 1) AS n11, count(*) FILTER (a = 1 AND b = 0) AS n10, "
         "count(*) FILTER (a = 0 AND b = 1) AS n01, count(*) FILTER (a = 0 AND b = 0) AS n00, "
-        "list(a ORDER BY sample_key) AS av, list(b ORDER BY sample_key) AS bv "
-        "FROM v_paired GROUP BY run_key, metric_key"
+        # per-item values only where the bootstrap needs them (0/1 pairs are resampled from their cell counts)
+        "CASE WHEN bool_and((a = 0 OR a = 1) AND (b = 0 OR b = 1)) AND NOT list_contains(?, metric_key) "
+        "THEN NULL ELSE list(a ORDER BY sample_key) END AS av, "
+        "CASE WHEN bool_and((a = 0 OR a = 1) AND (b = 0 OR b = 1)) AND NOT list_contains(?, metric_key) "
+        "THEN NULL ELSE list(b ORDER BY sample_key) END AS bv "
+        "FROM v_paired GROUP BY run_key, metric_key",
+        [sorted(continuous), sorted(continuous)],
     ).fetchall()
     for rk, mk, n, mean_a, mean_b, diff, sd, binary, n11, n10, n01, n00, av, bv in rows:
         binary = bool(binary) and mk not in continuous
@@ -368,6 +373,10 @@ def _paired_stats(
                 [(av, bv)], lambda g: g[0][0] - g[0][1], seed_of(rk, mk)
             )
             mde = mde_continuous_paired(sd if sd is not None else float("nan"), n)
+        if av is None:  # 0/1 pairs: the items in cell order (what the bootstrap resamples)
+            cells = (int(n11), int(n10), int(n01), int(n00))
+            av = [1.0] * (cells[0] + cells[1]) + [0.0] * (cells[2] + cells[3])
+            bv = [1.0] * cells[0] + [0.0] * cells[1] + [1.0] * cells[2] + [0.0] * cells[3]
         paired[(rk, mk)] = {
             "n": n, "mean_a": mean_a, "mean_b": mean_b, "diff": diff, "ci": ci, "p": p, "binary": binary,
             "up": int(n10) if binary else sum(x > y for x, y in zip(av, bv, strict=True)),
