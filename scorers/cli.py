@@ -213,8 +213,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=_train)
     e = jsub.add_parser(
         "eval",
-        help="agreement with human labels per held-out source, with n and 95%% intervals (refusal, "
-        "objective); held-out behaviours (harm)",
+        help="agreement with labels, with n and 95%% intervals: refusal held out by prompt group (5-fold "
+        "GroupKFold, the headline) and by source; objective per attack publication; harm by item",
     )
     e.add_argument(
         "--out",

@@ -10,10 +10,11 @@ Training data ships in ``scorers/data/`` (compact JSONL built from the raw publi
   construction) and JailbreakBench artifacts' target responses with their ``jailbroken`` label (given by
   JailbreakBench's own LLM judge, not by humans).
 
-:func:`train_refusal` / :func:`train_harm` fit the shipped artifacts (deterministic: fixed seed, lbfgs);
-:func:`evaluate_agreement` measures accuracy and Cohen's kappa against the labels: leave-one-model-out
-over the XSTest completions for the refusal judges, and a held-out 20 % split by behaviour (no goal or
-question shared with training) for the harm judge.
+:func:`train_refusal` / :func:`train_harm` fit the shipped artifacts (deterministic: fixed seed, lbfgs), each
+with :data:`CROSSFIT_K` cross-fitted fold models grouped by prompt / item (:func:`crossfit_folds`): a task
+sample whose prompt or item is in the training data is judged by the fold model that never saw it.
+:func:`evaluate_agreement` measures accuracy and Cohen's kappa against the labels: held out by prompt group
+(the shipped folds) and by source for the refusal judge, held out by item for the harm judge.
 """
 
 from __future__ import annotations
