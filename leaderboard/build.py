@@ -835,7 +835,9 @@ def find_sweeps(rows: list[dict[str, Any]], listing: Listing) -> list[dict[str, 
         x = _sweep_value(cfg.get(k, r["config_obj"].get(k) if isinstance(r["config_obj"], dict) else None))
         if x is None:
             continue
-        rest = {a: b for a, b in cfg.items() if a != k}
+        # settings derived from the strength (the SAE's strength_units) move with it: not part of the rest
+        stem = k.rstrip("s")
+        rest = {a: b for a, b in cfg.items() if a != k and not a.startswith(stem)}
         groups[(r["submitter"], r["model"], r["method"], k, canonical_json(rest), r["variant"])].append((x, r))
     axis_keys = [(axis, m) for axis in ("safety", "overrefusal", "capability") for m in listing.axis_metrics(axis)]
     sweeps = []

@@ -228,11 +228,15 @@ def test_a_sweep_launched_from_the_command_line_is_recognised(tmp_path: Path) ->
     """`--sweep strengths=15,30` may arrive as text or numbers; the preset's own strength (recorded in the
     resolved settings) is a point too."""
     listing = _listing()
-    runs = _full("base", {}, 0) + _full("sae", {}, 10, resolved={"strengths": 45, "preset": "p"})
+    runs = _full("base", {}, 0) + _full("sae", {}, 10, resolved={"strengths": [45.0], "preset": "p",
+                                                                  "strength_units": [{"strength": 45.0}]})
     runs += [SyntheticRun(task="xstest", method="sae", model_args={"strengths": "15"}, n_samples=120, seed=20,
-                          resolved={"preset": "p"})]
-    runs += [SyntheticRun(task="xstest", method="sae", model_args={"strengths": 30}, n_samples=120, seed=21,
-                          resolved={"preset": "p"})]
+                          resolved={"preset": "p", "strength_units": [{"strength": 15.0}]})]
+    runs += [SyntheticRun(task="xstest", method="sae", model_args={"strengths": [30]}, n_samples=120, seed=21,
+                          resolved={"preset": "p", "strength_units": [{"strength": 30.0}]})]
+    # another gate is another configuration: not a point of this sweep
+    runs += [SyntheticRun(task="xstest", method="sae", model_args={"gate": "both"}, n_samples=120, seed=22,
+                          resolved={"strengths": [45.0], "preset": "p", "strength_units": [{"strength": 45.0}]})]
     data, view = _board(tmp_path, listing, runs)
     (sweep,) = view["sweeps"]
     assert sweep["key"] == "strengths" and sweep["x"] == [15.0, 30.0, 45.0]
@@ -303,3 +307,122 @@ def test_the_built_site_shows_no_local_path_and_other_providers_rank_below(tmp_p
     assert "<code>strength</code>" in first and "<code>4</code>" in first
     assert "sae.safetensors" in first and here not in first
     assert page.index("Settings that differ") < page.index("<details>") < page.index("Recorded by the provider")
+
+
+# ---------------------------------------------------------------- invariants of a whole board
+
+
+def _board_problems(db: Path, listing: Any, site: Path) -> list[str]:
+    """What is wrong with a board, checked against values recomputed here from the database's per-sample scores
+    (an independent path: pandas over the ``scores`` and ``sample_tags`` tables, not the build's SQL)."""
+    import duckdb
+    import numpy as np
+
+    data = collect(db, listing)
+    view = assemble(data, listing, load_reported())
+    build_site(db, site, listing=listing)
+    html = (site / "index.html").read_text()
+    plotted = {
+        aria: set(re.findall(r'class="pt-label">([^<]*)</text>',
+                             html[html.index(f'aria-label="{aria}"'):].split("</svg>")[0]))
+        if f'aria-label="{aria}"' in html else set()
+        for aria in ("safety versus capability", "safety versus over-refusal")
+    }
+    con = duckdb.connect(str(db), read_only=True)
+    scores = con.execute("SELECT run_key, sample_key, scorer, key, value, judge_error FROM scores").df()
+    tags = con.execute("SELECT run_key, sample_key, key, value FROM sample_tags").df()
+    con.close()
+
+    def values(run_key: str, m: Any) -> dict[str, float]:
+        s = scores[(scores.run_key == run_key) & (scores.scorer == m.scorer) & (scores.key == (m.sample_value or ""))
+                   & (scores.judge_error == 0) & scores.value.notna()]
+        keep = set(s.sample_key)
+        for k, v in m.sample_filter:
+            t = tags[(tags.run_key == run_key) & (tags.key == k) & (tags.value == str(v))]
+            keep &= set(t.sample_key)
+        return {r.sample_key: float(r.value) for r in s.itertuples() if r.sample_key in keep}
+
+    problems: list[str] = []
+    runs_by_key = {r["run_key"]: r for r in data["runs"]}
+    for row in view["rows"]:
+        name = f"{row['method']} {row['short']}"
+        for axis in ("safety", "overrefusal", "capability"):
+            a = row[axis + "_axis"]
+            if a["status"] != "ok":
+                if row[axis] is not None or row["pareto"]:
+                    problems.append(f"{name}: {axis} {a['status']} but scored or badged")
+                if row["point_label"] in plotted["safety versus capability" if axis == "capability" else
+                                              "safety versus over-refusal"] and axis != "safety":
+                    problems.append(f"{name}: {axis} {a['status']} but plotted")
+                if axis == "safety" and any(row["point_label"] in p for p in plotted.values()):
+                    problems.append(f"{name}: safety {a['status']} but plotted")
+                continue
+            parts = []
+            for m in listing.axis_metrics(axis):
+                if m.task not in row["runs"]:
+                    problems.append(f"{name}: {axis} scored without {m.key}")
+                    continue
+                run = row["runs"][m.task]
+                base = runs_by_key[data["base_of"][run["run_key"]]]
+                for k in ("model", "precision", "task", "task_args", "judge", "sample_set", "generation"):
+                    if run[k] != base[k]:
+                        problems.append(f"{name}: control differs in {k}")
+                va, vb = values(run["run_key"], m), values(base["run_key"], m)
+                shared = sorted(set(va) & set(vb))
+                ma, mb = np.mean([va[k] for k in shared]), np.mean([vb[k] for k in shared])
+                if axis == "capability":
+                    if m.unit == "nats":
+                        parts.append(np.exp(-(ma - mb)))
+                    elif vb and m.chance is not None:
+                        parts.append((ma - m.chance) / (mb - m.chance))
+                    if m.key in a["outside"]:
+                        parts.pop()
+                else:
+                    sign = 1 if (m.higher_is_better == (axis == "safety")) else -1
+                    parts.append(sign * (ma - mb))
+            if parts and abs(float(np.mean(parts)) - row[axis]) > 1e-9:
+                problems.append(f"{name}: {axis} {row[axis]} != hand-computed {float(np.mean(parts))}")
+        if row["control"]:
+            if (row["safety"], row["overrefusal"], row["capability"]) != (0.0, 0.0, 1.0):
+                problems.append(f"control axes {(row['safety'], row['overrefusal'], row['capability'])}")
+            for r in row["runs"].values():
+                for (rk, _mk), pr in data["paired"].items():
+                    if rk == r["run_key"] and pr["diff"] != 0:
+                        problems.append(f"control change {_mk} = {pr['diff']}")
+    return problems
+
+
+def _quick_shaped_runs() -> list[SyntheticRun]:
+    """Rows shaped like the quick suite: full method rows on every axis task, a sweep and a gated variant on a
+    subset of the tasks (partial on purpose)."""
+    runs = _full("base", {}, 0) + _full("prompt", {}, 10) + _full("sae", {}, 20, resolved={"strength": 45})
+    runs += _full("actadd", {"coefficient": 4}, 30)
+    runs += [SyntheticRun(task="xstest", method="sae", model_args={"strength": s}, n_samples=120, seed=40 + i)
+             for i, s in enumerate((15, 30))]
+    runs += [SyntheticRun(task=t, method="sae", model_args={"gate": "both"}, n_samples=120, seed=50 + j)
+             for j, t in enumerate(("xstest", "mmlu"))]
+    return runs
+
+
+def _invariant_boards() -> list[str]:
+    # a real board (e.g. the demo's) can be checked too: STEERBOARD_BOARD_DB=results.duckdb pytest -k invariants
+    return ["quick-shaped"] + (["env"] if os.environ.get("STEERBOARD_BOARD_DB") else [])
+
+
+@pytest.mark.parametrize("board", _invariant_boards())
+def test_board_invariants(board: str, tmp_path: Path) -> None:
+    """No partial row has an axis score, plot point or badge; the control's changes are 0 and its retention 1;
+    every axis score equals the mean of its metrics' paired changes computed by hand from per-sample scores."""
+    if board == "env":
+        from steerboard.leaderboard.listing import load_default_listing
+
+        db, listing = Path(os.environ["STEERBOARD_BOARD_DB"]), load_default_listing()
+    else:
+        listing = _listing()
+        _board(tmp_path, listing, _quick_shaped_runs(), site=False)
+        db = tmp_path / "r.duckdb"
+    assert _board_problems(db, listing, tmp_path / "site-check") == []
+    if board == "quick-shaped":  # the shape the check must see: partial rows, complete rows and the control
+        view = assemble(collect(db, listing), listing, load_reported())
+        statuses = {r["safety_axis"]["status"] for r in view["rows"]}
+        assert statuses == {"ok", "partial"} and sum(r["pareto"] for r in view["rows"]) >= 1
