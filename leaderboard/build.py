@@ -477,6 +477,8 @@ def collect(db: str | Path, listing: Listing) -> dict[str, Any]:
 
 
 NO_SAMPLES = "n/a"
+#: tasks scored by log-likelihood (no generation): their max_tokens is not a setting of the comparison
+_NO_GENERATION_TASKS = {"mmlu", "truthfulqa", "side_effects"}
 ALPHA_FLAG = 0.05
 AXIS_TITLES = {"safety": "safety", "overrefusal": "over-refusal", "capability": "capability"}
 
@@ -717,6 +719,11 @@ def _score_row(row: dict[str, Any], headline: list[MetricSpec], data: dict[str, 
         ranked = a["status"] == "ok"
         row[axis] = a["score"] if ranked else None
         row[axis + "_ci"] = {"score": a["score"], "lo": a["lo"], "hi": a["hi"]} if ranked else None
+    maxes = sorted({
+        str(json.loads(r.get("generation") or "{}").get("max_tokens", "default")) for r in row["runs"].values()
+        if r["task"] not in _NO_GENERATION_TASKS
+    })
+    row["gen_text"] = f"max_tokens={'/'.join(maxes)}" if maxes else ""
     cfg = row["config_obj"] if isinstance(row["config_obj"], dict) else {}
     row["config_text"] = public_text(_config_text(cfg, row["variant"]))
     row["short"] = public_text(" ".join(x for x in (short_config(cfg), row["variant"].replace("protocol=", "")) if x))

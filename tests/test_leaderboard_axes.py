@@ -170,6 +170,8 @@ def test_a_control_rerun_with_other_generation_settings_changes_nothing(tmp_path
     build_site(tmp_path / "r.duckdb", tmp_path / "site", listing=listing)
     page = (tmp_path / "site" / run_page_name(sae_xs)).read_text()
     assert "max_tokens=48" in page
+    board = (tmp_path / "site" / "index.html").read_text().split('id="board"')[1]
+    assert "float32 &middot; max_tokens=48<" in board and "max_tokens=4<" in board  # the prompt row ran 4
 
 
 def test_a_row_without_a_control_shows_absolute_values_only(tmp_path: Path) -> None:
