@@ -3,10 +3,15 @@
 Two direction sources, fitted on the ``fit`` split of :mod:`steerboard.methods.fitdata` (disjoint from
 every evaluation set):
 
-* ``prompts`` (Arditi et al. 2024): mean residual at the last prompt token over harmful prompts minus
-  the mean over harmless prompts;
-* ``responses``: teacher-forced refusal replies minus compliance replies to the same harmful prompts,
-  each averaged over the reply tokens.
+* ``responses`` (the shipped preset): **contrastive activation addition** on a response contrast, in the
+  manner of Rimsky et al. 2024 (*Steering Llama 2 via Contrastive Activation Addition*): the same harmful
+  prompts are followed by a teacher-forced refusal reply and by a compliance reply, the residual is
+  averaged over each reply's tokens, and the direction is the mean difference (refusal minus compliance).
+  CAA contrasts the two answers of multiple-choice pairs at the answer token; here the contrast is whole
+  free-text replies;
+* ``prompts`` (Arditi et al. 2024, *Refusal in Language Models Is Mediated by a Single Direction*): mean
+  residual at the last prompt token over harmful prompts minus the mean over harmless prompts. Its measured
+  effect on the embedded model is in ``docs/steering.md``.
 
 ``operation=add`` adds ``coefficient x unit direction`` after decoder block ``layer`` (at the positions
 ``steer_on`` names); ``operation=ablate`` projects the direction out (``coefficient`` unused).
