@@ -406,6 +406,14 @@ def test_shipped_agreement_report():
         "rbr/gold",
     }
     assert sum(f["n"] for f in emb["folds"].values()) == 3609
+    # the headline is held out by prompt group; leave-one-source-out sits beside it, same sources
+    assert "prompt-grouped" in emb["protocol"] and emb["k"] == 5
+    assert set(emb["by_source"]["folds"]) == set(emb["folds"])
+    assert emb["overall"]["n"] == 2100  # the training sources pooled
+    assert emb["folds"]["rbr/gold"]["scored_only"] and sum(emb["folds"]["rbr/gold"]["routed"].values()) == 509
+    harm = rep["harm"]["embed"]
+    assert harm["overall"]["n"] == 1927 and set(harm["by_source"]) == {"safeedit", "jbb"}
+    assert "not human" in harm["labels"]
     # the objective judge's external check: JailbreakBench's judge comparison, both parts, every row counted
     obj = rep["objective"]
     ext = obj["backends"]["embed"]["external"]
