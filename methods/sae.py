@@ -344,12 +344,52 @@ class SAEMethod(HookSteering, Method):
             "mode": r.mode, "steer_on": r.steer_on, "gate": r.gate, "gate_threshold": r.gate_threshold,
             "gate_feature": r.gate_feature,
         }
+        if r.preset is not None:
+            units = strength_units(load_preset(r.preset))
+            if units and list(r.strengths) == [u["strength"] for u in units]:
+                d["resolved"]["strength_units"] = units  # clamp as a multiple of the fit data's max activation
         if r.sae_path is not None:
             d["artifacts"]["sae"] = {"path": str(r.sae_path), "sha256": file_sha256(r.sae_path)}
         else:
             d["artifacts"]["sae"] = {"path": f"{r.release}/{r.sae_id}", "sha256": None}
         d["artifacts"].update(self.gate_artifacts())
         return d
+
+
+# ---------------------------------------------------------------------- strength units
+def feature_max_activations(engine: Engine, sae: Any, layer: int, features: Sequence[int]) -> dict[int, float]:
+    """Largest activation of each feature over every token of the SAE's fit text (:func:`training_sequences`).
+
+    A clamp strength divided by this is the unit a reader can compare across SAEs and papers ("clamp at
+    k times the feature's maximum activation on the fit data").
+    """
+    import torch
+
+    from steerboard.methods.steering import residuals
+
+    seqs = training_sequences(engine)
+    best = torch.full((len(features),), float("-inf"))
+    idx = torch.tensor(list(features), dtype=torch.long)
+    for i in range(0, len(seqs), 64):
+        for h in residuals(engine, seqs[i : i + 64], layer, batch_size=16):
+            with torch.no_grad():
+                acts = sae.encode(h.float())[:, idx]
+            best = torch.maximum(best, acts.max(0).values)
+    return {int(f): round(float(v), 4) for f, v in zip(features, best, strict=True)}
+
+
+def strength_units(preset: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Per feature: clamp strength, the feature's maximum activation on the fit data and their ratio, from a
+    preset's ``max_activation`` record (``None`` when the preset has none)."""
+    rec = preset.get("max_activation")
+    if not rec:
+        return None
+    out = []
+    for f, s in zip(preset.get("features", []), preset.get("strengths", []), strict=False):
+        m = rec.get("values", {}).get(str(f))
+        out.append({"feature": f, "strength": s, "max_activation_fit": m,
+                    "times_max_activation": round(s / m, 3) if m else None})
+    return out
 
 
 # ---------------------------------------------------------------------- training (steerboard sae train)
@@ -683,3 +723,42 @@ def discover(
     if report is not None:
         report.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def record_max_activation(preset: str = "smollm2-135m", write: bool = False) -> dict[str, Any]:
+    """Measure the preset's features' maximum activation on the fit data (:func:`feature_max_activations`);
+    with ``write``, store it in the shipped preset as ``max_activation``."""
+    import json
+
+    from steerboard.engine import Engine
+
+    p = load_preset(preset)
+    if not p.get("artifact"):
+        raise ValueError(f"preset {preset!r} names no shipped SAE artifact; the maximum activation needs the SAE")
+    eng = Engine.load(p["model"])
+    sae = load_sae(ARTIFACT_DIR / p["artifact"])
+    seqs = training_sequences(eng)
+    rec = {
+        "values": {str(k): v for k, v in feature_max_activations(eng, sae, p["layer"], p["features"]).items()},
+        "measured_on": f"every token of the SAE's fit text (training_sequences: {len(seqs)} sequences, "
+                       f"{sum(map(len, seqs))} tokens: corpus windows and chat-formatted fit-split prompts with "
+                       "refusal and compliance replies), residual after block "
+                       f"{p['layer']} encoded by the shipped SAE",
+        "command": f"python -m steerboard.methods.sae max-activation {preset} --write",
+    }
+    if write:
+        path = PRESET_DIR / f"{preset}.json"
+        data = json.loads(path.read_text())
+        data["max_activation"] = rec
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    return rec
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import json
+    import sys
+
+    if sys.argv[1:2] != ["max-activation"]:
+        sys.exit("usage: python -m steerboard.methods.sae max-activation [PRESET] [--write]")
+    rest = [a for a in sys.argv[2:] if a != "--write"]
+    print(json.dumps(record_max_activation(rest[0] if rest else "smollm2-135m", "--write" in sys.argv), indent=1))

@@ -136,3 +136,22 @@ def test_steered_prefills_reuse_a_steered_preamble(tiny_model_dir: str, cache: P
     mixed = _gen(on, PROMPTS, m_on.intervention(), n=10, metas=metas)
     assert on.prefix_hits == hits  # rows differ: full prefill
     assert mixed == _gen(off, PROMPTS, m_off.intervention(), n=10, metas=metas)
+
+
+def test_sae_preset_states_clamp_as_multiple_of_max_activation():
+    """The shipped SAE preset records the feature's maximum activation on the fit data; the method reports
+    its clamp in that unit (shown on the site)."""
+    from steerboard.methods.sae import SAEConfig, SAEMethod, load_preset, resolve, strength_units
+
+    p = load_preset("smollm2-135m")
+    units = strength_units(p)
+    assert units and units[0]["feature"] == p["features"][0] and units[0]["max_activation_fit"] > 0
+    assert units[0]["times_max_activation"] == round(p["strengths"][0] / units[0]["max_activation_fit"], 3)
+    assert "python -m steerboard.methods.sae max-activation" in p["max_activation"]["command"]
+    assert strength_units({"features": [1], "strengths": [2.0]}) is None
+    m = SAEMethod(SAEConfig(), "smollm2-135m")
+    m.resolved = resolve(m.config, "smollm2-135m")
+    assert m.describe()["resolved"]["strength_units"] == units
+    m2 = SAEMethod(SAEConfig.from_dict({"strengths": "20"}), "smollm2-135m")
+    m2.resolved = resolve(m2.config, "smollm2-135m")
+    assert "strength_units" not in m2.describe()["resolved"]  # another clamp: the preset's ratio does not apply
