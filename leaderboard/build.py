@@ -9,7 +9,7 @@ How the numbers are formed (``docs/leaderboard.md`` has the long form):
 
 - Per (run, metric): the per-sample values of the listing's ``sample_value`` key (or the scalar value, "C" = 1,
   "I" = 0) over samples matching ``sample_filter``, dropping samples whose judge failed (``judge_error`` = 1).
-  Rate = mean; 95 % CI = Wilson score interval (0/1 values) or normal approximation (other values). A run with
+  Rate = mean; 95 % CI = Wilson score interval (0/1 values) or a seeded bootstrap of the mean (other values). A run with
   no sample under a metric shows "n/a" there.
 - Change vs the control (:data:`~steerboard.leaderboard.listing.CONTROL_METHOD`), only against a control run of
   the same model, precision, judge, task arguments, sample set and generation settings (the control pairs with
@@ -302,9 +302,24 @@ def _metric_stats(con: Any, listing: Listing) -> dict[tuple[str, str], dict[str,
     # a rate's 0/1 values are outcomes (Wilson interval); a continuous metric (nats, counts) whose values all
     # happen to be 0 (the control's KL to itself) is not a proportion
     continuous = {m.key for m in listing.metrics if m.unit != "rate"}
+    # per-item values of the non-0/1 metrics: their interval is a seeded bootstrap of the mean
+    items = {
+        (rk, mk): vals
+        for rk, mk, vals in con.execute(
+            "SELECT run_key, metric_key, list(v ORDER BY sample_key) FROM sv GROUP BY ALL "
+            "HAVING NOT bool_and(v = 0 OR v = 1) OR list_contains(?, metric_key)",
+            [sorted(continuous)],
+        ).fetchall()
+    }
     for rk, mk, n, s, mean, var, binary, _unit_range in agg:
         binary = bool(binary) and mk not in continuous
-        lo, hi = wilson(s, n) if binary else mean_ci(mean, var, n)
+        if binary:
+            lo, hi = wilson(s, n)
+        else:
+            vals = items[(rk, mk)]
+            lo, hi = paired_bootstrap_ci([(vals, vals)], lambda g: g[0][0], seed_of(rk, mk, "value"))
+            if math.isnan(lo):
+                lo, hi = mean_ci(mean, var, n)
         se = math.sqrt(mean * (1 - mean) / n) if binary else math.sqrt(var / n) if var and n > 1 else 0.0
         stats[(rk, mk)] = {"n": n, "mean": mean, "lo": lo, "hi": hi, "se": se, "binary": binary}
     # a metric is a rate when every value of every run lies in 0-1 (decided per metric, not per run)
