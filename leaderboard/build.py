@@ -387,7 +387,8 @@ def _paired_stats(
             ci = (0.0, 0.0) if same else paired_bootstrap_ci(
                 [(av, bv)], lambda g: g[0][0] - g[0][1], seed_of(rk, mk)
             )
-            mde = mde_continuous_paired(sd if sd is not None else float("nan"), n)
+            # the control against itself has no spread of differences: no MDE to state for a continuous metric
+            mde = None if same else mde_continuous_paired(sd if sd is not None else float("nan"), n)
         if av is None:  # 0/1 pairs: the items in cell order (what the bootstrap resamples)
             cells = (int(n11), int(n10), int(n01), int(n00))
             av = [1.0] * (cells[0] + cells[1]) + [0.0] * (cells[2] + cells[3])
@@ -552,7 +553,7 @@ def _cell(
         if pr["mde"] is not None:
             cell["mde"] = f"{100 * pr['mde']:.1f} pts" if m.unit == "rate" else f"{pr['mde']:.3f}"
         else:
-            cell["mde"] = "none (n too small)"
+            cell["mde"] = "none (n too small)" if pr["n"] < sign_test_critical() else "n/a"
     return cell
 
 
