@@ -1150,7 +1150,8 @@ def _plots(view: dict[str, Any]) -> dict[str, Any]:
         m, axis = curves[0]["spec"], curves[0]["axis"]
         what = "retained (%)" if axis == "capability" else (
             "change, pts (higher = safer)" if axis == "safety" else "change, pts (lower = better)")
-        dose.append(sweep_svg(curves, "val", f"{m.title}: {what}", sweep_label))
+        dose.append(sweep_svg(curves, "val", f"{m.title}: {what}", sweep_label,
+                              ylabel="%" if axis == "capability" else "points"))
     return {
         "capability": panel(
             "capability", "Capability retained (%, control = 100)", "safety versus capability"

@@ -261,9 +261,11 @@ def tradeoff_svg(
 
 
 def sweep_svg(
-    sweeps: Sequence[dict[str, Any]], field_name: str, title: str, xlabel: str, w: int = 380, h: int = 260
+    sweeps: Sequence[dict[str, Any]], field_name: str, title: str, xlabel: str, w: int = 380, h: int = 260,
+    ylabel: str = "%",
 ) -> Markup:
-    """One panel: ``field_name`` (a 0-1 score) against strength, one line per sweep."""
+    """One panel: ``field_name`` (a fraction, drawn x100: a rate or retention in %, a change in points) against
+    strength, one line per sweep."""
     xs = [x for s in sweeps for x, y in zip(s["x"], s[field_name], strict=True) if y is not None]
     ys = [y for s in sweeps for y in s[field_name] if y is not None]
     if not xs:
@@ -274,7 +276,7 @@ def sweep_svg(
         f'aria-label="{escape(title)}">'
     ]
     parts.append(f'<text x="{fr.pad[0]}" y="15" font-size="12" font-weight="bold">{escape(title)}</text>')
-    parts += fr.axes(xlabel, "%")
+    parts += fr.axes(xlabel, ylabel)
     for i, s in enumerate(sweeps):
         color = PALETTE[i % len(PALETTE)]
         pts = [(x, y) for x, y in zip(s["x"], s[field_name], strict=True) if y is not None]
