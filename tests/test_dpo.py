@@ -240,3 +240,38 @@ def test_heldout_pairs_are_not_trained_and_are_measured(tiny_model_dir, tmp_path
     assert h["pairs"] == 2 and 0 <= h["preference_accuracy"] <= 1 and h["kl_pairs"] == 2
     assert h["kl_to_base_benign_per_token"] > 0  # the adapter moved the policy
     assert st["curve"] and "loss" in st["curve"][0]
+
+
+def test_shipped_adapter_is_loaded_without_training(tiny_model_dir, tmp_path, monkeypatch):
+    """``python -m steerboard.methods.dpo train --ship`` writes the adapter + manifest; the method then loads it for
+    the embedded model instead of training, checks its sha256, and retrains when an option changes training."""
+    import steerboard.methods.dpo as dpo
+    from steerboard.engine import Engine
+
+    monkeypatch.setenv("STEERBOARD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(dpo, "ARTIFACT_DIR", tmp_path / "artifacts")
+    monkeypatch.setattr(dpo, "EMBEDDED_MODEL_NAMES", (tiny_model_dir,))
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": "Answer.", "rejected": "No.",
+                                     "split": "heldout" if i == 0 else "train"}) + "\n" for i in range(3)))
+    opts = ["-M", f"pairs_file={f}", "-M", "batch_size=1", "-M", "max_length=64"]
+    assert dpo.main(["train", "--model", tiny_model_dir, "--ship", *opts]) == 0
+    ship = tmp_path / "artifacts" / "dpo-smollm2-135m"
+    assert (ship / "manifest.json").exists() and (ship / "train_stats.json").exists()
+
+    def no_training(*a, **k):
+        raise AssertionError("trained although a matching adapter is shipped")
+
+    monkeypatch.setattr(dpo, "train_adapter", no_training)
+    cfg = dpo.DPOConfig.from_dict({"pairs_file": str(f), "batch_size": 1, "max_length": 64})
+    m = dpo.DPOMethod(cfg, tiny_model_dir)
+    m.prepare(Engine.load(tiny_model_dir))
+    assert m.shipped and m.artifact == str(ship) and m.train_stats["heldout"]["pairs"] == 1
+    assert m.describe()["artifacts"]["adapter"]["shipped"] is True
+    with pytest.raises(AssertionError, match="trained although"):  # another beta: retrains
+        dpo.DPOMethod(dpo.DPOConfig.from_dict({**cfg.to_dict(), "beta": 0.3}), tiny_model_dir).prepare(
+            Engine.load(tiny_model_dir))
+    w = dpo.weights_file(ship)
+    w.write_bytes(b"\x00" + w.read_bytes()[1:])
+    with pytest.raises(ValueError, match="sha256 .* does not match"):
+        dpo.DPOMethod(cfg, tiny_model_dir).prepare(Engine.load(tiny_model_dir))
