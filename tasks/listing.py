@@ -3,7 +3,9 @@
 This is the one loader and validator of the listing format; the leaderboard builds its typed view
 (:mod:`steerboard.leaderboard.listing`) from what :func:`validate_listing` accepts. ``load_listing()`` returns ``{"tasks": {<task>: {title, description, paper, version, metrics: [...]}}}``
 where each metric has ``name``, ``scorer``, ``title``, ``higher_is_better``, ``headline``, ``axis``
-(safety | overrefusal | capability), ``sample_value`` (Score.value key or null) and ``sample_filter``.
+(safety | overrefusal | capability), ``sample_value`` (Score.value key or null) and ``sample_filter``, and
+optionally ``unit`` and ``chance``. The listing's ``axes`` section (the fixed metric set of each axis) is checked
+by the leaderboard's view, :func:`steerboard.leaderboard.listing.parse_listing`.
 """
 
 from __future__ import annotations
