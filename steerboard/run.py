@@ -273,7 +273,8 @@ def gated_task_note(task: TaskRun) -> str | None:
     if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
         return None
     return (
-        f"skipped {task.name}: {GATED_TASKS[task.name]}; a submission without it fails `steerboard submit check`"
+        f"skipped {task.name}: {GATED_TASKS[task.name]}; it is optional: `steerboard submit check` passes "
+        "without it (with a note) and the leaderboard lists the submission without it"
     )
 
 
@@ -537,12 +538,33 @@ def run_suite(
             f"suite {suite.name!r}: {len(problems)} problem(s), nothing was run:\n  - " + "\n  - ".join(problems)
         )
     summary = _plan(runs, str(log_dir).rstrip("/"), limit_scale)  # joined as text: a folder or an fsspec URL
+    states = [_pair_state(pair_logs(entry["log_dir"], task, entry["limit"])) for entry, (_, task) in zip(summary, runs)]
     if dry_run:
-        for entry, (_, task) in zip(summary, runs):
-            entry["status"], previous = _pair_state(pair_logs(entry["log_dir"], task, entry["limit"]))
+        for entry, (state, previous) in zip(summary, states):
+            entry["status"] = state
             if previous:
                 entry["resumes"] = previous
+    estimates, source = estimate_pairs(
+        suite, runs, [{**e, "status": st} for e, (st, _) in zip(summary, states)], log_dir, generate
+    )
+    if dry_run:
+        for entry, seconds in zip(summary, estimates):
+            if seconds is not None:
+                entry["estimated_seconds"] = round(seconds, 1)
+                entry["estimate_from"] = source
         return summary
+    to_run = [s for s, (st, _) in zip(estimates, states) if st != "done"]
+    known = [s for s in to_run if s is not None]
+    if to_run and known:
+        print(
+            f"steerboard run: {len(to_run)} pair(s) to run, estimated {format_duration(sum(known))} on this machine"
+            + (f" ({len(to_run) - len(known)} without a rate)" if len(known) < len(to_run) else "")
+            + f" from {source}; model loads and method fits not included",
+            file=sys.stderr, flush=True,
+        )
+    elif to_run:
+        print(f"steerboard run: {len(to_run)} pair(s) to run (no time estimate: no rate for their tasks)",
+              file=sys.stderr, flush=True)
     _run_interruptibly(summary, runs, suite, model_name, display, generate, roles, summary_path)
     return summary
 
@@ -753,3 +775,126 @@ def results_table(summary: list[dict[str, Any]]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows
     )
+
+
+# ---------------------------------------------------------------------- time estimates
+
+GENERATION_TASKS = frozenset({"xstest", "wildguard", "jbb_refusal", "crescendo", "safeedit", "gsm8k"})
+"""Tasks whose time grows with ``max_tokens`` (the rest score log-likelihoods: one forward per answer)."""
+
+
+def reference_rates() -> dict[str, Any]:
+    """The shipped per-sample rates (``steerboard/suites/rates.json``, written by ``benchmarks/pair_rates.py``)."""
+    path = Path(str(resources.files("steerboard"))) / "suites" / "rates.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {"tasks": {}}
+
+
+def _seconds(log: Any) -> float | None:
+    from datetime import datetime
+
+    try:
+        return (datetime.fromisoformat(log.stats.completed_at) - datetime.fromisoformat(log.stats.started_at)).total_seconds()
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+MIN_RATE_SAMPLES = 10
+"""Logs with fewer samples are left out of measured rates (their time is mostly the model load)."""
+
+
+def measured_rates(log_dir: str | Path, max_logs: int = 400) -> dict[str, dict[str, float]]:
+    """Seconds per sample per task, from the finished logs under a local ``log_dir`` (this machine's own runs).
+
+    Returns:
+        task -> ``{"seconds_per_sample", "max_tokens", "logs"}``: the task's total seconds over its total
+        samples, over logs of at least :data:`MIN_RATE_SAMPLES` samples (so small runs, mostly model load,
+        weigh little); empty when there are none (or ``log_dir`` is a URL).
+    """
+    import statistics
+
+    from steerboard.methods.provider import DEFAULT_MAX_TOKENS
+
+    if "://" in str(log_dir) or not Path(log_dir).is_dir():
+        return {}
+    from inspect_ai.log import read_eval_log
+
+    per_task: dict[str, list[tuple[float, float]]] = {}
+    for path in sorted(Path(log_dir).rglob("*.eval"))[-max_logs:]:
+        try:
+            log = read_eval_log(str(path), header_only=True)
+        except Exception:  # noqa: BLE001 - an unreadable log gives no rate
+            continue
+        seconds = _seconds(log)
+        n = log.results.completed_samples if log.results else 0
+        if log.status != "success" or not seconds or n < MIN_RATE_SAMPLES:
+            continue
+        task = log.eval.task.split("/")[-1]
+        per_task.setdefault(task, []).append((seconds, n, float(log.plan.config.max_tokens or DEFAULT_MAX_TOKENS)))
+    return {
+        t: {"seconds_per_sample": sum(x[0] for x in v) / sum(x[1] for x in v),
+            "max_tokens": statistics.median(x[2] for x in v), "logs": len(v)}
+        for t, v in per_task.items()
+    }
+
+
+def estimate_pairs(
+    suite: Suite,
+    runs: list[tuple[MethodRun, TaskRun]],
+    summary: list[dict[str, Any]],
+    log_dir: str | Path,
+    generate: dict[str, Any] | None = None,
+) -> tuple[list[float | None], str]:
+    """Estimated seconds for each pair still to run (None: done, or no rate for its task), and where the rates
+    came from.
+
+    A pair's estimate is its sample count (the limit, or the dataset's size) times the task's seconds per
+    sample: measured from this machine's finished logs under ``log_dir`` when there are any for the task, else
+    the shipped reference rate (``steerboard/suites/rates.json``). Generation tasks scale with ``max_tokens``.
+    Model loads and method fits (DPO training, DINM edits) are not included.
+    """
+    from steerboard.methods.provider import DEFAULT_MAX_TOKENS
+
+    local = measured_rates(log_dir)
+    shipped = reference_rates().get("tasks", {})
+    sizes: dict[str, int] = {}
+    out: list[float | None] = []
+    used: set[str] = set()
+    for entry, (_, task) in zip(summary, runs):
+        if entry.get("status") == "done":
+            out.append(None)
+            continue
+        rate = local.get(task.name) or shipped.get(task.name)
+        if not rate:
+            out.append(None)
+            continue
+        used.add("this machine's logs" if task.name in local else "reference rates")
+        n = entry.get("limit")
+        if n is None:
+            key = json.dumps([task.name, task.args], sort_keys=True, default=str)
+            if key not in sizes:
+                try:
+                    sizes[key] = len(build_task(task).dataset)
+                except Exception:  # noqa: BLE001 - a task that cannot be built was reported by check_runs
+                    sizes[key] = 0
+            n = sizes[key]
+        seconds = float(rate["seconds_per_sample"]) * n
+        max_tokens = generate_config(suite, task, generate).get("max_tokens") or DEFAULT_MAX_TOKENS
+        if task.name in GENERATION_TASKS and max_tokens and rate.get("max_tokens"):
+            seconds *= float(max_tokens) / float(rate["max_tokens"])
+        out.append(seconds)
+    source = " and ".join(sorted(used)) or "no rate"
+    if "reference rates" in used:
+        source += f" ({reference_rates().get('machine', 'the development machine')})"
+    return out, source
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3.4 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -37,12 +37,14 @@ def generate_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_summary(summary: list[dict[str, Any]], dry_run: bool) -> None:
-    from steerboard.run import results_table
+    from steerboard.run import format_duration, results_table
 
     for s in summary:
         line = f"{s['status']:>11}  {s['method']:<8} {json.dumps(s['args'], sort_keys=True):<40} {s['task']:<12}"
         if "seconds" in s:
             line += f" {s['seconds']:>7.1f}s"
+        if "estimated_seconds" in s:
+            line += f"  ~{format_duration(s['estimated_seconds'])}"
         if s.get("resumes"):
             line += f"  (from a '{s['resumes']}' log)"
         if s.get("error"):
@@ -50,6 +52,13 @@ def _print_summary(summary: list[dict[str, Any]], dry_run: bool) -> None:
         if s.get("replaced_stale_logs"):
             line += f"  (replaced {len(s['replaced_stale_logs'])} log(s) left 'started' by a killed run)"
         print(line)
+    estimated = [s["estimated_seconds"] for s in summary if "estimated_seconds" in s]
+    if dry_run and estimated:
+        source = next(s["estimate_from"] for s in summary if "estimate_from" in s)
+        missing = sum(s["status"] != "done" and "estimated_seconds" not in s for s in summary)
+        print(f"estimated time on this machine: {format_duration(sum(estimated))} for {len(estimated)} pair(s)"
+              + (f" ({missing} without a rate)" if missing else "")
+              + f", from {source}; model loads and method fits not included")
     if not dry_run and any(s.get("metrics") for s in summary):
         print()
         print(results_table(summary))

@@ -12,7 +12,13 @@ import pytest
 import yaml
 
 from steerboard.leaderboard.listing import resolve_listing
-from steerboard.leaderboard.submit import GATED_TASKS, STANDARD_JUDGES, check_submission, required_tasks
+from steerboard.leaderboard.submit import (
+    GATED_TASKS,
+    STANDARD_JUDGES,
+    check_submission,
+    required_tasks,
+    suite_sizes,
+)
 from steerboard.run import drop_gated_tasks, load_suite, parse_suite, replace_methods, suite_path
 from steerboard.tasks._testing import WILDGUARD_ROWS
 
@@ -38,13 +44,14 @@ def test_submission_suite_and_submit_check_agree() -> None:
     assert sorted(names) == sorted(required_tasks(listing))
     assert len(names) == len(set(names))  # submit check: one run per task
     for t in raw["tasks"]:
-        assert "limit" not in t, t  # submit check rejects --limit
+        assert t.get("limit") and "seed" in t["args"], t  # laptop-sized: the same seeded items for everyone
         assert not t.get("methods") and not t.get("exclude_methods"), t  # runs for any --method
         for key, value in (t.get("args") or {}).items():
             if "judge" in key:
                 assert value in STANDARD_JUDGES
     suite = load_suite("submission")
-    assert all(t.limit is None for t in suite.tasks)
+    assert 2_000 <= sum(t.limit for t in suite.tasks if t.name not in GATED_TASKS) <= 5_000  # a few thousand
+    assert {t.name: (t.limit, t.args) for t in suite.tasks} == suite_sizes()  # what submit check compares
     assert set(GATED_TASKS) <= set(names)
 
 
@@ -136,7 +143,8 @@ def test_submit_check_names_the_suite_and_the_gated_data(tmp_path: Path) -> None
     rep = check_submission(tmp_path / "empty", resolve_listing(None))
     text = "\n".join(rep.lines())
     assert not rep.ok
-    assert "required task 'wildguard' is missing" in text and "HF_TOKEN" in text
+    assert "required task 'wildguard'" not in text  # optional: gated data
+    assert "note: optional task 'wildguard' is absent" in text and "HF_TOKEN" in text
     assert "steerboard run --suite submission --method NAME" in text
 
 

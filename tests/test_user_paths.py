@@ -309,3 +309,149 @@ def test_option_errors_through_inspect_eval_are_one_line(tmp_path: Path) -> None
         assert proc.returncode != 0 and message in text and "Traceback" not in text, text[-2000:]
         # Inspect's 4-line banner and the message alone, wrapped to the terminal width (a traceback: 100+ lines)
         assert len([line for line in text.splitlines() if line.strip()]) <= 10, text
+
+
+# ---------------------------------------------------------------- the submission path
+
+
+def _submission_log(path: Path, task: str, n: int, *, limit: int | None, seed: int = 0, method: str = "sae",
+                    cfg: dict | None = None) -> Path:
+    from inspect_ai.log import write_eval_log
+
+    from steerboard.leaderboard.listing import resolve_listing
+    from steerboard.leaderboard.synthetic import SyntheticRun, synthetic_log
+
+    version = resolve_listing(None).tasks[task].version or 1
+    log = synthetic_log(SyntheticRun(task=task, method=method, model_args=cfg if cfg is not None else {"strengths": 4},
+                                     n_samples=n, seed=n, task_args={"shuffle": True, "seed": seed},
+                                     task_version=version))  # type: ignore[arg-type]
+    log.eval.config.limit = limit
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_eval_log(log, str(path))
+    return path
+
+
+@pytest.fixture
+def small_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The submission suite's sizes, made small (synthetic logs of 10-12 samples)."""
+    from steerboard.leaderboard import submit
+
+    monkeypatch.setattr(submit, "suite_sizes", lambda: {"xstest": (10, {"shuffle": True, "seed": 0}),
+                                                        "mmlu": (12, {"shuffle": True, "seed": 0})})
+
+
+def test_submit_check_ignores_an_earlier_limited_try_beside_the_run(tmp_path: Path, small_suite: None) -> None:
+    from steerboard.leaderboard.listing import resolve_listing
+    from steerboard.leaderboard.submit import check_submission
+
+    _submission_log(tmp_path / "sae" / "xstest" / "a.eval", "xstest", 10, limit=10)
+    _submission_log(tmp_path / "sae" / "mmlu" / "b.eval", "mmlu", 12, limit=12)
+    loose = _submission_log(tmp_path / "try.eval", "xstest", 20, limit=20)  # the README's --limit 20 try
+    rep = check_submission(tmp_path, resolve_listing(None), required=["xstest", "mmlu"])
+    assert rep.ok, rep.lines()
+    assert any(f"ignored {loose}" in n for n in rep.notes)
+    # a size or shuffle seed of its own is not the submission's items
+    _submission_log(tmp_path / "sae" / "mmlu" / "b.eval", "mmlu", 12, limit=12, seed=1)
+    rep = check_submission(tmp_path, resolve_listing(None), required=["xstest", "mmlu"])
+    assert not rep.ok and any("submission suite's 12 samples (shuffle=True, seed=0)" in p
+                              for p in rep.problems[str(tmp_path / "sae" / "mmlu" / "b.eval")])
+
+
+def test_submit_check_two_runs_of_a_task_is_one_line_naming_both(tmp_path: Path, small_suite: None) -> None:
+    from steerboard.leaderboard.listing import resolve_listing
+    from steerboard.leaderboard.submit import check_submission
+
+    a = _submission_log(tmp_path / "r1" / "xstest" / "a.eval", "xstest", 10, limit=10)
+    b = _submission_log(tmp_path / "r2" / "xstest" / "b.eval", "xstest", 10, limit=10)
+    _submission_log(tmp_path / "r1" / "mmlu" / "c.eval", "mmlu", 12, limit=12)
+    rep = check_submission(tmp_path, resolve_listing(None), required=["xstest", "mmlu"])
+    (line,) = rep.problems[""]
+    assert f"task 'xstest' appears in 2 logs ({a}, {b})" in line and "\n" not in line
+
+
+def test_submit_check_takes_a_method(tmp_path: Path, small_suite: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from steerboard.leaderboard.listing import resolve_listing
+    from steerboard.leaderboard.submit import check_submission
+
+    monkeypatch.chdir(tmp_path)
+    _submission_log(Path("logs/sae-1a2b3c4d/xstest/a.eval"), "xstest", 10, limit=10)
+    _submission_log(Path("logs/sae-1a2b3c4d/mmlu/b.eval"), "mmlu", 12, limit=12)
+    _submission_log(Path("logs/try.eval"), "xstest", 20, limit=20)  # an inspect eval try of the same method
+    _submission_log(Path("logs/actadd/xstest/c.eval"), "xstest", 10, limit=10, method="actadd", cfg={})
+    rep = check_submission("sae", resolve_listing(None), required=["xstest", "mmlu"])
+    assert rep.ok, rep.lines()
+    assert "checking method sae's run in logs/sae-1a2b3c4d" in rep.notes[0]
+    _submission_log(Path("logs/sae-99999999/xstest/d.eval"), "xstest", 10, limit=10, cfg={"strengths": 8})
+    with pytest.raises(ValueError, match="method 'sae' has 2 configurations under logs/ .*give the run folder"):
+        check_submission("sae", resolve_listing(None), required=["xstest", "mmlu"])
+
+
+# ---------------------------------------------------------------- packaging: `make setup` without warnings
+
+
+def test_every_importable_data_folder_is_a_listed_package() -> None:
+    """setuptools prints ~40 lines of warning for each folder Python could import that `packages` leaves out
+    (about 850 lines of `make setup` before they were listed)."""
+    import tomllib
+
+    root = TASKS_DIR.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    on_disk = set()
+    for package, folder in config["package-dir"].items():
+        for d in (root / folder).rglob("*"):
+            parts = d.relative_to(root / folder).parts
+            if d.is_dir() and "__pycache__" not in parts and all(p.isidentifier() for p in parts):
+                on_disk.add(".".join((package, *parts)))
+    assert on_disk - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+    assert listed - on_disk - set(config["package-dir"]) == set()
+
+
+# ---------------------------------------------------------------- network waits are said and bounded
+
+
+def test_a_silent_storage_endpoint_is_named_and_given_up_on(tmp_path: Path) -> None:
+    """An S3 endpoint that accepts connections and never answers: the wait is announced, and the command
+    fails within the --timeout (one try, not botocore's and s3fs's retries: 413 s with the defaults)."""
+    import socket
+    import threading
+    import time
+
+    pytest.importorskip("s3fs")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.getsockname()[1]}",
+           "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1"}
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "steerboard.cli", "ingest", "--logs", "s3://bucket/logs", "--db",
+                           str(tmp_path / "r.duckdb"), "--timeout", "4"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    elapsed = time.monotonic() - t0
+    server.close()
+    assert proc.returncode == 2, proc.stderr
+    assert "waiting for s3://bucket/logs to answer" in proc.stderr
+    assert "no answer within 4 s" in proc.stderr and "--timeout" in proc.stderr
+    assert elapsed < 60, elapsed  # start-up plus one bounded try
+
+
+def test_timeout_flag_and_variable_are_checked(capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    from steerboard import storage
+
+    monkeypatch.setenv(storage.NET_TIMEOUT_ENV, "soon")
+    with pytest.raises(storage.StorageError, match="STEERBOARD_NET_TIMEOUT='soon'"):
+        storage.net_timeout()
+    monkeypatch.setenv(storage.NET_TIMEOUT_ENV, "12")
+    assert storage.net_timeout() == 12.0
+    rc, _, err = _run(["--timeout", "0", "run", "--method", "base", "--task", "xstest", "--dry-run"], capsys)
+    assert rc == 2 and "--timeout 0.0: give the storage timeout in seconds" in err
