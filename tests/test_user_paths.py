@@ -455,3 +455,23 @@ def test_timeout_flag_and_variable_are_checked(capsys: pytest.CaptureFixture, mo
     assert storage.net_timeout() == 12.0
     rc, _, err = _run(["--timeout", "0", "run", "--method", "base", "--task", "xstest", "--dry-run"], capsys)
     assert rc == 2 and "--timeout 0.0: give the storage timeout in seconds" in err
+
+
+def test_estimate_uses_this_machines_logs_and_scales_with_max_tokens(tmp_path: Path) -> None:
+    from inspect_ai.log import write_eval_log
+
+    from steerboard.leaderboard.synthetic import SyntheticRun, synthetic_log
+    from steerboard.run import _plan, estimate_pairs, parse_suite
+
+    log = synthetic_log(SyntheticRun(task="xstest", method="base", n_samples=20, seed=1,
+                                     generate={"max_tokens": 48, "temperature": 0.0}))
+    log.plan.config.max_tokens = 48
+    log.stats.started_at, log.stats.completed_at = "2026-01-01T00:00:00+00:00", "2026-01-01T00:01:40+00:00"
+    (tmp_path / "old").mkdir()
+    write_eval_log(log, str(tmp_path / "old" / "x.eval"))  # 20 samples in 100 s at 48 tokens: 5 s each
+    suite = parse_suite({"methods": ["base"], "tasks": [{"name": "xstest", "limit": 10, "config": {"max_tokens": 96}}]})
+    runs = suite.runs()
+    seconds, source = estimate_pairs(suite, runs, _plan(runs, str(tmp_path), 1.0), tmp_path)
+    assert seconds == [pytest.approx(10 * 5.0 * 96 / 48)] and source == "this machine's logs"
+    done = [{**e, "status": "done"} for e in _plan(runs, str(tmp_path), 1.0)]
+    assert estimate_pairs(suite, runs, done, tmp_path)[0] == [None]  # nothing left to run
