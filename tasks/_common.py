@@ -234,7 +234,10 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             frame = pd.read_parquet(p)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types
             raise ValueError(f"{p}: cannot read parquet ({e})") from e
-        return frame.to_dict(orient="records")
+        records = frame.to_dict(orient="records")
+        for i, row in enumerate(records, start=1):
+            check_text(row, f"{p}, record {i}")
+        return records
     raise ValueError(f"{p}: unsupported data file type; use .jsonl, .jsonl.gz, .json, .json.gz or .parquet")
 
 
