@@ -4,7 +4,8 @@ judge agreement (``docs/annotation.md``).
 ``steerboard judge gold SUBCOMMAND`` (or ``python -m steerboard.scorers.gold``):
 
 - ``sample --logs DIR --sheet SHEET.jsonl --key KEY.jsonl [--n 400] [--seed 0]``: draw replies from a folder
-  of Inspect logs, stratified by method configuration (the model string and its resolved settings) and task
+  of Inspect logs, stratified by method configuration (:func:`configuration_id`: the model string, its resolved
+  settings and a non-standard task protocol, as the leaderboard keys its rows) and task
   stratum (``xstest/safe``, ``xstest/unsafe``, ``jbb/unsafe``, ``jbb/safe``, ``crescendo/turn``,
   ``safeedit``); write a shuffled annotation sheet with opaque ids and nothing that names a method or a judge's
   verdict, and a separate private key mapping each id to its log, sample, method and task.
@@ -124,10 +125,23 @@ def _load_by_id(path: Path, need: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------- sample
 
 
+def configuration_id(model: str, settings_key: str | None, protocol: str | None = None) -> str:
+    """A method configuration as the leaderboard keys its rows: the model string, ``@`` and the run's
+    resolved settings key (``sae/smollm2-135m@3f09a1c2d4e5b6a7``), then ``|protocol=NAME`` for a task
+    protocol other than ``standard`` (SafeEdit's ``per_instance`` editing, a row of its own on the board).
+    A log without a settings key is the model string alone (the board never matches it to a row)."""
+    out = f"{model}@{settings_key}" if settings_key else str(model)
+    if protocol and protocol != "standard":
+        out += f"|protocol={protocol}"
+    return out
+
+
 def _configuration(log: Any) -> str:
     sb = (log.eval.metadata or {}).get("steerboard") or {}
     key = sb.get("settings_key") if isinstance(sb, dict) else None
-    return f"{log.eval.model}@{key}" if key else str(log.eval.model)
+    protocol = (log.eval.task_args or {}).get("protocol")
+    return configuration_id(str(log.eval.model), key if isinstance(key, str) else None,
+                            str(protocol) if protocol else None)  # fmt: skip
 
 
 def _task_name(log: Any) -> str:
@@ -323,20 +337,31 @@ def adjudicate(
 # ---------------------------------------------------------------------------------------------- agree
 
 
-def judge_verdicts(sheet: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
+def judge_verdicts(
+    sheet: dict[str, dict[str, Any]], keys: dict[str, dict[str, Any]] | None = None
+) -> dict[str, dict[str, str]]:
     """The offline judges' verdicts on the sheet's replies: ``{judge: {id: label}}`` for ``refusal/embed``
-    (cross-fitted, routed by the prompt), ``refusal/strmatch`` and ``harm/embed``."""
-    from steerboard.scorers.judges import judge_harm, judge_refusals
+    (cross-fitted: routed by the prompt and, for XSTest replies, by the item id the key holds, as the task
+    routes them), ``refusal/strmatch`` and ``harm/embed``."""
+    from steerboard.scorers.judges import get_harm_judge, get_refusal_judge, judge_refusals
+    from steerboard.scorers.training import xstest_item_key
 
     ids = sorted(sheet)
     prompts = [str(sheet[i]["prompt"]) for i in ids]
     replies = [str(sheet[i]["reply"]) for i in ids]
+    item = [
+        [xstest_item_key(keys[i]["sample_id"])]
+        if keys and str(keys.get(i, {}).get("task", "")).startswith("xstest/") and keys[i].get("sample_id") is not None
+        else []
+        for i in ids
+    ]
     out: dict[str, dict[str, str]] = {}
-    for judge in ("embed", "strmatch"):
-        out[f"refusal/{judge}"] = {
-            i: str(v.label) for i, v in zip(ids, judge_refusals(prompts, replies, judge=judge), strict=True)
-        }
-    out["harm/embed"] = {i: str(v.label) for i, v in zip(ids, judge_harm(prompts, replies), strict=True)}
+    embed = get_refusal_judge("embed").judge_sync(prompts, replies, keys=item)  # type: ignore[attr-defined]
+    out["refusal/embed"] = {i: str(v.label) for i, v in zip(ids, embed, strict=True)}
+    strm = judge_refusals(prompts, replies, judge="strmatch")
+    out["refusal/strmatch"] = {i: str(v.label) for i, v in zip(ids, strm, strict=True)}
+    harm = get_harm_judge("embed").judge_sync(prompts, replies)  # type: ignore[attr-defined]
+    out["harm/embed"] = {i: str(v.label) for i, v in zip(ids, harm, strict=True)}
     return out
 
 
@@ -368,7 +393,7 @@ def agree(
     if not set(labels) <= set(rows) or not set(labels) <= set(keys):
         miss = sorted(set(labels) - (set(rows) & set(keys)))
         raise GoldError(f"{len(miss)} gold ids are not in both the sheet and the key (e.g. {miss[:3]})")
-    verdicts = verdicts if verdicts is not None else judge_verdicts({i: rows[i] for i in labels})
+    verdicts = verdicts if verdicts is not None else judge_verdicts({i: rows[i] for i in labels}, keys)
     report: dict[str, Any] = {"floor": AGREEMENT_FLOOR, "n_gold": len(labels), "judges": {}}
     for judge, got in verdicts.items():
         harm = judge.startswith("harm/")
