@@ -39,6 +39,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from steerboard.leaderboard import judge_check
 from steerboard.leaderboard.ingest import (
     SCHEMA_VERSION,
     SETTINGS_NOT_RECORDED,
@@ -593,6 +594,8 @@ def _new_row(r: dict[str, Any]) -> dict[str, Any]:
     return {
         "row_key": r["row_key"],
         "submitter": r["submitter"],
+        "model_string": r["model_string"],
+        "settings_key": r.get("settings_key"),
         "model": public_text(r["model"]),
         "method": r["method"],
         "config": public_text(r["method_config"] + (f" {r['row_variant']}" if r.get("row_variant") else "")),
@@ -1062,6 +1065,7 @@ def build_site(
     listing: Listing,
     agreement_path: str | Path | None = None,
     reported_path: str | Path | None = None,
+    gold_agreement_path: str | Path | None = None,
 ) -> BuildSummary:
     """Render the leaderboard from ``db`` into ``out`` (``index.html`` plus one page per run).
 
@@ -1074,6 +1078,9 @@ def build_site(
         listing: Task listing (columns, directions, axes, per-sample values).
         agreement_path: Judge agreement JSON (default: the judges' shipped ``agreement.json`` if present).
         reported_path: Reported-numbers YAML (default: the shipped ``data/reported.yaml``).
+        gold_agreement_path: The judges' agreement with the gold set (``steerboard judge gold agree --out``;
+            default: the shipped ``steerboard/scorers/data/gold_agreement.json``; none shipped: the judges page
+            says there is no gold-set check and no row is flagged).
 
     Returns:
         Counts of what was written.
@@ -1083,9 +1090,12 @@ def build_site(
     remote = storage.is_url(out)
     if remote:  # fsspec URL (s3://...): fail on a missing bucket or credentials before rendering anything
         storage.check_writable(str(out), "cannot publish the site to")
+    gold = judge_check.load_gold_agreement(gold_agreement_path)  # a bad file fails before anything is written
     data = collect(db, listing)
     reported = load_reported(reported_path)
     view = assemble(data, listing, reported)
+    judge_check.attach(view["rows"], gold, listing)
+    view["gold"] = judge_check.judges_view(gold, view["rows"])
     agreement = load_agreement(agreement_path)
     outp = Path(tempfile.gettempdir(), "site") if remote else storage.local_path(out)
     outp.parent.mkdir(parents=True, exist_ok=True)
@@ -1275,7 +1285,7 @@ def _changed_settings(
 def _render_site(
     outp: Path, data: dict[str, Any], view: dict[str, Any], listing: Listing, agreement: dict[str, Any] | None
 ) -> int:
-    """Write ``index.html`` and every run page into ``outp``; returns the number of pages."""
+    """Write ``index.html``, ``judges.html`` and every run page into ``outp``; returns the number of pages."""
     env = _env()
     built_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     index = env.get_template("index.html").render(
@@ -1292,9 +1302,16 @@ def _render_site(
         totals=data["totals"],
         built_at=built_at,
         n_runs=len(data["runs"]),
+        gold=view.get("gold"),
+        not_in_gold=judge_check.NOT_IN_GOLD,
     )
     (outp / "index.html").write_text(index, encoding="utf-8")
+    judges = env.get_template("judges.html").render(
+        gold=view.get("gold"), decides=judge_check.DECIDES, not_in_gold=judge_check.NOT_IN_GOLD,
+        built_at=built_at,
+    )  # fmt: skip
+    (outp / "judges.html").write_text(judges, encoding="utf-8")
     for r in data["runs"]:
         html = _run_page(env, r, data, listing, agreement, built_at)
         (outp / run_page_name(r["run_key"])).write_text(html, encoding="utf-8")
-    return 1 + len(data["runs"])
+    return 2 + len(data["runs"])

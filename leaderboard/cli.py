@@ -16,6 +16,11 @@ from pathlib import Path
 
 from steerboard.cli import add_command_group
 
+GOLD_HELP = (
+    "the judges' agreement with the gold set, from `steerboard judge gold agree --out` (default: the shipped "
+    "steerboard/scorers/data/gold_agreement.json; without one, no gold-set check is shown)"
+)
+
 
 def _listing(path: str | None):  # -> Listing (imported lazily)
     from steerboard.leaderboard.listing import resolve_listing
@@ -66,7 +71,10 @@ def _ingest(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from steerboard.leaderboard.build import build_site
 
-    b = build_site(args.db, args.out, listing=_listing(args.listing), agreement_path=args.agreement)
+    b = build_site(
+        args.db, args.out, listing=_listing(args.listing), agreement_path=args.agreement,
+        gold_agreement_path=args.gold_agreement,
+    )  # fmt: skip
     from steerboard.storage import join
 
     print(f"wrote {join(b.out, 'index.html')}: {b.rows} rows, {b.runs} runs, {b.pages} pages")
@@ -79,7 +87,8 @@ def _report(args: argparse.Namespace) -> int:
 
         from steerboard.leaderboard.report import results_json
 
-        text = json.dumps(results_json(args.db, _listing(args.listing)), indent=1, ensure_ascii=False, allow_nan=False)
+        rows = results_json(args.db, _listing(args.listing), gold_agreement_path=args.gold_agreement)
+        text = json.dumps(rows, indent=1, ensure_ascii=False, allow_nan=False)
         text += "\n"
     else:
         from steerboard.leaderboard.report import results_markdown
@@ -132,6 +141,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--agreement", help="judge agreement JSON (default: steerboard.scorers artifacts/agreement.json)"
     )
+    b.add_argument("--gold-agreement", metavar="PATH", help=GOLD_HELP)
     b.set_defaults(func=_build)
 
     r = sub.add_parser(
@@ -143,8 +153,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--json", action="store_true",
         help="print the board as JSON: one object per row with its axes, missing metrics and per-metric "
-        "value, n, delta, ci, p, p_adj and mde (docs/contract.md)",
+        "value, n, delta, ci, p, p_adj and mde, and its judges' agreement with the gold set (docs/contract.md)",
     )
+    r.add_argument("--gold-agreement", metavar="PATH", help=GOLD_HELP + "; read by --json")
     r.add_argument("--out", help="write the table to this file (default: print it)")
     r.set_defaults(func=_report)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from steerboard.leaderboard.build import assemble, collect, load_reported, public_text
+from steerboard.leaderboard.judge_check import attach, load_gold_agreement
 from steerboard.leaderboard.listing import Listing
 
 #: JSON names of the three axes (``over_refusal`` is the listing's ``overrefusal``).
@@ -97,9 +98,20 @@ def _num(x: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def results_json(db: str | Path, listing: Listing) -> list[dict[str, Any]]:
-    """The board as plain data: one object per row, in the site's order (format in ``docs/contract.md``)."""
+def results_json(
+    db: str | Path, listing: Listing, gold_agreement_path: str | Path | None = None
+) -> list[dict[str, Any]]:
+    """The board as plain data: one object per row, in the site's order (format in ``docs/contract.md``).
+
+    ``judge_agreement`` comes from ``gold_agreement_path`` (default: the shipped gold agreement file; see
+    :mod:`steerboard.leaderboard.judge_check`).
+
+    Raises:
+        GoldAgreementError: ``gold_agreement_path`` is missing or not a gold agreement report.
+    """
+    gold = load_gold_agreement(gold_agreement_path)
     data, view = _view(db, listing)
+    attach(view["rows"], gold, listing)
     out = []
     for row in view["rows"]:
         metrics: dict[str, Any] = {}
@@ -150,6 +162,7 @@ def results_json(db: str | Path, listing: Listing) -> list[dict[str, Any]]:
                 "missing": missing,
                 "pareto": row["pareto"],
                 "metrics": metrics,
+                "judge_agreement": row["judge_agreement"],
             }
         )
     return out

@@ -932,7 +932,7 @@ def test_real_xstest_subset_run_builds_with_na(tmp_path: Path) -> None:
     listing = load_default_listing()
     ingest_logs([tmp_path / "logs"], tmp_path / "r.duckdb", listing=listing, progress=False)
     summary = build_site(tmp_path / "r.duckdb", tmp_path / "site", listing=listing)
-    assert summary.pages == 2
+    assert summary.pages == 3  # index, judges and the run's page
     (r,) = collect(tmp_path / "r.duckdb", listing)["runs"]
     page = (tmp_path / "site" / run_page_name(r["run_key"])).read_text()
     safe_title = next(m.title for m in listing.tasks["xstest"].metrics if m.name == "refusal_rate_safe")
