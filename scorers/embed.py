@@ -436,12 +436,13 @@ ALL_DATA = "all-data"
 """Fold label of a verdict from the model trained on all data (the prompt/item is not in its training data)."""
 
 
-def lookup_key(text: str) -> str:
+def lookup_key(text: str) -> str | None:
     """The cross-fit lookup key of a prompt or item text: the normalised-text hash the methods' fit data uses
-    (:func:`steerboard.methods.fitdata.text_hash`), so "the same prompt" means the same thing everywhere."""
-    from steerboard.methods.fitdata import text_hash
+    (:func:`steerboard.methods.fitdata.text_hash`), so "the same prompt" means the same thing everywhere;
+    None for a text with no letter or digit (it identifies nothing)."""
+    from steerboard.methods.fitdata import normalize, text_hash
 
-    return text_hash(text)
+    return text_hash(text) if normalize(text) else None
 
 
 @dataclass(frozen=True)
@@ -469,7 +470,7 @@ def route(clf: LinearClassifier, lookup_texts: Sequence[Sequence[str]]) -> list[
     k = int(clf.crossfit["k"])
     out = []
     for texts in lookup_texts:
-        hit = sorted({keys[h] for h in (lookup_key(t) for t in texts if t and t.strip()) if h in keys})
+        hit = sorted({keys[h] for h in (lookup_key(t) for t in texts if t) if h is not None and h in keys})
         if not hit:
             out.append(Route(ALL_DATA, clf))
         elif len(hit) > 1:

@@ -784,7 +784,7 @@ def example_keys(e: Example) -> list[str]:
     """The lookup keys (:func:`steerboard.scorers.embed.lookup_key`) of an example's prompt and item texts."""
     from steerboard.scorers.embed import lookup_key
 
-    return [lookup_key(t) for t in (e.prompt, *e.keys) if t and t.strip()]
+    return [k for k in (lookup_key(t) for t in (e.prompt, *e.keys) if t) if k is not None]
 
 
 def crossfit_groups(examples: Sequence[Example]) -> list[int]:

@@ -23,6 +23,7 @@ def test_lookup_key_is_the_fit_data_hash():
 
     assert lookup_key("How do I kill a Python process?") == text_hash("how do i KILL a python process")
     assert lookup_key("a") != lookup_key("b")
+    assert lookup_key("?!  ...") is None  # no letter or digit: identifies nothing, never matches
 
 
 def test_groups_join_rows_sharing_any_prompt_or_item_text():
