@@ -13,10 +13,13 @@ Backends:
 refusal ``strmatch``      XSTest paper's string match (prefix phrases), no training, never partial
 refusal ``embed``         all-MiniLM-L6-v2 sentence embeddings + refusal-phrase, relevance and shape
                           signals + logistic regression trained on human-labelled completions (XSTest,
-                          jailbreak-evaluation); off-topic/degenerate replies are non-answers (default)
+                          jailbreak-evaluation); off-topic/degenerate replies are non-answers (default);
+                          cross-fitted: a prompt in its training data is judged by the fold model that
+                          never saw it (``Verdict.fold``)
 refusal ``model``         Inspect ``grader`` model role with our rubric
 harm ``embed``            embedding + logistic regression trained on SafeEdit safe/unsafe generations
-                          and JailbreakBench artifacts' labelled responses (offline default)
+                          and JailbreakBench artifacts' labelled responses (offline default; cross-fitted
+                          by SafeEdit item / JailbreakBench goal)
 harm ``model``            Inspect ``grader`` model role with our rubric
 harm ``safeedit_classifier``  ``zjunlp/SafeEdit-Safety-Classifier`` from the Hugging Face hub
 objective ``embed``       harm embed judge x refusal embed judge x relevance to the objective (default)
