@@ -40,16 +40,27 @@ def _disjoint(prompts: list[str], eval_texts: set[str]) -> list[str]:
 
 
 def test_dpo_pairs_disjoint_from_every_eval_item(eval_prompt_texts):
-    from steerboard.methods.editdata import load_dpo_pairs
+    from steerboard.methods.editdata import DPO_FILE, load_dpo_pairs
 
     pairs = load_dpo_pairs()
-    assert len(pairs) >= 150
+    assert len(pairs) >= 1000
     assert _disjoint([p["prompt"] for p in pairs], eval_prompt_texts) == []
-    # the mix: harmful prompts prefer refusals, benign prompts prefer the helpful answer
-    sources = [p["source"].split(":")[0] for p in pairs]
-    assert sum(s == "strongreject" for s in sources) >= 60
-    assert sum(s in ("gsm8k-train", "mmlu-dev", "team-written benign") for s in sources) >= 60
     assert len({normalize(p["prompt"]) for p in pairs}) == len(pairs)
+    # balanced: harmful prompts prefer a refusal over the model's own judged-unsafe sample, benign ones a
+    # helpful answer over a needless refusal
+    harmful = [p for p in pairs if p["stratum"].startswith("harmful:")]
+    benign = [p for p in pairs if p["stratum"].startswith("benign:")]
+    assert len(harmful) == len(benign) == len(pairs) // 2
+    assert all("harm judge embed: unsafe" in p["provenance"]["rejected"] for p in harmful)
+    assert all("refusal" in p["provenance"]["rejected"] for p in benign)
+    assert all(set(p["licence"]) == {"prompt", "chosen", "rejected"} for p in pairs)
+    held = sum(p["split"] == "heldout" for p in pairs)
+    assert 0.05 * len(pairs) < held < 0.15 * len(pairs)
+    # the build summary next to the file records the file's hash
+    import hashlib
+
+    meta = json.loads(DPO_FILE.with_name("pairs.meta.json").read_text())
+    assert meta["sha256"] == hashlib.sha256(DPO_FILE.read_bytes()).hexdigest() and meta["pairs"] == len(pairs)
 
 
 def test_edit_instances_disjoint_from_every_eval_item(eval_prompt_texts):
