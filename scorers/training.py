@@ -1095,6 +1095,39 @@ def grouped_refusal(ex: Sequence[Example], x: np.ndarray, k: int = CROSSFIT_K) -
     }
 
 
+def grouped_refusal_unseen_source(ex: Sequence[Example], x: np.ndarray, k: int = CROSSFIT_K) -> dict[str, Any]:
+    """Held out by prompt group *and* by source: for each training source and each of the ``k`` prompt folds,
+    the source's replies in that fold are judged by a model trained on the other folds without that source,
+    so neither the reply's prompt nor its completing model (or attack) was seen. The nearest of these
+    protocols to a board reply (an unseen model answering a prompt the fold model never saw)."""
+    tr = [i for i, e in enumerate(ex) if e.source not in EVAL_ONLY_SOURCES]
+    tex, xt = [ex[i] for i in tr], x[tr]
+    fold, _ = crossfit_folds(tex, k)
+    folds: dict[str, Any] = {}
+    pt: list[int] = []
+    pp: list[int] = []
+    for src in refusal_sources(tex):
+        truth, pred = [], []
+        for f in range(k):
+            te = [j for j, e in enumerate(tex) if fold[j] == f and e.source == src]
+            trn = [j for j, e in enumerate(tex) if fold[j] != f and e.source != src]
+            if not te:
+                continue
+            clf = _fit_refusal([tex[j] for j in trn], xt[trn], {})
+            pred += _refusal_predictions(clf, [tex[j] for j in te], xt[te])
+            truth += [int(tex[j].label != "compliance") for j in te]
+        folds[src] = agreement_ci(truth, pred)
+        pt += truth
+        pp += pred
+    return {
+        "protocol": f"held out by prompt group ({k} folds, the shipped cross-fit) and by source at once: each "
+        "source's replies in a fold judged by a model trained on the other folds of the other sources",
+        "folds": folds,
+        "overall": agreement_ci(pt, pp),
+        "min_fold_accuracy": min(f["accuracy"] for f in folds.values()),
+    }
+
+
 def grouped_harm(hx: Sequence[Example], x: np.ndarray, k: int = CROSSFIT_K) -> dict[str, Any]:
     """Item-grouped held-out agreement of the harm judge: ``k`` folds grouped by SafeEdit item /
     JailbreakBench goal (the shipped cross-fit); every reply judged by the model that never saw its item."""
@@ -1114,7 +1147,7 @@ def grouped_harm(hx: Sequence[Example], x: np.ndarray, k: int = CROSSFIT_K) -> d
     return {"k": k, "overall": agreement_ci(truth, pred), "by_source": by_source}
 
 
-def evaluate_agreement(progress: bool = False, nested: bool = False) -> dict[str, Any]:
+def evaluate_agreement(progress: bool = False, nested: bool = False, unseen_source: bool = True) -> dict[str, Any]:
     """Measure every offline backend against the labels (see module docstring); returns the report dict."""
     import numpy as np
 
@@ -1147,6 +1180,8 @@ def evaluate_agreement(progress: bool = False, nested: bool = False) -> dict[str
         }
     # the headline: held out by prompt group (the leave-one-source-out figures move to by_source)
     refusal["embed"] = {**grouped_refusal(ex, x_all), "by_source": refusal["embed"]}
+    if unseen_source:
+        refusal["embed"]["by_prompt_and_source"] = grouped_refusal_unseen_source(ex, x_all)
 
     label_checks = _label_checks(ex, held_preds)
     nested_report = nested_refusal(ex, x_all, log=print if progress else None) if nested else None
@@ -1393,6 +1428,10 @@ def agreement_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 for src, f in res["by_source"]["folds"].items():
                     add(kind, f"{judge} (leave-one-source-out)", src, f)
                 add(kind, f"{judge} (leave-one-source-out)", "ALL (pooled)", res["by_source"]["overall"])
+            if "by_prompt_and_source" in res:
+                for src, f in res["by_prompt_and_source"]["folds"].items():
+                    add(kind, f"{judge} (prompt and source)", src, f)
+                add(kind, f"{judge} (prompt and source)", "ALL training (pooled)", res["by_prompt_and_source"]["overall"])
             for src, f in res.get("external", {}).items():
                 add(kind, f"{judge} (external)", src, f)
     nested = report.get("refusal", {}).get("nested")

@@ -410,6 +410,11 @@ def test_shipped_agreement_report():
     assert "prompt-grouped" in emb["protocol"] and emb["k"] == 5
     assert set(emb["by_source"]["folds"]) == set(emb["folds"])
     assert emb["overall"]["n"] == 2100  # the training sources pooled
+    both = emb["by_prompt_and_source"]  # unseen prompt and unseen source at once: the same 2,100 rows
+    assert both["overall"]["n"] == 2100 and set(both["folds"]) == {s for s in emb["folds"] if "/" in s} - {
+        "gptfuzz/sample",
+        "rbr/gold",
+    }
     assert emb["folds"]["rbr/gold"]["scored_only"] and sum(emb["folds"]["rbr/gold"]["routed"].values()) == 509
     harm = rep["harm"]["embed"]
     assert harm["overall"]["n"] == 1927 and set(harm["by_source"]) == {"safeedit", "jbb"}
