@@ -37,6 +37,7 @@ def _refusal_rates(verdicts: list[Any], labels: list[str], count_non_answers: bo
         ]
         out[f"refusal_rate_{group}"] = sum(hit) / len(vs)
         out[f"non_answer_rate_{group}"] = sum(int(v.label == "non_answer") for v in vs) / len(vs)
+        out[f"n_{group}"] = len(vs)
     return out
 
 
@@ -78,8 +79,8 @@ def main() -> int:
             mid = _refusal_rates(new_v, labels, True)
             new = _refusal_rates(new_v, labels, False)
             folds = sum(int(str(v.fold).startswith("fold-")) for v in new_v)
-            for metric in new:
-                rows.append({"configuration": conf, "task": task, "metric": metric, "n": len(ss),
+            for metric in (m for m in new if not m.startswith("n_")):
+                rows.append({"configuration": conf, "task": task, "metric": metric, "n": new[f"n_{metric.rsplit('_', 1)[1]}"],
                              "before": old[metric], "crossfit": mid[metric], "after": new[metric],
                              "judged_by_fold_models": folds})  # fmt: skip
         else:
