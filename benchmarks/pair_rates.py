@@ -37,12 +37,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every limit")
     ap.add_argument("--write", action="store_true", help="write steerboard/suites/rates.json")
+    ap.add_argument("--only", action="append", metavar="TASK",
+                    help="measure only these tasks (repeatable); --write then updates only their rates")
     args = ap.parse_args()
     from steerboard.run import MIN_RATE_SAMPLES, measured_rates
 
     suite = yaml.safe_load((ROOT / "steerboard" / "suites" / "submission.yaml").read_text())
     tasks = [dict(t, limit=max(MIN_RATE_SAMPLES, round(LIMITS[t["name"]] * args.scale)))
-             for t in suite["tasks"] if t["name"] in LIMITS]  # wildguard: gated data
+             for t in suite["tasks"] if t["name"] in LIMITS  # wildguard: gated data
+             and (not args.only or t["name"] in args.only)]
     # the first pair also pays the model load: a cheap one first
     tasks.sort(key=lambda t: t["name"] != "side_effects")
     calib = {**suite, "name": "rates", "tasks": tasks}
@@ -68,6 +71,11 @@ def main() -> int:
     }
     if "xstest" in rates:  # WildGuard (gated data) is the same kind of task: prompts answered and judged
         record["tasks"]["wildguard"] = {**record["tasks"]["xstest"], "as": "xstest"}
+    if args.only and RATES.is_file():  # the other tasks keep their recorded rates (each says when it was taken)
+        old = json.loads(RATES.read_text())
+        for r in record["tasks"].values():
+            r["measured"], r["machine"] = record["measured"], record["machine"]
+        record = {**old, "tasks": {**old.get("tasks", {}), **record["tasks"]}}
     print(json.dumps(record, indent=2))
     print(f"calibration run: {wall:.0f} s")
     if args.write:

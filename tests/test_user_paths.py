@@ -386,6 +386,19 @@ def test_submit_check_takes_a_method(tmp_path: Path, small_suite: None, monkeypa
         check_submission("sae", resolve_listing(None), required=["xstest", "mmlu"])
 
 
+def test_submission_dry_run_prints_an_estimate_per_pair(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    rc, out, err = _run(["run", "--suite", "submission", "--method", "base", "--dry-run", "--log-dir",
+                         str(tmp_path)], capsys)
+    assert rc == 0, err
+    pairs = [line for line in out.splitlines() if line.strip().startswith("to run")]
+    assert pairs and all("~" in line for line in pairs), out
+    assert "estimated time on this machine:" in out and "reference rates" in out
+
+
 # ---------------------------------------------------------------- packaging: `make setup` without warnings
 
 
