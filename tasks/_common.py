@@ -474,7 +474,24 @@ def refusal_task(
         metrics=extended_metrics(base, breakdown("refusal", breakdown_key, breakdown_prefix)),
         version=version,
         metadata=metadata,
+        **_refusal_headline(groups),
     )
+
+
+def _refusal_headline(groups: tuple[str, str]) -> dict[str, Any]:
+    """``Task(headline_metric=...)``: the refusal rate on the ``unsafe`` group, when the task has one.
+
+    Inspect's live progress line shows the headline metric (without one, the first metric: the refusal rate
+    over safe and unsafe prompts pooled); the log records it as ``results.headline``.
+    """
+    import inspect as _inspect
+
+    from inspect_ai import Task
+    from inspect_ai.log import HeadlineMetric
+
+    if "unsafe" not in groups or "headline_metric" not in _inspect.signature(Task).parameters:
+        return {}
+    return {"headline_metric": HeadlineMetric(scorer="refusal_scorer", metric="refusal_rate_unsafe")}
 
 
 def load_hub_rows(
