@@ -85,6 +85,27 @@ def load_preset(name: str) -> dict[str, Any]:
     return read_preset(PRESET_DIR, name)
 
 
+def preset_models() -> dict[str, str]:
+    """Shipped preset name -> the model it is for (its ``model`` field)."""
+    return {name: str(load_preset(name).get("model", "")) for name in preset_names()}
+
+
+def _no_preset_message(model_name: str) -> str:
+    """The one-line error for ``sae/<model>`` with no SAE named (no -M sae_path/release/preset)."""
+    models = preset_models()
+    own = [name for name, model in models.items() if model == model_name]
+    if own:
+        return (f"sae/{model_name}: preset {own[0]!r} is for this model and ships no SAE: give -M preset={own[0]} "
+                "-M sae_path=DIR (an SAELens SAE; -M layer=N if its cfg.json names no hook)")
+    supply = (
+        "-M sae_path=DIR (an SAELens SAE; with -M layer=N if its cfg.json names no hook, and "
+        "-M features=I,... -M strengths=S,... to choose what to steer) or -M release=... -M sae_id=... (SAELens hub)"
+    )
+    shipped = ", ".join(f"{model} (-M preset={name})" for name, model in models.items())
+    return (f"sae/{model_name}: no shipped SAE preset for {model_name!r} (presets exist for {shipped}); "
+            f"supply an SAE with {supply}")
+
+
 def _read_sae_cfg(path: Path) -> dict[str, Any]:
     cfg = path / "cfg.json"
     if not cfg.is_file():
@@ -192,10 +213,7 @@ def resolve(cfg: SAEConfig, model_name: str) -> ResolvedSAE:
         if model_name in EMBEDDED_MODEL_NAMES:
             preset_name = DEFAULT_PRESET
         else:
-            raise ValueError(
-                f"sae/{model_name}: name an SAE with -M sae_path=DIR (SAELens format) or "
-                f"-M release=... -M sae_id=..., or a preset (-M preset=NAME; valid: {', '.join(preset_names())})"
-            )
+            raise ValueError(_no_preset_message(model_name))
     p: dict[str, Any] = load_preset(preset_name) if preset_name else {}
     sae_path: Path | None = None
     if cfg.sae_path is not None:

@@ -215,7 +215,7 @@ def test_validation_errors(tiny_engine: Any, tiny_model_dir: str, tiny_sae: Path
         resolve(SAEConfig.from_dict({"sae_path": str(tiny_sae), "features": "500", "strengths": "4"}), tiny_model_dir)
     with pytest.raises(ValueError, match="paper-phi3.*needs -M sae_path"):
         resolve(SAEConfig.from_dict({"preset": "paper-phi3"}), "microsoft/Phi-3-mini-4k-instruct")
-    with pytest.raises(ValueError, match="name an SAE"):
+    with pytest.raises(ValueError, match="no shipped SAE preset"):
         resolve(SAEConfig.from_dict({}), tiny_model_dir)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve(SAEConfig.from_dict({"sae_path": str(tmp_path / "none"), "features": "1", "strengths": "1"}), tiny_model_dir)
