@@ -160,10 +160,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_report)
 
     ssub = add_command_group(sub, "submit", "method submissions (Inspect logs, not code)")
+    check_help = "validate a submission (a run folder, or a method's run under logs/) before it is ingested; " \
+        "exit 1 on problems"
     c = ssub.add_parser(
-        "check", help="validate a submission folder before it is ingested; exit 1 on problems"
+        "check", help=check_help, description=check_help[0].upper() + check_help[1:] + ".",
     )
-    c.add_argument("dir", help="folder of .eval/.json logs from one method author")
+    c.add_argument(
+        "dir", metavar="DIR|METHOD",
+        help="a folder of .eval/.json logs (e.g. the run folder `steerboard run --suite submission` wrote), "
+        "or the name of an installed method: its one run under logs/ is checked. Logs beside the submission that "
+        "are not part of it (an earlier --limit try, other methods' runs) are left out with a note",
+    )
     c.add_argument("--listing", help="task listing YAML (default: the project's tasks/listing.yaml)")
     c.add_argument("--tasks", help="comma-separated required tasks (default: every listed task)")
     c.add_argument("--judges", help="comma-separated accepted judges (default: the standard ones)")
