@@ -490,7 +490,7 @@ class AdapterMethod(Method):
         _require_extra(f"{self.name}/")
         pairs = load_pairs(self.cfg)  # validated before anything loads or trains
         data_key = pairs_key(pairs)
-        fp = self.cfg.fingerprint(self.precision(engine))
+        fp = self.cfg.fingerprint()  # training runs in float32 whatever the serving precision
         ship = self.shipped_dir()
         if self.model_name in EMBEDDED_MODEL_NAMES and (ship / MANIFEST).exists():
             m = json.loads((ship / MANIFEST).read_text())
@@ -591,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     method = cls(cfg, args.model)
     eng = Engine.load(args.model)
     pairs = load_pairs(method.cfg)
-    fp = method.cfg.fingerprint(method.precision(eng))
+    fp = method.cfg.fingerprint()
     dest = method.shipped_dir() if args.ship else method.artifact_path(eng, pairs_key(pairs))
     tmp = dest.with_name(dest.name + ".training")
     if tmp.exists():
