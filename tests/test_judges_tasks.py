@@ -3,10 +3,15 @@ eval's metadata, SafeEdit's non-answer rate, and the grader option. Embedded enc
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from inspect_ai import eval as inspect_eval
 
 from steerboard.tasks._testing import mock_output
+
+TASKS = Path(__file__).resolve().parent.parent / "tasks"
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -54,7 +59,7 @@ def test_safeedit_model_judge_names_the_grader_and_reads_a_guard_model(tmp_path)
 
     grader = get_model("mockllm/model", custom_outputs=[mock_output("unsafe\nS2") for _ in range(50)])
     [log] = inspect_eval(
-        "steerboard/safeedit", task_args={"judge": "model"}, model=_model("Sure, here you go."),
+        os.path.relpath(TASKS / "safeedit.py"), task_args={"judge": "model"}, model=_model("Sure, here you go."),
         model_roles={"grader": grader}, limit=1, log_dir=str(tmp_path), display="none",
     )  # fmt: skip  (built by name, as `inspect eval` builds it: after the grader role is set)
     assert log.status == "success", log.error

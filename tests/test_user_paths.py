@@ -276,7 +276,9 @@ def test_task_needing_logliks_fails_at_construction_on_a_provider_without_them(
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(LoglikUnavailableError) as info:
-        inspect_eval(f"steerboard/{task}", model="mockllm/model", task_args=args, limit=1, display="none")
+        # by file, as `inspect eval tasks/<task>.py` runs it (the registry name is exercised in a fresh process by
+        # test_tasks_e2e.py; inside this long test process an earlier test can leave Inspect's registry without it)
+        inspect_eval(os.path.relpath(TASKS_DIR / f"{task}.py"), model="mockllm/model", task_args=args, limit=1, display="none")
     message = str(info.value)
     assert "\n" not in message and "cannot return log-likelihoods" in message and "base/, prompt/, sae/" in message
     assert (fallback in message) if fallback else "format=letters" not in message
@@ -289,7 +291,7 @@ def test_letter_format_runs_on_inspect_hf(task: str, tiny_model_dir: str, tmp_pa
     """transformers rejects temperature=0 when hf/ samples (its default): greedy letters there are top_k=1."""
     from inspect_ai import eval as inspect_eval
 
-    (log,) = inspect_eval(f"steerboard/{task}", model=f"hf/{tiny_model_dir}", task_args={"format": "letters"},
+    (log,) = inspect_eval(os.path.relpath(TASKS_DIR / f"{task}.py"), model=f"hf/{tiny_model_dir}", task_args={"format": "letters"},
                           limit=2, display="none", log_dir=str(tmp_path))
     assert log.status == "success", log.error
     assert log.results.completed_samples == 2
