@@ -601,6 +601,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.ship:
         for junk in ("README.md",):
             (tmp / junk).unlink(missing_ok=True)
+        conf = tmp / "adapter_config.json"
+        if conf.exists():  # peft records the base model's local cache path: ship the model's name instead
+            d = json.loads(conf.read_text())
+            d["base_model_name_or_path"] = args.model
+            conf.write_text(json.dumps(d, indent=2) + "\n")
     else:
         (tmp / "DONE").write_text("ok\n")
     if dest.exists():

@@ -69,3 +69,20 @@ def test_no_citation_of_a_document_outside_the_repository() -> None:
         text = (ROOT / f).read_text(encoding="utf-8", errors="replace")
         hits += [f"{f}:{i}" for i, line in enumerate(text.splitlines(), 1) if pattern.search(line)]
     assert hits == []
+
+
+def test_shipped_files_hold_no_machine_paths() -> None:
+    """Artifacts and data the package ships name models and files portably, never by a path on the machine that
+    made them (peft writes the base model's local path into adapter_config.json; the ship step replaces it)."""
+    import re
+
+    pattern = re.compile(r"(?<![\w.])/(?:root|home|tmp|work|Users)/")
+    roots = [ROOT / d for d in ("methods/artifacts", "methods/data", "methods/presets", "scorers/data", "scorers/artifacts",
+                                "tasks/data", "leaderboard/data", "steerboard/suites")]
+    bad = []
+    for root in roots:
+        for f in root.rglob("*"):
+            if f.is_file() and f.suffix in (".json", ".jsonl", ".yaml", ".md", ".csv", ".txt"):
+                if pattern.search(f.read_text(errors="replace")):
+                    bad.append(str(f.relative_to(ROOT)))
+    assert not bad, bad
