@@ -1,6 +1,6 @@
 # steerboard: the two front-door commands are `make demo` and `make test`.
 SHELL := /bin/bash
-# OpenMP threads sleep rather than spin while waiting (see steerboard/__init__.py)
+# OpenMP threads sleep rather than spin while waiting (see steerboard/_runtime_env.py)
 export OMP_WAIT_POLICY ?= PASSIVE
 PYTHON ?= python3
 VENV ?= .venv

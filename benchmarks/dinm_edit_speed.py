@@ -24,6 +24,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     args = ap.parse_args()
 
+    from steerboard._runtime_env import configure_openmp
+
+    configure_openmp()  # before torch loads (libgomp reads its wait setting once)
+
     import torch
 
     from steerboard.engine import Engine, default_threads

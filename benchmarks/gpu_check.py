@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.device not in ("cuda", "cpu"):
         print(f"gpu_check: --device {a.device!r}: valid: cuda, cpu", file=sys.stderr)
         return 2
+    from steerboard._runtime_env import configure_openmp
+
+    configure_openmp()  # before torch loads (libgomp reads its wait setting once)
+
     import torch
 
     if a.device == "cuda" and not torch.cuda.is_available():

@@ -5,7 +5,7 @@ how OpenMP's idle threads wait between them decides a large share of the step ti
 Each setting runs in a fresh subprocess (libgomp reads its environment once, at load):
 
 * ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once; what ``make`` exports for a shared machine);
-* ``spin10k``: ``GOMP_SPINCOUNT=10000`` (steerboard's default, set on ``import steerboard``);
+* ``spin10k``: ``GOMP_SPINCOUNT=10000`` (steerboard's default, set where an engine is about to be created);
 * ``default``: libgomp's own default (spin up to 300,000 iterations).
 
 and under three conditions: ``alone`` (one thread team), ``2 teams`` (a second thread has run a
@@ -64,7 +64,7 @@ print(json.dumps(sorted(times[5:])))
 def measure(setting: str, cond: str) -> float:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(SETTINGS[setting])
-    # torch loads before steerboard in the child, so steerboard's own default does not apply there
+    # torch loads before the engine in the child, so steerboard's default (steerboard/_runtime_env.py) is not set
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if cond == "busy" else None
     try:
         out = subprocess.run(

@@ -113,6 +113,10 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
 
+    from steerboard._runtime_env import configure_openmp
+
+    configure_openmp()  # before torch loads (libgomp reads its wait setting once)
+
     from steerboard.engine import Engine, GenerationRequest
     from steerboard.methods import fitdata
     from steerboard.methods.steering import judge_refusal_flags

@@ -19,13 +19,15 @@ from __future__ import annotations
 import argparse
 import statistics
 
-import steerboard  # noqa: F401  (first: OpenMP settings before torch loads)
-
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100, help="questions")
     args = ap.parse_args()
+
+    from steerboard._runtime_env import configure_openmp
+
+    configure_openmp()  # before torch loads (libgomp reads its wait setting once)
 
     import torch
     from transformers import AutoModelForCausalLM

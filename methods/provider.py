@@ -413,6 +413,22 @@ def _end_of_turn(engine: Engine) -> int:
     return min(engine.eos_ids)
 
 
+def inspect_cli_model_arg_texts() -> dict[str, str]:
+    """The typed text of each ``-M key=value`` given to the ``inspect eval`` (or ``eval-set``) command now running.
+
+    Read from the parameters of Inspect's command (click's current context: the raw ``-M`` strings, or
+    ``INSPECT_EVAL_MODEL_ARGS`` when no ``-M`` was given), never from ``sys.argv``; empty outside Inspect's
+    command line (the Python API, ``steerboard run``), whose values arrive as given.
+    """
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    items = ctx.params.get("m") if ctx is not None else None
+    if not items or not isinstance(items, (list, tuple)):
+        return {}
+    return cli_model_arg_texts([a for item in items for a in ("-M", str(item))], environ={})
+
+
 class MethodModelAPI(ModelAPI):
     """Inspect provider serving one steerboard method on one local model."""
 
@@ -431,7 +447,7 @@ class MethodModelAPI(ModelAPI):
         # validate everything cheap before any weights load
         # Inspect has read -M values as YAML; parse the typed text by the config's field types instead
         with _one_line_errors():
-            cfg = self.method_class.config_class.from_dict(model_args, cli_model_arg_texts())
+            cfg = self.method_class.config_class.from_dict(model_args, inspect_cli_model_arg_texts())
             self.method = self.method_class(cfg, model_name)
             require_modules(self.method.required_modules(), f"{self.method.name}/")
         self._engine: Engine | None = None
@@ -446,6 +462,9 @@ class MethodModelAPI(ModelAPI):
             # name for usage metadata; preparing it would load weights and fit the method's defaults (for dpo/
             # with non-default options: train a second adapter) for nothing.
             return  # this instance never generates (engine stays None)
+        from steerboard._runtime_env import configure_openmp
+
+        configure_openmp()  # this process will run the engine: bound OpenMP's spin before torch loads
         from steerboard.models import resolve_model
         from steerboard.run import read_model_config
 

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-import steerboard  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+from steerboard._runtime_env import configure_openmp
+
+configure_openmp()  # before any test loads torch: the engine's OpenMP wait setting for the whole test process
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # tests that ask for matmul_dtype=bfloat16 test the bfloat16 code path on every CPU (emulated by oneDNN where the

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 from inspect_ai._util.config import parse_cli_args  # Inspect's own -M reading (what a provider receives)
 
@@ -101,12 +99,14 @@ def test_cli_model_arg_texts_reads_every_spelling() -> None:
     }
 
 
-def test_provider_parses_typed_text(tiny_model_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_provider_parses_typed_text(tiny_model_dir: str) -> None:
     """``inspect eval ... -M system_prompt=yes`` reaches the prompt/ provider as True; it runs with "yes"."""
+    import click
     from inspect_ai.model import get_model
 
-    monkeypatch.setattr(sys, "argv", ["inspect", "eval", "tasks/xstest.py", "-M", "system_prompt=yes"])
-    model = get_model(f"prompt/{tiny_model_dir}", **parse_cli_args(["system_prompt=yes"]))
+    with click.Context(click.Command("eval"), info_name="eval") as ctx:  # Inspect's command, as it runs
+        ctx.params["m"] = ("system_prompt=yes",)
+        model = get_model(f"prompt/{tiny_model_dir}", **parse_cli_args(["system_prompt=yes"]))
     assert model.api.method.config.system_prompt == "yes"  # type: ignore[attr-defined]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import steerboard  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+import steerboard  # noqa: F401
 
 
 def test_fit_logreg_scaled_folds_standardisation_into_raw_coefficients():
