@@ -26,6 +26,7 @@ from typing import Any
 
 from steerboard.leaderboard.ingest import canonical_json, discover_logs
 from steerboard.leaderboard.listing import Listing
+from steerboard.tasks.listing import GATED_TASKS
 
 #: The shipped suite that produces a submission (``steerboard run --suite submission --method NAME``).
 SUBMISSION_SUITE = "submission"
@@ -33,12 +34,8 @@ SUBMISSION_SUITE = "submission"
 #: Where ``submit check METHOD`` looks for the method's run (``steerboard run``'s default ``--log-dir``).
 DEFAULT_LOG_DIR = "logs"
 
-#: Tasks whose data is gated: how to give it (``steerboard run`` skips them with a note when it is not given).
-#: A submission without them passes, with a note (the leaderboard shows the row without them).
-GATED_TASKS = {
-    "wildguard": "its data is gated: set HF_TOKEN (after accepting the dataset's terms) or give "
-    "-T wildguard.data_file=PATH",
-}
+#: Tasks whose data is gated (:data:`steerboard.tasks.listing.GATED_TASKS`): a submission without them passes,
+#: with a note (the leaderboard shows the row without them).
 
 #: Judge names the judges contract defines (docs/contract.md; refusal: embed, strmatch, model; harm: embed, model,
 #: safeedit_classifier).

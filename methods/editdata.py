@@ -224,9 +224,9 @@ def _strongreject(data_dir: Path) -> list[tuple[str, str]]:
 
 def eval_files() -> list[Path]:
     """The JSON and CSV files (gzipped or not) the tasks ship, less development and training splits."""
-    import steerboard.tasks
+    from steerboard.taskdata import task_data_dir
 
-    root = Path(steerboard.tasks.__file__).parent / "data"
+    root = task_data_dir()
     return [
         f for f in sorted(root.rglob("*"))
         if f.is_file() and f.name.split(".")[0] not in ("dev", "train") and any(x in f.name for x in (".json", ".csv"))

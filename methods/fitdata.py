@@ -28,28 +28,16 @@ import gzip
 import hashlib
 import io
 import json
-import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from steerboard.texts import normalize, text_hash  # the package's text keys, used here under these names
+
 DATA_DIR = Path(__file__).parent / "data"
 Split = Literal["fit", "dev", "all"]
 DEV_PERCENT = 40  # share of each prompt pool that goes to the dev split
-
-_NON_WORD = re.compile(r"[^0-9a-z]+")
-
-
-def normalize(text: str) -> str:
-    """Normalised form used for de-duplication: lower case, runs of non-alphanumerics -> one space."""
-    return _NON_WORD.sub(" ", text.lower()).strip()
-
-
-def text_hash(text: str) -> str:
-    """10 hex digits of SHA-1 of the normalised text (40 bits: collisions are negligible here)."""
-    return hashlib.sha1(normalize(text).encode()).hexdigest()[:10]
-
 
 def _split_of(text: str) -> Literal["fit", "dev"]:
     """Deterministic split by hash (stable when pools grow)."""

@@ -18,7 +18,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,16 +38,16 @@ from inspect_ai.model import (
 from inspect_ai.tool import ToolChoice, ToolInfo
 
 from steerboard.engine import Engine, GenerationRequest, GenerationResult, ScoredContinuation
+from steerboard.inspect_private import MODEL_INFO_LOOKUP_API_KEY
 from steerboard.methods.base import EditInstance, Method, cli_model_arg_texts, require_modules
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 256  # Inspect's default of 16 is too short for refusal judging; CPU-friendly cap
 
-_MODEL_INFO_LOOKUP_API_KEY = "__model_info_lookup__"
-"""The api_key Inspect passes when it builds a provider only to look up model info
-(``inspect_ai.model._model_info.MODEL_INFO_LOOKUP_API_KEY``; a private module, so the value is repeated here
-and a test checks the two agree)."""
+_MODEL_INFO_LOOKUP_API_KEY = MODEL_INFO_LOOKUP_API_KEY
+"""The api_key Inspect passes when it builds a provider only to look up model info (no public API gives it:
+:mod:`steerboard.inspect_private`)."""
 
 _ENGINES: dict[tuple[Any, ...], Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -465,8 +465,7 @@ class MethodModelAPI(ModelAPI):
         from steerboard._runtime_env import configure_openmp
 
         configure_openmp()  # this process will run the engine: bound OpenMP's spin before torch loads
-        from steerboard.models import resolve_model
-        from steerboard.run import read_model_config
+        from steerboard.models import read_model_config, resolve_model
 
         if model_name not in ("", None):
             with _one_line_errors():
@@ -753,10 +752,20 @@ class MethodModelAPI(ModelAPI):
             return len(self.engine.tokenizer(input, add_special_tokens=False)["input_ids"])
         return len(self.engine.chat_ids(self.method.messages(message_dicts(input))))
 
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """The text of ``token_ids`` under the model's tokenizer, special tokens left out (the engine is ready:
+        called on ids a :meth:`loglik` or :meth:`reference_reply` call returned)."""
+        return str(self.engine.tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
     # -- per-instance editing (the SafeEdit protocol)
     @property
     def supports_edit(self) -> bool:
         return self.method.supports_edit
+
+    @property
+    def edit_prompt_suffix(self) -> str:
+        """Text the method appends to the prompts asked under an edit (``""``: none)."""
+        return str(getattr(self.method, "edit_prompt_suffix", "") or "")
 
     @contextlib.asynccontextmanager
     async def edit(self, instance: EditInstance) -> AsyncIterator[dict[str, Any]]:
@@ -787,7 +796,7 @@ class MethodModelAPI(ModelAPI):
 def _one_line_errors() -> Iterator[None]:
     """Re-raise a ValueError (a bad ``-M`` option, an unknown model) as a one-line user error: ``inspect eval``
     then prints its message alone instead of a traceback (``steerboard`` already prints a ValueError's)."""
-    from steerboard.tasks._common import UserError
+    from steerboard.errors import UserError
 
     try:
         yield

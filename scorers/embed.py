@@ -438,9 +438,9 @@ ALL_DATA = "all-data"
 
 def lookup_key(text: str) -> str | None:
     """The cross-fit lookup key of a prompt or item text: the normalised-text hash the methods' fit data uses
-    (:func:`steerboard.methods.fitdata.text_hash`), so "the same prompt" means the same thing everywhere;
+    (:func:`steerboard.texts.text_hash`), so "the same prompt" means the same thing everywhere;
     None for a text with no letter or digit (it identifies nothing)."""
-    from steerboard.methods.fitdata import normalize, text_hash
+    from steerboard.texts import normalize, text_hash
 
     return text_hash(text) if normalize(text) else None
 

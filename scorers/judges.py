@@ -248,7 +248,7 @@ def judge_scheme(kind: str, name: str) -> dict[str, Any]:
     elif name == "model":
         out["grader"] = "the eval's `grader` model role (--model-role grader=...); not trained here"
         try:  # inside `inspect eval` the role is already resolved: name the model
-            from inspect_ai.model._model import model_roles
+            from inspect_ai.model import model_roles
 
             grader = model_roles().get("grader")
             if grader is not None:

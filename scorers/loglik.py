@@ -2,10 +2,11 @@
 side-effect metrics with bootstrap intervals.
 
 Inspect's ``generate`` has no way to ask for the likelihood of a given continuation, so tasks that need one
-(TruthfulQA MC1/MC2, MMLU cloze, ``side_effects``) call the active provider's ``loglik`` directly. steerboard's
-method providers (``steerboard.methods.provider.MethodModelAPI``) implement it through the shared engine with
-the method applied as it is during generation (message rewrite, gates, hooks, edited weights, adapters);
-:func:`loglik_provider` fails with a clear error for any other provider before any request is made.
+(TruthfulQA MC1/MC2, MMLU cloze, ``side_effects``) call the provider's ``loglik`` through the
+:class:`steerboard.protocol.ScoringModel` protocol (:func:`loglik_model`). steerboard's method providers
+(``steerboard.methods.provider.MethodModelAPI``) implement it through the shared engine with the method applied
+as it is during generation (message rewrite, gates, hooks, edited weights, adapters); any other provider is
+refused in one line (:func:`steerboard.protocol.require_capability`) before any request is made.
 
 Helpers here are pure functions of per-token log-probabilities, so they are tested without a model.
 """
@@ -18,37 +19,27 @@ from typing import Any
 
 from inspect_ai.scorer import Metric, SampleScore, metric
 
+from steerboard.protocol import ScoringModel, require_capability
+
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 
 
-class LoglikUnavailableError(ValueError):
-    """The model provider cannot return log-likelihoods of given continuations."""
-
-
-def loglik_provider(task: str, alternative: str | None = None) -> Any:
-    """The active model's provider, checked to score continuations.
+def loglik_model(task: str, capability: str = "loglik", fallback: str | None = None) -> ScoringModel:
+    """The active model's provider as a :class:`~steerboard.protocol.ScoringModel` with ``capability``.
 
     Args:
         task: the task name (for the message).
-        alternative: what to do instead (e.g. ``"-T format=letters"``), named in the message.
+        capability: ``loglik`` (answer strings) or ``reference`` (the unsteered model's reply, scored).
+        fallback: what to run instead (e.g. ``"-T format=letters"``), named in the message.
 
     Raises:
-        LoglikUnavailableError: the provider has no ``loglik`` (e.g. ``mockllm/``, ``hf/``, API models) or its
-            method opted out (``supports_loglik = False``).
+        steerboard.protocol.CapabilityError: the provider lacks the capability (e.g. ``mockllm/``, ``hf/``,
+            API models, or a method with ``supports_loglik = False``).
     """
     from inspect_ai.model import get_model
 
-    model = get_model()
-    api = model.api
-    if not callable(getattr(api, "loglik", None)) or not getattr(api, "supports_loglik", False):
-        hint = f"; or run {alternative}" if alternative else ""
-        raise LoglikUnavailableError(
-            f"{task}: model {model.name!r} (provider {type(api).__name__}) cannot return log-likelihoods of "
-            "given answers; use a steerboard method provider that can (base/, prompt/, sae/, actadd/, dinm/, dpo/ "
-            f"or a plug-in method with supports_loglik = True){hint}"
-        )
-    return api
+    return require_capability(get_model(), capability, task=task, fallback=fallback)
 
 
 # ---------------------------------------------------------------------- multiple choice from answer strings

@@ -206,10 +206,9 @@ def refusal_training_examples(examples: Sequence[Example]) -> list[Example]:
 def jbb_goals() -> list[str]:
     """The 100 JailbreakBench harmful goals in index order (the ``jbb_refusal`` task's file), so a
     JailbreakBench artifact row's ``jbb:<index>`` group maps to its goal text."""
-    from steerboard.tasks._common import data_file, read_json
-    from steerboard.tasks.jbb_refusal import JBB_FILE, JBB_SHA256
+    from steerboard.taskdata import JBB_FILE, JBB_SHA256, task_data_file
 
-    rows = read_json(data_file(JBB_FILE, JBB_SHA256))
+    rows = json.loads(task_data_file(JBB_FILE, JBB_SHA256).read_text(encoding="utf-8"))
     return [str(r["text"]) for r in rows if str(r["label"]).strip().lower() == "harmful"]
 
 

@@ -22,6 +22,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from steerboard.paths import cache_dir
 
@@ -229,6 +230,21 @@ def resolve_model(name: str) -> str:
         f"unknown model {name!r}: not an alias ({valid}), not an existing local directory, "
         "and not a Hugging Face id of the form 'org/name'"
     )
+
+
+def read_model_config(model_name: str) -> dict[str, Any] | None:
+    """The model's ``config.json`` as a dict when it is on disk (a local directory or a fetched alias).
+
+    Read as plain JSON: a layer-range check should not wait for transformers to import. ``None`` when the
+    config is not available without downloading (a hub id, an alias not fetched yet).
+    """
+    path = default_model_dir() if model_name in ALIASES else Path(model_name).expanduser()
+    if not (path / "config.json").is_file():
+        return None
+    try:
+        return json.loads((path / "config.json").read_text())  # type: ignore[no-any-return]
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def model_problem(name: str) -> str | None:

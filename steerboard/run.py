@@ -262,11 +262,11 @@ def gated_task_note(task: TaskRun) -> str | None:
     """Why a task cannot run here (its data is gated and not given), or None when it can.
 
     The gated tasks and how to give their data are listed once, in
-    :data:`steerboard.leaderboard.submit.GATED_TASKS`.
+    :data:`steerboard.tasks.listing.GATED_TASKS`.
     """
     import os
 
-    from steerboard.leaderboard.submit import GATED_TASKS
+    from steerboard.tasks.listing import GATED_TASKS
 
     if task.name not in GATED_TASKS or task.args.get("data_file"):
         return None
@@ -338,23 +338,6 @@ def select_runs(
     return runs
 
 
-def read_model_config(model_name: str) -> dict[str, Any] | None:
-    """The model's ``config.json`` as a dict when it is on disk (a local directory or a fetched alias).
-
-    Read as plain JSON: a layer-range check should not wait for transformers to import. ``None`` when the
-    config is not available without downloading (a hub id, an alias not fetched yet).
-    """
-    from steerboard.models import ALIASES, default_model_dir
-
-    path = default_model_dir() if model_name in ALIASES else Path(model_name).expanduser()
-    if not (path / "config.json").is_file():
-        return None
-    try:
-        return json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def generate_config(suite: Suite, task: TaskRun, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The GenerateConfig keys for one task: suite ``generate``, then the task's ``config``, then overrides."""
     gen = copy.deepcopy(suite.generate)
@@ -384,7 +367,7 @@ def check_runs(
 
     from steerboard.methods.provider import method_class
     from steerboard.methods.registry import method_entry_points
-    from steerboard.models import model_problem
+    from steerboard.models import model_problem, read_model_config
 
     problems: list[str] = []
     entry_points = method_entry_points()

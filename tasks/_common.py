@@ -1,12 +1,12 @@
 """Shared helpers for steerboard's Inspect tasks: pinned package data, option checks, local data files.
 
-Import-light (standard library + inspect_ai only) so that the task registry stays fast to import.
+Import-light (standard library, inspect_ai and steerboard's low-level modules only) so that the task registry
+stays fast to import.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import random
@@ -17,76 +17,30 @@ from typing import Any, get_args
 
 from inspect_ai.dataset import Dataset, MemoryDataset, Sample
 
-try:  # inspect eval prints this error class as its message alone, without a traceback
-    from inspect_ai._util.error import PrerequisiteError as _OneLine
-except ImportError:  # pragma: no cover - an Inspect without it: a plain traceback
-    class _OneLine(Exception):  # type: ignore[no-redef]
-        pass
+from steerboard.inspect_private import active_model
+from steerboard.protocol import require_capability
+from steerboard.taskdata import verified
 
 
-class UserError(ValueError, _OneLine):
-    """Bad input, said in one line: ``steerboard`` prints a ValueError's message alone, and ``inspect eval``
-    prints this class's message alone (its ``PrerequisiteError`` handling) instead of a traceback."""
-
-    def __init__(self, message: str) -> None:
-        ValueError.__init__(self, message)
-        self.message = message
-
-
-LOGLIK_PROVIDERS = "base/, prompt/, sae/, actadd/, dinm/, dpo/ (or a plug-in method with supports_loglik = True)"
-"""The providers that score given continuations (log-likelihoods), for messages."""
-
-
-def active_model() -> Any:
-    """The model Inspect has made active, or None (outside an eval: e.g. ``steerboard run`` checking a task).
-
-    Inspect builds the eval's models, then makes each active while it constructs the tasks for it, so a task
-    can check what the provider can do before any sample runs.
-    """
-    try:
-        from inspect_ai.model._model import active_model as _active
-    except ImportError:  # pragma: no cover
-        return None
-    try:
-        return _active()
-    except Exception:  # noqa: BLE001 - no active model
-        return None
-
-
-def require_loglik(task: str, fallback: str | None) -> None:
-    """At task construction: fail in one line when the active model cannot return log-likelihoods.
+def check_capability(task: str, capability: str, fallback: str | None = None) -> None:
+    """At task construction: fail in one line when the active model lacks ``capability``
+    (:data:`steerboard.protocol.CAPABILITIES`); nothing to check outside an eval (no active model).
 
     Args:
-        task: the task name.
-        fallback: the task option that needs none (``-T format=letters``), or None when there is none.
+        task: the task name (and the option that needs the capability).
+        capability: ``loglik``, ``reference`` or ``edit``.
+        fallback: the task option that needs no such capability (``-T format=letters``), or None.
 
     Raises:
-        UserError: naming the capability, the providers that have it and the fallback (also a
-            :class:`~steerboard.scorers.loglik.LoglikUnavailableError`).
+        steerboard.protocol.CapabilityError: naming the capability, the providers that have it and the fallback.
     """
     model = active_model()
-    if model is None:
-        return
-    api = model.api
-    if callable(getattr(api, "loglik", None)) and getattr(api, "supports_loglik", False):
-        return
-    from steerboard.scorers.loglik import LoglikUnavailableError
-
-    class LoglikUnavailable(UserError, LoglikUnavailableError):
-        pass
-
-    hint = f"; or run {fallback}, which needs none" if fallback else ""
-    raise LoglikUnavailable(
-        f"{task}: model {str(model)!r} cannot return log-likelihoods of given answers, which this task scores; "
-        f"providers that can: {LOGLIK_PROVIDERS}{hint}"
-    )
+    if model is not None:
+        require_capability(model, capability, task=task, fallback=fallback)
 
 
 DATA_DIR = Path(__file__).parent / "data"
 """Data shipped inside the package (each dataset folder carries LICENSE + SOURCE.md)."""
-
-_VERIFIED: set[tuple[str, str]] = set()
-
 
 def data_file(relpath: str, sha256: str) -> Path:
     """Return the path of a shipped data file after checking its pinned SHA-256.
@@ -99,16 +53,7 @@ def data_file(relpath: str, sha256: str) -> Path:
         FileNotFoundError: the file is not in the installed package.
         ValueError: the file's checksum differs from the pin (the data changed).
     """
-    path = DATA_DIR / relpath
-    if not path.is_file():
-        raise FileNotFoundError(f"shipped data file missing: {path} (reinstall steerboard)")
-    key = (str(path), sha256)
-    if key not in _VERIFIED:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != sha256:
-            raise ValueError(f"checksum mismatch for {path}: expected sha256 {sha256}, got {digest}")
-        _VERIFIED.add(key)
-    return path
+    return verified(DATA_DIR / relpath, sha256)
 
 
 def open_text(path: Path) -> Any:
@@ -413,9 +358,9 @@ def check_grader_role(option: str, judge: str, role: str = "grader") -> None:
     """
     if judge != "model":
         return
-    from inspect_ai.model._model import active_model_context_var, model_roles
+    from inspect_ai.model import model_roles
 
-    if active_model_context_var.get(None) is None:
+    if active_model() is None:
         return
     if role not in model_roles():
         raise ValueError(

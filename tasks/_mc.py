@@ -36,7 +36,7 @@ def mc_config() -> GenerateConfig:
     sampling, so there greedy is ``top_k=1`` (sampling from the single best token) instead; with
     ``-M do_sample=false`` it decodes greedily and takes no sampling settings.
     """
-    from steerboard.tasks._common import active_model
+    from steerboard.inspect_private import active_model
 
     model = active_model()
     if model is None or type(model.api).__name__ != "HuggingFaceAPI":

@@ -83,8 +83,7 @@ def extended_metrics(base: Scorer, *extra: Metric) -> list[Any]:
     ``Task(metrics=...)`` replaces a scorer's metrics while keeping its name in the log; this keeps the
     scorer's own metrics and appends task-specific breakdowns.
     """
-    # inspect_ai has no public accessor for a scorer's registered metrics
-    from inspect_ai.scorer._scorer import scorer_metrics
+    from steerboard.inspect_private import scorer_metrics  # no public accessor (see that module)
 
     metrics = scorer_metrics(base)
     if isinstance(metrics, dict):

@@ -29,6 +29,7 @@ from inspect_ai import Task, task
 from inspect_ai.dataset import Sample
 
 from steerboard.scorers.judges import judge_scheme
+from steerboard.taskdata import JBB_FILE, JBB_SHA256
 from steerboard.tasks._common import (
     check_choice,
     check_refusal_options,
@@ -40,8 +41,6 @@ from steerboard.tasks._common import (
     reject_unknown_options,
 )
 
-JBB_FILE = "jbb/jbb_behaviors_harmful100_benign100_textonly.json"
-JBB_SHA256 = "1ac7ab91294accf9352589d84169edf124be05b69cb8540930fe03314ea7881b"
 HARMBENCH_FILE = "harmbench/harmbench_behaviors_text_test.csv.gz"
 HARMBENCH_SHA256 = "850f049696b3139b72b1640c2d4c9702412a9eb5439e154cb22191b31c458497"
 TASK_VERSION = "1.0.0"

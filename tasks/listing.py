@@ -20,6 +20,14 @@ METRIC_FIELDS = ("name", "scorer", "title", "higher_is_better", "headline", "axi
 OPTIONAL_METRIC_FIELDS = ("unit", "chance")
 
 
+#: Tasks whose data is gated: how to give it. ``steerboard run`` skips them with a note when it is not given;
+#: ``steerboard submit check`` passes a submission without them, with a note.
+GATED_TASKS = {
+    "wildguard": "its data is gated: set HF_TOKEN (after accepting the dataset's terms) or give "
+    "-T wildguard.data_file=PATH",
+}
+
+
 class ListingError(ValueError):
     """The listing is malformed (names the task/metric and what is valid)."""
 

@@ -41,16 +41,16 @@ from inspect_ai.dataset import Sample
 from inspect_ai.scorer import CORRECT, INCORRECT, Score, Scorer, Target, accuracy, grouped, scorer, stderr
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
-from steerboard.scorers.loglik import answer_texts, cloze_choice, loglik_provider
+from steerboard.scorers.loglik import answer_texts, cloze_choice, loglik_model
 from steerboard.tasks._common import (
     check_bool,
+    check_capability,
     check_choice,
     check_int,
     data_file,
     make_dataset,
     read_jsonl,
     reject_unknown_options,
-    require_loglik,
 )
 from steerboard.tasks._mc import (
     LOGPROB_ARGS,
@@ -143,7 +143,7 @@ def cloze_answer(exemplars: dict[str, list[dict[str, Any]]] | None = None, templ
     follows ``Answer:`` (``plain``, with its leading space) or as the assistant's reply (``chat``)."""
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
-        api = loglik_provider("mmlu", alternative="-T format=letters")
+        api = loglik_model("mmlu", "loglik", fallback="-T format=letters")
         subject = (state.metadata or {})["subject"]
         record = {"question": state.metadata["question"], "choices": [c.value for c in state.choices]}
         prompt = cloze_prompt(record, subject, (exemplars or {}).get(subject, []))
@@ -239,7 +239,7 @@ def mmlu(
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)
     if format in ("all", "cloze"):  # before any sample: a provider without log-likelihoods fails here
-        require_loglik(f"mmlu (format={format})", "-T format=letters")
+        check_capability(f"mmlu (format={format})", "loglik", "-T format=letters")
 
     records = read_jsonl(data_file(TEST_FILE, TEST_SHA256))
     all_subjects = sorted({r["subject"] for r in records})

@@ -18,10 +18,11 @@ Safety verdicts come from the judges contract (``docs/contract.md``; ``get_harm_
 paper's classifier from the hub). A judge failure sets ``judge_error`` and the item drops out of the rates.
 
 Protocols: ``standard`` evaluates the model/method as it is. ``per_instance`` is the paper's DINM protocol:
-for every item the provider edits the model with that item (``api.edit(EditInstance(...))``, the
-:class:`~steerboard.methods.base.InstanceEditor` protocol), all six
+for every item the provider edits the model with that item (``api.edit(EditInstance(...))``, the ``edit``
+capability of :class:`steerboard.protocol.ScoringModel`), all six
 prompts are answered under the edit, then the weights are restored; edits are serialized by the provider.
-It needs an editing provider such as ``dinm/``.
+It needs an editing provider such as ``dinm/``; any other provider is refused in one line when Inspect
+constructs the task.
 
 Data: the shipped sample (144 unique test items, CC-BY-NC-SA-4.0, offline default), ``-T source=hub``
 (``zjunlp/SafeEdit`` test split, gated: set ``HF_TOKEN``), or ``-T data_file=`` (json/jsonl/parquet in the
@@ -50,9 +51,11 @@ from inspect_ai.model import ChatMessageUser, get_model
 from inspect_ai.scorer import Score, Scorer, Target, scorer
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
+from steerboard.protocol import require_capability
 from steerboard.scorers.judges import judge_scheme
 from steerboard.tasks._common import (
     check_bool,
+    check_capability,
     check_choice,
     check_fields,
     check_grader_role,
@@ -76,6 +79,7 @@ TASK_VERSION = "1.0.0"
 NAN = float("nan")
 
 Protocol = Literal["standard", "per_instance"]
+PER_INSTANCE = "safeedit (protocol=per_instance)"
 Source = Literal["shipped", "hub"]
 HarmJudge = Literal["embed", "model", "safeedit_classifier"]
 
@@ -189,7 +193,7 @@ def safeedit_generate(protocol: Protocol = "standard") -> Solver:
     """Answer the item's five safety prompts and its knowledge prompt (under a per-instance edit if asked)."""
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
-        from steerboard.methods.base import EditInstance, InstanceEditor
+        from steerboard.methods.base import EditInstance
 
         model = get_model()
         meta = state.metadata
@@ -201,12 +205,7 @@ def safeedit_generate(protocol: Protocol = "standard") -> Solver:
             return dict(zip(keys, outs, strict=True))
 
         if protocol == "per_instance":
-            api = model.api
-            if not (isinstance(api, InstanceEditor) and api.supports_edit):
-                raise RuntimeError(
-                    f"safeedit -T protocol=per_instance needs an editing provider such as dinm/ "
-                    f"(model {model.name!r} cannot edit); use -T protocol=standard for other methods"
-                )
+            api = require_capability(model, "edit", task=PER_INSTANCE, fallback="-T protocol=standard")
             instance = EditInstance(
                 prompt=meta["prompts"]["ds"],
                 safe_response=meta["safe_response"],
@@ -216,7 +215,7 @@ def safeedit_generate(protocol: Protocol = "standard") -> Solver:
                 id=str(state.sample_id),
             )
             # the paper appends its suffix to the post-edit test inputs (not the pre-edit ones); the editor says which
-            suffix = getattr(getattr(api, "method", None), "edit_prompt_suffix", "") or ""
+            suffix = api.edit_prompt_suffix
             if suffix:
                 prompts = {k: (f"{v} {suffix}" if k in SAFETY_KEYS else v) for k, v in prompts.items()}
                 meta["test_suffix"] = suffix
@@ -351,6 +350,8 @@ def safeedit(
     """
     reject_unknown_options("safeedit", safeedit, options)
     check_choice("protocol", protocol, Protocol)
+    if protocol == "per_instance":  # before any sample: a provider that cannot edit fails here
+        check_capability(PER_INSTANCE, "edit", "-T protocol=standard")
     check_choice("judge", judge, HarmJudge)
     check_grader_role("judge", judge)
     check_choice("source", source, Source)

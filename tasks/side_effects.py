@@ -34,9 +34,10 @@ from inspect_ai.dataset import Sample
 from inspect_ai.scorer import Score, Scorer, Target, mean, scorer, stderr
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
-from steerboard.scorers.loglik import ci_high, ci_low, kl_per_token, loglik_provider
+from steerboard.scorers.loglik import ci_high, ci_low, kl_per_token, loglik_model
 from steerboard.tasks._common import (
     check_bool,
+    check_capability,
     check_choice,
     check_fields,
     check_int,
@@ -45,7 +46,6 @@ from steerboard.tasks._common import (
     read_jsonl,
     read_records,
     reject_unknown_options,
-    require_loglik,
 )
 
 PROMPTS_FILE = "side_effects/harmless_prompts.jsonl"
@@ -86,7 +86,7 @@ def side_effect_logliks(reply_tokens: int) -> Solver:
     """
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
-        api = loglik_provider("side_effects")
+        api = loglik_model("side_effects", "reference")
         messages = [{"role": "user", "content": state.input_text}]
         kind = state.metadata["kind"]
         if kind == "benign":
@@ -107,7 +107,7 @@ def side_effect_logliks(reply_tokens: int) -> Solver:
             kl = kl_per_token(base.distributions, steered.distributions)
             result["kl"] = sum(kl) / n
             result["kl_max"] = max(kl)
-            result["reply"] = api.engine.tokenizer.decode(base.token_ids, skip_special_tokens=True)
+            result["reply"] = api.decode(base.token_ids)
         state.store.set("side_effects", result)
         return state
 
@@ -179,7 +179,7 @@ def side_effects(
     reply_tokens = check_int("reply_tokens", reply_tokens, minimum=1, maximum=1024)
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)
-    require_loglik("side_effects", None)  # before any sample: every score is a log-likelihood
+    check_capability("side_effects", "reference")  # before any sample: every score is a log-likelihood
     prompts = load_prompts(prompts_file) if subset in ("all", "benign") else []
     texts = read_jsonl(data_file(TEXT_FILE, TEXT_SHA256)) if subset in ("all", "text") else []
     check_fields(texts, TEXT_FIELDS, TEXT_FILE)

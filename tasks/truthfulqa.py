@@ -44,17 +44,17 @@ from inspect_ai.model import ChatMessageUser, ModelOutput
 from inspect_ai.scorer import CORRECT, INCORRECT, Score, Scorer, Target, accuracy, mean, scorer, stderr
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
-from steerboard.scorers.loglik import answer_texts, loglik_provider, mc1_correct
+from steerboard.scorers.loglik import answer_texts, loglik_model, mc1_correct
 from steerboard.scorers.loglik import mc2_mass as mc2_mass_strings
 from steerboard.tasks._common import (
     check_bool,
+    check_capability,
     check_choice,
     check_int,
     data_file,
     make_dataset,
     read_json,
     reject_unknown_options,
-    require_loglik,
 )
 from steerboard.tasks._mc import (
     LOGPROB_ARGS,
@@ -147,7 +147,7 @@ def mc1_mc2_loglik(template: Template = "plain") -> Solver:
     """Score every MC1 and MC2 answer string after the Q/A prompt (one batch per question)."""
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
-        api = loglik_provider("truthfulqa", alternative="-T format=letters")
+        api = loglik_model("truthfulqa", "loglik", fallback="-T format=letters")
         messages = [{"role": "user", "content": qa_prompt(state.input_text, template)}]
         answers = {kind: [str(a) for a in state.metadata[f"{kind}_options"]] for kind in ("mc1", "mc2")}
         unique = list(dict.fromkeys(answers["mc1"] + answers["mc2"]))  # the MC1 set mostly repeats in MC2
@@ -299,7 +299,7 @@ def truthfulqa(
     shuffle = check_bool("shuffle", shuffle)
     seed = check_int("seed", seed)
     if format == "loglik":  # before any sample: a provider without log-likelihoods fails here
-        require_loglik("truthfulqa (format=loglik)", "-T format=letters")
+        check_capability("truthfulqa (format=loglik)", "loglik", "-T format=letters")
 
     records = read_json(data_file(DATA_FILE, DATA_SHA256))
     dataset = make_dataset(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from inspect_ai import eval as inspect_eval
 
+from steerboard.protocol import CapabilityError
 from steerboard.scorers import loglik as ll
 from steerboard.tasks import _common
 from steerboard.tasks import side_effects as se
@@ -342,9 +343,9 @@ def test_reference_results_computed_once_per_process(tiny_model_dir):
 
 def test_provider_without_loglik_is_a_clear_error(tmp_path):
     # raised when Inspect constructs the task (before any sample), in one line (tests/test_user_paths.py)
-    with pytest.raises(ll.LoglikUnavailableError, match="cannot return log-likelihoods.*-T format=letters"):
+    with pytest.raises(CapabilityError, match="cannot return log-likelihoods.*-T format=letters"):
         run(task_file("truthfulqa"), mock_model(), tmp_path, limit=1)
-    with pytest.raises(ll.LoglikUnavailableError, match="cannot return log-likelihoods"):
+    with pytest.raises(CapabilityError, match="cannot return log-likelihoods"):
         run(task_file("side_effects"), mock_model(), tmp_path, limit=1)
 
 

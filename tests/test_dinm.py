@@ -511,7 +511,7 @@ def test_safeedit_post_edit_inputs_carry_the_editors_suffix(monkeypatch):
 
     model.api.supports_edit = True
     model.api.edit = edit
-    model.api.method = types.SimpleNamespace(edit_prompt_suffix=SUFFIX)
+    model.api.edit_prompt_suffix = SUFFIX
     monkeypatch.setattr(se, "get_model", lambda *a, **k: model)
     rec = se.load_records("shipped", None)[0][0]
     sample = se.record_to_sample(rec)

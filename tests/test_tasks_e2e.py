@@ -281,10 +281,16 @@ def test_safeedit_judge_failure_excluded(tmp_path, fake_harm):
 
 
 def test_safeedit_per_instance_requires_editing_provider(tmp_path, fake_harm):
-    logs = inspect_eval(task_file("safeedit"), model=mock_model(), limit=1, log_dir=str(tmp_path),
-                        display="none", task_args={"protocol": "per_instance"})
-    assert logs[0].status == "error"
-    assert "per_instance needs an editing provider such as dinm/" in logs[0].error.message
+    from steerboard.protocol import CapabilityError
+
+    with pytest.raises(CapabilityError) as info:  # when Inspect constructs the task, before any sample
+        inspect_eval(task_file("safeedit"), model=mock_model(), limit=1, log_dir=str(tmp_path),
+                     display="none", task_args={"protocol": "per_instance"})
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("safeedit (protocol=per_instance): model 'mockllm/model'")
+    assert "capability 'edit'" in message and "providers that can: dinm/" in message
+    assert message.endswith("or run -T protocol=standard, which needs none")
+    assert not list(tmp_path.rglob("*.eval"))
 
 
 def test_safeedit_per_instance_edits_once_per_item_around_all_prompts(tmp_path, fake_harm):
@@ -311,6 +317,7 @@ def test_safeedit_per_instance_edits_once_per_item_around_all_prompts(tmp_path, 
 
     model.api.supports_edit = True
     model.api.edit = edit
+    model.api.edit_prompt_suffix = ""
     log = run(task_file("safeedit"), model=model, tmp_path=tmp_path, max_samples=1,
               task_args={"protocol": "per_instance"})
     assert sorted(state["edits"]) == ["0", "1", "2"] and state["outside"] == 0

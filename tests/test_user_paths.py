@@ -272,15 +272,15 @@ def test_task_needing_logliks_fails_at_construction_on_a_provider_without_them(
 ) -> None:
     from inspect_ai import eval as inspect_eval
 
-    from steerboard.scorers.loglik import LoglikUnavailableError
+    from steerboard.protocol import CapabilityError
 
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(LoglikUnavailableError) as info:
+    with pytest.raises(CapabilityError) as info:
         # by file, as `inspect eval tasks/<task>.py` runs it (the registry name is exercised in a fresh process by
         # test_tasks_e2e.py; inside this long test process an earlier test can leave Inspect's registry without it)
         inspect_eval(os.path.relpath(TASKS_DIR / f"{task}.py"), model="mockllm/model", task_args=args, limit=1, display="none")
     message = str(info.value)
-    assert "\n" not in message and "cannot return log-likelihoods" in message and "base/, prompt/, sae/" in message
+    assert "\n" not in message and "cannot return log-likelihoods" in message and "base/, actadd/" in message
     assert (fallback in message) if fallback else "format=letters" not in message
     assert not list(tmp_path.rglob("*.eval"))  # failed before any sample (no log was even started)
 

@@ -1,0 +1,69 @@
+"""The one place steerboard reaches into Inspect's private modules (``inspect_ai.*._*``).
+
+Inspect offers no public API for what is here. Everything else in the package uses Inspect's public API
+only; ``tests/test_architecture.py`` fails on a private Inspect import anywhere but this module, and
+``tests/test_inspect_private.py`` checks each name below against the installed Inspect, so an Inspect upgrade
+that moves or changes one fails there, loudly, instead of somewhere at run time.
+
+* :class:`PrerequisiteError`: the exception class ``inspect eval`` prints as its message alone (no
+  traceback). Public equivalent: none. Without it a user error still stops the run, with a traceback.
+* :func:`active_model`: the model Inspect has made active, or None. The public ``get_model()`` returns the
+  active model too, but without one it builds the model named by ``INSPECT_EVAL_MODEL`` (weights and all) or
+  raises; a task checking what its provider can do must neither build a model nor fail outside an eval.
+* :data:`MODEL_INFO_LOOKUP_API_KEY`: the ``api_key`` Inspect passes when it builds a provider only to read
+  its model info; the provider skips loading weights then. Public equivalent: none.
+* :func:`scorer_metrics`: the metrics a scorer was registered with. Public parts: ``registry_info`` (the
+  registry entry); the metadata key under which ``@scorer`` stores the metrics is Inspect's convention.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from inspect_ai._util.error import PrerequisiteError
+except ImportError:  # pragma: no cover - an Inspect without it: the error prints with a traceback
+
+    class PrerequisiteError(Exception):  # type: ignore[no-redef]
+        """Stand-in when Inspect has no ``PrerequisiteError``."""
+
+
+try:
+    from inspect_ai.model._model_info import MODEL_INFO_LOOKUP_API_KEY
+except ImportError:  # pragma: no cover - tests/test_inspect_private.py fails on this path
+    MODEL_INFO_LOOKUP_API_KEY = "__model_info_lookup__"
+
+SCORER_METRICS_KEY = "metrics"
+"""Key of a scorer's registry metadata that holds its metrics (``@scorer(metrics=...)``)."""
+
+
+def active_model() -> Any:
+    """The model Inspect has made active, or None (outside an eval: e.g. ``steerboard run`` checking a task).
+
+    Inspect builds the eval's models, then makes each active while it constructs the tasks for it, so a task
+    can check what the provider can do before any sample runs.
+    """
+    try:
+        from inspect_ai.model._model import active_model as _active
+    except ImportError:  # pragma: no cover - tests/test_inspect_private.py fails on this path
+        return None
+    try:
+        return _active()
+    except Exception:  # noqa: BLE001 - no active model
+        return None
+
+
+def scorer_metrics(scorer: Any) -> Any:
+    """The metrics ``scorer`` was registered with (a list, or a dict for dict-valued scores).
+
+    Raises:
+        ValueError: ``scorer`` is not a registered scorer, or Inspect no longer stores its metrics there.
+    """
+    from inspect_ai.util import registry_info
+
+    try:
+        return registry_info(scorer).metadata[SCORER_METRICS_KEY]
+    except (KeyError, AttributeError, ValueError) as ex:
+        raise ValueError(
+            f"cannot read the metrics of scorer {scorer!r} from Inspect's registry ({type(ex).__name__}: {ex})"
+        ) from ex
