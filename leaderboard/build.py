@@ -11,7 +11,7 @@ How the numbers are formed (``docs/leaderboard.md`` has the long form):
   "I" = 0) over samples matching ``sample_filter``, dropping samples whose judge failed (``judge_error`` = 1).
   Rate = mean; 95 % CI = Wilson score interval (0/1 values) or a seeded bootstrap of the mean (other values). A run with
   no sample under a metric shows "n/a" there.
-- Change vs the control (:data:`~steerboard.leaderboard.listing.CONTROL_METHOD`), only against a control run of
+- Change vs the control (runs of a method that declares ``is_control``: ``base/``), only against a control run of
   the same model, precision, judge, task arguments, sample set and generation settings (the control pairs with
   itself): the per-sample pairs are the DuckDB view ``v_paired``; the change with Newcombe's paired interval
   (0/1 values) or a seeded paired bootstrap, exact McNemar or Wilcoxon signed-rank p, Holm-adjusted per row,
@@ -33,6 +33,7 @@ import re
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.resources import files
@@ -46,6 +47,8 @@ from steerboard.leaderboard.ingest import (
     SchemaError,
     canonical_json,
     choose_bases,
+    is_control,
+    run_declarations,
     tag_text,
 )
 from steerboard.leaderboard.listing import CONTROL_METHOD, Listing, MetricSpec
@@ -64,17 +67,6 @@ from steerboard.leaderboard.stats import (
     wilson,
 )
 
-SWEEP_KEYS = (
-    "strength",
-    "strengths",
-    "coefficient",
-    "alpha",
-    "clamp",
-    "clamp_value",
-    "multiplier",
-    "scale",
-    "coeff",
-)
 MAX_BREAKDOWN_VALUES = 20
 
 
@@ -335,7 +327,7 @@ def _paired_stats(
 ) -> tuple[dict[str, str], dict[str, str], dict[tuple[str, str], dict[str, Any]]]:
     """Pair every run with a like-for-like control run and compute each metric's paired change.
 
-    The control (:data:`~steerboard.leaderboard.listing.CONTROL_METHOD`) pairs with itself, so its changes are
+    A control run (:func:`~steerboard.leaderboard.ingest.is_control`) pairs with itself, so its changes are
     0 by construction; every other run pairs with a control run of the same model, precision, task arguments,
     judge, sample set and generation settings (:func:`~steerboard.leaderboard.ingest.choose_bases`). The
     per-sample pairs are the DuckDB view ``v_paired`` (method value ``a``, control value ``b`` on the same
@@ -350,7 +342,7 @@ def _paired_stats(
 
     base_choice = choose_bases(run_list)
     pairs = [(rk, bk) for rk, (bk, _) in base_choice.items() if bk is not None]
-    pairs += [(r["run_key"], r["run_key"]) for r in run_list if r.get("method") == CONTROL_METHOD]
+    pairs += [(r["run_key"], r["run_key"]) for r in run_list if is_control(r)]
     base_reason = {rk: why for rk, (bk, why) in base_choice.items() if bk is None}
     pairs_df = pd.DataFrame(pairs, columns=["run_key", "base_key"])  # noqa: F841 - read by DuckDB
     con.execute("CREATE TEMP TABLE pairs_map AS SELECT * FROM pairs_df")
@@ -558,11 +550,12 @@ def _cell(
     return cell
 
 
-def short_config(cfg: Any, max_len: int = 26) -> str:
-    """A short label for a method configuration (``k=v`` pairs, strength-like keys first, cut to ``max_len``)."""
+def short_config(cfg: Any, max_len: int = 26, sweep_keys: Sequence[str] = ()) -> str:
+    """A short label for a method configuration (``k=v`` pairs, the method's strength-like options -- its declared
+    ``sweep_keys`` -- first, cut to ``max_len``)."""
     if not isinstance(cfg, dict) or not cfg:
         return ""
-    keys = sorted(cfg, key=lambda k: (k not in SWEEP_KEYS, str(k)))
+    keys = sorted(cfg, key=lambda k: (k not in sweep_keys, str(k)))
     text = " ".join(
         f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
         for k, v in ((k, cfg[k]) for k in keys)
@@ -591,6 +584,7 @@ def _resolved(r: dict[str, Any]) -> dict[str, Any] | None:
 
 def _new_row(r: dict[str, Any]) -> dict[str, Any]:
     cfg = json.loads(r["method_config"] or "{}")
+    decl = run_declarations(r)
     return {
         "row_key": r["row_key"],
         "submitter": r["submitter"],
@@ -602,7 +596,10 @@ def _new_row(r: dict[str, Any]) -> dict[str, Any]:
         "config_obj": cfg,
         "resolved": _resolved(r),
         "variant": r.get("row_variant") or "",
-        "control": r["method"] == CONTROL_METHOD,
+        "control": decl.control,
+        # what the method declares about its options: strength-like ones, and those that never split a sweep
+        "sweep_keys": list(decl.sweep),
+        "not_sweep": sorted(decl.not_sweep_settings),
         "runs": {},
         "reported": False,
         "settings_recorded": bool(r.get("settings_recorded")),
@@ -745,7 +742,8 @@ def _score_row(row: dict[str, Any], headline: list[MetricSpec], data: dict[str, 
     row["gen_text"] = f"max_tokens={'/'.join(maxes)}" if maxes else ""
     cfg = row["config_obj"] if isinstance(row["config_obj"], dict) else {}
     row["config_text"] = public_text(_config_text(cfg, row["variant"]))
-    row["short"] = public_text(" ".join(x for x in (short_config(cfg), row["variant"].replace("protocol=", "")) if x))
+    short = short_config(cfg, sweep_keys=row.get("sweep_keys", ()))
+    row["short"] = public_text(" ".join(x for x in (short, row["variant"].replace("protocol=", "")) if x))
     row["label"] = f"{row['method']}/{row['model']} {row['config']}" + (
         f" ({row['submitter']})" if row["submitter"] != "steerboard" else ""
     )
@@ -833,29 +831,29 @@ def _sweep_value(v: Any) -> float | None:
     return None
 
 
-def _sweep_key(cfg: dict[str, Any]) -> str | None:
-    for k in SWEEP_KEYS:
+def _sweep_key(cfg: dict[str, Any], sweep_keys: Sequence[str]) -> str | None:
+    """The first of a method's strength-like options (in declaration order) that ``cfg`` sets to a number."""
+    for k in sweep_keys:
         if k in cfg and _sweep_value(cfg[k]) is not None:
             return k
     return None
 
 
-_NOT_SWEEP_SETTINGS = {"dtype", "matmul_dtype", "device", "max_batch_size", "batch_wait_ms", "deterministic"}
-
-
 def find_sweeps(rows: list[dict[str, Any]], listing: Listing) -> list[dict[str, Any]]:
     """Strength sweeps: rows of one source/model/method whose settings differ only in one strength-like key.
 
-    The settings are the resolved ones the log records (so the preset's own strength joins the points given
+    Strength-like keys are the options the method declares as sweep axes (``sweep_field``), first declared
+    first; options of the engine and runtime options never tell two points apart. The settings are the resolved ones the log records (so the preset's own strength joins the points given
     with ``--sweep``), else the raw ``-M`` arguments; a value may be a number or numeric text. A group with one
     strength value is not a sweep. Each sweep lists its points in strength order and, per axis-set metric that
     every point covers against a control, the paired change (oriented as on its axis) at each point.
     """
     groups: dict[tuple[str, ...], list[tuple[float, dict[str, Any]]]] = defaultdict(list)
     for r in rows:
+        keys, not_sweep = r.get("sweep_keys") or (), set(r.get("not_sweep") or ())
         cfg = r["resolved"] if isinstance(r.get("resolved"), dict) else r["config_obj"]
-        cfg = {k: v for k, v in (cfg or {}).items() if k not in _NOT_SWEEP_SETTINGS}
-        k = _sweep_key(cfg) or _sweep_key(r["config_obj"] if isinstance(r["config_obj"], dict) else {})
+        cfg = {k: v for k, v in (cfg or {}).items() if k not in not_sweep}
+        k = _sweep_key(cfg, keys) or _sweep_key(r["config_obj"] if isinstance(r["config_obj"], dict) else {}, keys)
         if k is None:
             continue
         x = _sweep_value(cfg.get(k, r["config_obj"].get(k) if isinstance(r["config_obj"], dict) else None))
@@ -1228,7 +1226,7 @@ def _run_page(
         run=r,
         task=task,
         control=CONTROL_METHOD,
-        is_control=r["method"] == CONTROL_METHOD,
+        is_control=is_control(r),
         config=json.dumps(json.loads(r["method_config"] or "{}"), indent=2, ensure_ascii=False),
         task_args=json.dumps(json.loads(r["task_args"] or "{}"), indent=2, ensure_ascii=False),
         generation=json.loads(r.get("generation") or "{}"),

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from steerboard.leaderboard.listing import Listing, MetricSpec
+from steerboard.methods.base import MethodDeclarations, method_declarations
 
 logger = logging.getLogger(__name__)
 
@@ -658,10 +659,6 @@ PROVENANCE_KEY = "steerboard"
 
 SETTINGS_NOT_RECORDED = "settings not recorded"
 
-# resolved options left out of a row's short config (shown on the run page in full)
-_SHORT_SKIP = {"dtype", "matmul_dtype", "sae_path", "release", "sae_id", "gate_feature", "max_prompt_tokens",
-               "max_response_tokens", "unsafe_max_new_tokens", "instances_file", "pairs_file", "layer_rule",
-               "edited_module", "optimizer"}
 SHORT_CONFIG_CHARS = 90
 
 
@@ -687,17 +684,38 @@ def precision_text(prov: dict[str, Any] | None) -> str | None:
     return f"{dtype} params, {mm} matmuls"
 
 
-def short_config(prov: dict[str, Any]) -> str:
+def run_declarations(run: dict[str, Any]) -> MethodDeclarations:
+    """What the method of a run (a row of the ``runs`` table, or a dict with its ``method`` and ``provenance``)
+    declares: recorded in its log, else declared by the installed method of that name, else the options every
+    method shares (:func:`steerboard.methods.base.method_declarations`)."""
+    prov = run.get("provenance")
+    if isinstance(prov, str):
+        try:
+            prov = json.loads(prov)
+        except json.JSONDecodeError:
+            prov = None
+    return method_declarations(run.get("method"), prov if isinstance(prov, dict) else None)
+
+
+def is_control(run: dict[str, Any]) -> bool:
+    """Whether a run is of the control method (its method declares ``is_control``; ``base/``)."""
+    return run_declarations(run).control
+
+
+def short_config(prov: dict[str, Any], declarations: MethodDeclarations | None = None) -> str:
     """A row's short readable config: the preset (if any) and the resolved options that define the method,
-    cut to :data:`SHORT_CONFIG_CHARS` characters (the run page shows everything)."""
+    cut to :data:`SHORT_CONFIG_CHARS` characters (the run page shows everything).
+
+    What is left out is what the method declares (``declarations``; default: those of the record's method, see
+    :func:`steerboard.methods.base.method_declarations`): runtime, precision and detail options, and an opt-in
+    option at its default (``deterministic``: only the fast mode is worth a label)."""
+    decl = declarations or method_declarations(prov.get("method"), prov)
     r = dict(prov.get("resolved") or {})
     parts = []
     if r.get("preset"):
         parts.append(f"preset={r.pop('preset')}")
     for k, v in r.items():
-        if k in _SHORT_SKIP or k in ("preset",) or v is None or k in _RUNTIME_LIKE:
-            continue
-        if k == "deterministic" and v is True:  # the default; only the opt-in fast mode is worth a label
+        if k in decl.unlabelled or k == "preset" or v is None or decl.quiet(k, v):
             continue
         text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
         if len(text) > 24:
@@ -705,9 +723,6 @@ def short_config(prov: dict[str, Any]) -> str:
         parts.append(f"{k}={text}")
     out = ", ".join(parts) or "(defaults)"
     return out if len(out) <= SHORT_CONFIG_CHARS else out[: SHORT_CONFIG_CHARS - 3] + "..."
-
-
-_RUNTIME_LIKE = {"device", "head_screen", "max_batch_size", "batch_wait_ms", "trust_remote_code", "cached_prefix"}
 
 
 def base_match_key(run: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -723,7 +738,8 @@ def base_match_key(run: dict[str, Any]) -> tuple[Any, ...] | None:
 
 
 def choose_bases(runs: Sequence[dict[str, Any]]) -> dict[str, tuple[str | None, str]]:
-    """For every non-base run, the ``base/`` run its deltas are taken against, or why there is none.
+    """For every run not of the control method (:func:`is_control`: ``base/``), the control run its deltas are
+    taken against, or why there is none.
 
     Args:
         runs: current runs (rows of ``v_current_runs``).
@@ -733,16 +749,17 @@ def choose_bases(runs: Sequence[dict[str, Any]]) -> dict[str, tuple[str | None, 
     """
     by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     same_model_task: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for r in runs:
-        if r.get("method") != "base":
+    control = [is_control(r) for r in runs]
+    for r, c in zip(runs, control):
+        if not c:
             continue
         same_model_task.setdefault((r.get("model"), r.get("task")), []).append(r)
         k = base_match_key(r)
         if k is not None:
             by_key.setdefault(k, []).append(r)
     out: dict[str, tuple[str | None, str]] = {}
-    for r in runs:
-        if r.get("method") == "base":
+    for r, c in zip(runs, control):
+        if c:
             continue
         k = base_match_key(r)
         cands = by_key.get(k, []) if k is not None else []

@@ -15,7 +15,7 @@ import random
 import string
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,16 @@ SYNTHETIC_LISTING: dict[str, Any] = {
 _REFUSAL_TASKS = {"xstest", "wildguard", "jbb_refusal"}
 _HARM_TASKS = {"crescendo", "safeedit"}
 _STRENGTH_KEYS = ("strength", "coefficient", "alpha")
+"""The strength-like options of synthetic runs: outcomes drift with them, and the record declares them sweep axes."""
+
+
+def synthetic_declarations(method: str) -> dict[str, Any]:
+    """The declarations a synthetic run's record carries: those of the installed method of that name (or the ones
+    every method shares), with :data:`_STRENGTH_KEYS` declared as sweep axes after the method's own."""
+    from steerboard.methods.base import method_declarations
+
+    d = method_declarations(method)
+    return replace(d, sweep=tuple(dict.fromkeys((*d.sweep, *_STRENGTH_KEYS)))).to_record()
 
 
 @dataclass
@@ -171,7 +181,14 @@ def synthetic_provenance(run: SyntheticRun) -> dict[str, Any] | None:
         json.dumps([run.method, run.model, resolved], sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
     return {"method": run.method, "model": run.model, "config": dict(run.model_args), "resolved": resolved,
-            "artifacts": {}, "stats": {}, "runtime": {"device": "cpu"}, "settings_key": key, "schema": 1}
+            "artifacts": {}, "stats": {}, "runtime": {"device": "cpu"}, "settings_key": key,
+            "declarations": synthetic_declarations(run.method), "schema": 1}
+
+
+def _is_control(method: str) -> bool:
+    from steerboard.methods.base import method_declarations
+
+    return method_declarations(method).control
 
 
 def _rates(run: SyntheticRun) -> tuple[float, float, float, float]:
@@ -183,7 +200,7 @@ def _rates(run: SyntheticRun) -> tuple[float, float, float, float]:
                 s = float(run.model_args[k])
             except (TypeError, ValueError):
                 s = 0.0
-    if run.method == "base":
+    if _is_control(run.method):
         return 0.55, 0.08, 0.35, 0.40
     boost = min(0.4, 0.035 * s + 0.1)
     return 0.55 + boost, 0.08 + boost * 0.8, max(0.02, 0.35 - boost * 0.7), max(0.05, 0.40 - boost * 0.25)

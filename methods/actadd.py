@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from steerboard.methods.base import Method, MethodConfig
+from steerboard.methods.base import Method, MethodConfig, sweep_field
 from steerboard.methods.steering import (
     GatedSteeringConfig,
     HookSteering,
@@ -77,7 +77,7 @@ class ActAddConfig(GatedSteeringConfig):
     preset: str | None = None
     source: Literal["prompts", "responses"] | None = None
     layer: int | None = None
-    coefficient: float | None = None
+    coefficient: float | None = sweep_field(None)
     operation: Literal["add", "ablate"] | None = None
     steer_on: Literal["prompt", "generated", "both"] | None = None
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, Union, get_args, get_o
 
 if TYPE_CHECKING:
     from steerboard.engine import Engine, Intervention
+    from steerboard.resources import ModelShape
 
 C = TypeVar("C", bound="MethodConfig")
 
@@ -218,20 +220,98 @@ _OUT_OF_BOUND: dict[str, Callable[[float, float], bool]] = {
 """Whether a value breaks a lower bound, per comparison of :meth:`MethodConfig.check_bounds`."""
 
 
+ROLE = "steerboard_role"
+"""Key of a config field's role in its dataclass ``metadata``: one of :data:`ROLES` (see :func:`runtime_field`,
+:func:`detail_field`, :func:`sweep_field`). A field without one is a plain option: it changes results, enters
+cache and settings keys, and is shown in the board's short label."""
+RUNTIME = "runtime"
+"""Role: does not change what the method computes (device, batching, caching, timing): left out of cache keys,
+settings keys and board labels."""
+PRECISION = "precision"
+"""Role: a precision option (``dtype``, ``matmul_dtype``): enters keys by its resolved value (what ``auto``
+became, see :meth:`Method.precision`), never by its spelling; the board shows precision in its own column."""
+DETAIL = "detail"
+"""Role: changes results but reads poorly in a short label (a file path, a long text, a derived choice): recorded
+and hashed, left out of the board's short label (the run page shows every setting)."""
+SWEEP = "sweep"
+"""Role: a strength-like option: runs that differ only in it form a strength sweep on the board, and it leads a
+configuration's point label."""
+ROLES = (RUNTIME, PRECISION, DETAIL, SWEEP)
+ENGINE = "steerboard_engine"
+"""Metadata flag: the option is a setting of the engine itself, so two configurations that differ in it cannot
+share one loaded engine (the shared-engine cache key, and the keyword arguments of ``Engine.load``)."""
+QUIET_DEFAULT = "steerboard_quiet_default"
+"""Metadata flag: a short label shows the option only when it differs from its default (an opt-in mode)."""
+
+
+def _role_field(role: str | None, default: Any, default_factory: Any, metadata: Mapping[str, Any] | None, *,
+                engine: bool = False, quiet_default: bool = False, **kwargs: Any) -> Any:
+    md = dict(metadata or {})
+    if role:
+        md[ROLE] = role
+    if engine:
+        md[ENGINE] = True
+    if quiet_default:
+        md[QUIET_DEFAULT] = True
+    return field(default=default, default_factory=default_factory, metadata=md, **kwargs)
+
+
+def runtime_field(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+                  engine: bool = False, metadata: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+    """A config field that does not change what the method computes (:data:`RUNTIME`): device, batch sizes,
+    timing, a cache of intermediate results. ``engine=True``: it is also a setting of the engine (:data:`ENGINE`).
+
+    Example::
+
+        cached_prefix: bool = runtime_field(True)
+    """
+    return _role_field(RUNTIME, default, default_factory, metadata, engine=engine, **kwargs)
+
+
+def detail_field(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+                 metadata: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+    """A config field that changes results but is left out of the board's short label (:data:`DETAIL`): a data
+    file, a long prompt, a length cap."""
+    return _role_field(DETAIL, default, default_factory, metadata, **kwargs)
+
+
+def sweep_field(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+                metadata: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+    """A strength-like config field (:data:`SWEEP`): runs that differ only in it are one strength sweep on the
+    board, and it leads the configuration's point label."""
+    return _role_field(SWEEP, default, default_factory, metadata, **kwargs)
+
+
+def field_role(f: dataclasses.Field[Any]) -> str | None:
+    """The declared role of a config field (:data:`ROLES`), or None for a plain option."""
+    return f.metadata.get(ROLE)
+
+
+class _FieldNames:
+    """A class attribute computed per config class: the names of its fields that pass ``test``, in field order
+    (a subclass's own declarations join its parents')."""
+
+    def __init__(self, test: Callable[[dataclasses.Field[Any]], bool]) -> None:
+        self.test = test
+
+    def __get__(self, obj: Any, owner: type) -> tuple[str, ...]:
+        if not dataclasses.is_dataclass(owner):
+            return ()
+        return tuple(f.name for f in fields(owner) if self.test(f))
+
+
 @dataclass
-class MethodConfig:
-    """Options every method accepts through ``-M key=value``; subclasses add their own fields.
+class EngineConfig:
+    """The options every method accepts that set up the engine and its batching, and the one declaration of
+    their roles: what runs a method, not what the method is (the runtime keys).
 
-    Validation lives in ``__post_init__`` (so a config is valid whenever it exists) and
-    :meth:`from_dict` rejects unknown keys, naming the valid ones, before any model work.
-
-    ``-M`` values are parsed by each field's declared type, from the text the user typed: a ``str`` field
-    keeps it verbatim (``-M system_prompt=yes`` is ``"yes"``; ``-M system_prompt="Be safe, and kind."`` keeps
-    its comma), an ``int`` is decimal (``012`` is 12), a list splits on commas (``features=012,7`` is
-    ``[12, 7]``), a ``bool`` is ``true/false/yes/no/1/0``. ``inspect eval`` reads ``-M`` as YAML first; the
-    provider recovers the typed text from the command line (:func:`cli_model_arg_texts`). Values from a suite
-    file or ``--model-config`` are YAML as written there: quote text that YAML would read otherwise
-    (``system_prompt: "yes"``); a ``str`` field rejects a boolean or number rather than guess its spelling.
+    Each field says in its metadata (:data:`ROLE`, :data:`ENGINE`, :data:`QUIET_DEFAULT`) whether it changes
+    results, whether it is a setting of the engine, and how a board label treats it. Every list of such keys
+    is read from here: :attr:`RUNTIME_KEYS` (left out of cache and settings keys), :attr:`PRECISION_KEYS`
+    (keyed by resolved value), :attr:`ENGINE_KEYS` (the shared-engine cache key and ``Engine.load``'s
+    settings in ``steerboard.methods.provider``), and the board's label stripping
+    (:meth:`Method.declarations`). A method config may declare more runtime fields of its own
+    (:func:`runtime_field`); they join :attr:`RUNTIME_KEYS` of that config class.
 
     Attributes:
         device: ``cpu``, ``cuda``, ``cuda:1``, ``mps``; default picks the best available.
@@ -243,30 +323,32 @@ class MethodConfig:
             ``false`` runs the whole output head in float32.
         deterministic: batch-invariant generation (default): a completion does not depend on which requests
             share its batch, so the same run repeats exactly; ``false`` is a little faster but near-tie
-            tokens may flip between runs (see ``steerboard.engine.Engine``).
+            tokens may flip between runs (see ``steerboard.engine.Engine``). It changes results: it enters
+            cache and settings keys, and a board label names it when it is off.
         max_batch_size: most sequences per forward pass.
         batch_wait_ms: how long the batcher waits for more concurrent requests before starting a batch.
         trust_remote_code: allow model code from the hub (off by default).
     """
 
-    device: str | None = None
-    dtype: typing.Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    matmul_dtype: typing.Literal["auto", "float32", "bfloat16"] = "auto"
-    head_screen: bool = True
-    deterministic: bool = True
-    max_batch_size: int = 64
-    batch_wait_ms: float = 30.0
-    trust_remote_code: bool = False
-
-    # keys that do not change what the method computes (left out of cache hashes and leaderboard row keys).
-    # ``dtype`` and ``matmul_dtype`` do change it; they are listed here as typed ("auto") and enter hashes
-    # resolved instead (see :meth:`Method.precision`), so ``auto`` on a CPU without bf16 and an explicit
-    # ``float32`` share one key while ``auto`` resolving to bfloat16 gets its own.
-    RUNTIME_KEYS: ClassVar[tuple[str, ...]] = (
-        "device", "dtype", "head_screen", "max_batch_size", "batch_wait_ms", "trust_remote_code"
+    device: str | None = runtime_field(None, engine=True)
+    dtype: typing.Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata={ROLE: PRECISION, ENGINE: True}
     )
+    matmul_dtype: typing.Literal["auto", "float32", "bfloat16"] = field(
+        default="auto", metadata={ROLE: PRECISION, ENGINE: True}
+    )
+    head_screen: bool = runtime_field(True, engine=True)
+    deterministic: bool = field(default=True, metadata={ENGINE: True, QUIET_DEFAULT: True})
+    max_batch_size: int = runtime_field(64)
+    batch_wait_ms: float = runtime_field(30.0)
+    trust_remote_code: bool = runtime_field(False, engine=True)
+
+    # keys that do not change what the method computes (left out of cache hashes and leaderboard row keys)
+    RUNTIME_KEYS = _FieldNames(lambda f: field_role(f) == RUNTIME)
     # precision keys: hashed by their resolved value, never by their spelling
-    PRECISION_KEYS: ClassVar[tuple[str, ...]] = ("dtype", "matmul_dtype")
+    PRECISION_KEYS = _FieldNames(lambda f: field_role(f) == PRECISION)
+    # settings of the engine: configurations that differ in one need engines of their own
+    ENGINE_KEYS = _FieldNames(lambda f: bool(f.metadata.get(ENGINE)))
 
     def __post_init__(self) -> None:
         self.check_bounds(max_batch_size=">= 1", batch_wait_ms=">= 0")
@@ -296,6 +378,36 @@ class MethodConfig:
             value = getattr(self, name)
             if value is not None and _OUT_OF_BOUND[op](value, float(limit)):
                 raise ValueError(f"-M {name} must be {bound}, got {value}")
+
+    def engine_settings(self) -> dict[str, Any]:
+        """``{name: value}`` of the engine settings (:attr:`ENGINE_KEYS`), in field order."""
+        return {name: getattr(self, name) for name in self.ENGINE_KEYS}
+
+    def engine_options(self) -> dict[str, Any]:
+        """``{name: value}`` of every :class:`EngineConfig` option of this config (what a ``base/`` reference
+        needs to run exactly as this configuration's engine does)."""
+        return {f.name: getattr(self, f.name) for f in fields(EngineConfig) if f.init}
+
+
+@dataclass
+class MethodConfig(EngineConfig):
+    """Options every method accepts through ``-M key=value``; subclasses add their own fields.
+
+    The options shared by every method are those of :class:`EngineConfig` (device, precision, determinism,
+    batching). Validation lives in ``__post_init__`` (so a config is valid whenever it exists) and
+    :meth:`from_dict` rejects unknown keys, naming the valid ones, before any model work.
+
+    ``-M`` values are parsed by each field's declared type, from the text the user typed: a ``str`` field
+    keeps it verbatim (``-M system_prompt=yes`` is ``"yes"``; ``-M system_prompt="Be safe, and kind."`` keeps
+    its comma), an ``int`` is decimal (``012`` is 12), a list splits on commas (``features=012,7`` is
+    ``[12, 7]``), a ``bool`` is ``true/false/yes/no/1/0``. ``inspect eval`` reads ``-M`` as YAML first; the
+    provider recovers the typed text from the command line (:func:`cli_model_arg_texts`). Values from a suite
+    file or ``--model-config`` are YAML as written there: quote text that YAML would read otherwise
+    (``system_prompt: "yes"``); a ``str`` field rejects a boolean or number rather than guess its spelling.
+
+    A field may declare its role (:func:`runtime_field`, :func:`detail_field`, :func:`sweep_field`); cache keys,
+    settings keys and the leaderboard read those declarations (:meth:`Method.declarations`).
+    """
 
     @classmethod
     def valid_keys(cls) -> list[str]:
@@ -426,6 +538,113 @@ class InstanceEditor(typing.Protocol):
     def edit(self, instance: EditInstance) -> contextlib.AbstractAsyncContextManager[dict[str, Any]]: ...
 
 
+@dataclass(frozen=True)
+class MethodDeclarations:
+    """What a method declares about itself for cache keys and the leaderboard (:meth:`Method.declarations`).
+
+    The provider records it in the log (``eval.metadata["steerboard"]["declarations"]``), so a board labels a
+    plug-in's rows even where the plug-in is not installed.
+
+    Attributes:
+        control: the method is the unsteered control (``base/``): other rows are compared with its runs.
+        runtime: options that do not change results (:data:`RUNTIME`).
+        precision: precision options (:data:`PRECISION`).
+        detail: options left out of short labels (:data:`DETAIL`).
+        sweep: strength-like options (:data:`SWEEP`), in declaration order.
+        quiet_defaults: ``{option: default}`` of options a short label names only when they differ from it.
+    """
+
+    control: bool = False
+    runtime: tuple[str, ...] = ()
+    precision: tuple[str, ...] = ()
+    detail: tuple[str, ...] = ()
+    sweep: tuple[str, ...] = ()
+    quiet_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def unlabelled(self) -> frozenset[str]:
+        """Options a short label leaves out: runtime, precision and detail ones."""
+        return frozenset((*self.runtime, *self.precision, *self.detail))
+
+    @property
+    def not_sweep_settings(self) -> frozenset[str]:
+        """Options that never split a strength sweep: every :class:`EngineConfig` option and every runtime one
+        (what runs the method, not what it is)."""
+        return frozenset((*(f.name for f in fields(EngineConfig)), *self.runtime))
+
+    def quiet(self, key: str, value: Any) -> bool:
+        """Whether a short label leaves ``key=value`` out because it is the option's quiet default."""
+        if key not in self.quiet_defaults:
+            return False
+        default = self.quiet_defaults[key]
+        return type(value) is type(default) and value == default
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON form written to the log."""
+        return {
+            "control": self.control, "runtime": list(self.runtime), "precision": list(self.precision),
+            "detail": list(self.detail), "sweep": list(self.sweep), "quiet_defaults": dict(self.quiet_defaults),
+        }
+
+    @classmethod
+    def from_record(cls, value: Any) -> MethodDeclarations | None:
+        """Read :meth:`to_record`'s form back; None when ``value`` is not such a record (absent or malformed)."""
+        if not isinstance(value, dict) or not isinstance(value.get("control", False), bool):
+            return None
+        lists = {}
+        for k in ("runtime", "precision", "detail", "sweep"):
+            v = value.get(k, [])
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                return None
+            lists[k] = tuple(v)
+        quiet = value.get("quiet_defaults", {})
+        if not isinstance(quiet, dict):
+            return None
+        return cls(control=value.get("control", False), quiet_defaults=dict(quiet), **lists)
+
+
+METHOD_GROUP = "steerboard.methods"
+"""The entry-point group methods register in (``steerboard.methods.registry.GROUP``; read here without importing
+the registry, which imports Inspect's model API)."""
+
+
+@functools.lru_cache(maxsize=256)
+def _registered_method(name: str, path: tuple[str, ...]) -> type[Method] | None:
+    import importlib
+    from importlib.metadata import entry_points
+
+    target = next((ep.value for ep in entry_points(group=METHOD_GROUP) if ep.name == name), None)
+    if target is None:
+        return None
+    module, _, attr = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as ex:
+        logging.getLogger(__name__).warning("method %s (%s) is registered but does not import: %s", name, target, ex)
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, Method) else None
+
+
+def registered_method(name: str | None) -> type[Method] | None:
+    """The installed method class registered as ``name`` (entry-point group :data:`METHOD_GROUP`), or None when
+    no installed package registers it or its module does not import. Looked up once per name and ``sys.path``."""
+    if not name:
+        return None
+    return _registered_method(name, tuple(sys.path))
+
+
+def method_declarations(name: str | None, record: Mapping[str, Any] | None = None) -> MethodDeclarations:
+    """What the method that made a run declares: the declarations its log recorded (``record``, a provenance
+    record), else those of the installed method registered as ``name``, else those every method shares (the
+    :class:`EngineConfig` options; not a control)."""
+    if record is not None:
+        recorded = MethodDeclarations.from_record(record.get("declarations"))
+        if recorded is not None:
+            return recorded
+    cls = registered_method(name)
+    return (cls or Method).declarations()
+
+
 class Method:
     """Base class of every method: the model as is (the ``base/`` control).
 
@@ -436,18 +655,62 @@ class Method:
     * :meth:`messages` -- rewrite the conversation (e.g. add a system prompt);
     * :meth:`intervention` -- forward hooks entered around each generation batch;
     * ``apply_edit`` / ``restore`` -- per-instance weight edits (the :class:`WeightEditor` protocol);
-    * ``private_weights = True`` when the method changes weights (it then gets its own model copy).
+    * ``private_weights = True`` when the method changes weights (it then gets its own model copy);
+    * :meth:`memory_parts` -- what it adds to a worker's memory (the Ray executor's request);
+    * ``resolved_roles`` -- the roles of settings its :meth:`describe` adds to the resolved ones (the config's
+      own fields declare theirs: :func:`runtime_field`, :func:`detail_field`, :func:`sweep_field`).
     """
 
     name: ClassVar[str] = "base"
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     private_weights: ClassVar[bool] = False
+    is_control: ClassVar[bool] = False
+    """The unsteered control (``base/``): the leaderboard compares every other row with its runs."""
+    resolved_roles: ClassVar[Mapping[str, str]] = {}
+    """``{setting: role}`` (:data:`ROLES`) of resolved settings that :meth:`describe` adds beyond the config's
+    fields (a derived choice, a preset's expansion), e.g. ``{"layer_rule": DETAIL}``."""
 
     def __init__(self, config: MethodConfig, model_name: str) -> None:
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
         self.model_name = model_name
+
+    @classmethod
+    def declarations(cls) -> MethodDeclarations:
+        """What this method declares about its options (read from its config's field metadata,
+        ``RUNTIME_KEYS``, :attr:`resolved_roles` and :attr:`is_control`)."""
+        cfg = cls.config_class
+        by_role: dict[str, list[str]] = {r: [] for r in ROLES}
+        for f in fields(cfg):
+            role = field_role(f)
+            if role in by_role:
+                by_role[role].append(f.name)
+        # a config class may still list extra runtime keys by hand (RUNTIME_KEYS = (..., "name"))
+        by_role[RUNTIME] += [k for k in cfg.RUNTIME_KEYS if k not in by_role[RUNTIME] and k not in by_role[PRECISION]]
+        for key, role in cls.resolved_roles.items():
+            if role not in by_role:
+                raise ValueError(f"{cls.__name__}.resolved_roles[{key!r}]: unknown role {role!r}; valid: {', '.join(ROLES)}")
+            if key not in by_role[role]:
+                by_role[role].append(key)
+        quiet = {f.name: f.default for f in fields(cfg) if f.metadata.get(QUIET_DEFAULT)}
+        return MethodDeclarations(
+            control=bool(cls.is_control), quiet_defaults=quiet, **{r: tuple(names) for r, names in by_role.items()}
+        )
+
+    @classmethod
+    def memory_parts(cls, config: MethodConfig, model: ModelShape) -> dict[str, int]:
+        """Bytes this method adds to a worker's memory, by part name, beyond what every configuration needs (the
+        process, the engine's weights, KV cache and scoring buffers): read by
+        :func:`steerboard.resources.estimate_memory` for the Ray executor's memory request. No weights load:
+        ``model`` (a :class:`steerboard.resources.ModelShape`) gives the model's sizes, the device, the dtype and
+        the bytes of the weights the engine loads.
+
+        The default: a second copy of the loaded weights for a method with ``private_weights`` (its own model
+        beside the shared one); nothing otherwise. Override to add what the method holds (an SAE, training
+        state), calling ``super().memory_parts`` to keep the copy.
+        """
+        return {"second_weights_copy": model.loaded_weight_bytes} if cls.private_weights else {}
 
     def required_modules(self) -> dict[str, str]:
         """Optional packages this method needs with its options: ``{import name: steerboard extra}``.
@@ -601,6 +864,7 @@ class Method:
             "artifacts": {k: (a or {}).get("sha256") for k, a in (d.get("artifacts") or {}).items()},
         }
         d["settings_key"] = stable_hash(key_obj, 16)
+        d["declarations"] = self.declarations().to_record()
         d["schema"] = PROVENANCE_SCHEMA
         return d
 
@@ -655,9 +919,11 @@ class BaseMethod(Method):
     """``base/<model>``: the model as is, through the shared engine (the control)."""
 
     name = "base"
+    is_control = True
 
 
 __all__ = [
-    "BaseMethod", "EditInstance", "InstanceEditor", "Method", "MethodConfig", "WeightEditor", "cli_model_arg_texts",
-    "field", "require_modules",
+    "BaseMethod", "EditInstance", "EngineConfig", "InstanceEditor", "Method", "MethodConfig", "MethodDeclarations",
+    "WeightEditor", "cli_model_arg_texts", "detail_field", "field", "method_declarations", "registered_method",
+    "require_modules", "runtime_field", "sweep_field",
 ]

@@ -71,12 +71,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from steerboard.methods.base import EditInstance, Method, MethodConfig
+from steerboard.methods.base import DETAIL, EditInstance, Method, MethodConfig, detail_field, runtime_field
 
 if TYPE_CHECKING:
     import torch
 
     from steerboard.engine import Engine
+    from steerboard.resources import ModelShape
 
 logger = logging.getLogger(__name__)
 
@@ -142,16 +143,14 @@ class DINMConfig(MethodConfig):
     early_stop: float = 1e-4
     norm_constraint: float | None = None
     suffix: str = SUFFIX
-    max_prompt_tokens: int = 1024
-    max_response_tokens: int = 256
+    max_prompt_tokens: int = detail_field(1024)
+    max_response_tokens: int = detail_field(256)
     layer: int | None = None
-    cached_prefix: bool = True
+    cached_prefix: bool = runtime_field(True)
     instances: int = 8
-    instances_file: str | None = None
+    instances_file: str | None = detail_field(None)
     edit_from: Literal["original", "current"] = "original"
-    unsafe_max_new_tokens: int = 64
-
-    RUNTIME_KEYS = (*MethodConfig.RUNTIME_KEYS, "cached_prefix")
+    unsafe_max_new_tokens: int = detail_field(64)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -555,6 +554,15 @@ class DINMMethod(Method):
     name = "dinm"
     config_class = DINMConfig
     private_weights = True
+    # settings describe() adds (optimizer: recorded by earlier versions, when it was an option)
+    resolved_roles = {"layer_rule": DETAIL, "edited_module": DETAIL, "optimizer": DETAIL}
+
+    @classmethod
+    def memory_parts(cls, config: MethodConfig, model: ModelShape) -> dict[str, int]:
+        """The private weights copy, plus the edited layer's tuning state: float32 weight, gradient and Adam's two
+        moments for one decoder block's linear layers (an upper bound for its MLP output projection)."""
+        per_layer = model.linear_params // max(1, model.layers)
+        return {**super().memory_parts(config, model), "dinm_tuning_state": 16 * per_layer}
 
     @property
     def edit_prompt_suffix(self) -> str:

@@ -37,12 +37,13 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from steerboard.methods.base import Method, MethodConfig, require_modules
+from steerboard.methods.base import Method, MethodConfig, detail_field, require_modules
 
 if TYPE_CHECKING:
     from steerboard.engine import Engine
+    from steerboard.resources import ModelShape
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class AdapterConfig(MethodConfig):
     batch_size: int = 4
     max_length: int = 160
     max_pairs: int | None = None
-    pairs_file: str | None = None
+    pairs_file: str | None = detail_field(None)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -467,6 +468,33 @@ class AdapterMethod(Method):
 
     kind: Literal["dpo", "sft"] = "dpo"
     private_weights = True
+    sequences_per_pair: ClassVar[int] = 2
+    """Sequences one training pair puts through the model (DPO: the chosen and the rejected reply)."""
+
+    @classmethod
+    def memory_parts(cls, config: MethodConfig, model: ModelShape) -> dict[str, int]:
+        """The private weights copy, plus training state: float32 weight (adapter), gradient and AdamW's two
+        moments per trained parameter (the LoRA adapter's, or every weight), and the activations of one step."""
+        assert isinstance(config, AdapterConfig)
+        if config.lora:
+            first = model.layers - max(1, round(config.lora_top_fraction * model.layers))
+            names = None if config.target_modules == "all-linear" else {
+                t.strip() for t in config.target_modules.split(",") if t.strip()
+            }
+            trained = sum(
+                config.lora_r * (i + o) for layer, name, i, o in model.linear
+                if layer >= first and (names is None or name in names)
+            )
+        else:
+            trained = model.params
+        # activations of one step (batch_size pairs): ~34 x tokens x hidden bytes per layer in 16-bit
+        # (Korthikanti et al. 2022, "Reducing activation recomputation"), scaled to the dtype
+        tokens = cls.sequences_per_pair * config.batch_size * config.max_length
+        return {
+            **super().memory_parts(config, model),
+            f"{cls.kind}_training_state": 16 * trained,
+            f"{cls.kind}_activations": int(34 * tokens * model.hidden * model.layers * model.dtype_bytes / 2),
+        }
 
     def __init__(self, config: MethodConfig, model_name: str) -> None:
         super().__init__(config, model_name)

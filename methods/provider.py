@@ -99,11 +99,9 @@ def load_engine(model_name: str, method: Method) -> Engine:
     """Load an engine for ``method``; methods that only hook or prompt share one per model."""
     quiet_library_noise()
     cfg = method.config
-    # the settings that make two engines differ (a shared engine is keyed on them); the batch size is not one
-    settings = {
-        name: getattr(cfg, name)
-        for name in ("device", "dtype", "matmul_dtype", "head_screen", "deterministic", "trust_remote_code")
-    }
+    # the settings that make two engines differ (a shared engine is keyed on them): the fields EngineConfig
+    # declares engine settings (EngineConfig.ENGINE_KEYS); the batch size is not one
+    settings = cfg.engine_settings()
     key = (model_name, *settings.values())
 
     def _load() -> Engine:
@@ -724,14 +722,12 @@ class MethodModelAPI(ModelAPI):
 
     def _reference(self) -> tuple[Engine, Method]:
         """(engine, method) of the unsteered model: ``base/`` with this provider's runtime options (torch thread)."""
-        import dataclasses
-
         from steerboard.methods.base import BaseMethod, MethodConfig
 
         cfg = self.method.config
-        # the options every method takes (runtime, precision, determinism): the reference runs exactly as the
-        # method's own engine does, without the method
-        shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(MethodConfig) if f.init}
+        # the options every method takes (EngineConfig: runtime, precision, determinism): the reference runs
+        # exactly as the method's own engine does, without the method
+        shared = cfg.engine_options()
         key = (self.model_name, *sorted((k, repr(v)) for k, v in shared.items()))
         with _ENGINES_LOCK:
             ref = _REFERENCES.get(key)

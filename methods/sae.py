@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from steerboard.methods.base import Method, MethodConfig
+from steerboard.methods.base import Method, MethodConfig, detail_field, sweep_field
 from steerboard.methods.steering import (
     GatedSteeringConfig,
     HookSteering,
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     import torch
 
     from steerboard.engine import Engine
+    from steerboard.resources import ModelShape
 
 logger = logging.getLogger(__name__)
 
@@ -135,12 +136,12 @@ class SAEConfig(GatedSteeringConfig):
     """
 
     preset: str | None = None
-    sae_path: str | None = None
-    release: str | None = None
-    sae_id: str | None = None
+    sae_path: str | None = detail_field(None)
+    release: str | None = detail_field(None)
+    sae_id: str | None = detail_field(None)
     layer: int | None = None
     features: list[int] | None = None
-    strengths: list[float] | None = None
+    strengths: list[float] | None = sweep_field(None)
     mode: Literal["clamp", "add"] | None = None
     steer_on: Literal["prompt", "generated", "both"] | None = None
 
@@ -331,6 +332,19 @@ class SAEMethod(HookSteering, Method):
         assert isinstance(config, SAEConfig)
         self.resolved = resolve(config, model_name)  # validation that needs no weights
         self.sae: Any = None
+
+    @classmethod
+    def memory_parts(cls, config: MethodConfig, model: ModelShape) -> dict[str, int]:
+        """The SAE's weights in float32: encoder and decoder matrices and their biases (sizes from the preset or
+        the SAE's ``cfg.json``; 0 when neither states them, e.g. a hub SAE not on disk)."""
+        assert isinstance(config, SAEConfig)
+        r = resolve(config, model.model_name)
+        d_in, d_sae = r.d_in, r.d_sae
+        if (d_in is None or d_sae is None) and r.sae_path is not None and (r.sae_path / "cfg.json").is_file():
+            cfg = json.loads((r.sae_path / "cfg.json").read_text())
+            d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
+        n = 0 if d_in is None or d_sae is None else 4 * (2 * int(d_in) * int(d_sae) + int(d_in) + int(d_sae))
+        return {**super().memory_parts(config, model), "sae": n}
 
     def required_modules(self) -> dict[str, str]:
         """SAELens (the ``sae`` extra), plus what the gate needs."""

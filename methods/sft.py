@@ -34,3 +34,4 @@ class SFTMethod(AdapterMethod):
     name = "sft"
     kind = "sft"
     config_class = SFTConfig
+    sequences_per_pair = 1  # the chosen reply only

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from steerboard.linear import LinearProbe, load_or_fit_linear
-from steerboard.methods.base import MethodConfig
+from steerboard.methods.base import MethodConfig, detail_field
 
 if TYPE_CHECKING:
     import torch
@@ -93,7 +93,7 @@ class GatedSteeringConfig(MethodConfig):
 
     gate: Literal["none", "probe", "classifier", "both"] | None = None
     gate_threshold: float | None = None
-    gate_feature: Literal["mean", "last", "mean_last"] | None = None
+    gate_feature: Literal["mean", "last", "mean_last"] | None = detail_field(None)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -17,10 +17,12 @@ PyTorch's ``meta`` device):
 
 * the model's weights: parameters x bytes of the dtype the engine loads (``dtype=auto``: float32 on CPU,
   bfloat16 on CUDA), plus the bfloat16 copy of the linear layers that ``matmul_dtype`` keeps on CPU;
-* what the method adds: the SAE's weights (``sae``), a second copy of the weights for methods that change
-  weights (``dinm``, ``dpo``: their private copy beside the reference model), DPO's training state (gradients
-  and AdamW's two moments in float32 for the trained parameters -- the LoRA adapter or every weight -- and
-  the activations of a training step), DINM's tuning state for the edited layer;
+* what the method adds, as the method class declares it (:meth:`~steerboard.methods.base.Method.memory_parts`,
+  given a :class:`ModelShape`; a plug-in method overrides it the same way): by default a second copy of the
+  weights for a method with ``private_weights`` (its own model beside the shared one); the built-in methods add
+  the SAE's weights (``sae``), the trained adapters' training state (``dpo``, ``sft``: gradients and AdamW's two
+  moments in float32 for the trained parameters -- the LoRA adapter or every weight -- and the activations of a
+  training step) and DINM's tuning state for the edited layer;
 * a KV-cache allowance: ``min(max_connections, max_batch_size)`` rows x ``context_tokens`` tokens x layers x
   keys and values (float64 on CPU, where batch-invariant attention stores them so; else the model's dtype);
 * a fixed allowance for the worker process itself (Python, torch, transformers, Inspect).
@@ -49,6 +51,8 @@ SCORE_POSITIONS = 1024
 DEFAULT_CONTEXT_TOKENS = 1024
 """Tokens per KV-cache row in the estimate: a prompt allowance plus the completion."""
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
+_SHARED_PARTS = ("process", "weights", "bf16_linear_copy", "kv_cache", "scoring_logits")
+"""The parts of every configuration's estimate; a method's :meth:`memory_parts` adds others."""
 
 
 def parse_memory(value: Any, where: str = "memory") -> int:
@@ -232,23 +236,43 @@ def _model_shape(path: str) -> dict[str, Any]:
     }
 
 
-def _sae_bytes(method_args: dict[str, Any], model_name: str) -> int:
-    """The SAE's weights in float32: encoder and decoder matrices and their biases."""
-    import json
+@dataclass(frozen=True)
+class ModelShape:
+    """What a method's :meth:`~steerboard.methods.base.Method.memory_parts` may read about the model and the
+    engine that will run it (no weights loaded).
 
-    from steerboard.methods.provider import method_class
-    from steerboard.methods.registry import method_entry_points
-    from steerboard.methods.sae import resolve
+    Attributes:
+        model_name: the model alias or path the configuration runs on.
+        device: where it runs (``cpu``, ``cuda``...).
+        dtype: the parameter dtype the engine loads (``auto`` resolved).
+        dtype_bytes: bytes per parameter in ``dtype``.
+        params: parameter count.
+        linear_params: parameters of the decoder blocks' linear layers.
+        linear: ``(decoder block, module name, in features, out features)`` of each of those layers.
+        layers: decoder blocks.
+        hidden: hidden size.
+        kv_heads: key/value heads.
+        head_dim: dimensions per head.
+        max_positions: the model's context length (0: not stated).
+        vocab: vocabulary size.
+        loaded_weight_bytes: bytes of the weights the engine holds (the parameters plus any bfloat16 copy of the
+            linear layers): what a private copy of the model costs.
+    """
 
-    cls = method_class(method_entry_points()["sae"])
-    r = resolve(cls.config_class.from_dict(method_args), model_name)
-    d_in, d_sae = r.d_in, r.d_sae
-    if (d_in is None or d_sae is None) and r.sae_path is not None and (r.sae_path / "cfg.json").is_file():
-        cfg = json.loads((r.sae_path / "cfg.json").read_text())
-        d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
-    if d_in is None or d_sae is None:
-        return 0
-    return 4 * (2 * int(d_in) * int(d_sae) + int(d_in) + int(d_sae))
+    model_name: str
+    device: str
+    dtype: str
+    dtype_bytes: int
+    params: int
+    linear_params: int
+    linear: tuple[tuple[int, str, int, int], ...]
+    layers: int
+    hidden: int
+    kv_heads: int
+    head_dim: int
+    max_positions: int
+    vocab: int
+    loaded_weight_bytes: int
 
 
 def estimate_memory(
@@ -274,13 +298,14 @@ def estimate_memory(
         The estimate, or None when the model's config is not on disk.
 
     Raises:
-        ValueError: the method's options are invalid.
+        ValueError: the method is not installed, its options are invalid, or its ``memory_parts`` returned a
+            shared part's name or a value that is not a byte count.
     """
     from steerboard.methods.provider import method_class
-    from steerboard.methods.registry import method_entry_points
+    from steerboard.methods.registry import check_method
 
     args = dict(args or {})
-    cls = method_class(method_entry_points()[method])
+    cls = method_class(check_method(method))  # an unknown name: one line naming the installed methods
     cfg = cls.config_class.from_dict(args)
     path = model_dir(model_name)
     if path is None:
@@ -295,32 +320,20 @@ def estimate_memory(
     # on CPU a float32 model may run its linear layers in bfloat16 on a copy cast once (steerboard.precision)
     if on_cpu and dtype == "float32" and cfg.matmul_dtype != "float32":
         parts["bf16_linear_copy"] = shape["linear_params"] * 2
-    if method == "sae":
-        parts["sae"] = _sae_bytes(args, model_name)
-    if getattr(cls, "private_weights", False):
-        parts["second_weights_copy"] = parts["weights"] + parts.get("bf16_linear_copy", 0)
-    if method == "dpo":
-        if getattr(cfg, "lora", True):
-            n_layers = shape["layers"]
-            first = n_layers - max(1, round(cfg.lora_top_fraction * n_layers))
-            names = None if cfg.target_modules == "all-linear" else {
-                t.strip() for t in cfg.target_modules.split(",") if t.strip()
-            }
-            trained = sum(
-                cfg.lora_r * (i + o) for layer, name, i, o in shape["linear"]
-                if layer >= first and (names is None or name in names)
-            )
-        else:
-            trained = params
-        # float32 weight (adapter) + gradient + AdamW's two moments per trained parameter
-        parts["dpo_training_state"] = 16 * trained
-        # activations of one step (chosen and rejected of batch_size pairs): ~34 x tokens x hidden bytes per
-        # layer in 16-bit (Korthikanti et al. 2022, "Reducing activation recomputation"), scaled to the dtype
-        tokens = 2 * cfg.batch_size * cfg.max_length
-        parts["dpo_activations"] = int(34 * tokens * shape["hidden"] * shape["layers"] * wbytes / 2)
-    if method == "dinm":
-        per_layer = shape["linear_params"] // max(1, shape["layers"])
-        parts["dinm_tuning_state"] = 16 * per_layer
+    model = ModelShape(
+        model_name=model_name, device=dev, dtype=dtype, dtype_bytes=wbytes, params=params,
+        linear_params=shape["linear_params"], linear=tuple(shape["linear"]), layers=shape["layers"],
+        hidden=shape["hidden"], kv_heads=shape["kv_heads"], head_dim=shape["head_dim"],
+        max_positions=shape["max_positions"], vocab=shape["vocab"],
+        loaded_weight_bytes=parts["weights"] + parts.get("bf16_linear_copy", 0),
+    )
+    for name, n in cls.memory_parts(cfg, model).items():  # what the method declares it adds
+        if name in parts or name in _SHARED_PARTS:
+            raise ValueError(f"{method}/: memory part {name!r} is one every configuration has; "
+                             f"name the method's own part otherwise (shared parts: {', '.join(_SHARED_PARTS)})")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"{method}/: memory part {name!r} must be a whole number of bytes >= 0, got {n!r}")
+        parts[name] = n
     rows = min(max_connections, cfg.max_batch_size)
     ctx = min(context_tokens, shape["max_positions"]) if shape["max_positions"] else context_tokens
     kv_bytes = 8 if on_cpu and cfg.deterministic else wbytes

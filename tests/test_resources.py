@@ -112,10 +112,9 @@ def test_estimate_adds_what_each_method_needs(tiny_model_dir: str) -> None:
 
 
 def test_estimate_of_the_shipped_sae(tiny_model_dir: str) -> None:
-    from steerboard.resources import _sae_bytes
-
-    # the shipped SAE of the embedded model: 576 inputs, 4,608 latents, float32 in memory
-    assert _sae_bytes({}, "smollm2-135m") == 4 * (2 * 576 * 4608 + 576 + 4608)
+    # the shipped SAE of the embedded model (its preset states the sizes): 576 inputs, 4,608 latents, float32
+    est = estimate_memory("sae", {"preset": "smollm2-135m"}, tiny_model_dir)
+    assert est is not None and est.parts["sae"] == 4 * (2 * 576 * 4608 + 576 + 4608)
 
 
 def test_dry_run_with_ray_prints_each_configuration_estimate(tiny_model_dir: str, tmp_path: Path, capsys) -> None:

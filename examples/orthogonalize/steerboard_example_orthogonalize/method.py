@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from steerboard.methods.base import Method, MethodConfig
+from steerboard.methods.base import Method, MethodConfig, sweep_field
 
 if TYPE_CHECKING:  # annotations only
     from steerboard.engine import Engine
@@ -27,12 +27,13 @@ class OrthogonalizeConfig(MethodConfig):
     Attributes:
         layers: decoder blocks to edit (``-M layers=4,5,6``); empty = every block.
         seed: seed of the random direction.
-        strength: 1 removes the direction completely, 0.5 halves it, 0 leaves the weights as they are.
+        strength: 1 removes the direction completely, 0.5 halves it, 0 leaves the weights as they are (a sweep
+            axis on the leaderboard: ``sweep_field``).
     """
 
     layers: list[int] = field(default_factory=list)
     seed: int = 0
-    strength: float = 1.0
+    strength: float = sweep_field(1.0)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -22,10 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from steerboard.methods.base import Method, MethodConfig
+from steerboard.methods.base import Method, MethodConfig, sweep_field
 
 if TYPE_CHECKING:  # the engine module imports torch lazily; annotations only
     from steerboard.engine import BatchState, Engine, Intervention
+    from steerboard.resources import ModelShape
 
 
 @dataclass
@@ -34,13 +35,14 @@ class RandomDirectionConfig(MethodConfig):
 
     Attributes:
         layer: decoder block whose output (the residual stream after it) is steered; -1 = the middle one.
-        coefficient: norm of the added vector.
+        coefficient: norm of the added vector; declared a sweep axis (``sweep_field``): runs that differ only
+            in it form a strength sweep on the leaderboard.
         seed: seed of the random direction.
         steer_on: ``all`` positions, only the ``prompt`` (prefill) or only ``generated`` tokens (decode).
     """
 
     layer: int = -1
-    coefficient: float = 8.0
+    coefficient: float = sweep_field(8.0)
     seed: int = 0
     steer_on: typing.Literal["all", "prompt", "generated"] = "all"
 
@@ -50,6 +52,12 @@ class RandomDirection(Method):
 
     name = "ex_randdir"
     config_class = RandomDirectionConfig
+
+    @classmethod
+    def memory_parts(cls, config: MethodConfig, model: ModelShape) -> dict[str, int]:
+        """What this method adds to a worker's memory (the Ray executor's estimate): the direction, one float32
+        vector of the hidden size (no weights loaded: ``model`` gives the sizes)."""
+        return {**super().memory_parts(config, model), "direction": 4 * model.hidden}
 
     def prepare(self, engine: Engine) -> None:
         """Resolve the layer and draw the direction (``[hidden_size]``, unit norm) on the model's device."""
