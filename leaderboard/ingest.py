@@ -36,6 +36,7 @@ partial or unreadable log is skipped with a warning and counted; the rest still 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -690,11 +691,19 @@ def run_declarations(run: dict[str, Any]) -> MethodDeclarations:
     method shares (:func:`steerboard.methods.base.method_declarations`)."""
     prov = run.get("provenance")
     if isinstance(prov, str):
-        try:
-            prov = json.loads(prov)
-        except json.JSONDecodeError:
-            prov = None
+        return _declarations_of_text(run.get("method"), prov)
     return method_declarations(run.get("method"), prov if isinstance(prov, dict) else None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _declarations_of_text(method: str | None, prov_text: str) -> MethodDeclarations:
+    """:func:`run_declarations` of a ``runs`` row, whose provenance is JSON text (read once per text: a build
+    asks for every run several times)."""
+    try:
+        prov = json.loads(prov_text)
+    except json.JSONDecodeError:
+        prov = None
+    return method_declarations(method, prov if isinstance(prov, dict) else None)
 
 
 def is_control(run: dict[str, Any]) -> bool:

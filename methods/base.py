@@ -603,6 +603,11 @@ class MethodDeclarations:
         return cls(control=value.get("control", False), quiet_defaults=dict(quiet), **lists)
 
 
+@functools.lru_cache(maxsize=256)
+def _class_declarations(cls: type[Method]) -> MethodDeclarations:
+    return cls._read_declarations()
+
+
 METHOD_GROUP = "steerboard.methods"
 """The entry-point group methods register in (``steerboard.methods.registry.GROUP``; read here without importing
 the registry, which imports Inspect's model API)."""
@@ -679,7 +684,11 @@ class Method:
     @classmethod
     def declarations(cls) -> MethodDeclarations:
         """What this method declares about its options (read from its config's field metadata,
-        ``RUNTIME_KEYS``, :attr:`resolved_roles` and :attr:`is_control`)."""
+        ``RUNTIME_KEYS``, :attr:`resolved_roles` and :attr:`is_control`; once per class)."""
+        return _class_declarations(cls)
+
+    @classmethod
+    def _read_declarations(cls) -> MethodDeclarations:
         cfg = cls.config_class
         by_role: dict[str, list[str]] = {r: [] for r in ROLES}
         for f in fields(cfg):
