@@ -11,7 +11,7 @@ PIP_TORCH_ARGS ?=
 STAMP := $(VENV)/.steerboard-installed
 DISPLAY_MODE ?= plain
 
-.PHONY: setup demo test test-avx2 lint browser
+.PHONY: setup demo test test-fast test-avx2 lint browser
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ browser:
 test: setup browser
 	$(VENV)/bin/steerboard model fetch -q >/dev/null
 	$(VENV)/bin/python -m pytest -q
+
+# the loop while editing: every test not marked slow (tests/conftest.py), under 2 minutes on 2 cores
+test-fast: setup
+	$(VENV)/bin/steerboard model fetch -q >/dev/null
+	$(VENV)/bin/python -m pytest -q -m "not slow"
 
 # the kernel-sensitive tests again on an AVX2-only CPU's code path (oneDNN and ATen capped, so precision detection
 # resolves float32 and no AMX row blocks), whatever this CPU is: an AMX or AVX-512 machine checks the other kind
