@@ -39,9 +39,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# steerboard before anything that loads torch: it sets the OpenMP wait policy (a short spin, see
-# steerboard/__init__.py), which libgomp reads once at load. Both providers run under it.
-import steerboard  # noqa: E402,F401
+# before anything loads torch: the OpenMP wait policy (a short spin, see steerboard/_runtime_env.py), which
+# libgomp reads once at load. Both providers run under it.
+from steerboard._runtime_env import configure_openmp  # noqa: E402
+
+configure_openmp()
 
 
 def load_prompts(n: int) -> list[str]:
@@ -107,7 +109,7 @@ def run_eval(model, prompts: list[str], connections: int, new_tokens: int, log_d
     return secs, texts
 
 
-CONFIGS = ("hf", "base", "base-fp32", "base-fullhead", "base-nondet", "hf-bf16")
+CONFIGS = ("hf", "base", "base-fp32", "base-fullhead", "base-nondet", "base-f64attn", "hf-bf16")
 
 
 def make_model(config: str, model_dir: str, conn: int):
@@ -127,6 +129,8 @@ def make_model(config: str, model_dir: str, conn: int):
         return get_model("base/smollm2-135m", head_screen=False)
     if config == "base-nondet":
         return get_model("base/smollm2-135m", deterministic=False)
+    if config == "base-f64attn":  # the float64 decode attention (run_worker sets STEERBOARD_DECODE_ATTENTION)
+        return get_model("base/smollm2-135m")
     raise ValueError(f"unknown config {config!r}; valid: {', '.join(CONFIGS)}")
 
 
@@ -152,7 +156,10 @@ def run_worker(config: str, conn: int, args: argparse.Namespace) -> tuple[float,
             sys.executable, __file__, "--worker", config, "--worker-conn", str(conn), "--out", str(out),
             "--samples", str(args.samples), "--new-tokens", str(args.new_tokens), "--log-dir", args.log_dir,
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        env = dict(os.environ)
+        if config == "base-f64attn":
+            env["STEERBOARD_DECODE_ATTENTION"] = "float64"
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise SystemExit(f"{config} at {conn} connections failed:\n{proc.stderr[-3000:]}")
         data = json.loads(out.read_text())
@@ -171,6 +178,8 @@ def main() -> None:
                     help="also run base/ with its output head fully in float32 (-M head_screen=false)")
     ap.add_argument("--nondeterministic", action="store_true",
                     help="also run base/ with -M deterministic=false (float32 sdpa attention, not batch-invariant)")
+    ap.add_argument("--f64-attention", action="store_true",
+                    help="also run base/ with the float64 decode attention (STEERBOARD_DECODE_ATTENTION=float64)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["base-fp32"], help="leave these configs out")
     ap.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     ap.add_argument("--worker-conn", type=int, help=argparse.SUPPRESS)
@@ -205,6 +214,8 @@ def main() -> None:
         configs.append(("base/ -M head_screen=false", "base-fullhead"))
     if args.nondeterministic:
         configs.append(("base/ -M deterministic=false", "base-nondet"))
+    if args.f64_attention:
+        configs.append(("base/ float64 decode attention", "base-f64attn"))
     if args.hf_bf16:
         configs.append(("hf/ dtype=bfloat16 (whole model)", "hf-bf16"))
     table = []

@@ -259,7 +259,11 @@ class _GrowingMixin:
     * ``batch_select_indices`` with ascending indices (the rows that stay, in order) moves only the rows
       after a finished one, in place;
     * ``trim_left`` drops leading columns by moving an offset;
-    * ``stack`` appends another cache's rows (left-padded to a common width) in one copy.
+    * ``stack`` appends another cache's rows (left-padded to a common width) in one copy;
+    * every buffer starts with :data:`SLACK` zeroed columns, and columns left of the live view only ever hold
+      zeros or keys/values written earlier: the batch-invariant decode attention widens its view to the left
+      over them (:func:`steerboard.precision._aligned_decode_attention`) without copying, and masked columns
+      must be finite.
 
     Attention sees views of the buffers with the same strides as before, so results are unchanged. Anything
     else that replaces ``keys``/``values`` is adopted (copied into a new buffer) on the next ``update``.
@@ -269,7 +273,8 @@ class _GrowingMixin:
     _vbuf: Any = None
     _kview: Any = None
     _lo = 0  # buffer column of the first live column
-    store_dtype: Any = None  # keep keys/values in this dtype (float64 for batch-invariant attention)
+    store_dtype: Any = None  # keep keys/values in this dtype (float64 for the float64 decode-attention fallback)
+    SLACK = 64  # zeroed columns before the first usable one (= steerboard.precision.DECODE_ALIGN)
 
     def _owned(self) -> bool:
         return self._kbuf is not None and self.keys is self._kview
@@ -281,10 +286,13 @@ class _GrowingMixin:
         self._kview = self.keys
 
     def _alloc(self, like: Any, rows: int, cols: int) -> None:
+        """New buffers of ``cols`` usable columns after :data:`SLACK` zeroed ones (see the class docstring)."""
         dtype = self.store_dtype or like.dtype
-        shape = (rows, *like.shape[1:-2], cols, like.shape[-1])
+        shape = (rows, *like.shape[1:-2], self.SLACK + cols, like.shape[-1])
         self._kbuf = like.new_empty(shape, dtype=dtype)
         self._vbuf = like.new_empty(shape, dtype=dtype)
+        self._kbuf[..., : self.SLACK, :] = 0
+        self._vbuf[..., : self.SLACK, :] = 0
 
     def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
         if not self.is_initialized:
@@ -296,10 +304,10 @@ class _GrowingMixin:
         if not self._owned() or lo + n + new > self._kbuf.shape[-2]:
             keys, values = self.keys, self.values
             self._alloc(key_states, rows, n + new + max(64, (n + new) // 2))
+            lo = self.SLACK
             if n:
-                self._kbuf[:, ..., :n, :] = keys
-                self._vbuf[:, ..., :n, :] = values
-            lo = 0
+                self._kbuf[:, ..., lo : lo + n, :] = keys
+                self._vbuf[:, ..., lo : lo + n, :] = values
         self._kbuf[:rows, ..., lo + n : lo + n + new, :] = key_states
         self._vbuf[:rows, ..., lo + n : lo + n + new, :] = value_states
         self._view(rows, lo, lo + n + new)
@@ -333,12 +341,13 @@ class _GrowingMixin:
         ra, la, rb, lb = mine_k.shape[0], mine_k.shape[-2], keys.shape[0], keys.shape[-2]
         width = max(la, lb)
         self._alloc(mine_k, ra + rb, width + max(64, width // 2))
+        s = self.SLACK
         for buf, a, b in ((self._kbuf, mine_k, keys), (self._vbuf, mine_v, values)):
-            buf[:ra, ..., : width - la, :] = 0
-            buf[:ra, ..., width - la : width, :] = a
-            buf[ra:, ..., : width - lb, :] = 0
-            buf[ra:, ..., width - lb : width, :] = b
-        self._view(ra + rb, 0, width)
+            buf[:ra, ..., s : s + width - la, :] = 0
+            buf[:ra, ..., s + width - la : s + width, :] = a
+            buf[ra:, ..., s : s + width - lb, :] = 0
+            buf[ra:, ..., s + width - lb : s + width, :] = b
+        self._view(ra + rb, s, s + width)
 
 
 @functools.lru_cache(maxsize=1)
@@ -491,6 +500,9 @@ class Engine:
         Raises:
             ValueError: unknown alias/path, or the model is not a causal LM.
         """
+        from steerboard._runtime_env import configure_openmp
+
+        configure_openmp()  # before torch loads: libgomp reads its wait setting once
         import torch
 
         from steerboard.precision import MATMUL_DTYPES
@@ -758,7 +770,9 @@ class Engine:
         return a[:n]
 
     def _kv_dtype(self) -> Any:
-        """float64 under the float64 attention of :func:`steerboard.precision.batch_invariant`, else None.
+        """float64 where the decode attention of :func:`steerboard.precision.batch_invariant` falls back to
+        float64 (a CPU whose float32 kernels fail :func:`steerboard.precision.aligned_decode_invariant`), else
+        None (the model's dtype).
 
         Scoring keeps the model's dtype: its multi-token forwards attend row by row in float32, and a one-token
         decode casts the keys it reads to float64 exactly (float32 values are float64 values), so a float64
@@ -768,7 +782,11 @@ class Engine:
         if self._scoring:
             return None
         attn = getattr(getattr(self.model, "config", None), "_attn_implementation", None)
-        if attn == precision.EXACT_ATTENTION and precision.batch_invariant_active():
+        if (
+            attn == precision.EXACT_ATTENTION
+            and precision.batch_invariant_active()
+            and not precision.aligned_decode_invariant()
+        ):
             import torch
 
             return torch.float64

@@ -605,18 +605,125 @@ def _exact_attention_forward(
         attention_mask = attention_mask == 0  # an additive mask: 0 where attending
     if q_len > 1:  # a prefill: each row alone on its own tokens (float64 would cost ~4x on long prompts)
         return _rowwise_attention(query, key, value, attention_mask, scale), None
+    if aligned_decode_invariant():
+        return _aligned_decode_attention(query, key, value, attention_mask, scale), None
+    return _float64_decode_attention(query, key, value, attention_mask, scale), None
+
+
+DECODE_ALIGN = 64
+"""Key columns a decode step's attention is widened to a multiple of (masked columns on the left)."""
+
+
+def _widen_left(t: torch.Tensor, extra: int) -> torch.Tensor:
+    """``t`` ``[B, kv_heads, K, d]`` with ``extra`` more columns on the left: the columns before it in its own
+    buffer when it is a view with room there (the engine's KV cache keeps zeroed slack, see
+    :class:`steerboard.engine._GrowingMixin`), else zeros (a copy). Whatever the columns hold is masked; it
+    only has to be finite (masked probabilities are exactly 0, and ``0 * v`` is 0 only for finite ``v``)."""
+    import torch
+
+    b, h, k, d = t.shape
+    sb, sh, sk, sd = t.stride()
+    off = t.storage_offset() - extra * sk
+    if sk == d and sd == 1 and off >= 0 and t._base is not None:
+        return t.as_strided((b, h, k + extra, d), (sb, sh, sk, sd), off)
+    return torch.cat([t.new_zeros(b, h, extra, d), t], dim=2)
+
+
+def _aligned_decode_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """One query per row (a decode step) in the model's float32, batch-invariant by alignment.
+
+    A row's result must not depend on how many key columns its batch has (its neighbours' lengths set the
+    width; its own keys sit right-aligned under left padding). The CPU kernels reduce over the key columns in
+    lanes and blocks counted from the first column, so a row's keys would meet other partial sums whenever the
+    width changed. Widening every step's keys on the left to a multiple of :data:`DECODE_ALIGN` columns (masked)
+    puts a row's j-th key at the same column modulo the alignment whatever the width: measured bit-identical
+    per row over batch sizes 1-64, widths up to 768 and every row length 1-513 (``tests/test_determinism.py``
+    checks it on every run's CPU code path, and :func:`aligned_decode_invariant` probes it at first use, falling
+    back to :func:`_float64_decode_attention` where it does not hold). Masked columns get the dtype's lowest
+    value, so their probabilities are exactly 0. Shapes as in :func:`_exact_attention_forward`.
+    """
+    import torch
+
+    b, heads, q_len, dim = query.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    rep = heads // kv_heads
+    extra = (-k_len) % DECODE_ALIGN
+    if mask is None:
+        mask = torch.ones(b, k_len, dtype=torch.bool, device=query.device)
+    else:  # [B or 1, 1, 1, K]
+        mask = mask.reshape(mask.shape[0], k_len).expand(b, k_len)
+    if extra:
+        key, value = _widen_left(key, extra), _widen_left(value, extra)
+        mask = torch.cat([mask.new_zeros(b, extra), mask], dim=-1)
+    dtype = query.dtype
+    q = query.reshape(b, kv_heads, rep, dim)
+    scores = (q @ key.to(dtype).transpose(-1, -2)) * scale  # [B, kv_heads, rep, K]
+    scores = scores.masked_fill(~mask.view(b, 1, 1, -1), torch.finfo(dtype).min)
+    probs = torch.softmax(scores, dim=-1)
+    out = (probs @ value.to(dtype)).view(b, heads, q_len, dim)
+    return out.transpose(1, 2).contiguous()
+
+
+def _float64_decode_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """One query per row in float64: products of float32 values are exact there and the sums differ by ~1e-16
+    relative whatever the padding, which survives rounding to float32 with negligible probability. The fallback
+    of :func:`_aligned_decode_attention` on a CPU whose kernels fail its probe (about 4x slower)."""
+    import torch
+
+    b, heads, q_len, dim = query.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    rep = heads // kv_heads
     q = query.to(torch.float64).reshape(b, kv_heads, rep * q_len, dim)
     scores = (q @ key.to(torch.float64).transpose(-1, -2)).view(b, kv_heads, rep, q_len, k_len) * scale
-    # one query per row (a decode step): float64 sums, whatever the padding columns, round to the same float32
-    if attention_mask is not None:
-        if attention_mask.dim() == 4:  # [B, 1, q, k] -> broadcast over kv heads and their query groups
-            attention_mask = attention_mask[:, :, None]
-        # a finite floor, not -inf: a query row that sees nothing (left padding) gets a uniform softmax
-        # instead of NaN, which would reach every row through the padding column's values
-        scores = scores.masked_fill(~attention_mask, torch.finfo(torch.float64).min)
+    if mask is not None:
+        if mask.dim() == 4:  # [B, 1, q, k] -> broadcast over kv heads and their query groups
+            mask = mask[:, :, None]
+        scores = scores.masked_fill(~mask, torch.finfo(torch.float64).min)
     probs = torch.softmax(scores, dim=-1).view(b, kv_heads, rep * q_len, k_len)
     out = (probs @ value.to(torch.float64)).view(b, heads, q_len, -1)
-    return out.transpose(1, 2).contiguous().to(query.dtype), None
+    return out.transpose(1, 2).contiguous().to(query.dtype)
+
+
+@functools.lru_cache(maxsize=1)
+def aligned_decode_invariant() -> bool:
+    """Whether this CPU's kernels give :func:`_aligned_decode_attention` per-row results that do not depend on
+    the batch or its width (probed once: one row's output compared bit for bit across batch sizes, widths and
+    row lengths that cross the kernels' block sizes). ``$STEERBOARD_DECODE_ATTENTION=float64`` forces the
+    float64 fallback."""
+    import torch
+
+    if os.environ.get("STEERBOARD_DECODE_ATTENTION", "").strip().lower() == "float64":
+        return False
+    g = torch.Generator().manual_seed(0)
+    ok = True
+    with torch.inference_mode():
+        for n in (1, 2, 17, 63, 64, 65, 130, 300):
+            q1 = torch.randn(1, 6, 1, 32, generator=g)
+            k1 = torch.randn(1, 2, n, 32, generator=g)
+            v1 = torch.randn(1, 2, n, 32, generator=g)
+            ref = None
+            for rows, extra in ((1, 0), (3, 5), (8, 70), (33, 200)):
+                width = n + extra
+                q = torch.randn(rows, 6, 1, 32, generator=g)
+                k = torch.randn(rows, 2, width, 32, generator=g)
+                v = torch.randn(rows, 2, width, 32, generator=g)
+                mask = torch.rand(rows, 1, 1, width, generator=g) > 0.3
+                i = rows // 2
+                q[i], k[i, :, width - n :], v[i, :, width - n :] = q1[0], k1[0], v1[0]
+                mask[i] = False
+                mask[i, ..., width - n :] = True
+                out = _aligned_decode_attention(q, k, v, mask, 0.17)[i]
+                if ref is None:
+                    ref = out
+                elif not torch.equal(ref, out):
+                    ok = False
+    if not ok:
+        logger.warning("float32 decode attention is not batch-invariant on this CPU; using float64 (slower)")
+    return ok
 
 
 def _rowwise_attention(

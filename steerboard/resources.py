@@ -24,7 +24,9 @@ PyTorch's ``meta`` device):
   moments in float32 for the trained parameters -- the LoRA adapter or every weight -- and the activations of a
   training step) and DINM's tuning state for the edited layer;
 * a KV-cache allowance: ``min(max_connections, max_batch_size)`` rows x ``context_tokens`` tokens x layers x
-  keys and values (float64 on CPU, where batch-invariant attention stores them so; else the model's dtype);
+  keys and values (8 bytes each on CPU with deterministic generation: the store of the float64 decode attention
+  that a worker whose CPU fails :func:`steerboard.precision.aligned_decode_invariant` falls back to, an upper
+  bound for the float32 store the others use; else the model's dtype);
 * a fixed allowance for the worker process itself (Python, torch, transformers, Inspect).
 """
 
@@ -336,7 +338,7 @@ def estimate_memory(
         parts[name] = n
     rows = min(max_connections, cfg.max_batch_size)
     ctx = min(context_tokens, shape["max_positions"]) if shape["max_positions"] else context_tokens
-    kv_bytes = 8 if on_cpu and cfg.deterministic else wbytes
+    kv_bytes = 8 if on_cpu and cfg.deterministic else wbytes  # the worker's CPU is unknown here: upper bound
     parts["kv_cache"] = rows * ctx * shape["layers"] * 2 * shape["kv_heads"] * shape["head_dim"] * kv_bytes
     # log-likelihood scoring: float32 logits of up to SCORE_POSITIONS positions, and their log-softmax
     parts["scoring_logits"] = 2 * SCORE_POSITIONS * shape["vocab"] * 4

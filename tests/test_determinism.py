@@ -205,3 +205,79 @@ def test_prefill_attention_gives_a_row_the_same_bits_under_any_padding() -> None
             assert torch.count_nonzero(out[0, :pad]) == 0
             outs.append(out[0, pad:])
     assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+def _decode_row_in_batch(q1, k1, v1, rows: int, width: int, g: torch.Generator, slack: bool):
+    """One decode query ``q1`` [1, 9, 1, 64] against its keys (right-aligned in a row of ``width`` columns) among
+    ``rows - 1`` random neighbours; with ``slack`` the keys are views into a buffer with zeroed columns on the left
+    (as the engine's KV cache hands them over), else plain tensors. Returns the row's attention output."""
+    n = k1.shape[2]
+    q = torch.randn(rows, 9, 1, 64, generator=g)
+    lead = 64 if slack else 0
+    kb, vb = (torch.zeros(rows, 3, lead + width, 64) for _ in range(2))
+    kb[:, :, lead:] = torch.randn(rows, 3, width, 64, generator=g)
+    vb[:, :, lead:] = torch.randn(rows, 3, width, 64, generator=g)
+    mask = torch.rand(rows, 1, 1, width, generator=g) > 0.3
+    i = rows // 2
+    q[i] = q1[0]
+    kb[i, :, lead + width - n :], vb[i, :, lead + width - n :] = k1[0], v1[0]
+    mask[i] = False
+    mask[i, ..., width - n :] = True
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    k, v = kb[:, :, lead:], vb[:, :, lead:]
+    with torch.inference_mode(), precision.batch_invariant():
+        return precision._exact_attention_forward(module, q, k, v, mask, scaling=0.125)[0][i]
+
+
+@pytest.mark.parametrize("n", [1, 5, 63, 64, 65, 130, 257, 300])
+def test_decode_attention_gives_a_row_the_same_bits_beside_any_batch(n: int) -> None:
+    """The float32 decode attention (keys widened to a multiple of DECODE_ALIGN columns) gives a row the same
+    bits whatever its batch size, its neighbours, the batch's width, and whether the widening reads the KV
+    buffer's zeroed slack in place or copies zeros; this CPU's kernels pass the probe that selects it."""
+    assert precision.aligned_decode_invariant()
+    g = torch.Generator().manual_seed(n)
+    q1, k1, v1 = torch.randn(1, 9, 1, 64, generator=g), torch.randn(1, 3, n, 64, generator=g), torch.randn(1, 3, n, 64, generator=g)
+    outs = [
+        _decode_row_in_batch(q1, k1, v1, rows, n + extra, g, slack)
+        for rows, extra, slack in ((1, 0, False), (1, 0, True), (2, 1, True), (7, 63, False), (16, 64, True), (64, 200, True))
+    ]
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_decode_attention_agrees_with_float64_and_widens_in_place() -> None:
+    """The float32 decode attention agrees with the float64 one to float32 rounding, and widens a KV-buffer view
+    over its slack without copying (the widened tensor shares the buffer's storage)."""
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(4, 9, 1, 64, generator=g)
+    buf = torch.zeros(4, 3, 64 + 70, 64)
+    buf[:, :, 64:] = torch.randn(4, 3, 70, 64, generator=g)
+    k = buf[:, :, 64:]
+    v = (buf * 0.5)[:, :, 64:]
+    mask = torch.ones(4, 1, 1, 70, dtype=torch.bool)
+    mask[0, ..., :30] = False
+    with torch.inference_mode():
+        a = precision._aligned_decode_attention(q, k, v, mask, 0.125)
+        b = precision._float64_decode_attention(q, k, v, mask, 0.125)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    wide = precision._widen_left(k, 58)
+    assert wide.shape[2] == 128 and wide.untyped_storage().data_ptr() == buf.untyped_storage().data_ptr()
+    assert torch.equal(wide[:, :, 58:], k) and torch.count_nonzero(wide[:, :, :58]) == 0
+
+
+def test_decode_attention_float64_fallback_is_selectable(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: str) -> None:
+    """STEERBOARD_DECODE_ATTENTION=float64 selects the float64 decode attention (what a CPU failing the probe
+    gets) with a float64 KV store, and generation stays batch-invariant on it."""
+    monkeypatch.setenv("STEERBOARD_DECODE_ATTENTION", "float64")
+    precision.aligned_decode_invariant.cache_clear()
+    try:
+        assert not precision.aligned_decode_invariant()
+        eng = Engine.load(tiny_model_dir, matmul_dtype="bfloat16")
+        reqs = [GenerationRequest(_ids(eng, p), max_new_tokens=12) for p in PROMPTS]
+        alone = [eng.generate([r])[0].token_ids for r in reqs]
+        assert [o.token_ids for o in eng.generate(reqs)] == alone
+        with precision.batch_invariant():
+            assert eng._kv_dtype() == torch.float64
+    finally:
+        monkeypatch.delenv("STEERBOARD_DECODE_ATTENTION")
+        precision.aligned_decode_invariant.cache_clear()
