@@ -22,7 +22,8 @@ Example::
     inspect eval tasks/xstest.py --model dpo/smollm2-135m
     inspect eval tasks/xstest.py --model dpo/smollm2-135m -M beta=0.2 -M epochs=2   # retrains
 
-Train the shipped adapter again (``--ship`` copies it into ``methods/artifacts/``)::
+Training lives in :mod:`steerboard.methods.training.preference`. Train the shipped adapter again (``--ship``
+copies it into ``methods/artifacts/``)::
 
     nice -n 10 python -m steerboard.methods.dpo train --ship
 """
@@ -34,7 +35,6 @@ import hashlib
 import json
 import logging
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -214,234 +214,6 @@ def _require_extra(who: str = "dpo/") -> None:
     require_modules(DPO_MODULES, who)
 
 
-def lora_config(engine: Engine, cfg: AdapterConfig) -> Any:
-    """peft ``LoraConfig`` for ``cfg`` (or None without LoRA): linear layers of the top blocks."""
-    if not cfg.lora:
-        return None
-    import torch
-    from peft import LoraConfig
-
-    if cfg.target_modules == "all-linear":
-        # peft's "all-linear" cannot be combined with layers_to_transform: list the blocks' linear layers
-        linear_types: tuple[type, ...] = (torch.nn.Linear,)
-        try:
-            from transformers.pytorch_utils import Conv1D
-
-            linear_types = (torch.nn.Linear, Conv1D)
-        except ImportError:  # pragma: no cover
-            pass
-        targets = sorted({
-            n.rsplit(".", 1)[-1] for n, mod in engine.decoder_layers()[0].named_modules() if isinstance(mod, linear_types)
-        })
-    else:
-        targets = [t.strip() for t in cfg.target_modules.split(",") if t.strip()]
-    n_layers = len(engine.decoder_layers())
-    first = n_layers - max(1, round(cfg.lora_top_fraction * n_layers))
-    return LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets,
-        task_type="CAUSAL_LM", layers_to_transform=list(range(first, n_layers)),
-    )
-
-
-def _response_ids(engine: Engine, prompt: str, response: str, max_length: int) -> tuple[list[int], list[int]]:
-    from steerboard.methods.dinm import _response_ids as ids
-
-    p, r = ids(engine, [{"role": "user", "content": prompt}], response, max_length)
-    return p, r[: max(1, max_length - len(p))]
-
-
-def heldout_stats(engine: Engine, model: Any, pairs: list[dict[str, str]], beta: float, ref: Any) -> dict[str, Any]:
-    """Preference accuracy and reward margin on ``pairs`` (DPO implicit reward ``beta * log pi/pi_ref`` of the
-    whole reply) and the mean per-token KL(policy || reference) on the chosen replies of the benign pairs.
-
-    Args:
-        model: the trained model (adapter active).
-        ref: a context manager factory under which ``model`` computes the reference (``disable_adapter``).
-    """
-    import torch
-
-    if not pairs:
-        return {"pairs": 0}
-
-    def logits(ids: list[int]) -> Any:
-        x = torch.tensor([ids], device=engine.device)
-        return model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0].float()
-
-    accs, margins, kls, chosen_gain, rejected_gain = [], [], [], [], []
-    model.eval()
-    with torch.no_grad():
-        for p in pairs:
-            lp = {}
-            for side in ("chosen", "rejected"):
-                pi, ri = _response_ids(engine, p["prompt"], p[side], 256)
-                seq = pi + ri
-                pos = torch.arange(len(pi) - 1, len(seq) - 1, device=engine.device)
-                tgt = torch.tensor(ri, device=engine.device)
-                pol = torch.log_softmax(logits(seq)[pos], -1)
-                with ref():
-                    base = torch.log_softmax(logits(seq)[pos], -1)
-                lp[side] = (float(pol.gather(-1, tgt[:, None]).sum()), float(base.gather(-1, tgt[:, None]).sum()))
-                if side == "chosen" and p["stratum"].startswith("benign"):
-                    kls.append(float((pol.exp() * (pol - base)).sum(-1).mean()))
-            rc = beta * (lp["chosen"][0] - lp["chosen"][1])
-            rr = beta * (lp["rejected"][0] - lp["rejected"][1])
-            accs.append(float(rc > rr))
-            margins.append(rc - rr)
-            chosen_gain.append(lp["chosen"][0] - lp["chosen"][1])
-            rejected_gain.append(lp["rejected"][0] - lp["rejected"][1])
-    mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
-    return {
-        "pairs": len(pairs),
-        "preference_accuracy": mean(accs),
-        "reward_margin": mean(margins),
-        "chosen_logp_change": mean(chosen_gain),
-        "rejected_logp_change": mean(rejected_gain),
-        "kl_to_base_benign_per_token": mean(kls),
-        "kl_pairs": len(kls),
-        "beta": beta,
-    }
-
-
-def train_adapter(
-    engine: Engine, pairs: list[dict[str, str]], cfg: AdapterConfig, out_dir: Path, kind: Literal["dpo", "sft"]
-) -> dict[str, Any]:
-    """Train on the ``train`` pairs in place on ``engine.model`` and save the adapter (or weights) to ``out_dir``.
-
-    DPO: trl ``DPOTrainer`` on (prompt, chosen, rejected). SFT: trl ``SFTTrainer`` on (prompt, chosen), loss
-    on the completion only. With LoRA, held-out statistics are measured with the adapter active (reference:
-    adapter disabled), then the engine's model is left with the adapter merged in. Returns the statistics.
-    """
-    _require_extra(f"{kind}/")
-    import tempfile
-
-    import torch
-    from datasets import Dataset
-
-    train = [p for p in pairs if p["split"] == "train"]
-    held = [p for p in pairs if p["split"] == "heldout"]
-    if kind == "dpo":
-        from trl import DPOConfig as TrlConfig
-        from trl import DPOTrainer as Trainer
-
-        rows = [{"prompt": [{"role": "user", "content": p["prompt"]}], "chosen": [{"role": "assistant", "content": p["chosen"]}],
-                 "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in train]
-        extra: dict[str, Any] = {"beta": cfg.beta, "loss_type": [cfg.loss_type], "truncation_mode": "keep_start"}  # type: ignore[attr-defined]
-    else:
-        from trl import SFTConfig as TrlConfig
-        from trl import SFTTrainer as Trainer
-
-        rows = [{"prompt": [{"role": "user", "content": p["prompt"]}], "completion": [{"role": "assistant", "content": p["chosen"]}]}
-                for p in train]
-        extra = {"completion_only_loss": True}
-    ds = Dataset.from_list(rows)
-    tok = engine.tokenizer
-    side = tok.padding_side
-    model = engine.model
-    peft_config = lora_config(engine, cfg)
-    t0 = time.perf_counter()
-    cpu0 = time.process_time()
-    with tempfile.TemporaryDirectory() as tmp:
-        args = TrlConfig(
-            output_dir=tmp,
-            per_device_train_batch_size=cfg.batch_size,
-            num_train_epochs=cfg.epochs,
-            learning_rate=cfg.lr,
-            max_length=cfg.max_length,
-            logging_steps=5,
-            logging_first_step=True,
-            save_strategy="no",
-            report_to="none",
-            seed=cfg.seed,
-            data_seed=cfg.seed,
-            bf16=False,
-            fp16=False,
-            use_cpu=engine.device.type == "cpu",
-            disable_tqdm=False,
-            gradient_checkpointing=False,  # 135M-class models fit easily; recomputation would only slow CPU runs
-            dataloader_num_workers=0,
-            lr_scheduler_type="linear",
-            **extra,
-        )
-        with engine.lock:
-            model.train()
-            try:
-                trainer = Trainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
-                result = trainer.train()
-                trained = trainer.model
-                t_train = time.perf_counter() - t0
-                beta = getattr(cfg, "beta", 0.1)
-                if cfg.lora:
-                    held_stats = heldout_stats(engine, trained, held, beta, trained.disable_adapter)
-                else:
-                    held_stats = {"pairs": len(held), "note": "held-out statistics need a LoRA adapter (the reference)"}
-                out_dir.mkdir(parents=True, exist_ok=True)
-                if cfg.lora:
-                    trained.save_pretrained(str(out_dir))
-                    engine.model = trained.merge_and_unload()
-                else:
-                    from safetensors.torch import save_file
-
-                    sd = {k: v.detach().cpu().contiguous() for k, v in trained.state_dict().items()}
-                    save_file(_dedupe_shared(sd), str(out_dir / "model.safetensors"))
-                    engine.model = trained
-            finally:
-                tok.padding_side = side
-                engine.model.eval()
-                for p in engine.model.parameters():
-                    p.requires_grad_(False)
-    keep = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "learning_rate",
-            "mean_token_accuracy", "epoch", "step")
-    logs = [{k: h[k] for k in keep if k in h} | {"step": h.get("step")} for h in trainer.state.log_history if "loss" in h]
-    stats = {
-        "kind": kind,
-        "pairs": len(pairs),
-        "train_pairs": len(train),
-        "heldout_pairs": len(held),
-        "strata": {s: sum(p["stratum"] == s for p in train) for s in sorted({p["stratum"] for p in train})},
-        "steps": int(trainer.state.global_step),
-        "seconds": round(t_train, 1),
-        # CPU seconds of this process (all threads): on a shared machine, cpu_seconds / threads estimates
-        # the wall time the same run takes with the cores to itself
-        "cpu_seconds": round(time.process_time() - cpu0, 1),
-        "torch_threads": torch.get_num_threads(),
-        "train_loss": float(result.training_loss),
-        "first_logged": logs[0] if logs else None,
-        "last_logged": logs[-1] if logs else None,
-        "curve": logs,
-        "heldout": held_stats,
-    }
-    (out_dir / "train_stats.json").write_text(json.dumps(stats, indent=1, default=str))
-    return stats
-
-
-def train_dpo(engine: Engine, pairs: list[dict[str, str]], cfg: DPOConfig, out_dir: Path) -> dict[str, Any]:
-    """DPO on ``pairs`` (see :func:`train_adapter`)."""
-    return train_adapter(engine, pairs, cfg, out_dir, "dpo")
-
-
-def _dedupe_shared(sd: dict[str, Any]) -> dict[str, Any]:
-    """Drop tensors that share storage with an earlier one (tied embeddings), as safetensors requires."""
-    seen: set[int] = set()
-    out = {}
-    for k, v in sd.items():
-        ptr = v.untyped_storage().data_ptr()
-        if ptr in seen:
-            continue
-        seen.add(ptr)
-        out[k] = v
-    return out
-
-
-def write_manifest(path: Path, fingerprint: str, data_key: str, model: str) -> dict[str, Any]:
-    """Record the adapter's sha256 with what it was trained from (checked by :func:`check_manifest`)."""
-    from steerboard.methods.base import file_sha256
-
-    m = {"model": model, "config_fingerprint": fingerprint, "pairs_key": data_key,
-         "weights_file": weights_file(path).name, "sha256": file_sha256(weights_file(path))}
-    (path / MANIFEST).write_text(json.dumps(m, indent=1) + "\n")
-    return m
-
-
 def check_manifest(path: Path) -> dict[str, Any]:
     """The manifest of an adapter folder after checking the weights' sha256 against it.
 
@@ -545,8 +317,10 @@ class AdapterMethod(Method):
                 if path.exists():
                     shutil.rmtree(path)
                 logger.warning("%s/: training the adapter on %d pairs (first use; cached afterwards)", self.name, len(pairs))
-                self.train_stats = train_adapter(engine, pairs, self.cfg, path, self.kind)
-                write_manifest(path, fp, data_key, self.model_name)
+                # the one lazy call into training code (docs/architecture.md)
+                from steerboard.methods.training.preference import train_artifact
+
+                self.train_stats = train_artifact(engine, pairs, self.cfg, path, self.kind, self.model_name)
                 done.write_text("ok\n")
         engine.weights_changed()  # the merge writes through .data: re-cast any low-precision copies
         self.artifact = str(path)
@@ -595,56 +369,24 @@ def weights_file(artifact: str | Path) -> Path:
     return folder
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m steerboard.methods.dpo train [--kind dpo|sft] [--ship] [-M key=value ...]``: train the adapter
-    for the embedded model (or ``--model``) and, with ``--ship``, copy it into ``methods/artifacts/``."""
-    import argparse
+_MOVED_TO_TRAINING = frozenset({
+    "lora_config", "heldout_stats", "train_adapter", "train_dpo", "train_artifact", "write_manifest", "main",
+})
 
-    from steerboard.engine import Engine
 
-    ap = argparse.ArgumentParser(prog="python -m steerboard.methods.dpo")
-    ap.add_argument("action", choices=("train",))
-    ap.add_argument("--kind", choices=("dpo", "sft"), default="dpo")
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("-M", dest="options", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--ship", action="store_true", help="copy the trained adapter into methods/artifacts/")
-    args = ap.parse_args(argv)
-    if args.kind == "dpo":
-        cls: type[AdapterMethod] = DPOMethod
-    else:
-        from steerboard.methods.sft import SFTMethod
+def __getattr__(name: str) -> Any:
+    """The training names, moved to :mod:`steerboard.methods.training.preference`, still resolve here (that module
+    is imported only when one of them is asked for)."""
+    if name in _MOVED_TO_TRAINING:
+        from steerboard.methods.training import preference
 
-        cls = SFTMethod
-    cfg = cls.config_class.from_dict(dict(o.split("=", 1) for o in args.options))
-    method = cls(cfg, args.model)
-    eng = Engine.load(args.model)
-    pairs = load_pairs(method.cfg)
-    fp = method.cfg.fingerprint()
-    dest = method.shipped_dir() if args.ship else method.artifact_path(eng, pairs_key(pairs))
-    tmp = dest.with_name(dest.name + ".training")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    stats = train_adapter(eng, pairs, method.cfg, tmp, method.kind)
-    write_manifest(tmp, fp, pairs_key(pairs), args.model)
-    if args.ship:
-        for junk in ("README.md",):
-            (tmp / junk).unlink(missing_ok=True)
-        conf = tmp / "adapter_config.json"
-        if conf.exists():  # peft records the base model's local cache path: ship the model's name instead
-            d = json.loads(conf.read_text())
-            d["base_model_name_or_path"] = args.model
-            conf.write_text(json.dumps(d, indent=2) + "\n")
-    else:
-        (tmp / "DONE").write_text("ok\n")
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
-    print(json.dumps({k: stats[k] for k in ("pairs", "steps", "seconds", "train_loss", "heldout")}, indent=1))
-    print(f"adapter in {dest}")
-    return 0
+        return getattr(preference, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":  # pragma: no cover
     import sys
+
+    from steerboard.methods.training.preference import main
 
     sys.exit(main())

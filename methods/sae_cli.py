@@ -116,7 +116,8 @@ def add_actadd_parser(subparsers: argparse._SubParsersAction) -> None:  # type: 
 
 
 def _actadd_fit(args: argparse.Namespace) -> int:
-    from steerboard.methods.actadd import SOURCES, fit_and_choose
+    from steerboard.methods.actadd import SOURCES
+    from steerboard.methods.training.actadd import fit_and_choose
 
     sources = [s.strip() for s in args.sources.split(",") if s.strip()] or None
     bad = [s for s in sources or [] if s not in SOURCES]
@@ -135,9 +136,9 @@ def _actadd_fit(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from steerboard.methods.steering import (
+    from steerboard.methods.steering import check_gate_feature
+    from steerboard.methods.training.gates import (
         DEFAULT_THRESHOLD_GRID,
-        check_gate_feature,
         choose_gate,
         choose_gate_by_outcome,
         write_gate_to_preset,
@@ -188,7 +189,8 @@ def _gate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from steerboard.methods.base import require_modules
-    from steerboard.methods.sae import SAE_MODULES, train_sae
+    from steerboard.methods.sae import SAE_MODULES
+    from steerboard.methods.training.sae import train_sae
 
     require_modules(SAE_MODULES, "steerboard sae train")  # before the model loads
 
@@ -203,7 +205,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _features(args: argparse.Namespace) -> int:
     from steerboard.methods.base import require_modules
-    from steerboard.methods.sae import SAE_MODULES, discover
+    from steerboard.methods.sae import SAE_MODULES
+    from steerboard.methods.training.sae import discover
 
     require_modules(SAE_MODULES, "steerboard sae features")  # before the model loads
 

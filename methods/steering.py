@@ -4,10 +4,11 @@
 * residual-stream capture that stops the forward pass at the hooked layer (no wasted later layers);
 * teacher-forced (prompt, response) token sequences under the chat template;
 * the steering mask (which positions get steered: ``steer_on``) and the per-row gate (:func:`gated_intervention`);
-* the gate probe on prompt activations (a :class:`steerboard.linear.LinearProbe`) and its threshold choice;
+* the gate probe on prompt activations (a :class:`steerboard.linear.LinearProbe`): its key, shipped path and
+  loading (its fit, the thresholds' choice and dev-split screening are training code:
+  :mod:`steerboard.methods.training.gates`);
 * :class:`HookSteering`, the apply side, whose interventions declare their ``preamble_key``
-  (:class:`SteeringIntervention`);
-* a degenerate-text check used when screening strengths.
+  (:class:`SteeringIntervention`).
 
 Torch is imported inside functions (the registry and CLI import this module at start-up).
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from steerboard.linear import LinearProbe, load_or_fit_linear
+from steerboard.linear import load_or_fit_linear
 from steerboard.methods.base import MethodConfig, detail_field
 
 if TYPE_CHECKING:
@@ -371,16 +372,6 @@ def gate_data(split: Literal["fit", "dev"]) -> tuple[list[str], list[str]]:
     return fitdata.gate_harmful_prompts(split), fitdata.gate_benign_prompts(split)
 
 
-def fit_gate_probe(engine: Engine, layer: int, feature: str = DEFAULT_GATE_FEATURE, progress: bool = False) -> Any:
-    """Fit the harmful-prompt probe on the gate data's ``fit`` split (see :func:`gate_data`)."""
-    import torch
-
-    harmful, benign = gate_data("fit")
-    x = prompt_features(engine, harmful + benign, layer, feature, progress=progress, desc="gate probe")
-    y = torch.tensor([1] * len(harmful) + [0] * len(benign))
-    return LinearProbe.fit(x, y)
-
-
 def probe_key(engine: Engine, layer: int, feature: str = DEFAULT_GATE_FEATURE) -> str:
     """Hash of (probe version, model, layer, pooling, fit data): names the cached or shipped probe."""
     from steerboard.models import ALIASES, resolve_model
@@ -401,371 +392,22 @@ def load_or_fit_probe(engine: Engine, layer: int, feature: str = DEFAULT_GATE_FE
     """The gate probe for ``engine``'s model at ``layer`` pooling ``feature``.
 
     Looked up in the shipped ``artifacts/gate-probe-<key>.json``, then the cache, else fitted (on the
-    gate data's ``fit`` split, a minute or two on CPU) and cached; ``<key>`` = :func:`probe_key`.
+    gate data's ``fit`` split, a minute or two on CPU) and cached; ``<key>`` = :func:`probe_key`. The fit is
+    this module's one lazy call into training code
+    (:func:`steerboard.methods.training.gates.fit_gate_probe`).
     """
     from steerboard.paths import cache_dir
 
     check_gate_feature(feature)
     key = probe_key(engine, layer, feature)
+
+    def fit() -> Any:
+        from steerboard.methods.training.gates import fit_gate_probe
+
+        return fit_gate_probe(engine, layer, feature)
+
     return load_or_fit_linear(
-        shipped_probe_path(engine, layer, feature), cache_dir("artifacts", "gate-probe") / f"{key}.json",
-        lambda: fit_gate_probe(engine, layer, feature),
-    )
-
-
-@dataclass
-class GatePoint:
-    """Gate firing rates on the dev split at one threshold."""
-
-    threshold: float
-    tpr: float  # share of dev harmful prompts gated on
-    fpr: float  # share of dev benign prompts gated on
-
-    @property
-    def youden(self) -> float:
-        return self.tpr - self.fpr
-
-
-def gate_curve(p_harmful: Sequence[float], p_benign: Sequence[float], thresholds: Sequence[float]) -> list[GatePoint]:
-    """TPR / FPR of ``p >= threshold`` for each threshold."""
-    if not p_harmful or not p_benign:
-        raise ValueError("gate_curve needs harmful and benign probabilities")
-    for t in thresholds:
-        if not 0.0 <= t <= 1.0:
-            raise ValueError(f"gate thresholds must be in [0, 1], got {t}")
-    return [
-        GatePoint(float(t), mean([float(p >= t) for p in p_harmful]), mean([float(p >= t) for p in p_benign]))
-        for t in thresholds
-    ]
-
-
-def choose_gate_threshold(points: Sequence[GatePoint]) -> GatePoint:
-    """The dev-split point with the largest Youden J = TPR - FPR; ties go to the higher threshold
-    (fewer benign prompts steered)."""
-    if not points:
-        raise ValueError("choose_gate_threshold needs at least one point")
-    return max(points, key=lambda g: (round(g.youden, 9), g.threshold))
-
-
-DEFAULT_THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
-
-
-def choose_gate(
-    engine: Engine,
-    layer: int,
-    feature: str = DEFAULT_GATE_FEATURE,
-    thresholds: Sequence[float] = DEFAULT_THRESHOLD_GRID,
-    ship: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Fit (or load) the gate probe on the ``fit`` split and choose its threshold on the ``dev`` split.
-
-    The threshold maximises Youden's J (dev TPR - dev FPR; see :func:`choose_gate_threshold`). No
-    evaluation set is read. With ``ship`` the probe is written to the package's ``artifacts/`` folder.
-
-    Returns:
-        A JSON-able report: the chosen point, the whole dev curve, split sizes, the probe key and a
-        one-line note for presets.
-    """
-    check_gate_feature(feature)
-    if not thresholds:
-        raise ValueError("choose_gate needs at least one threshold")
-    probe = load_or_fit_probe(engine, layer, feature)
-    harmful, benign = gate_data("dev")
-    x = prompt_features(engine, harmful + benign, layer, feature, progress=progress, desc="gate dev")
-    p = probe.predict_proba(x).tolist()
-    ph, pb = p[: len(harmful)], p[len(harmful) :]
-    curve = gate_curve(ph, pb, thresholds)
-    best = choose_gate_threshold(curve)
-    n_fit_h, n_fit_b = (len(v) for v in gate_data("fit"))
-    key = probe_key(engine, layer, feature)
-    if ship:
-        path = shipped_probe_path(engine, layer, feature)
-        path.write_text(json.dumps(probe.to_dict()))
-    note = (
-        f"{best.threshold} chosen on the gate data's dev split (max TPR - FPR; steerboard sae gate --feature "
-        f"{feature}): dev harmful TPR {best.tpr:.3f}, dev benign FPR {best.fpr:.3f} over {len(harmful)} harmful / "
-        f"{len(benign)} benign dev prompts; probe fitted on {n_fit_h} harmful / {n_fit_b} benign fit prompts "
-        f"(layer {layer}, {feature} pooling, key {key})"
-    )
-    return {
-        "layer": layer,
-        "feature": feature,
-        "probe_key": key,
-        "n_fit": {"harmful": n_fit_h, "benign": n_fit_b},
-        "n_dev": {"harmful": len(harmful), "benign": len(benign)},
-        "chosen": {"threshold": best.threshold, "tpr": round(best.tpr, 4), "fpr": round(best.fpr, 4)},
-        "curve": [{"threshold": g.threshold, "tpr": round(g.tpr, 4), "fpr": round(g.fpr, 4)} for g in curve],
-        "note": note,
-    }
-
-
-@dataclass
-class OutcomePoint:
-    """What gating at one threshold does to refusal on the dev split, from per-prompt base / steered verdicts.
-
-    A gated row's reply is exactly the steered reply when the gate fires and the base reply when it does not
-    (the gate is decided at prefill from the pre-steering residual, and batching does not change a row), so
-    every threshold can be scored from one base run and one ungated run.
-    """
-
-    threshold: float
-    fire_harmful: float
-    fire_benign: float
-    refusal_harmful: float  # gated
-    refusal_benign: float  # gated
-    kept: float  # (gated - base) / (ungated - base) on harmful prompts; NaN when steering gains nothing
-    benign_delta: float  # gated - base on benign prompts
-
-
-def _gated_rate(p: Sequence[float], base: Sequence[int | None], steered: Sequence[int | None], t: float) -> float:
-    vals = [(s if pi >= t else b) for pi, b, s in zip(p, base, steered)]
-    ok = [float(v) for v in vals if v is not None]
-    return mean(ok) if ok else float("nan")
-
-
-def outcome_curve(
-    p_harmful: Sequence[float],
-    p_benign: Sequence[float],
-    base_harmful: Sequence[int | None],
-    base_benign: Sequence[int | None],
-    steered_harmful: Sequence[int | None],
-    steered_benign: Sequence[int | None],
-    thresholds: Sequence[float],
-) -> list[OutcomePoint]:
-    """Gated refusal, kept share of the gain and benign delta at each threshold (refusal flags: 1/0/None=error)."""
-    if not (len(p_harmful) == len(base_harmful) == len(steered_harmful)) or not (
-        len(p_benign) == len(base_benign) == len(steered_benign)
-    ):
-        raise ValueError("outcome_curve: probabilities and flags must line up prompt by prompt")
-    base_h = _gated_rate(p_harmful, base_harmful, steered_harmful, 2.0)
-    base_b = _gated_rate(p_benign, base_benign, steered_benign, 2.0)
-    full_h = _gated_rate(p_harmful, base_harmful, steered_harmful, -1.0)
-    out = []
-    for g in gate_curve(p_harmful, p_benign, thresholds):
-        rh = _gated_rate(p_harmful, base_harmful, steered_harmful, g.threshold)
-        rb = _gated_rate(p_benign, base_benign, steered_benign, g.threshold)
-        gain = full_h - base_h
-        out.append(OutcomePoint(g.threshold, g.tpr, g.fpr, rh, rb, (rh - base_h) / gain if gain > 0 else float("nan"),
-                                rb - base_b))
-    return out
-
-
-def choose_outcome_threshold(points: Sequence[OutcomePoint], benign_budget: float = 0.10) -> OutcomePoint:
-    """The threshold keeping the most of the refusal gain while benign refusal rises by at most ``benign_budget``
-    (the conditional-steering target, applied to the dev split); ties go to the higher threshold. When no
-    threshold meets the budget, the one with the smallest benign rise."""
-    if not points:
-        raise ValueError("choose_outcome_threshold needs at least one point")
-    ok = [g for g in points if g.benign_delta <= benign_budget + 1e-9 and g.kept == g.kept]
-    if ok:
-        return max(ok, key=lambda g: (round(g.kept, 9), g.threshold))
-    return min(points, key=lambda g: (round(g.benign_delta, 9), -g.threshold))
-
-
-def choose_gate_by_outcome(
-    engine: Engine,
-    method: Any,
-    layer: int,
-    feature: str = DEFAULT_GATE_FEATURE,
-    thresholds: Sequence[float] = DEFAULT_THRESHOLD_GRID,
-    benign_budget: float = 0.10,
-    max_tokens: int = 48,
-    judge: str = "embed",
-    progress: bool = True,
-    gate: str = "probe",
-) -> dict[str, Any]:
-    """Choose ``method``'s gate threshold from its effect on the dev split (no evaluation set is read).
-
-    ``gate`` is ``probe`` (the hooked layer's prompt residual, pooled by ``feature``), ``classifier``
-    (the prompt-text classifier of :mod:`steerboard.methods.prompt_gate`) or ``both``
-    (:func:`combine_gate_scores` of the two).
-
-    ``method`` is a prepared, *ungated* steering method. The gate data's dev prompts are generated greedily
-    with the base model and with ``method`` ungated, judged, and every threshold is scored exactly from those
-    two runs (:class:`OutcomePoint`); the threshold keeping the most refusal gain on dev harmful prompts
-    while dev benign refusal rises by at most ``benign_budget`` wins (:func:`choose_outcome_threshold`).
-    """
-    from steerboard.engine import GenerationRequest
-
-    check_gate_feature(feature)
-    if getattr(method.resolved, "gate", "none") != "none":
-        raise ValueError("choose_gate_by_outcome needs the method ungated (gate=none)")
-    harmful, benign = gate_data("dev")
-    prompts = harmful + benign
-    p, key, about = gate_scores(engine, prompts, gate, layer, feature, progress=progress)
-    reqs = [GenerationRequest(input_ids=prompt_ids(engine, q), max_new_tokens=max_tokens) for q in prompts]
-    base = judge_refusal_flags(prompts, [r.text for r in engine.generate(reqs, progress=progress)], judge=judge)
-    steered = judge_refusal_flags(
-        prompts, [r.text for r in engine.generate(reqs, intervention=method.intervention(), progress=progress)], judge=judge
-    )
-    nh = len(harmful)
-    curve = outcome_curve(p[:nh], p[nh:], base[:nh], base[nh:], steered[:nh], steered[nh:], thresholds)
-    best = choose_outcome_threshold(curve, benign_budget)
-    rates = {
-        "base": {"harmful": _gated_rate(p[:nh], base[:nh], steered[:nh], 2.0),
-                 "benign": _gated_rate(p[nh:], base[nh:], steered[nh:], 2.0)},
-        "ungated": {"harmful": _gated_rate(p[:nh], base[:nh], steered[:nh], -1.0),
-                    "benign": _gated_rate(p[nh:], base[nh:], steered[nh:], -1.0)},
-    }
-    n_fit_h, n_fit_b = (len(v) for v in gate_data("fit"))
-    note = (
-        f"{best.threshold} chosen on the gate data's dev split by outcome (steerboard sae gate --gate {gate} --outcome "
-        f"{method.name}, greedy {max_tokens} tokens, {judge} judge): the most kept refusal gain with dev benign "
-        f"refusal up at most {benign_budget:+.2f}; at {best.threshold}: gate fires on {best.fire_harmful:.3f} of "
-        f"{nh} dev harmful / {best.fire_benign:.3f} of {len(benign)} dev benign prompts, kept {best.kept:.3f} of "
-        f"the gain (harmful refusal base {rates['base']['harmful']:.3f}, ungated {rates['ungated']['harmful']:.3f}, "
-        f"gated {best.refusal_harmful:.3f}), "
-        f"benign refusal {best.benign_delta:+.3f}; {gate} fitted on {n_fit_h} harmful / {n_fit_b} benign fit prompts "
-        f"({about}, key {key})"
-    )
-    return {
-        "gate": gate,
-        "layer": layer,
-        "feature": feature,
-        "method": method.name,
-        "probe_key": key,
-        "rule": f"max kept gain s.t. dev benign refusal delta <= {benign_budget}",
-        "n_dev": {"harmful": nh, "benign": len(benign)},
-        **{k: {kk: round(vv, 4) for kk, vv in v.items()} for k, v in rates.items()},
-        "chosen": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(best).items()},
-        "curve": [{k: round(v, 4) for k, v in vars(g).items()} for g in curve],
-        "note": note,
-    }
-
-
-def gate_scores(
-    engine: Engine, prompts: Sequence[str], gate: str, layer: int, feature: str = DEFAULT_GATE_FEATURE,
-    progress: bool = False,
-) -> tuple[list[float], str, str]:
-    """(P(harmful) per prompt, the gate artifact's key, a few words on it) for ``gate`` = probe, classifier or both."""
-    if gate == "both":
-        pp, kp, ap = gate_scores(engine, prompts, "probe", layer, feature, progress=progress)
-        pc, kc, ac = gate_scores(engine, prompts, "classifier", layer, feature, progress=progress)
-        return [combine_gate_scores(a, b) for a, b in zip(pp, pc)], f"{kp}+{kc}", f"mean log-odds of probe ({ap}) and {ac}"
-    if gate == "classifier":
-        from steerboard.methods.prompt_gate import classifier_key, classifier_scores, load_or_fit_classifier
-
-        clf = load_or_fit_classifier(progress=progress)
-        return classifier_scores(clf, prompts, progress=progress), classifier_key(), "MiniLM prompt embedding"
-    if gate != "probe":
-        raise ValueError(f"gate {gate!r} has no scores; valid: probe, classifier, both")
-    probe = load_or_fit_probe(engine, layer, feature)
-    x = prompt_features(engine, prompts, layer, feature, progress=progress, desc="gate dev")
-    return probe.predict_proba(x).tolist(), probe_key(engine, layer, feature), f"layer {layer}, {feature} pooling"
-
-
-def write_gate_to_preset(path: Path, report: dict[str, Any]) -> None:
-    """Set the gate's threshold (and the ``chosen_on`` note) in a preset file: ``gate_threshold`` /
-    ``gate_feature`` for the probe, ``classifier_threshold`` for the classifier, ``both_threshold`` for both
-    (which uses the probe's ``gate_feature``)."""
-    preset = json.loads(path.read_text())
-    gate = report.get("gate", "probe")
-    if gate in ("classifier", "both"):
-        if gate == "both" and preset.get("gate_feature", report["feature"]) != report["feature"]:
-            raise ValueError(
-                f"{path}: preset gate_feature {preset.get('gate_feature')!r} differs from the pooling the both-gate "
-                f"threshold was chosen with ({report['feature']!r})"
-            )
-        key = PRESET_THRESHOLD_KEYS[gate]
-        preset[key] = report["chosen"]["threshold"]
-        preset.setdefault("chosen_on", {})[key] = report["note"]
-        path.write_text(json.dumps(preset, indent=2) + "\n")
-        return
-    if int(preset.get("layer", report["layer"])) != int(report["layer"]):
-        raise ValueError(f"{path}: preset layer {preset.get('layer')} differs from the gate's layer {report['layer']}")
-    out: dict[str, Any] = {}
-    for k, v in preset.items():  # keep the key order; gate_feature goes right after gate_threshold
-        if k == "gate_feature":
-            continue
-        out[k] = v
-        if k == "gate_threshold":
-            out["gate_feature"] = report["feature"]
-    out["gate_threshold"] = report["chosen"]["threshold"]
-    out.setdefault("gate_feature", report["feature"])
-    out.setdefault("chosen_on", {})["gate_threshold"] = report["note"]
-    path.write_text(json.dumps(out, indent=2) + "\n")
-
-
-# ---------------------------------------------------------------------- text quality
-def distinct_n(text: str, n: int = 2) -> float:
-    """Share of distinct word n-grams (1.0 = no repetition); 1.0 for texts shorter than n words."""
-    words = text.split()
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    return 1.0 if not grams else len(set(grams)) / len(grams)
-
-
-def is_degenerate(text: str, min_distinct: float = 0.5) -> bool:
-    """Repetitive or empty output (steering pushed too hard)."""
-    t = text.strip()
-    if len(t) < 2:
-        return True
-    words = t.split()
-    if len(words) >= 8 and distinct_n(t, 2) < min_distinct:
-        return True
-    grams = [t[i : i + 4] for i in range(len(t) - 3)]
-    if len(grams) >= 12 and len(set(grams)) / len(grams) < 0.35:  # character loops ("egegegeg...")
-        return True
-    letters = sum(c.isalpha() for c in t)
-    return letters / max(1, len(t)) < 0.4
-
-
-def mean(xs: Sequence[float]) -> float:
-    return math.fsum(xs) / len(xs) if xs else float("nan")
-
-
-# ---------------------------------------------------------------------- dev-split screening
-@dataclass
-class ScreenResult:
-    """Refusal on dev harmful / benign prompts under one intervention, and the share of degenerate text."""
-
-    refusal_harmful: float
-    refusal_benign: float
-    degenerate: float
-    judge_errors: int
-    samples: list[tuple[str, str]]
-
-    def score(self, overrefusal_weight: float = 0.5) -> float:
-        """What the dev-split choice maximises."""
-        return self.refusal_harmful - overrefusal_weight * self.refusal_benign - self.degenerate
-
-
-def judge_refusal_flags(prompts: Sequence[str], responses: Sequence[str], judge: str = "embed") -> list[int | None]:
-    """Refusal flags (1 refusal, 0 compliance, None judge error) from the project's refusal judge."""
-    from steerboard.scorers.judges import judge_refusals
-
-    return [v.flagged for v in judge_refusals(list(prompts), list(responses), judge=judge)]
-
-
-def screen(
-    engine: Engine,
-    intervention: Any,
-    harmful: Sequence[str],
-    benign: Sequence[str],
-    *,
-    max_tokens: int = 32,
-    judge: str = "embed",
-    keep_samples: int = 3,
-) -> ScreenResult:
-    """Generate greedy replies under ``intervention`` and judge them (dev-split selection)."""
-    from steerboard.engine import GenerationRequest
-
-    prompts = list(harmful) + list(benign)
-    reqs = [GenerationRequest(input_ids=prompt_ids(engine, p), max_new_tokens=max_tokens) for p in prompts]
-    outs = [r.text for r in engine.generate(reqs, intervention=intervention)]
-    flags = judge_refusal_flags(prompts, outs, judge=judge)
-    nh = len(harmful)
-
-    def rate(fs: list[int | None]) -> float:
-        ok = [f for f in fs if f is not None]
-        return mean([float(f) for f in ok]) if ok else float("nan")
-
-    return ScreenResult(
-        refusal_harmful=rate(flags[:nh]),
-        refusal_benign=rate(flags[nh:]),
-        degenerate=mean([float(is_degenerate(o)) for o in outs]),
-        judge_errors=sum(f is None for f in flags),
-        samples=list(zip(prompts[:keep_samples], outs[:keep_samples])),
+        shipped_probe_path(engine, layer, feature), cache_dir("artifacts", "gate-probe") / f"{key}.json", fit
     )
 
 
@@ -911,3 +553,20 @@ class HookSteering:
             return key if all(r.meta.get(GATE_META_KEY) in (None, True) for r in requests) else None
 
         return SteeringIntervention(iv, preamble_key)
+
+
+_MOVED_TO_TRAINING = frozenset({
+    "fit_gate_probe", "GatePoint", "gate_curve", "choose_gate_threshold", "DEFAULT_THRESHOLD_GRID", "choose_gate",
+    "OutcomePoint", "outcome_curve", "choose_outcome_threshold", "choose_gate_by_outcome", "gate_scores",
+    "write_gate_to_preset", "distinct_n", "is_degenerate", "mean", "ScreenResult", "judge_refusal_flags", "screen",
+})
+
+
+def __getattr__(name: str) -> Any:
+    """The gate fitting and selection names, moved to :mod:`steerboard.methods.training.gates`, still resolve here
+    (that module is imported only when one of them is asked for)."""
+    if name in _MOVED_TO_TRAINING:
+        from steerboard.methods.training import gates
+
+        return getattr(gates, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

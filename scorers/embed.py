@@ -445,6 +445,13 @@ def lookup_key(text: str) -> str | None:
     return text_hash(text) if normalize(text) else None
 
 
+def xstest_item_key(item_id: str | int) -> str:
+    """The cross-fit lookup text of an XSTest item (``v2-195`` and ``195`` name the same item): the xstest
+    task passes it as the sample's ``judge_keys``, so the item is found even where its prompt was reworded
+    between the completions' v2 prompts and the final prompt set."""
+    return f"xstest item {int(str(item_id).removeprefix('v2-'))}"
+
+
 @dataclass(frozen=True)
 class Route:
     """Which model judges an item: ``label`` (``fold-<k>/<K>`` or ``all-data``), the model, or an error."""

@@ -343,8 +343,8 @@ def judge_verdicts(
     """The offline judges' verdicts on the sheet's replies: ``{judge: {id: label}}`` for ``refusal/embed``
     (cross-fitted: routed by the prompt and, for XSTest replies, by the item id the key holds, as the task
     routes them), ``refusal/strmatch`` and ``harm/embed``."""
+    from steerboard.scorers.embed import xstest_item_key
     from steerboard.scorers.judges import get_harm_judge, get_refusal_judge, judge_refusals
-    from steerboard.scorers.training import xstest_item_key
 
     ids = sorted(sheet)
     prompts = [str(sheet[i]["prompt"]) for i in ids]
@@ -365,9 +365,17 @@ def judge_verdicts(
     return out
 
 
-def _agreement(truth: list[int], pred: list[int]) -> dict[str, Any]:
-    from steerboard.scorers.training import wilson_interval
+def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (scipy)."""
+    from scipy.stats import binomtest
 
+    if n == 0:
+        return (float("nan"), float("nan"))
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def _agreement(truth: list[int], pred: list[int]) -> dict[str, Any]:
     k = sum(int(t == p) for t, p in zip(truth, pred, strict=True))
     lo, hi = wilson_interval(k, len(truth))
     acc = k / len(truth)

@@ -218,3 +218,160 @@ def test_the_private_import_check_finds_each_form(tmp_path):
     hits = inspect_private_uses(src)
     assert [h.split(":")[0] for h in hits] == ["1", "1", "2", "3", "6"], hits
     assert inspect_private_uses(ROOT / "steerboard" / "inspect_private.py")  # the one allowed module has them
+
+
+ENGINE_PACKAGE = ROOT / "steerboard" / "engine"
+_ENGINE_HOLDERS = {"engine", "eng", "_engine", "Engine"}
+"""Names under which package code holds an engine (``engine._x``, ``self.engine._x``, ``Engine._x``)."""
+
+
+def engine_private_uses(path: Path) -> list[str]:
+    """``line: expression`` of every ``_private`` attribute (dunders aside) read from an engine in the file."""
+    hits: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if not (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")):
+            continue
+        holder = node.value.attr if isinstance(node.value, ast.Attribute) else getattr(node.value, "id", None)
+        if holder in _ENGINE_HOLDERS:
+            hits.append((node.lineno, f"{node.lineno}: {ast.unparse(node)}"))
+    return [h for _, h in sorted(hits)]
+
+
+def test_no_engine_private_is_used_outside_the_engine_package():
+    hits = []
+    for folder in FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if not path.is_relative_to(ENGINE_PACKAGE):
+                hits += [f"{path.relative_to(ROOT)}:{h}" for h in engine_private_uses(path)]
+    assert not hits, "Engine privates used outside steerboard/engine/ (add a public method):\n" + "\n".join(hits)
+
+
+def test_the_engine_private_check_finds_each_form(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text(
+        "engine._pad_batch(seqs)\n"
+        "eng._split_lm()[1]\n"
+        "self.engine._run_lm(input_ids=ids)\n"
+        "Engine._choose(logits, reqs, gens)\n"
+        "engine.pad_batch(seqs)\nengine.__class__\nself._engine_ready\nother._x\n"
+    )
+    assert [h.split(":")[0] for h in engine_private_uses(src)] == ["1", "2", "3", "4"]
+
+
+def long_definitions(path: Path, kinds: tuple[type, ...], limit: int) -> list[str]:
+    """``name (lines)`` of every definition of one of ``kinds`` in the file longer than ``limit`` lines."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return [
+        f"{node.name} ({node.end_lineno - node.lineno + 1})"  # type: ignore[operator]
+        for node in ast.walk(tree)
+        if isinstance(node, kinds) and node.end_lineno - node.lineno + 1 > limit  # type: ignore[operator]
+    ]
+
+
+def test_no_class_over_400_lines():
+    long = [
+        f"{path.relative_to(ROOT)}: {d}"
+        for folder in FOLDERS
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for d in long_definitions(path, (ast.ClassDef,), 400)
+    ]
+    assert not long, "classes over 400 lines (split them by concern):\n" + "\n".join(long)
+
+
+def test_the_length_check_measures_whole_definitions(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("class Big:\n" + "    x = 1\n" * 5 + "\n\nclass Small:\n    y = 2\n")
+    assert long_definitions(src, (ast.ClassDef,), 5) == ["Big (6)"]
+    assert long_definitions(src, (ast.ClassDef,), 6) == []
+
+
+# ---------------------------------------------------------------------- training apart from inference
+TRAINING_PACKAGES = ("steerboard.methods.training", "steerboard.scorers.training")
+"""The modules that fit, train and select (docs/architecture.md): they write the artifacts the runtime loads."""
+
+TRAINING_IMPORTS_ALLOWED = {
+    ("steerboard.methods.steering", "load_or_fit_probe.fit"):
+        "the gate probe for a (model, layer, pooling) that has no shipped or cached probe is fitted on first use",
+    ("steerboard.methods.dpo", "AdapterMethod.prepare"):
+        "an adapter for options that no shipped or cached adapter matches is trained on first use",
+    ("steerboard.methods.steering", "__getattr__"): "old import path of the gate fitting names (lazy forward)",
+    ("steerboard.methods.sae", "__getattr__"): "old import path of the SAE training names (lazy forward)",
+    ("steerboard.methods.dpo", "__getattr__"): "old import path of the adapter training names (lazy forward)",
+    ("steerboard.methods.actadd", "__getattr__"): "old import path of fit_and_choose (lazy forward)",
+    ("steerboard.methods.sae", "__main__"): "`python -m steerboard.methods.sae max-activation`, a training command",
+    ("steerboard.methods.dpo", "__main__"): "`python -m steerboard.methods.dpo train`, a training command",
+}
+"""``(runtime module, scope) -> why``: the only places a runtime module may import a training module. ``scope`` is
+the enclosing function's qualified name, or ``__main__`` for an ``if __name__ == "__main__":`` block."""
+
+
+def is_training(module: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in TRAINING_PACKAGES)
+
+
+def _scoped_imports(path: Path) -> list[tuple[ast.Import | ast.ImportFrom, str]]:
+    """Every import of the file with its scope: the enclosing functions' qualified name (classes included),
+    ``__main__`` inside ``if __name__ == "__main__":``, ``""`` at module level."""
+    out: list[tuple[ast.Import | ast.ImportFrom, str]] = []
+
+    def walk(node: ast.AST, scope: list[str], in_def: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                out.append((child, ".".join(scope) if in_def else ("__main__" if scope == ["__main__"] else "")))
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                walk(child, [s for s in scope if s != "__main__"] + [child.name], True)
+            elif isinstance(child, ast.ClassDef):
+                walk(child, scope + [child.name], in_def)
+            elif (isinstance(child, ast.If) and isinstance(child.test, ast.Compare)
+                  and isinstance(child.test.left, ast.Name) and child.test.left.id == "__name__"):
+                walk(child, ["__main__"], False)
+            else:
+                walk(child, scope, in_def)
+
+    walk(ast.parse(path.read_text(encoding="utf-8"), str(path)), [], False)
+    return out
+
+
+def training_imports() -> list[tuple[str, str, str, int]]:
+    """``(runtime module, scope, imported training module, line)`` for every import of a training module by a
+    module that is neither training code nor a command-line module."""
+    modules = _modules()
+    hits = []
+    for module, (path, is_pkg) in modules.items():
+        if is_training(module) or layer(module) == "cli":
+            continue
+        for node, scope in _scoped_imports(path):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                base = module.split(".") if is_pkg else module.split(".")[:-1]
+                target = (".".join(base[: len(base) - (node.level - 1)] + ([node.module] if node.module else []))
+                          if node.level else (node.module or ""))
+                targets = [target] + [f"{target}.{a.name}" for a in node.names]
+            for t in dict.fromkeys(targets):
+                if is_training(t):
+                    hits.append((module, scope, t, node.lineno))
+    return hits
+
+
+def test_runtime_modules_import_no_training_module():
+    hits = training_imports()
+    bad = [f"{m} ({scope or 'module level'}, line {line}) -> {t}" for m, scope, t, line in hits
+           if (m, scope) not in TRAINING_IMPORTS_ALLOWED]
+    assert not bad, ("runtime modules importing training code (load a shipped artifact, or call training through "
+                     "the method's one documented lazy entry point):\n" + "\n".join(bad))
+    stale = set(TRAINING_IMPORTS_ALLOWED) - {(m, scope) for m, scope, _, _ in hits}
+    assert not stale, f"allowed training imports that no longer occur (remove them): {sorted(stale)}"
+
+
+def test_the_training_check_sees_scopes(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text(
+        "from steerboard.methods.training import gates\n"
+        "class C:\n    def prepare(self):\n        def inner():\n            import steerboard.scorers.training\n"
+        "if __name__ == '__main__':\n    from steerboard.methods.training.sae import discover\n"
+    )
+    scopes = [(scope, n.lineno) for n, scope in _scoped_imports(src)]
+    assert scopes == [("", 1), ("C.prepare.inner", 5), ("__main__", 7)]
+    assert is_training("steerboard.scorers.training") and is_training("steerboard.methods.training.gates")
+    assert not is_training("steerboard.methods.steering") and not is_training("steerboard.scorers.trainingdata")

@@ -273,7 +273,9 @@ def test_shipped_adapter_is_loaded_without_training(tiny_model_dir, tmp_path, mo
     def no_training(*a, **k):
         raise AssertionError("trained although a matching adapter is shipped")
 
-    monkeypatch.setattr(dpo, "train_adapter", no_training)
+    from steerboard.methods.training import preference
+
+    monkeypatch.setattr(preference, "train_adapter", no_training)
     cfg = dpo.DPOConfig.from_dict({"pairs_file": str(f), "batch_size": 1, "max_length": 64})
     m = dpo.DPOMethod(cfg, tiny_model_dir)
     m.prepare(Engine.load(tiny_model_dir))
