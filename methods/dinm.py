@@ -254,7 +254,7 @@ def locate_toxic_layer(engine: Engine, prompt: Sequence[int], safe: Sequence[int
     import torch
 
     seqs = [list(prompt) + list(safe), list(prompt) + list(unsafe)]
-    ids, mask, pos = engine._pad_batch(seqs)
+    ids, mask, pos = engine.pad_batch(seqs)
     with engine.lock, torch.inference_mode():
         # logits_to_keep=1: only the hidden states are needed, skip the LM head over every position
         out = engine.model(
@@ -281,7 +281,7 @@ class _Batch:
         if toks.kanswer:
             seqs.append(toks.kprompt + toks.kanswer)
         self.seqs = seqs
-        self.ids, self.mask, self.pos = engine._pad_batch(seqs)
+        self.ids, self.mask, self.pos = engine.pad_batch(seqs)
         width = self.ids.shape[1]
         dev = self.ids.device
         # logits at position t predict token t+1

@@ -549,7 +549,7 @@ def batch_invariant() -> Iterator[None]:
       of one) gets another kernel than two or more rows: such an input gets a zero second row
       (:func:`row_invariant`); from two rows on each row gets the same bits for any row count and order (tested);
     * the float32 output head (MKL) rounds rows differently below ~12 rows:
-      :meth:`steerboard.engine.Engine._logits` pads it to :data:`MIN_INVARIANT_ROWS`.
+      :meth:`steerboard.engine.Engine.head_logits` pads it to :data:`MIN_INVARIANT_ROWS`.
     """
     _LOCAL.invariant = getattr(_LOCAL, "invariant", 0) + 1
     try:
@@ -617,7 +617,7 @@ DECODE_ALIGN = 64
 def _widen_left(t: torch.Tensor, extra: int) -> torch.Tensor:
     """``t`` ``[B, kv_heads, K, d]`` with ``extra`` more columns on the left: the columns before it in its own
     buffer when it is a view with room there (the engine's KV cache keeps zeroed slack, see
-    :class:`steerboard.engine._GrowingMixin`), else zeros (a copy). Whatever the columns hold is masked; it
+    :class:`steerboard.engine.kvcache._GrowingMixin`), else zeros (a copy). Whatever the columns hold is masked; it
     only has to be finite (masked probabilities are exactly 0, and ``0 * v`` is 0 only for finite ``v``)."""
     import torch
 

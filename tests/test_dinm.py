@@ -63,7 +63,7 @@ def test_locate_picks_max_mean_distance_layer():
         lock = threading.RLock()
         model = FakeModel()
 
-        def _pad_batch(self, seqs):
+        def pad_batch(self, seqs):
             assert [len(s) for s in seqs] == [5, 6]
             return torch.zeros(2, width, dtype=torch.long), torch.ones(2, width), torch.zeros(2, width)
 

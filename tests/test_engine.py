@@ -204,7 +204,7 @@ def test_continuous_batching_joins_match_one_by_one(tiny_engine: Engine) -> None
     assert sorted(done_order) == [0, 1, 2, 3]
 
 
-def test_continuous_batching_trims_shared_left_padding(tiny_engine: Engine) -> None:
+def test_continuous_batching_trims_shared_left_padding(tiny_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows joining a long-running batch: same tokens as alone, and the cache stays as wide as its oldest row."""
     reqs = _reqs(tiny_engine, n=30)
     first, joiners = reqs[:2], reqs[2:]
@@ -216,7 +216,9 @@ def test_continuous_batching_trims_shared_left_padding(tiny_engine: Engine) -> N
             return []
         return [queue.pop(0)]
 
-    orig = tiny_engine._trim_padding
+    from steerboard.engine import batch as batch_module
+
+    orig = batch_module.trim_padding
 
     def spy(cache, mask):
         out = orig(cache, mask)
@@ -225,12 +227,10 @@ def test_continuous_batching_trims_shared_left_padding(tiny_engine: Engine) -> N
         assert cache.layers[0].keys.shape[-2] == out.shape[1]
         return out
 
-    tiny_engine._trim_padding = spy  # type: ignore[method-assign]
-    try:
-        out = tiny_engine.generate_continuous([GenerationRequest(r.input_ids, max_new_tokens=30 if i == 0 else 3)
-                                               for i, r in enumerate(first)], more=more)
-    finally:
-        del tiny_engine._trim_padding
+    monkeypatch.setattr(batch_module, "trim_padding", spy)
+    out = tiny_engine.generate_continuous([GenerationRequest(r.input_ids, max_new_tokens=30 if i == 0 else 3)
+                                           for i, r in enumerate(first)], more=more)
+    monkeypatch.undo()
     alone = [tiny_engine.generate([r])[0] for r in joiners]
     assert [o.token_ids for o in out[2:]] == [a.token_ids for a in alone]
     assert widths and max(widths) <= max(len(r.input_ids) for r in reqs) + 30

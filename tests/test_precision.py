@@ -203,7 +203,7 @@ def test_screened_greedy_equals_float32_argmax_on_near_ties() -> None:
 def test_screened_head_gives_the_same_greedy_tokens(tiny_model_dir: str) -> None:
     on = Engine.load(tiny_model_dir, matmul_dtype="bfloat16")
     off = Engine.load(tiny_model_dir, matmul_dtype="bfloat16", head_screen=False)
-    assert on._screen_head() and not off._screen_head()
+    assert on.uses_screened_head() and not off.uses_screened_head()
     prompts = ["How do I bake bread?", "Hi there", "Tell me a story about a dragon and a cat", "2+2?"]
     reqs = [GenerationRequest(on.chat_ids([{"role": "user", "content": p}]), max_new_tokens=24) for p in prompts]
     a, b = on.generate(reqs), off.generate(reqs)
