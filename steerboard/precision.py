@@ -597,9 +597,7 @@ def _exact_attention_forward(
             module, query, key.to(query.dtype), value.to(query.dtype), attention_mask,
             dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs,
         )
-    b, heads, q_len, dim = query.shape
-    kv_heads, k_len = key.shape[1], key.shape[2]
-    rep = heads // kv_heads
+    q_len, dim = query.shape[2], query.shape[3]
     scale = scaling if scaling is not None else dim**-0.5
     if attention_mask is not None and attention_mask.dtype != torch.bool:
         attention_mask = attention_mask == 0  # an additive mask: 0 where attending
@@ -614,17 +612,33 @@ DECODE_ALIGN = 64
 """Key columns a decode step's attention is widened to a multiple of (masked columns on the left)."""
 
 
+_SLACK_STORAGES: dict[int, int] = {}
+"""Storage pointer -> zeroed leading columns, of the KV-cache buffers registered by :func:`register_slack`."""
+
+
+def register_slack(buffer: torch.Tensor, columns: int) -> None:
+    """Declare that ``buffer`` ``[B, kv_heads, cols, d]`` keeps ``columns`` zeroed columns before any it hands out,
+    and that columns left of a view it hands out hold only finite values (zeros or keys/values written earlier):
+    :func:`_widen_left` may then widen views of it in place. Forgotten when the buffer is freed."""
+    import weakref
+
+    ptr = buffer.untyped_storage().data_ptr()
+    _SLACK_STORAGES[ptr] = columns
+    weakref.finalize(buffer, _SLACK_STORAGES.pop, ptr, None)
+
+
 def _widen_left(t: torch.Tensor, extra: int) -> torch.Tensor:
     """``t`` ``[B, kv_heads, K, d]`` with ``extra`` more columns on the left: the columns before it in its own
-    buffer when it is a view with room there (the engine's KV cache keeps zeroed slack, see
-    :class:`steerboard.engine.kvcache._GrowingMixin`), else zeros (a copy). Whatever the columns hold is masked; it
-    only has to be finite (masked probabilities are exactly 0, and ``0 * v`` is 0 only for finite ``v``)."""
+    buffer when it is a view of a buffer registered with :func:`register_slack` (the engine's KV cache,
+    :class:`steerboard.engine.kvcache._GrowingMixin`) with room there, else zeros (a copy). Whatever the columns
+    hold is masked; it only has to be finite (masked probabilities are exactly 0, and ``0 * v`` is 0 only for
+    finite ``v``)."""
     import torch
 
     b, h, k, d = t.shape
     sb, sh, sk, sd = t.stride()
     off = t.storage_offset() - extra * sk
-    if sk == d and sd == 1 and off >= 0 and t._base is not None:
+    if sk == d and sd == 1 and off >= 0 and t.untyped_storage().data_ptr() in _SLACK_STORAGES:
         return t.as_strided((b, h, k + extra, d), (sb, sh, sk, sd), off)
     return torch.cat([t.new_zeros(b, h, extra, d), t], dim=2)
 

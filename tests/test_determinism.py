@@ -218,6 +218,9 @@ def _decode_row_in_batch(q1, k1, v1, rows: int, width: int, g: torch.Generator, 
     q = torch.randn(rows, 9, 1, 64, generator=g)
     lead = 64 if slack else 0
     kb, vb = (torch.zeros(rows, 3, lead + width, 64) for _ in range(2))
+    if slack:
+        precision.register_slack(kb, lead)
+        precision.register_slack(vb, lead)
     kb[:, :, lead:] = torch.randn(rows, 3, width, 64, generator=g)
     vb[:, :, lead:] = torch.randn(rows, 3, width, 64, generator=g)
     mask = torch.rand(rows, 1, 1, width, generator=g) > 0.3
@@ -255,6 +258,7 @@ def test_decode_attention_agrees_with_float64_and_widens_in_place() -> None:
     q = torch.randn(4, 9, 1, 64, generator=g)
     buf = torch.zeros(4, 3, 64 + 70, 64)
     buf[:, :, 64:] = torch.randn(4, 3, 70, 64, generator=g)
+    precision.register_slack(buf, 64)
     k = buf[:, :, 64:]
     v = (buf * 0.5)[:, :, 64:]
     mask = torch.ones(4, 1, 1, 70, dtype=torch.bool)
@@ -263,9 +267,13 @@ def test_decode_attention_agrees_with_float64_and_widens_in_place() -> None:
         a = precision._aligned_decode_attention(q, k, v, mask, 0.125)
         b = precision._float64_decode_attention(q, k, v, mask, 0.125)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    wide = precision._widen_left(k, 58)
+    with torch.inference_mode():  # as the engine decodes: views there keep no link to their base
+        k_inf = buf[:, :, 64:]
+        wide = precision._widen_left(k_inf, 58)
+        copied = precision._widen_left(k_inf.clone(), 58)  # not a registered buffer: zeros, copied
     assert wide.shape[2] == 128 and wide.untyped_storage().data_ptr() == buf.untyped_storage().data_ptr()
     assert torch.equal(wide[:, :, 58:], k) and torch.count_nonzero(wide[:, :, :58]) == 0
+    assert torch.equal(copied, wide) and copied.untyped_storage().data_ptr() != buf.untyped_storage().data_ptr()
 
 
 def test_decode_attention_float64_fallback_is_selectable(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: str) -> None:
@@ -284,3 +292,21 @@ def test_decode_attention_float64_fallback_is_selectable(monkeypatch: pytest.Mon
     finally:
         monkeypatch.delenv("STEERBOARD_DECODE_ATTENTION")
         precision.aligned_decode_invariant.cache_clear()
+
+
+def test_generation_widens_decode_keys_in_place(bf16_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In generation every decode step widens the KV cache's keys/values over the buffers' slack (a view), never
+    by copying them."""
+    assert precision.aligned_decode_invariant()  # probed before the spy: the probe's tensors are not a KV cache
+    seen: list[bool] = []
+    widen = precision._widen_left
+
+    def spy(t: torch.Tensor, extra: int) -> torch.Tensor:
+        out = widen(t, extra)
+        seen.append(out.untyped_storage().data_ptr() == t.untyped_storage().data_ptr())
+        return out
+
+    monkeypatch.setattr(precision, "_widen_left", spy)
+    reqs = [GenerationRequest(_ids(bf16_engine, p), max_new_tokens=6) for p in PROMPTS]
+    bf16_engine.generate(reqs)
+    assert seen and all(seen)

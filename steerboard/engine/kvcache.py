@@ -58,6 +58,10 @@ class _GrowingMixin:
         self._vbuf = like.new_empty(shape, dtype=dtype)
         self._kbuf[..., : self.SLACK, :] = 0
         self._vbuf[..., : self.SLACK, :] = 0
+        from steerboard.precision import register_slack
+
+        register_slack(self._kbuf, self.SLACK)
+        register_slack(self._vbuf, self.SLACK)
 
     def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
         if not self.is_initialized:
