@@ -978,6 +978,29 @@ def _in_order(ex: Any, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterat
             fut.cancel()
 
 
+def _stage_remote(todo: Sequence[str], remote: dict[str, Any]) -> tuple[Any, Iterator[tuple[str, str]]]:
+    """(scratch folder or None, iterator of ``(url, local path)`` as downloads arrive) for the remote logs in
+    ``todo``: they are fetched into a scratch folder and read there (the fast local reader); reading starts on
+    the first ones while later ones are still in transit; rows keep the URL as their log path."""
+    import tempfile
+
+    from steerboard import storage
+
+    stage = tempfile.TemporaryDirectory(prefix="steerboard-ingest-") if any(p in remote for p in todo) else None
+    arrivals = storage.download_iter([p for p in todo if p in remote], stage.name) if stage else iter(())
+    return stage, arrivals
+
+
+def _insert_file_rows(con: Any, file_rows: list[tuple[Any, ...]]) -> None:
+    """Record each log file seen (path, size, mtime, run key, outcome, message, time, content hash)."""
+    if file_rows:
+        import pyarrow as pa
+
+        names = ["path", "size", "mtime", "run_key", "outcome", "message", "ingested_at", "content_hash"]
+        files_tbl = pa.table({n: [r[i] for r in file_rows] for i, n in enumerate(names)})  # noqa: F841
+        con.execute(f"INSERT INTO ingest_files SELECT {', '.join(names)} FROM files_tbl")
+
+
 def ingest_logs(
     locations: Sequence[str | Path],
     db: str | Path,
@@ -1001,8 +1024,6 @@ def ingest_logs(
     Returns:
         What was added and what was skipped (and why).
     """
-    import tempfile
-
     from tqdm import tqdm
 
     from steerboard import storage
@@ -1016,11 +1037,7 @@ def ingest_logs(
         known = dict(con.execute("SELECT run_key, n_samples FROM runs").fetchall())
         todo = _new_paths(con, paths, remote, summary)
         now = datetime.now(timezone.utc)
-        # remote logs not seen before are fetched into a scratch folder and read there (the fast local reader);
-        # reading starts on the first ones while later ones are still in transit; rows keep the URL as their
-        # log path
-        stage = tempfile.TemporaryDirectory(prefix="steerboard-ingest-") if any(p in remote for p in todo) else None
-        arrivals = storage.download_iter([p for p in todo if p in remote], stage.name) if stage else iter(())
+        stage, arrivals = _stage_remote(todo, remote)
         url_of: dict[str, str] = {}
 
         def ready() -> Iterator[tuple[str, Listing | None]]:
@@ -1056,12 +1073,7 @@ def ingest_logs(
             if stage is not None:
                 arrivals.close()
                 stage.cleanup()
-        if file_rows:
-            import pyarrow as pa
-
-            names = ["path", "size", "mtime", "run_key", "outcome", "message", "ingested_at", "content_hash"]
-            files_tbl = pa.table({n: [r[i] for r in file_rows] for i, n in enumerate(names)})  # noqa: F841
-            con.execute(f"INSERT INTO ingest_files SELECT {', '.join(names)} FROM files_tbl")
+        _insert_file_rows(con, file_rows)
     finally:
         con.close()
     return summary

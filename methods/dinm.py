@@ -397,6 +397,90 @@ class _PrefixCache:
         return logits[:n0], logits[n0:]
 
 
+def _unsafe_reply(engine: Engine, inst: EditInstance, cfg: DINMConfig, suffix: str) -> str:
+    """The instance's unsafe reply, or (when it has none) the model's own greedy reply to the adversarial prompt."""
+    unsafe_text = inst.unsafe_response
+    if not unsafe_text.strip():
+        from steerboard.engine import GenerationRequest
+
+        ids = engine.chat_ids([{"role": "user", "content": with_suffix(inst.prompt, suffix)}])[-cfg.max_prompt_tokens :]
+        unsafe_text = engine.generate([GenerationRequest(input_ids=ids, max_new_tokens=cfg.unsafe_max_new_tokens)])[0].text
+        if not unsafe_text.strip():
+            unsafe_text = " "
+    return unsafe_text
+
+
+def _tune(
+    engine: Engine, toks: _Tokens, weight: Any, chosen: int, cfg: DINMConfig, use_cache: bool, check_prefix: bool
+) -> tuple[list[float], list[float], list[float], str, bool]:
+    """Tune ``weight`` (the located module's) on the instance's tokens with Adam; every other parameter frozen
+    for the duration. Returns (per-step losses, NLLs, KLs, ``cached`` or ``full`` forward passes, stopped early)."""
+    import torch
+
+    batch = _Batch(engine, toks)
+    model = engine.model
+    flags = {p: p.requires_grad for p in model.parameters()}
+    losses: list[float] = []
+    nlls: list[float] = []
+    kls: list[float] = []
+    mode = "cached" if use_cache else "full"
+    stopped_early = False
+    w0 = weight.detach().clone() if cfg.norm_constraint is not None else None
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        weight.requires_grad_(True)
+        opt = torch.optim.Adam([weight], lr=cfg.lr, weight_decay=cfg.weight_decay)
+        prefix: _PrefixCache | None = None
+        ref_logp = None
+        if use_cache:
+            prefix = _PrefixCache(engine, chosen, batch)
+            full_nll, full_kl = batch.pick(prefix.full_logits)
+            if batch.has_kl:
+                ref_logp = torch.log_softmax(full_kl.float(), dim=-1)
+        elif batch.has_kl:
+            with torch.no_grad():
+                ref_logp = torch.log_softmax(batch.pick(batch.logits(model))[1].float(), dim=-1)
+        for step in range(cfg.steps):
+            opt.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                if prefix is not None:
+                    nll_logits, kl_logits = prefix.run((batch.nll_pos, batch.kl_pos if batch.has_kl else batch.kl_pos[:0]))
+                    if step == 0 and check_prefix:
+                        ok = torch.allclose(nll_logits.detach(), full_nll, atol=1e-3, rtol=1e-3) and (
+                            not batch.has_kl or torch.allclose(kl_logits.detach(), full_kl, atol=1e-3, rtol=1e-3)
+                        )
+                        if not ok:
+                            logger.warning(
+                                "DINM cached-prefix logits differ from the full forward pass on %s; "
+                                "falling back to full forward passes", type(model).__name__,
+                            )
+                            prefix = None
+                            mode = "full"
+                            nll_logits, kl_logits = batch.pick(batch.logits(model))
+                else:
+                    nll_logits, kl_logits = batch.pick(batch.logits(model))
+                loss, nll, kl = _loss(batch, nll_logits, kl_logits, ref_logp, cfg.kl_factor, cfg.kl_grad)
+            losses.append(float(loss.detach()))
+            nlls.append(nll)
+            kls.append(kl)
+            if losses[-1] < cfg.early_stop:  # the reference stops without stepping
+                stopped_early = True
+                break
+            with torch.enable_grad():
+                loss.backward()
+            opt.step()
+            if w0 is not None:
+                eps = float(cfg.norm_constraint)  # type: ignore[arg-type]
+                with torch.no_grad():
+                    weight.copy_(torch.clamp(weight, min=w0 - eps, max=w0 + eps))
+    finally:
+        weight.grad = None
+        for p, f in flags.items():
+            p.requires_grad_(f)
+    return losses, nlls, kls, mode, stopped_early
+
+
 def dinm_edit(
     engine: Engine,
     inst: EditInstance,
@@ -423,8 +507,6 @@ def dinm_edit(
     Returns:
         Statistics: layer, module, per-step losses, seconds, token counts.
     """
-    import torch
-
     from steerboard import precision
 
     use_cache = cfg.cached_prefix if cached_prefix is None else cached_prefix
@@ -435,15 +517,7 @@ def dinm_edit(
         model = engine.model
         mlp_out_suffix(model)  # unsupported architecture -> error before any work
         n_layers = len(engine.decoder_layers())
-        unsafe_text = inst.unsafe_response
-        if not unsafe_text.strip():
-            from steerboard.engine import GenerationRequest
-
-            ids = engine.chat_ids([{"role": "user", "content": with_suffix(inst.prompt, suffix)}])[-cfg.max_prompt_tokens :]
-            unsafe_text = engine.generate([GenerationRequest(input_ids=ids, max_new_tokens=cfg.unsafe_max_new_tokens)])[0].text
-            if not unsafe_text.strip():
-                unsafe_text = " "
-        toks = tokenize_instance(engine, inst, cfg, unsafe_text, suffix)
+        toks = tokenize_instance(engine, inst, cfg, _unsafe_reply(engine, inst, cfg, suffix), suffix)
         dists: list[float] = []
         chosen = layer if layer is not None else cfg.layer
         if chosen is None:
@@ -456,66 +530,7 @@ def dinm_edit(
             before_change(name)
         t_locate = time.perf_counter() - t0
 
-        batch = _Batch(engine, toks)
-        flags = {p: p.requires_grad for p in model.parameters()}
-        losses: list[float] = []
-        nlls: list[float] = []
-        kls: list[float] = []
-        mode = "cached" if use_cache else "full"
-        stopped_early = False
-        w0 = weight.detach().clone() if cfg.norm_constraint is not None else None
-        try:
-            for p in model.parameters():
-                p.requires_grad_(False)
-            weight.requires_grad_(True)
-            opt = torch.optim.Adam([weight], lr=cfg.lr, weight_decay=cfg.weight_decay)
-            prefix: _PrefixCache | None = None
-            ref_logp = None
-            if use_cache:
-                prefix = _PrefixCache(engine, chosen, batch)
-                full_nll, full_kl = batch.pick(prefix.full_logits)
-                if batch.has_kl:
-                    ref_logp = torch.log_softmax(full_kl.float(), dim=-1)
-            elif batch.has_kl:
-                with torch.no_grad():
-                    ref_logp = torch.log_softmax(batch.pick(batch.logits(model))[1].float(), dim=-1)
-            for step in range(cfg.steps):
-                opt.zero_grad(set_to_none=True)
-                with torch.enable_grad():
-                    if prefix is not None:
-                        nll_logits, kl_logits = prefix.run((batch.nll_pos, batch.kl_pos if batch.has_kl else batch.kl_pos[:0]))
-                        if step == 0 and check_prefix:
-                            ok = torch.allclose(nll_logits.detach(), full_nll, atol=1e-3, rtol=1e-3) and (
-                                not batch.has_kl or torch.allclose(kl_logits.detach(), full_kl, atol=1e-3, rtol=1e-3)
-                            )
-                            if not ok:
-                                logger.warning(
-                                    "DINM cached-prefix logits differ from the full forward pass on %s; "
-                                    "falling back to full forward passes", type(model).__name__,
-                                )
-                                prefix = None
-                                mode = "full"
-                                nll_logits, kl_logits = batch.pick(batch.logits(model))
-                    else:
-                        nll_logits, kl_logits = batch.pick(batch.logits(model))
-                    loss, nll, kl = _loss(batch, nll_logits, kl_logits, ref_logp, cfg.kl_factor, cfg.kl_grad)
-                losses.append(float(loss.detach()))
-                nlls.append(nll)
-                kls.append(kl)
-                if losses[-1] < cfg.early_stop:  # the reference stops without stepping
-                    stopped_early = True
-                    break
-                with torch.enable_grad():
-                    loss.backward()
-                opt.step()
-                if w0 is not None:
-                    eps = float(cfg.norm_constraint)  # type: ignore[arg-type]
-                    with torch.no_grad():
-                        weight.copy_(torch.clamp(weight, min=w0 - eps, max=w0 + eps))
-        finally:
-            weight.grad = None
-            for p, f in flags.items():
-                p.requires_grad_(f)
+        losses, nlls, kls, mode, stopped_early = _tune(engine, toks, weight, chosen, cfg, use_cache, check_prefix)
     return {
         "id": inst.id,
         "layer": chosen,

@@ -252,14 +252,58 @@ def encode(texts: Sequence[str], batch_size: int = 64, progress: bool = False) -
     return np.asarray(vecs, dtype=np.float32)
 
 
+def _chunk_stats(
+    responses: Sequence[str], prompt_embeddings: Callable[[], np.ndarray], progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per reply: the normalised mean embedding of its chunks, and the (max, mean, min) similarity of its chunks
+    to the prompt's embedding (``prompt_embeddings()``, called after the chunks are encoded)."""
+    import numpy as np
+
+    pieces = [chunks(r) for r in responses]
+    flat = encode([c for ps in pieces for c in ps], progress=progress)
+    p = prompt_embeddings()
+    means = np.zeros((len(responses), flat.shape[1] if len(flat) else 384), dtype=np.float32)
+    rel = np.zeros((len(responses), 3), dtype=np.float32)
+    pos = 0
+    for i, ps in enumerate(pieces):
+        block = flat[pos : pos + len(ps)]
+        pos += len(ps)
+        m = block.mean(axis=0)
+        means[i] = m / max(float(np.linalg.norm(m)), 1e-8)
+        sims = block @ p[i]
+        rel[i] = (sims.max(), sims.mean(), sims.min())
+    return means, rel
+
+
+def _text_block(block: str, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """The blocks read from the text alone (no encoder): ``strmatch``, ``answer_cues``, ``refusal_lex``, ``shape``."""
+    import numpy as np
+
+    from steerboard.scorers.signals import ANSWER_CUES, REFUSAL_GROUPS, answer_cues, refusal_language, shape
+    from steerboard.scorers.strmatch import strmatch_is_refusal
+
+    if block == "strmatch":
+        return np.array([[float(strmatch_is_refusal(r))] for r in responses], dtype=np.float32)
+    if block == "answer_cues":
+        cues = [answer_cues(p, r) for p, r in zip(prompts, responses, strict=True)]
+        return np.array([[c[k] for k in ANSWER_CUES] for c in cues], dtype=np.float32)
+    if block == "refusal_lex":
+        rows = [refusal_language(r) for r in responses]
+        return np.array([[float(h[g]) for g in REFUSAL_GROUPS] for h in rows], dtype=np.float32)
+    if block == "shape":
+        rows_s = [shape(r[:MAX_CHARS]) for r in responses]
+        return np.array(
+            [[min(np.log1p(s.words) / 6.0, 1.5), s.distinct, s.repeated_trigrams, s.letters] for s in rows_s],
+            dtype=np.float32,
+        ).reshape(len(responses), 4)
+    raise ValueError(f"{block!r} is not a text block; valid: strmatch, answer_cues, refusal_lex, shape")
+
+
 def featurize(
     prompts: Sequence[str], responses: Sequence[str], blocks: Sequence[str], progress: bool = False
 ) -> np.ndarray:
     """Build the feature matrix for a recipe (see :data:`FEATURE_BLOCKS`); each text is encoded once."""
     import numpy as np
-
-    from steerboard.scorers.signals import ANSWER_CUES, REFUSAL_GROUPS, answer_cues, refusal_language, shape
-    from steerboard.scorers.strmatch import strmatch_is_refusal
 
     unknown = [b for b in blocks if b not in FEATURE_BLOCKS]
     if unknown:
@@ -279,20 +323,7 @@ def featurize(
 
     def chunk_stats() -> tuple[np.ndarray, np.ndarray]:
         if "chunk_mean" not in cache:
-            pieces = [chunks(r) for r in responses]
-            flat = encode([c for ps in pieces for c in ps], progress=progress)
-            p = emb("prompt")
-            means = np.zeros((len(responses), flat.shape[1] if len(flat) else 384), dtype=np.float32)
-            rel = np.zeros((len(responses), 3), dtype=np.float32)
-            pos = 0
-            for i, ps in enumerate(pieces):
-                block = flat[pos : pos + len(ps)]
-                pos += len(ps)
-                m = block.mean(axis=0)
-                means[i] = m / max(float(np.linalg.norm(m)), 1e-8)
-                sims = block @ p[i]
-                rel[i] = (sims.max(), sims.mean(), sims.min())
-            cache["chunk_mean"], cache["chunk_relevance"] = means, rel
+            cache["chunk_mean"], cache["chunk_relevance"] = _chunk_stats(responses, lambda: emb("prompt"), progress)
         return cache["chunk_mean"], cache["chunk_relevance"]
 
     parts: list[np.ndarray] = []
@@ -303,8 +334,8 @@ def featurize(
             parts.append(emb("first"))
         elif block == "prompt":
             parts.append(emb("prompt"))
-        elif block == "strmatch":
-            parts.append(np.array([[float(strmatch_is_refusal(r))] for r in responses], dtype=np.float32))
+        elif block in ("strmatch", "answer_cues", "refusal_lex", "shape"):
+            parts.append(_text_block(block, prompts, responses))
         elif block == "relevance":
             p = emb("prompt")
             parts.append(
@@ -314,9 +345,6 @@ def featurize(
             )
         elif block == "interaction":
             parts.append((emb("prompt") * emb("head")).astype(np.float32))
-        elif block == "answer_cues":
-            cues = [answer_cues(p, r) for p, r in zip(prompts, responses, strict=True)]
-            parts.append(np.array([[c[k] for k in ANSWER_CUES] for c in cues], dtype=np.float32))
         elif block == "chunk_mean":
             parts.append(chunk_stats()[0])
         elif block == "chunk_relevance":
@@ -325,20 +353,6 @@ def featurize(
             parts.append(reply_states(prompts, responses, progress=progress))
         elif block == "reply_read":
             parts.append(reply_read(responses))
-        elif block == "refusal_lex":
-            rows = [refusal_language(r) for r in responses]
-            parts.append(np.array([[float(h[g]) for g in REFUSAL_GROUPS] for h in rows], dtype=np.float32))
-        elif block == "shape":
-            rows_s = [shape(r[:MAX_CHARS]) for r in responses]
-            parts.append(
-                np.array(
-                    [
-                        [min(np.log1p(s.words) / 6.0, 1.5), s.distinct, s.repeated_trigrams, s.letters]
-                        for s in rows_s
-                    ],
-                    dtype=np.float32,
-                ).reshape(len(responses), 4)
-            )
     return np.concatenate(parts, axis=1)
 
 

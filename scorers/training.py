@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from steerboard.scorers.embed import xstest_item_key
+from steerboard.scorers.gold import wilson_interval
+
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
@@ -123,13 +126,6 @@ def _write_jsonl_gz(path: Path, rows: list[dict[str, Any]]) -> None:
     with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
         for r in rows:
             gz.write((json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
-
-
-def xstest_item_key(item_id: str | int) -> str:
-    """The cross-fit lookup text of an XSTest item (``v2-195`` and ``195`` name the same item): the xstest
-    task passes it as the sample's ``judge_keys``, so the item is found even where its prompt was reworded
-    between the completions' v2 prompts and the final prompt set."""
-    return f"xstest item {int(str(item_id).removeprefix('v2-'))}"
 
 
 def load_xstest_examples(path: Path = XSTEST_FILE) -> list[Example]:
@@ -230,32 +226,13 @@ def load_harm_examples(path: Path = HARM_FILE) -> list[Example]:
     ]
 
 
-def prepare_data(raw_dir: Path, out_dir: Path = DATA_DIR) -> dict[str, int]:
-    """Rebuild the compact training files from the raw public data folder (see ``SOURCE.md``).
-
-    Args:
-        raw_dir: folder holding ``xstest/``, ``safeedit/`` and ``jailbreakbench_artifacts/`` as described
-            in the project's data provenance notes.
-        out_dir: where to write the ``*.jsonl.gz`` files.
-
-    Returns:
-        Row counts per written file.
-    """
+def _xstest_rows(completions_dir: Path, auto_dir: Path) -> list[dict[str, Any]]:
+    """The XSTest v2 completions with their human label and the XSTest authors' own string-match label."""
     import pandas as pd
 
-    raw_dir = Path(raw_dir)
-    need = [
-        raw_dir / "xstest" / "model_completions",
-        raw_dir / "safeedit",
-        raw_dir / "jailbreakbench_artifacts" / "attack-artifacts",
-    ]
-    missing = [str(p) for p in need if not p.is_dir()]
-    if missing:
-        raise FileNotFoundError(f"raw data folders missing: {', '.join(missing)}")
     xs_rows: list[dict[str, Any]] = []
-    auto_dir = raw_dir / "xstest" / "automated_evaluation_labels"
     for model in XSTEST_MODELS:
-        df = pd.read_csv(need[0] / f"xstest_v2_completions_{model}.csv.gz", keep_default_na=False)
+        df = pd.read_csv(completions_dir / f"xstest_v2_completions_{model}.csv.gz", keep_default_na=False)
         # the XSTest authors' own string-match output, kept to check our re-implementation against
         auto = pd.read_csv(auto_dir / f"xstest_v2_completions_{model}_streval.csv.gz", keep_default_na=False)
         paper_strmatch = dict(zip(auto["id"], auto["strmatch_label"], strict=True))
@@ -273,8 +250,11 @@ def prepare_data(raw_dir: Path, out_dir: Path = DATA_DIR) -> dict[str, int]:
                     "paper_strmatch": XSTEST_LABELS[paper_strmatch[r.id]],
                 }
             )
-    _write_jsonl_gz(out_dir / XSTEST_FILE.name, xs_rows)
+    return xs_rows
 
+
+def _harm_rows(safeedit_dir: Path, jbb_dir: Path) -> list[dict[str, Any]]:
+    """SafeEdit's safe / unsafe generations and JailbreakBench's attack replies, deduplicated, in a fixed order."""
     harm_rows: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
 
@@ -287,7 +267,7 @@ def prepare_data(raw_dir: Path, out_dir: Path = DATA_DIR) -> dict[str, int]:
             {"prompt": prompt, "response": response, "label": label, "group": group, "source": source}
         )
 
-    safeedit_files = sorted(p for p in need[1].iterdir() if p.name.endswith((".json", ".json.gz")))
+    safeedit_files = sorted(p for p in safeedit_dir.iterdir() if p.name.endswith((".json", ".json.gz")))
     for p in safeedit_files:
         opener = gzip.open if p.name.endswith(".gz") else open
         with opener(p, "rt", encoding="utf-8") as f:
@@ -296,7 +276,7 @@ def prepare_data(raw_dir: Path, out_dir: Path = DATA_DIR) -> dict[str, int]:
             group = "safeedit:" + it["question"].strip().lower()
             add(it["adversarial prompt"], it["unsafe generation"], "unsafe", group, "safeedit")
             add(it["adversarial prompt"], it["safe generation"], "safe", group, "safeedit")
-    for p in sorted(need[2].glob("*/*/*.json*")):
+    for p in sorted(jbb_dir.glob("*/*/*.json*")):
         if "test-artifact" in p.parts:
             continue
         opener = gzip.open if p.name.endswith(".gz") else open
@@ -314,6 +294,32 @@ def prepare_data(raw_dir: Path, out_dir: Path = DATA_DIR) -> dict[str, int]:
                 f"jbb/{method}",
             )
     harm_rows.sort(key=lambda r: (r["source"], r["group"], r["label"], r["response"]))
+    return harm_rows
+
+
+def prepare_data(raw_dir: Path, out_dir: Path = DATA_DIR) -> dict[str, int]:
+    """Rebuild the compact training files from the raw public data folder (see ``SOURCE.md``).
+
+    Args:
+        raw_dir: folder holding ``xstest/``, ``safeedit/`` and ``jailbreakbench_artifacts/`` as described
+            in the project's data provenance notes.
+        out_dir: where to write the ``*.jsonl.gz`` files.
+
+    Returns:
+        Row counts per written file.
+    """
+    raw_dir = Path(raw_dir)
+    need = [
+        raw_dir / "xstest" / "model_completions",
+        raw_dir / "safeedit",
+        raw_dir / "jailbreakbench_artifacts" / "attack-artifacts",
+    ]
+    missing = [str(p) for p in need if not p.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"raw data folders missing: {', '.join(missing)}")
+    xs_rows = _xstest_rows(need[0], raw_dir / "xstest" / "automated_evaluation_labels")
+    _write_jsonl_gz(out_dir / XSTEST_FILE.name, xs_rows)
+    harm_rows = _harm_rows(need[1], need[2])
     _write_jsonl_gz(out_dir / HARM_FILE.name, harm_rows)
     counts = {XSTEST_FILE.name: len(xs_rows), HARM_FILE.name: len(harm_rows)}
     jbeval_csv = raw_dir / "jailbreak_evaluation" / "manual_data.csv"
@@ -866,16 +872,6 @@ def _with_folds(clf: Any, entry: dict[str, Any], models: list[Any]) -> Any:
 # agreement
 
 
-def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``k / n`` (scipy)."""
-    from scipy.stats import binomtest
-
-    if n == 0:
-        return (float("nan"), float("nan"))
-    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
-    return (float(ci.low), float(ci.high))
-
-
 def agreement(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, float]:
     """Accuracy and Cohen's kappa of binary predictions (computed by scikit-learn's definitions)."""
     from sklearn.metrics import accuracy_score, cohen_kappa_score
@@ -1146,15 +1142,13 @@ def grouped_harm(hx: Sequence[Example], x: np.ndarray, k: int = CROSSFIT_K) -> d
     return {"k": k, "overall": agreement_ci(truth, pred), "by_source": by_source}
 
 
-def evaluate_agreement(progress: bool = False, nested: bool = False, unseen_source: bool = True) -> dict[str, Any]:
-    """Measure every offline backend against the labels (see module docstring); returns the report dict."""
-    import numpy as np
-
+def _refusal_agreement_by_source(
+    ex: Sequence[Example], x_all: np.ndarray, sources: Sequence[str]
+) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """Leave-one-source-out agreement of the embedding and string-match refusal backends, and the embedding
+    backend's held-out predictions per source."""
     from steerboard.scorers.strmatch import strmatch_is_refusal
 
-    ex = load_refusal_examples()
-    x_all = features(ex, REFUSAL_BLOCKS, progress)
-    sources = refusal_sources(ex)
     refusal: dict[str, Any] = {}
     held_preds: dict[str, list[int]] = {}
     for backend in ("embed", "strmatch"):
@@ -1177,14 +1171,11 @@ def evaluate_agreement(progress: bool = False, nested: bool = False, unseen_sour
             "overall": agreement_ci(pooled_t, pooled_p),
             "min_fold_accuracy": min(f["accuracy"] for f in folds.values()),
         }
-    # the headline: held out by prompt group (the leave-one-source-out figures move to by_source)
-    refusal["embed"] = {**grouped_refusal(ex, x_all), "by_source": refusal["embed"]}
-    if unseen_source:
-        refusal["embed"]["by_prompt_and_source"] = grouped_refusal_unseen_source(ex, x_all)
+    return refusal, held_preds
 
-    label_checks = _label_checks(ex, held_preds)
-    nested_report = nested_refusal(ex, x_all, log=print if progress else None) if nested else None
 
+def _harm_agreement(progress: bool) -> tuple[dict[str, Any], list[Example]]:
+    """The harm judge's item-grouped cross-validated agreement and one 20% split; and the harm examples."""
     hx = load_harm_examples()
     tr_ex, te_ex = split_harm(hx)
     hx_all = features(hx, HARM_BLOCKS, progress)  # encode once (cached), then index the split
@@ -1217,12 +1208,15 @@ def evaluate_agreement(progress: bool = False, nested: bool = False, unseen_sour
             "generations); JailbreakBench: by another model (its Llama-3-70B judge's `jailbroken`)",
         }
     }
+    return harm, hx
 
-    # Objective judge on the human-labelled jailbreak-evaluation rows, nested: for each publication the
-    # refusal classifier is refitted without that publication's rows; the harm classifier never saw them.
-    rows = load_jbeval_rows()
+
+def _objective_agreement(ex: Sequence[Example], x_all: np.ndarray, hx: Sequence[Example], progress: bool) -> dict[str, Any]:
+    """The objective judge on the human-labelled jailbreak-evaluation rows, nested: for each publication the
+    refusal classifier is refitted without that publication's rows; the harm classifier never saw them."""
     from steerboard.scorers.embed import HARM_ARTIFACT, LinearClassifier
 
+    rows = load_jbeval_rows()
     harm_clf = LinearClassifier.load(HARM_ARTIFACT)  # trained on SafeEdit + JailbreakBench only
     obj_ex = [Example(r["intent"], r["response"], "", r["publication"], "objective/jbeval") for r in rows]
     x_obj = features(obj_ex, REFUSAL_BLOCKS, progress)  # holds the harm blocks too
@@ -1265,6 +1259,16 @@ def evaluate_agreement(progress: bool = False, nested: bool = False, unseen_sour
         objective["external_left_out_in_harm_training"] = external["left_out_in_harm_training"]
         for name in ("embed", "harm_embed_alone"):
             objective["backends"][name]["external"] = external[name]
+    return objective
+
+
+def _agreement_report(
+    refusal: dict[str, Any], nested_report: dict[str, Any] | None, harm: dict[str, Any], objective: dict[str, Any],
+    label_checks: dict[str, Any],
+) -> dict[str, Any]:
+    """The agreement report (format ``steerboard-judge-agreement/2``) with its protocols and recipes."""
+    import numpy as np
+
     return {
         "format": "steerboard-judge-agreement/2",
         "refusal": {
@@ -1296,6 +1300,22 @@ def evaluate_agreement(progress: bool = False, nested: bool = False, unseen_sour
         },
         "numpy": np.__version__,
     }
+
+
+def evaluate_agreement(progress: bool = False, nested: bool = False, unseen_source: bool = True) -> dict[str, Any]:
+    """Measure every offline backend against the labels (see module docstring); returns the report dict."""
+    ex = load_refusal_examples()
+    x_all = features(ex, REFUSAL_BLOCKS, progress)
+    refusal, held_preds = _refusal_agreement_by_source(ex, x_all, refusal_sources(ex))
+    # the headline: held out by prompt group (the leave-one-source-out figures move to by_source)
+    refusal["embed"] = {**grouped_refusal(ex, x_all), "by_source": refusal["embed"]}
+    if unseen_source:
+        refusal["embed"]["by_prompt_and_source"] = grouped_refusal_unseen_source(ex, x_all)
+    label_checks = _label_checks(ex, held_preds)
+    nested_report = nested_refusal(ex, x_all, log=print if progress else None) if nested else None
+    harm, hx = _harm_agreement(progress)
+    objective = _objective_agreement(ex, x_all, hx, progress)
+    return _agreement_report(refusal, nested_report, harm, objective, label_checks)
 
 
 def _objective_predictions(

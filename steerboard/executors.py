@@ -310,6 +310,40 @@ def _start_pools(
     return queues, waiting, actors, group_of
 
 
+def _release(ray: Any, actors: dict[int, Any]) -> None:
+    """Kill every actor still held (their resources go back to the cluster)."""
+    for x in actors.values():
+        ray.kill(x)
+
+
+def _check_pairs_or_release(ray: Any, suite: Any, pairs: list[Any], actors: dict[int, Any], kwargs: dict[str, Any]) -> None:
+    """Check every pair's options (:func:`steerboard.run.check_runs`) once, while the actors start (their imports
+    take the other cores); on a problem, release the actors and raise.
+
+    Raises:
+        SuiteInvalid: every problem found, one a line; nothing was run.
+    """
+    from steerboard.run import SuiteInvalid, check_runs
+
+    model_name = kwargs.get("model") or suite.model
+    roles = {**suite.model_roles, **(kwargs.get("model_roles") or {})}
+    problems = check_runs(suite, pairs, model_name, generate=kwargs.get("generate"), model_roles=roles)
+    if problems:
+        _release(ray, actors)
+        raise SuiteInvalid(
+            f"suite {suite.name!r}: {len(problems)} problem(s), nothing was run:\n  - " + "\n  - ".join(problems)
+        )
+
+
+def _pair_entry(ray: Any, ref: Any, m: Any, t: Any) -> dict[str, Any]:
+    """A finished pair's summary, or an error entry when its worker died more often than Ray retries."""
+    try:
+        return ray.get(ref)
+    except Exception as ex:  # noqa: BLE001 - the worker died more often than Ray retries
+        return {"method": m.name, "args": m.args, "task": t.name, "status": "error",
+                "error": f"{type(ex).__name__}: {str(ex).strip().splitlines()[0][:300] if str(ex).strip() else ''}"}
+
+
 def run_suite_ray(
     suite: Any,
     log_dir: str | Path,
@@ -342,13 +376,12 @@ def run_suite_ray(
         One summary dict per pair, in the suite's order (as :func:`steerboard.run.run_suite` returns), with the
         worker's timing (``worker``: pid, import seconds, pair start and seconds).
     """
-    from steerboard.run import SuiteInvalid, check_runs, select_runs
+    from steerboard.run import select_runs
 
     ray = _connect(ray_address)
     pairs = select_runs(suite, kwargs.pop("only_methods", None), kwargs.pop("only_tasks", None))
     kwargs.pop("summary_path", None)
     queues, waiting, actors, group_of = _start_pools(ray, suite, pairs, resources, retries, kwargs.get("model"))
-    serving: dict[int, str] = {}
     results: list[dict[str, Any] | None] = [None] * len(pairs)
     attempts = [0] * len(pairs)
     running: dict[Any, tuple[int, int]] = {}
@@ -363,21 +396,11 @@ def run_suite_ray(
         """Give actor ``a`` the next configuration waiting for its pool, or release it when none is left."""
         group = group_of[a]
         if waiting[group]:
-            serving[a] = waiting[group].popleft()
-            submit(queues[serving[a]].pop(0), a)
+            submit(queues[waiting[group].popleft()].pop(0), a)
         else:  # free its resources for an actor of another pool still waiting for them
             ray.kill(actors.pop(a))
 
-    # every pair's options are checked here, once, while the actors start (their imports take the other cores)
-    model_name = kwargs.get("model") or suite.model
-    roles = {**suite.model_roles, **(kwargs.get("model_roles") or {})}
-    problems = check_runs(suite, pairs, model_name, generate=kwargs.get("generate"), model_roles=roles)
-    if problems:
-        for x in actors.values():
-            ray.kill(x)
-        raise SuiteInvalid(
-            f"suite {suite.name!r}: {len(problems)} problem(s), nothing was run:\n  - " + "\n  - ".join(problems)
-        )
+    _check_pairs_or_release(ray, suite, pairs, actors, kwargs)
     for a in list(actors):
         next_config(a)
     failed = 0
@@ -385,11 +408,7 @@ def run_suite_ray(
         ready, _ = ray.wait(list(running), num_returns=1)
         i, a = running.pop(ready[0])
         m, t = pairs[i]
-        try:
-            entry = ray.get(ready[0])
-        except Exception as ex:  # noqa: BLE001 - the worker died more often than Ray retries
-            entry = {"method": m.name, "args": m.args, "task": t.name, "status": "error",
-                     "error": f"{type(ex).__name__}: {str(ex).strip().splitlines()[0][:300] if str(ex).strip() else ''}"}
+        entry = _pair_entry(ray, ready[0], m, t)
         if entry.get("status") != "success" and attempts[i] <= retries:
             submit(i, a)  # eval-set resume keeps what finished
             continue
@@ -402,8 +421,7 @@ def run_suite_ray(
             next_config(a)
         if progress:
             _print_progress(entry, f"{m.slug} x {t.name}", results, len(running), failed)
-    for x in actors.values():
-        ray.kill(x)
+    _release(ray, actors)
     return [r for r in results if r is not None]
 
 

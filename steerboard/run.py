@@ -536,7 +536,14 @@ def run_suite(
                 entry["estimated_seconds"] = round(seconds, 1)
                 entry["estimate_from"] = source
         return summary
-    to_run = [s for s, (st, _) in zip(estimates, states) if st != "done"]
+    _print_estimate([e for e, (st, _) in zip(estimates, states) if st != "done"], source)
+    _run_interruptibly(summary, runs, suite, model_name, display, generate, roles, summary_path)
+    return summary
+
+
+def _print_estimate(to_run: list[float | None], source: str) -> None:
+    """One line on stderr: how many pairs are to run and their estimated time (``to_run``: seconds or None per
+    pair not yet done; ``source``: where the rates come from)."""
     known = [s for s in to_run if s is not None]
     if to_run and known:
         print(
@@ -548,8 +555,6 @@ def run_suite(
     elif to_run:
         print(f"steerboard run: {len(to_run)} pair(s) to run (no time estimate: no rate for their tasks)",
               file=sys.stderr, flush=True)
-    _run_interruptibly(summary, runs, suite, model_name, display, generate, roles, summary_path)
-    return summary
 
 
 def _plan(runs: list[tuple[MethodRun, TaskRun]], root: str, limit_scale: float) -> list[dict[str, Any]]:
@@ -692,20 +697,7 @@ def _run_pair(
             # newest log of this pair from disk to tell a Ctrl-C (status 'cancelled') from a failure
             written = [x for x in pair_logs(pair_dir, task, entry["limit"]) if x.location not in stale]
             log = written[0] if written else None
-        entry["log"] = log.location if log else None
-        if log is not None and log.status == "cancelled":
-            entry["status"] = "cancelled"
-        else:
-            entry["status"] = "success" if ok and log is not None and log.status == "success" else "error"
-        if log is not None and log.error is not None:
-            entry["error"] = str(log.error.message).splitlines()[0] if log.error.message else "error"
-        if log is not None and log.results:
-            entry["samples"] = log.results.completed_samples
-            entry["metrics"] = {
-                f"{s.name}/{k}": round(v.value, 4)
-                for s in log.results.scores for k, v in s.metrics.items()
-                if isinstance(v.value, (int, float))
-            }
+        _record_log(entry, log, ok)
         if entry["status"] == "success" and stale:
             entry["replaced_stale_logs"] = _remove_stale(stale)
     finally:
@@ -714,6 +706,25 @@ def _run_pair(
             with contextlib.suppress(OSError):
                 os.unlink(lock.lock_file)
             lock.release()
+
+
+def _record_log(entry: dict[str, Any], log: Any, ok: bool) -> None:
+    """Write a finished pair's log into its summary ``entry``: location, status, first error line, samples and
+    numeric metrics."""
+    entry["log"] = log.location if log else None
+    if log is not None and log.status == "cancelled":
+        entry["status"] = "cancelled"
+    else:
+        entry["status"] = "success" if ok and log is not None and log.status == "success" else "error"
+    if log is not None and log.error is not None:
+        entry["error"] = str(log.error.message).splitlines()[0] if log.error.message else "error"
+    if log is not None and log.results:
+        entry["samples"] = log.results.completed_samples
+        entry["metrics"] = {
+            f"{s.name}/{k}": round(v.value, 4)
+            for s in log.results.scores for k, v in s.metrics.items()
+            if isinstance(v.value, (int, float))
+        }
 
 
 def _remove_stale(locations: list[str]) -> list[str]:
