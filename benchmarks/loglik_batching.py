@@ -9,7 +9,11 @@ shared prefix, every true and false answer). Each workload is scored twice per r
   Inspect's concurrent samples ask together on a batch-invariant engine (the CPU default).
 
 It prints seconds per question (medians of ``--repeats``), the ratio, and whether every score is the same bits
-both ways (it must be: the engine's batches are invariant).
+both ways (it must be: the engine's batches are invariant); then the batched way's token rate against the
+forward-pass bound measured in the same run: the tokens each question needs computed (its prompt after any shared
+prefix, plus every answer; a shared prefix once per workload) per second, over the tokens per second of one plain
+batched forward pass of ``--batch`` sequences of the workload's median per-question length (no KV cache, no
+scoring): the rate scoring would reach if it cost nothing beyond the model's own forward pass.
 
 Usage::
 
@@ -23,7 +27,9 @@ import argparse
 import statistics
 import time
 
-import steerboard  # noqa: F401  (first: OpenMP settings before torch loads)
+from steerboard._runtime_env import configure_openmp
+
+configure_openmp()  # first: OpenMP settings before torch loads
 
 
 def _workloads(engine, n: int) -> dict[str, tuple[list, int]]:
@@ -52,6 +58,28 @@ def _workloads(engine, n: int) -> dict[str, tuple[list, int]]:
         tq.append((GenerationRequest(input_ids=ids), [tok(a, add_special_tokens=False)["input_ids"]
                                                       for a in answer_texts(answers, "plain")]))
     return {"mmlu cloze": (mm, 0), "truthfulqa": (tq, prefix_len)}
+
+
+def forward_rate(engine, length: int, batch: int, repeats: int) -> float:
+    """Tokens/s of one plain batched forward pass over ``batch`` sequences of ``length`` tokens (median of repeats)."""
+    import torch
+
+    seqs = [[100 + (7 * i + j) % 5000 for j in range(length)] for i in range(batch)]
+    times = []
+    with torch.inference_mode():
+        engine.forward(seqs)  # warm-up
+        for _ in range(repeats):
+            t = time.perf_counter()
+            engine.forward(seqs)
+            times.append(time.perf_counter() - t)
+    return batch * length / statistics.median(times)
+
+
+def needed_tokens(groups: list, prefix_len: int) -> tuple[int, list[int]]:
+    """(tokens the workload needs computed: the shared prefix once, each prompt's rest and every answer; the
+    per-question counts without the prefix)."""
+    per = [len(req.input_ids) - prefix_len + sum(len(c) for c in conts) for req, conts in groups]
+    return prefix_len + sum(per), per
 
 
 def main() -> int:
@@ -85,6 +113,11 @@ def main() -> int:
               f"{single * 1000:.0f} ms/question, batched ({args.batch} a call) {batched * 1000:.0f} ms/question "
               f"(medians of {args.repeats}); single/batched = {single / batched:.2f}; same bits both ways: "
               f"{scores['single'] == scores['batched']}", flush=True)
+        total, per = needed_tokens(groups, prefix_len)
+        rate = total / (batched * len(groups))
+        bound = forward_rate(engine, int(statistics.median(per)), args.batch, args.repeats)
+        print(f"  {total} tokens needed: batched {rate:.0f} tok/s; plain forward of {args.batch} x "
+              f"{int(statistics.median(per))} tokens {bound:.0f} tok/s; batched / bound = {rate / bound:.2f}", flush=True)
     return 0
 
 
