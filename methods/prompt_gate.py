@@ -65,26 +65,19 @@ def embed_prompts(prompts: Sequence[str], progress: bool = False) -> Any:
     return torch.from_numpy(encode(_texts(prompts), progress=progress))
 
 
-def fit_classifier(progress: bool = False) -> LinearProbe:
-    """Fit the classifier on the gate data's ``fit`` split (harmful = 1, benign = 0)."""
-    import torch
-
-    from steerboard.linear import LinearProbe
-    from steerboard.methods.steering import gate_data
-
-    harmful, benign = gate_data("fit")
-    x = embed_prompts(harmful + benign, progress=progress)
-    y = torch.tensor([1] * len(harmful) + [0] * len(benign))
-    return LinearProbe.fit(x, y)
-
-
 def load_or_fit_classifier(progress: bool = False) -> LinearProbe:
-    """The shipped classifier, else the cached one, else fitted now and cached (atomically)."""
+    """The shipped classifier, else the cached one, else fitted now and cached (atomically). The fit is this
+    module's one lazy call into training code (:func:`steerboard.methods.training.gates.fit_classifier`)."""
     from steerboard.linear import load_or_fit_linear
     from steerboard.paths import cache_dir
 
+    def fit() -> LinearProbe:
+        from steerboard.methods.training.gates import fit_classifier
+
+        return fit_classifier(progress=progress)
+
     cached = cache_dir("artifacts", "gate-classifier") / f"{classifier_key()}.json"
-    return load_or_fit_linear(shipped_classifier_path(), cached, lambda: fit_classifier(progress=progress))
+    return load_or_fit_linear(shipped_classifier_path(), cached, fit)
 
 
 def classifier_scores(clf: LinearProbe, prompts: Sequence[str], progress: bool = False) -> list[float]:
@@ -133,3 +126,13 @@ class ClassifierGate:
             self._batcher = MicroBatcher(self.scores)
         (p,) = await self._batcher.submit([prompt])
         return p >= self.threshold, p
+
+
+def __getattr__(name: str) -> Any:
+    """``fit_classifier`` moved to :mod:`steerboard.methods.training.gates`; it still resolves here (that module is
+    imported only when asked for)."""
+    if name == "fit_classifier":
+        from steerboard.methods.training import gates
+
+        return gates.fit_classifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

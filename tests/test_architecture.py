@@ -292,12 +292,15 @@ TRAINING_PACKAGES = ("steerboard.methods.training", "steerboard.scorers.training
 TRAINING_IMPORTS_ALLOWED = {
     ("steerboard.methods.steering", "load_or_fit_probe.fit"):
         "the gate probe for a (model, layer, pooling) that has no shipped or cached probe is fitted on first use",
+    ("steerboard.methods.prompt_gate", "load_or_fit_classifier.fit"):
+        "the prompt-text gate classifier for fit data with no shipped or cached classifier is fitted on first use",
     ("steerboard.methods.dpo", "AdapterMethod.prepare"):
         "an adapter for options that no shipped or cached adapter matches is trained on first use",
     ("steerboard.methods.steering", "__getattr__"): "old import path of the gate fitting names (lazy forward)",
     ("steerboard.methods.sae", "__getattr__"): "old import path of the SAE training names (lazy forward)",
     ("steerboard.methods.dpo", "__getattr__"): "old import path of the adapter training names (lazy forward)",
     ("steerboard.methods.actadd", "__getattr__"): "old import path of fit_and_choose (lazy forward)",
+    ("steerboard.methods.prompt_gate", "__getattr__"): "old import path of fit_classifier (lazy forward)",
     ("steerboard.methods.sae", "__main__"): "`python -m steerboard.methods.sae max-activation`, a training command",
     ("steerboard.methods.dpo", "__main__"): "`python -m steerboard.methods.dpo train`, a training command",
 }

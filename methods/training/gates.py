@@ -1,7 +1,9 @@
 """Gate fitting and selection for the steering methods (``sae/``, ``actadd/``).
 
 * :func:`fit_gate_probe`: the harmful-prompt probe on the gate data's ``fit`` split (the runtime's
-  :func:`steerboard.methods.steering.load_or_fit_probe` calls it when no probe is shipped or cached);
+  :func:`steerboard.methods.steering.load_or_fit_probe` calls it when no probe is shipped or cached), and
+  :func:`fit_classifier`, the prompt-text classifier of ``gate=classifier`` (called likewise by
+  :func:`steerboard.methods.prompt_gate.load_or_fit_classifier`);
 * the gate threshold's choice on the ``dev`` split, by firing rates (:func:`choose_gate`) or by outcome
   (:func:`choose_gate_by_outcome`), and writing it into a preset (``steerboard sae gate``);
 * dev-split screening of an intervention (:func:`screen`) with a degenerate-text check.
@@ -42,6 +44,18 @@ def fit_gate_probe(engine: Engine, layer: int, feature: str = DEFAULT_GATE_FEATU
 
     harmful, benign = gate_data("fit")
     x = prompt_features(engine, harmful + benign, layer, feature, progress=progress, desc="gate probe")
+    y = torch.tensor([1] * len(harmful) + [0] * len(benign))
+    return LinearProbe.fit(x, y)
+
+
+def fit_classifier(progress: bool = False) -> LinearProbe:
+    """Fit the classifier on the gate data's ``fit`` split (harmful = 1, benign = 0)."""
+    import torch
+
+    from steerboard.methods.prompt_gate import embed_prompts
+
+    harmful, benign = gate_data("fit")
+    x = embed_prompts(harmful + benign, progress=progress)
     y = torch.tensor([1] * len(harmful) + [0] * len(benign))
     return LinearProbe.fit(x, y)
 
