@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from inspect_ai import Task, task
@@ -193,19 +192,20 @@ def _transcript(messages: list[ChatMessage]) -> str:
     return "\n\n".join(lines) if lines else "(no conversation yet)"
 
 
-@dataclass
 class _Attack:
-    """The running state of one multi-turn attack."""
+    """The running state of one multi-turn attack (a plain class: Inspect loads task files outside
+    ``sys.modules``, where ``dataclasses`` cannot resolve this module's annotations)."""
 
-    history: list[ChatMessage] = field(default_factory=list)
-    turns: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    attacker_errors: list[str] = field(default_factory=list)
-    success_turn: int | None = None
-    backtracks: int = 0
-    kept: int = 0
-    last_refused: bool = False
-    last_output: Any = None
+    def __init__(self) -> None:
+        self.history: list[ChatMessage] = []
+        self.turns: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self.attacker_errors: list[str] = []
+        self.success_turn: int | None = None
+        self.backtracks = 0
+        self.kept = 0
+        self.last_refused = False
+        self.last_output: Any = None
 
 
 def _live_attacker(attacker: Attacker) -> Any:
