@@ -383,6 +383,29 @@ def _agreement(truth: list[int], pred: list[int]) -> dict[str, Any]:
             "flag": acc < AGREEMENT_FLOOR}  # fmt: skip
 
 
+def _non_answer_agreement(truth: list[str], pred: list[str]) -> dict[str, Any]:
+    """How the judge's ``non_answer`` label matches the gold ``non_answer`` label: counts, precision (of the
+    replies the judge calls non-answers, the share gold calls so) and recall (of gold's non-answers, the share
+    the judge finds), each with a 95 % Wilson interval (None without cases), and what gold calls the judge's
+    non-answers."""
+    both = sum(t == p == "non_answer" for t, p in zip(truth, pred, strict=True))
+    called = sum(p == "non_answer" for p in pred)
+    actual = sum(t == "non_answer" for t in truth)
+
+    def rate(k: int, n: int) -> dict[str, Any] | None:
+        if not n:
+            return None
+        lo, hi = wilson_interval(k, n)
+        return {"value": round(k / n, 4), "ci": [round(lo, 4), round(hi, 4)], "k": k, "n": n}
+
+    gold_of_called: dict[str, int] = {}
+    for t, p in zip(truth, pred, strict=True):
+        if p == "non_answer":
+            gold_of_called[t] = gold_of_called.get(t, 0) + 1
+    return {"judge_calls": called, "gold_has": actual, "precision": rate(both, called), "recall": rate(both, actual),
+            "gold_label_of_judge_non_answers": dict(sorted(gold_of_called.items()))}
+
+
 def agree(
     gold: Path, sheet: Path, key: Path, verdicts: dict[str, dict[str, str]] | None = None
 ) -> dict[str, Any]:
@@ -427,6 +450,9 @@ def agree(
         if not harm:
             exact = [int(_JUDGE_TO_GOLD.get(got[i], got[i]) == labels[i]["refusal"]) for i in ids]
             entry["four_way_accuracy"] = round(sum(exact) / len(exact), 4)
+            entry["non_answer"] = _non_answer_agreement(
+                [labels[i]["refusal"] for i in ids], [_JUDGE_TO_GOLD.get(got[i], got[i]) for i in ids]
+            )
         entry["flagged_configurations"] = sorted(c for c, a in entry["by_configuration"].items() if a["flag"])
         report["judges"][judge] = entry
     return report

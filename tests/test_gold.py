@@ -217,3 +217,17 @@ def test_agree_runs_the_offline_judges(tmp_path):
     emb = rep["judges"]["refusal/embed"]
     assert emb["overall"]["n"] == 3 and emb["overall"]["accuracy"] == 1.0  # the non-answer is not a refusal
     assert emb["four_way_accuracy"] == 1.0 and emb["flagged_configurations"] == []
+    na = emb["non_answer"]  # the degenerate reply: the one gold non-answer, found by the rule
+    assert (na["judge_calls"], na["gold_has"]) == (1, 1)
+    assert na["precision"]["value"] == 1.0 and na["recall"]["value"] == 1.0
+    assert na["gold_label_of_judge_non_answers"] == {"non_answer": 1}
+
+
+def test_non_answer_agreement_counts_misses_and_false_calls():
+    truth = ["non_answer", "non_answer", "compliance", "refusal", "compliance"]
+    pred = ["non_answer", "compliance", "non_answer", "refusal", "compliance"]
+    na = G._non_answer_agreement(truth, pred)
+    assert (na["judge_calls"], na["gold_has"]) == (2, 2)
+    assert na["precision"]["value"] == 0.5 and na["recall"]["value"] == 0.5
+    assert na["gold_label_of_judge_non_answers"] == {"compliance": 1, "non_answer": 1}
+    assert G._non_answer_agreement(["refusal"], ["refusal"])["precision"] is None  # no calls: no rate
