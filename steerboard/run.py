@@ -197,12 +197,29 @@ def parse_suite(data: dict[str, Any], source: str = "suite") -> Suite:
         model=str(data.get("model", "smollm2-135m")),
         methods=methods,
         tasks=tasks,
-        max_connections=int(data.get("max_connections", 32)),
+        max_connections=_max_connections(data.get("max_connections", 32), source),
         description=str(data.get("description", "")),
         generate=dict(data.get("generate") or {}),
         model_roles={str(k): str(v) for k, v in (data.get("model_roles") or {}).items()},
         resources=suite_resources,
     )
+
+
+def _max_connections(value: Any, source: str) -> int:
+    """A suite's ``max_connections``: an integer >= 1 (Inspect's concurrent samples per pair)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{source}: max_connections must be an integer >= 1 (concurrent samples per pair); got {value!r}")
+    return value
+
+
+def batch_notice(method_name: str, max_batch_size: int, max_connections: int) -> str | None:
+    """One line when the suite's ``max_connections`` exceeds a method's ``max_batch_size``: what the engine does
+    with the extra requests (they wait for a free row), else None."""
+    if max_connections <= max_batch_size:
+        return None
+    return (f"{method_name}: max_connections {max_connections} > max_batch_size {max_batch_size}: the engine decodes "
+            f"at most {max_batch_size} requests at once and the others wait for a free row "
+            f"(-M max_batch_size={max_connections} batches them all)")
 
 
 def read_suite_yaml(path: Path) -> Any:
@@ -387,6 +404,10 @@ def check_runs(
             instance = cls(cls.config_class.from_dict(method.args), model_name)
             if model_config is not None:
                 instance.check_model_config(model_config)
+            notice = batch_notice(method.name, getattr(instance.config, "max_batch_size", suite.max_connections),
+                                  suite.max_connections)
+            if notice:
+                print(f"steerboard run: note: {notice}", file=sys.stderr)
         except Exception as ex:  # noqa: BLE001 - every problem is listed, whatever raised it
             problems.append(f"{where}: {ex}")
     roles = dict(suite.model_roles)

@@ -85,3 +85,23 @@ def test_run_suite_end_to_end_and_resume(tiny_model_dir: str, tmp_path) -> None:
     assert sorted(tmp_path.rglob("*.eval")) == logs  # nothing re-ran
     plan = run_suite(suite, tmp_path, dry_run=True, only_methods=["prompt"])
     assert [s["status"] for s in plan] == ["done", "done"]  # finished pairs are listed as done
+
+
+@pytest.mark.parametrize("bad", [0, -3, "many", 2.5, True])
+def test_max_connections_must_be_a_positive_integer(bad) -> None:
+    with pytest.raises(ValueError, match=r"max_connections must be an integer >= 1 .*got"):
+        parse_suite({"methods": ["base"], "tasks": ["xstest"], "max_connections": bad})
+    assert parse_suite({"methods": ["base"], "tasks": ["xstest"], "max_connections": 8}).max_connections == 8
+
+
+def test_more_connections_than_batch_rows_is_a_one_line_note(capsys) -> None:
+    from steerboard.run import batch_notice, check_runs, select_runs
+
+    assert batch_notice("base", 64, 32) is None
+    note = batch_notice("base", 64, 200)
+    assert note is not None and "\n" not in note and "at most 64 requests at once" in note
+    suite = parse_suite({"methods": [{"name": "base", "args": {"max_batch_size": 4}}], "tasks": ["xstest"],
+                         "max_connections": 16})
+    assert check_runs(suite, select_runs(suite, None, None), "smollm2-135m") == []  # a note, not a problem
+    err = capsys.readouterr().err
+    assert "max_connections 16 > max_batch_size 4" in err and err.count("\n") == 1
