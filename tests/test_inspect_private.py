@@ -31,6 +31,18 @@ def test_model_info_lookup_key_is_inspects_own():
 
 
 def test_active_model_is_none_outside_an_eval_and_the_model_while_tasks_are_built(tmp_path: Path):
+    import contextvars
+
+    from inspect_ai.model._model import active_model_context_var
+
+    def fresh() -> None:  # as in a new process: an earlier test of the full run may have left a model active
+        active_model_context_var.set(None)
+        _check_active_model(tmp_path)
+
+    contextvars.copy_context().run(fresh)
+
+
+def _check_active_model(tmp_path: Path) -> None:
     from inspect_ai import eval as inspect_eval
 
     assert inspect_private.active_model() is None
