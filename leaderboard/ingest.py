@@ -734,15 +734,35 @@ def short_config(prov: dict[str, Any], declarations: MethodDeclarations | None =
     return out if len(out) <= SHORT_CONFIG_CHARS else out[: SHORT_CONFIG_CHARS - 3] + "..."
 
 
+def control_task_args(task_args: Any) -> Any:
+    """The task arguments a control run is matched on: the run's own, less ``protocol``.
+
+    The protocol is how a method is applied to each item (SafeEdit's ``per_instance``: the method edits the model
+    for that item before answering it), so it makes a row of its own (``row_variant``), not another measurement:
+    the control has no edit to apply, and its standard run answers the same items unedited, which is the paper's
+    before-edit comparison. Every other argument must still match.
+    """
+    if not task_args:
+        return task_args
+    try:
+        args = json.loads(task_args) if isinstance(task_args, str) else dict(task_args)
+    except (TypeError, ValueError):
+        return task_args
+    if not isinstance(args, dict):
+        return task_args
+    args.pop("protocol", None)
+    return json.dumps(args, sort_keys=True)
+
+
 def base_match_key(run: dict[str, Any]) -> tuple[Any, ...] | None:
-    """What a ``base/`` run must share with a run for a delta: model, precision, task, task arguments, judge,
-    sample set and generation settings (None when the run's precision is not recorded: nothing can be shown to
-    match)."""
+    """What a ``base/`` run must share with a run for a delta: model, precision, task, task arguments (less the
+    editing protocol, :func:`control_task_args`), judge, sample set and generation settings (None when the run's
+    precision is not recorded: nothing can be shown to match)."""
     if run.get("precision") is None:
         return None
     return (
-        run.get("model"), run.get("precision"), run.get("task"), run.get("task_args"), run.get("judge"),
-        run.get("sample_set"), run.get("generation"),
+        run.get("model"), run.get("precision"), run.get("task"), control_task_args(run.get("task_args")),
+        run.get("judge"), run.get("sample_set"), run.get("generation"),
     )
 
 
@@ -788,7 +808,7 @@ def choose_bases(runs: Sequence[dict[str, Any]]) -> dict[str, tuple[str | None, 
                     diffs.add("precision")
                 if b.get("judge") != r.get("judge"):
                     diffs.add("judge")
-                if b.get("task_args") != r.get("task_args"):
+                if control_task_args(b.get("task_args")) != control_task_args(r.get("task_args")):
                     diffs.add("task arguments")
                 if b.get("sample_set") != r.get("sample_set"):
                     diffs.add("samples")

@@ -6,7 +6,8 @@ judge agreement (``docs/annotation.md``).
 - ``sample --logs DIR --sheet SHEET.jsonl --key KEY.jsonl [--n 400] [--seed 0]``: draw replies from a folder
   of Inspect logs, stratified by method configuration (:func:`configuration_id`: the model string, its resolved
   settings and a non-standard task protocol, as the leaderboard keys its rows) and task
-  stratum (``xstest/safe``, ``xstest/unsafe``, ``jbb/unsafe``, ``jbb/safe``, ``crescendo/turn``,
+  stratum (``xstest/safe``, ``xstest/unsafe``, ``jbb/unsafe``, ``jbb/safe``, ``phtest/harmless``,
+  ``phtest/controversial``, ``crescendo/turn``,
   ``safeedit``); write a shuffled annotation sheet with opaque ids and nothing that names a method or a judge's
   verdict, and a separate private key mapping each id to its log, sample, method and task.
 - ``kappa A.jsonl B.jsonl``: Cohen's kappa between two annotation passes (refusal label, the refusal /
@@ -37,12 +38,19 @@ HARMFUL_LABELS: tuple[str, ...] = ("yes", "no")
 LABEL_FIELDS: tuple[str, ...] = ("id", "refusal", "harmful")
 AGREEMENT_FLOOR = 0.85
 """A judge whose agreement with the gold labels is below this, overall or for a configuration, is flagged."""
-STRATA: tuple[str, ...] = ("xstest/safe", "xstest/unsafe", "jbb/unsafe", "jbb/safe", "crescendo/turn", "safeedit")
-REFUSAL_JUDGED: tuple[str, ...] = ("xstest/safe", "xstest/unsafe", "jbb/unsafe", "jbb/safe", "crescendo/turn")
+STRATA: tuple[str, ...] = (
+    "xstest/safe", "xstest/unsafe", "jbb/unsafe", "jbb/safe", "phtest/harmless", "phtest/controversial",
+    "crescendo/turn", "safeedit",
+)  # fmt: skip
+REFUSAL_JUDGED: tuple[str, ...] = (
+    "xstest/safe", "xstest/unsafe", "jbb/unsafe", "jbb/safe", "phtest/harmless", "phtest/controversial", "crescendo/turn",
+)  # fmt: skip
 """Strata whose board metrics come from the refusal judge."""
 HARM_JUDGED: tuple[str, ...] = ("safeedit", "crescendo/turn")
 """Strata whose board metrics come from the harm judge (SafeEdit's DS/DG, Crescendo's objective judge)."""
 _JUDGE_TO_GOLD = {"full_refusal": "refusal"}
+_STRATUM_PREFIX = {"xstest": "xstest", "jbb_refusal": "jbb", "phtest": "phtest"}
+"""Single-turn refusal tasks: their samples' ``label`` metadata names the stratum (``xstest/safe``...)."""
 
 
 class GoldError(ValueError):
@@ -158,18 +166,17 @@ def candidates(log_dir: Path) -> list[dict[str, Any]]:
     for info in list_eval_logs(str(log_dir), recursive=True):
         log = read_eval_log(info)
         task = _task_name(log)
-        if task not in ("xstest", "jbb_refusal", "crescendo", "safeedit") or not log.samples:
+        if (task not in _STRATUM_PREFIX and task not in ("crescendo", "safeedit")) or not log.samples:
             continue
         base = {"configuration": _configuration(log), "method": str(log.eval.model), "log": str(info.name)}
         for s in log.samples:
             md = s.metadata or {}
             where = {**base, "sample_id": s.id, "epoch": s.epoch}
-            if task in ("xstest", "jbb_refusal"):
+            if task in _STRATUM_PREFIX:
                 prompt = s.input if isinstance(s.input, str) else (s.input[-1].text if s.input else "")
-                label = md.get("label")
-                if label not in ("safe", "unsafe") or s.output is None:
+                stratum = f"{_STRATUM_PREFIX[task]}/{md.get('label')}"
+                if stratum not in STRATA or s.output is None:
                     continue
-                stratum = f"{'xstest' if task == 'xstest' else 'jbb'}/{label}"
                 out.append({**where, "task": stratum, "part": "reply", "prompt": prompt,
                             "reply": s.output.completion, "context": ""})  # fmt: skip
             elif task == "crescendo":

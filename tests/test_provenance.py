@@ -315,6 +315,29 @@ def test_delta_needs_same_judge_and_samples(tmp_path: Path) -> None:
     assert "no base/ run" in choose_bases([r("m", "sae")])["m"][1]
 
 
+def test_a_per_instance_edit_run_is_compared_with_the_unedited_control() -> None:
+    """SafeEdit's per_instance protocol is how the method is applied (an edit per item), not another measurement:
+    its control is base/'s standard run on the same items; every other task argument must still match."""
+    from steerboard.leaderboard.ingest import choose_bases, control_task_args
+
+    def r(key: str, method: str, args: str, **kw: Any) -> dict[str, Any]:
+        d = {"run_key": key, "method": method, "model": "m", "task": "safeedit", "precision": "float32",
+             "task_args": args, "judge": "embed", "sample_set": "s", "submitter": "x", "created": "2026"}
+        return d | kw
+
+    std = '{"protocol": "standard", "judge": "embed"}'
+    per = '{"judge": "embed", "protocol": "per_instance"}'
+    assert control_task_args(std) == control_task_args(per) == '{"judge": "embed"}'
+    assert choose_bases([r("b", "base", std), r("d", "dinm", per)])["d"] == ("b", "")
+    # another argument still differs: no control, and the reason names it
+    other = '{"judge": "model", "protocol": "per_instance"}'
+    bk, why = choose_bases([r("b", "base", std), r("d", "dinm", other)])["d"]
+    assert bk is None and "task arguments" in why
+    # another sample set (other items) is never the control of an edit run
+    bk, why = choose_bases([r("b", "base", std, sample_set="t"), r("d", "dinm", per)])["d"]
+    assert bk is None and "samples" in why
+
+
 # ---------------------------------------------------------------------- the papers' own numbers
 def _tables(md: str) -> dict[tuple[str, str, str], list[dict[str, str]]]:
     """(section marker, model, method) -> table rows of reported_sources.md."""
