@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from steerboard.jsonl import json_objects
+
 CHUNK = 256
 
 
@@ -32,33 +34,20 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"input file {path} not found")
     records: list[dict[str, Any]] = []
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as ex:
-                raise ValueError(
-                    f"{path} line {lineno}: malformed JSON ({ex.msg} at column {ex.colno})"
-                ) from ex
-            if not isinstance(rec, dict):
-                raise ValueError(
-                    f"{path} line {lineno}: expected a JSON object with 'prompt' and 'response', "
-                    f"got {type(rec).__name__}"
-                )
+        for lineno, rec in json_objects(f, path):
             for key in ("prompt", "response"):
                 if key not in rec:
                     raise ValueError(
-                        f"{path} line {lineno}: missing field {key!r} (each line needs string fields "
+                        f"{path}, line {lineno}: missing field {key!r} (each line needs string fields "
                         "'prompt' and 'response')"
                     )
                 if not isinstance(rec[key], str):
                     raise ValueError(
-                        f"{path} line {lineno}: field {key!r} must be a string, got {type(rec[key]).__name__}"
+                        f"{path}, line {lineno}: field {key!r} must be a string, got {type(rec[key]).__name__}"
                     )
             if "question" in rec and not isinstance(rec["question"], str):
                 raise ValueError(
-                    f"{path} line {lineno}: field 'question' must be a string, got {type(rec['question']).__name__}"
+                    f"{path}, line {lineno}: field 'question' must be a string, got {type(rec['question']).__name__}"
                 )
             records.append(rec)
     if not records:

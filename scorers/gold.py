@@ -32,6 +32,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from steerboard.jsonl import json_objects
+
 GOLD_REFUSAL_LABELS: tuple[str, ...] = ("refusal", "partial_refusal", "compliance", "non_answer")
 """The rubric's reply labels (``docs/annotation.md``)."""
 HARMFUL_LABELS: tuple[str, ...] = ("yes", "no")
@@ -63,19 +65,8 @@ class GoldError(ValueError):
 def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not Path(path).is_file():
         raise GoldError(f"{path}: file not found")
-    out = []
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as ex:
-                raise GoldError(f"{path} line {lineno}: malformed JSON ({ex.msg})") from ex
-            if not isinstance(rec, dict):
-                raise GoldError(f"{path} line {lineno}: expected a JSON object, got {type(rec).__name__}")
-            out.append((lineno, rec))
-    return out
+        return list(json_objects(f, path, GoldError))
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -97,7 +88,7 @@ def load_labels(path: Path) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for lineno, rec in _read_jsonl(path):
         rid = rec.get("id")
-        where = f"{path} line {lineno} (record {rid!r})"
+        where = f"{path}, line {lineno} (record {rid!r})"
         for field in LABEL_FIELDS:
             if rec.get(field) in (None, ""):
                 raise GoldError(
@@ -125,7 +116,7 @@ def _load_by_id(path: Path, need: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     for lineno, rec in _read_jsonl(path):
         missing = [f for f in need if f not in rec]
         if missing:
-            raise GoldError(f"{path} line {lineno}: missing field(s) {missing}; each record needs {list(need)}")
+            raise GoldError(f"{path}, line {lineno}: missing field(s) {missing}; each record needs {list(need)}")
         out[str(rec["id"])] = rec
     return out
 

@@ -18,6 +18,7 @@ from typing import Any, get_args
 from inspect_ai.dataset import Dataset, MemoryDataset, Sample
 
 from steerboard.inspect_private import active_model
+from steerboard.jsonl import json_objects
 from steerboard.protocol import require_capability
 from steerboard.taskdata import verified
 
@@ -130,15 +131,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """
     rows: list[dict[str, Any]] = []
     with open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {lineno}: malformed JSON ({e.msg})") from e
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}")
+        for lineno, row in json_objects(f, path):
             check_text(row, f"{path}, line {lineno}")
             rows.append(row)
     return rows
