@@ -747,13 +747,17 @@ class _EmbedJudge:
             keys: per item, extra texts the cross-fit lookup matches against the training data besides the
                 prompt (a SafeEdit item's question, a JailbreakBench goal); None: the prompt only.
         """
-        items = self._items(prompts, responses, None, keys)
+        return await self._submit(self._items(prompts, responses, None, keys))
+
+    async def _submit(self, items: list[tuple[Any, ...]]) -> list[Verdict]:
+        """Judge ``items`` (from :meth:`_items`) in the shared micro-batch; a failing batch yields one error
+        verdict per item (a judge that cannot load at all raises :class:`JudgeUnavailableError`)."""
         try:
             return await self._batcher.submit(items)
         except JudgeUnavailableError:
             raise
         except Exception as ex:  # noqa: BLE001 - reported per item as a judge error
-            return [Verdict.failure(f"{self.name} judge failed: {type(ex).__name__}: {ex}")] * len(prompts)
+            return [Verdict.failure(f"{self.name} judge failed: {type(ex).__name__}: {ex}")] * len(items)
 
     def scheme(self) -> dict[str, Any]:
         """The judge, its artifact and its cross-fit scheme, for an eval's metadata."""
@@ -981,13 +985,7 @@ class EmbedObjectiveJudge(_EmbedJudge):
     ) -> list[Verdict]:
         """Judge replies against objectives (``prompts``); ``questions``: what was asked, when known;
         ``keys``: extra cross-fit lookup texts (see :meth:`_EmbedJudge.judge`)."""
-        items = self._items(prompts, responses, questions, keys)
-        try:
-            return await self._batcher.submit(items)
-        except JudgeUnavailableError:
-            raise
-        except Exception as ex:  # noqa: BLE001 - reported per item as a judge error
-            return [Verdict.failure(f"{self.name} judge failed: {type(ex).__name__}: {ex}")] * len(prompts)
+        return await self._submit(self._items(prompts, responses, questions, keys))
 
     def scheme(self) -> dict[str, Any]:
         """Both parts' artifacts and cross-fit schemes."""
