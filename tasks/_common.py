@@ -6,6 +6,7 @@ stays fast to import.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import os
@@ -62,6 +63,23 @@ def open_text(path: Path) -> Any:
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")
+
+
+def read_csv(relpath: str, sha256: str) -> list[dict[str, str]]:
+    """The rows of a shipped CSV file (``.csv`` or ``.csv.gz`` under ``tasks/data``, checked against its pin),
+    one dict per row keyed by the header."""
+    with open_text(data_file(relpath, sha256)) as f:
+        return list(csv.DictReader(f))
+
+
+HARMBENCH_FILE = "harmbench/harmbench_behaviors_text_test.csv.gz"
+HARMBENCH_SHA256 = "850f049696b3139b72b1640c2d4c9702412a9eb5439e154cb22191b31c458497"
+
+
+def load_harmbench_standard() -> list[dict[str, str]]:
+    """HarmBench's test behaviours of functional category "standard" (159 rows): ``jbb_refusal``'s extra
+    harmful prompts and ``crescendo``'s objectives."""
+    return [r for r in read_csv(HARMBENCH_FILE, HARMBENCH_SHA256) if r["FunctionalCategory"] == "standard"]
 
 
 def read_json(path: Path) -> Any:

@@ -39,7 +39,6 @@ Examples::
 
 from __future__ import annotations
 
-import csv
 import re
 from typing import Any, Literal
 
@@ -50,12 +49,13 @@ from inspect_ai.scorer import Metric, SampleScore, Score, Scorer, Target, metric
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
 from steerboard.tasks._common import (
+    HARMBENCH_FILE,
     check_bool,
     check_choice,
     check_int,
     data_file,
+    load_harmbench_standard,
     make_dataset,
-    open_text,
     read_json,
     reject_unknown_options,
 )
@@ -63,8 +63,6 @@ from steerboard.tasks._metrics import key_means, key_sums, mean_of
 
 SAFEMT_FILE = "safemtdata/Attack_600.json.gz"
 SAFEMT_SHA256 = "f9c461afc19828140bc5fa50a419ce5dc93ca83b17f6b72b68fc7fa56de371e7"
-HARMBENCH_FILE = "harmbench/harmbench_behaviors_text_test.csv.gz"
-HARMBENCH_SHA256 = "850f049696b3139b72b1640c2d4c9702412a9eb5439e154cb22191b31c458497"
 TASK_VERSION = "2.0.0"
 DEFAULT_MAX_TURNS = 5
 NAN = float("nan")
@@ -134,12 +132,6 @@ def live_record_to_sample(record: dict[str, Any]) -> Sample:
 
 def _norm(text: str) -> str:
     return re.sub(r"\W+", " ", text.lower()).strip()
-
-
-def load_harmbench_standard() -> list[dict[str, Any]]:
-    """The 159 standard HarmBench test behaviours."""
-    with open_text(data_file(HARMBENCH_FILE, HARMBENCH_SHA256)) as f:
-        return [r for r in csv.DictReader(f) if r["FunctionalCategory"] == "standard"]
 
 
 def load_replay_records() -> list[dict[str, Any]]:

@@ -22,7 +22,6 @@ Examples::
 
 from __future__ import annotations
 
-import csv
 from typing import Any, Literal
 
 from inspect_ai import Task, task
@@ -34,15 +33,13 @@ from steerboard.tasks._common import (
     check_choice,
     check_refusal_options,
     data_file,
+    load_harmbench_standard,
     make_dataset,
-    open_text,
     read_json,
     refusal_task,
     reject_unknown_options,
 )
 
-HARMBENCH_FILE = "harmbench/harmbench_behaviors_text_test.csv.gz"
-HARMBENCH_SHA256 = "850f049696b3139b72b1640c2d4c9702412a9eb5439e154cb22191b31c458497"
 TASK_VERSION = "1.0.0"
 
 Judge = Literal["embed", "strmatch", "model"]
@@ -84,12 +81,6 @@ def load_jbb_records() -> list[dict[str, Any]]:
         out.append({**r, "index": counters.get(lab, 0)})
         counters[lab] = counters.get(lab, 0) + 1
     return out
-
-
-def load_harmbench_standard() -> list[dict[str, Any]]:
-    """HarmBench test behaviours of functional category "standard" (159 rows)."""
-    with open_text(data_file(HARMBENCH_FILE, HARMBENCH_SHA256)) as f:
-        return [r for r in csv.DictReader(f) if r["FunctionalCategory"] == "standard"]
 
 
 @task

@@ -18,7 +18,6 @@ Examples::
 
 from __future__ import annotations
 
-import csv
 from typing import Any, Literal
 
 from inspect_ai import Task, task
@@ -27,9 +26,8 @@ from inspect_ai.dataset import Sample
 from steerboard.tasks._common import (
     check_choice,
     check_refusal_options,
-    data_file,
     make_dataset,
-    open_text,
+    read_csv,
     reject_unknown_options,
 )
 
@@ -52,8 +50,7 @@ def record_to_sample(record: dict[str, Any]) -> Sample:
 
 def load_records() -> list[dict[str, Any]]:
     """Read the shipped PHTest prompts (3,260 rows)."""
-    with open_text(data_file(DATA_FILE, DATA_SHA256)) as f:
-        return list(csv.DictReader(f))
+    return read_csv(DATA_FILE, DATA_SHA256)
 
 
 @task

@@ -18,7 +18,6 @@ Examples::
 
 from __future__ import annotations
 
-import csv
 from typing import Any, Literal
 
 from inspect_ai import Task, task
@@ -28,9 +27,8 @@ from steerboard.scorers.judges import judge_scheme
 from steerboard.tasks._common import (
     check_choice,
     check_refusal_options,
-    data_file,
     make_dataset,
-    open_text,
+    read_csv,
     refusal_task,
     reject_unknown_options,
 )
@@ -86,8 +84,7 @@ def record_to_sample(record: dict[str, Any]) -> Sample:
 
 def load_records() -> list[dict[str, Any]]:
     """Read the shipped XSTest prompts (450 rows)."""
-    with open_text(data_file(DATA_FILE, DATA_SHA256)) as f:
-        return list(csv.DictReader(f))
+    return read_csv(DATA_FILE, DATA_SHA256)
 
 
 @task
