@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _helpers import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -61,8 +62,7 @@ def test_installed_entry_points_register_the_methods(site_dir: Path) -> None:
         "print(json.dumps(method_entry_points()))"
     )
     env = {**os.environ, "PYTHONPATH": str(site_dir)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    eps = json.loads(out.stdout)
+    eps = json.loads(run_python(code, env=env))
     for name, module, cls in KINDS.values():
         assert eps.get(name) == f"{module}:{cls}"
 

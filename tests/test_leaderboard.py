@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from _helpers import synthetic_database
 
 from steerboard.leaderboard.build import _pareto, build_site, collect, run_page_name
 from steerboard.leaderboard.ingest import SchemaError, connect, ingest_logs, ingest_submissions
@@ -631,8 +632,6 @@ def test_a_task_protocol_variant_gets_its_own_row(tmp_path: Path, listing) -> No
     standard run of the same method: both stay current, on separate rows, and the standard row keeps its key."""
     from steerboard.leaderboard.build import assemble, load_reported
 
-    logs = tmp_path / "logs"
-    logs.mkdir()
     runs = [
         SyntheticRun(task="xstest", method="base", n_samples=10, seed=1),
         SyntheticRun(task="xstest", method="dinm", n_samples=10, seed=2, task_args={"protocol": "standard"}),
@@ -641,10 +640,7 @@ def test_a_task_protocol_variant_gets_its_own_row(tmp_path: Path, listing) -> No
         ),
         SyntheticRun(task="mmlu", method="dinm", n_samples=10, seed=4),
     ]
-    for i, r in enumerate(runs):
-        write_synthetic_log(r, logs / f"{i}.eval")
-    ingest_logs([logs], tmp_path / "r.duckdb", listing=listing, progress=False)
-    data = collect(tmp_path / "r.duckdb", listing)
+    data = collect(synthetic_database(tmp_path, runs, listing), listing)
     assert len(data["runs"]) == 4  # the later per_instance run does not replace the standard one
     rows = [r for r in assemble(data, listing, load_reported())["rows"] if r["method"] == "dinm"]
     rows.sort(key=lambda r: r["variant"])
@@ -793,14 +789,9 @@ def test_capability_axis_handles_lower_is_better_costs(tmp_path: Path) -> None:
 def _board(tmp_path: Path, listing, runs: list[SyntheticRun]) -> tuple[dict[str, Any], Path]:
     from steerboard.leaderboard.build import assemble, load_reported
 
-    logs = tmp_path / "logs"
-    logs.mkdir(exist_ok=True)
-    for i, r in enumerate(runs):
-        write_synthetic_log(r, logs / f"{i:03d}.eval")
-    ingest_logs([logs], tmp_path / "r.duckdb", listing=listing, progress=False)
-    data = collect(tmp_path / "r.duckdb", listing)
-    build_site(tmp_path / "r.duckdb", tmp_path / "site", listing=listing)
-    return assemble(data, listing, load_reported()), tmp_path / "site"
+    db = synthetic_database(tmp_path, runs, listing)
+    build_site(db, tmp_path / "site", listing=listing)
+    return assemble(collect(db, listing), listing, load_reported()), tmp_path / "site"
 
 
 def test_pareto_badge_only_among_rows_covering_the_same_metrics(tmp_path: Path, listing) -> None:

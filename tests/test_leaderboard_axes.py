@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from _helpers import synthetic_database
 
 from steerboard.leaderboard.build import assemble, build_site, collect, load_reported, run_page_name
 from steerboard.leaderboard.ingest import ingest_logs
@@ -33,14 +34,10 @@ def _listing(extra_tasks: dict[str, Any] | None = None, capability: list[str] | 
 
 
 def _board(tmp_path: Path, listing: Any, runs: list[SyntheticRun], site: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
-    logs = tmp_path / "logs"
-    logs.mkdir(exist_ok=True)
-    for i, r in enumerate(runs):
-        write_synthetic_log(r, logs / f"{i:03d}.eval")
-    ingest_logs([logs], tmp_path / "r.duckdb", listing=listing, progress=False)
-    data = collect(tmp_path / "r.duckdb", listing)
+    db = synthetic_database(tmp_path, runs, listing)
+    data = collect(db, listing)
     if site:
-        build_site(tmp_path / "r.duckdb", tmp_path / "site", listing=listing)
+        build_site(db, tmp_path / "site", listing=listing)
     return data, assemble(data, listing, load_reported())
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from _helpers import inspect_eval_provenance
 
 from steerboard.methods.base import MethodConfig, stable_hash
 
@@ -139,26 +140,7 @@ def test_eval_log_carries_resolved_settings_and_per_sample_records(tiny_model_di
 
 def test_inspect_eval_cli_writes_the_record(tiny_model_dir: str, tmp_path: Path) -> None:
     """``inspect eval`` on the command line gets the record too (the hook loads with the entry point)."""
-    import subprocess
-    import sys
-
-    from inspect_ai.log import list_eval_logs, read_eval_log
-
-    task = tmp_path / "one.py"
-    task.write_text(
-        "from inspect_ai import Task, task\nfrom inspect_ai.dataset import Sample\n"
-        "from inspect_ai.scorer import includes\n\n\n@task\ndef one():\n"
-        "    return Task(dataset=[Sample(input='Say hi.', target='hi')], scorer=includes())\n"
-    )
-    inspect = Path(sys.executable).with_name("inspect")
-    proc = subprocess.run(
-        [str(inspect), "eval", task.name, "--model", f"base/{tiny_model_dir}", "-M", "matmul_dtype=float32",
-         "--max-tokens", "4", "--log-dir", str(tmp_path / "logs"), "--display", "none"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (info,) = list_eval_logs(str(tmp_path / "logs"))
-    prov = read_eval_log(info.name, header_only=True).eval.metadata["steerboard"]
+    prov = inspect_eval_provenance(tmp_path, f"base/{tiny_model_dir}", "-M", "matmul_dtype=float32", "--max-tokens", "4")
     assert prov["method"] == "base" and prov["resolved"]["matmul_dtype"] == "float32"
     assert prov["config"]["matmul_dtype"] == "float32"
 
@@ -166,7 +148,7 @@ def test_inspect_eval_cli_writes_the_record(tiny_model_dir: str, tmp_path: Path)
 def test_steerboard_run_writes_the_record(tiny_model_dir: str, tmp_path: Path) -> None:
     from inspect_ai.log import read_eval_log
 
-    from steerboard.run import parse_suite, run_suite
+    from steerboard.runner import parse_suite, run_suite
 
     suite = parse_suite({
         "model": tiny_model_dir,

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _helpers import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Adding a method"
@@ -166,9 +167,7 @@ def test_readme_method_runs_as_written_on_the_tiny_model(tiny_model_dir: str, tm
         "out = m.messages(conv)\n"
         "print(json.dumps([type(m).__module__, m.config.reminder, out, conv[-1]['content']]))\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    mod, reminder, out, original_last = json.loads(res.stdout.strip().splitlines()[-1])
+    mod, reminder, out, original_last = json.loads(run_python(code, env=env).strip().splitlines()[-1])
     assert mod == module and reminder in blocks["python"] and prov["config"]["reminder"] == reminder
     assert out == [
         {"role": "system", "content": "S"}, {"role": "user", "content": "first"},

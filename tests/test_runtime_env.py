@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _helpers import inspect_eval_provenance, run_python
 
 _OMP_VARS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
 
@@ -18,9 +18,7 @@ def _child(code: str, **extra: str) -> str:
     """Run ``code`` in a fresh interpreter whose environment holds no OpenMP wait setting (plus ``extra``)."""
     env = {k: v for k, v in os.environ.items() if k not in _OMP_VARS}
     env.update(extra)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out.stdout.strip().splitlines()[-1]
+    return run_python(code, env=env).strip().splitlines()[-1]
 
 
 def test_importing_steerboard_sets_no_environment_variable() -> None:
@@ -100,21 +98,5 @@ def test_provider_reads_the_typed_text_from_inspects_command(tiny_model_dir: str
 @pytest.mark.slow
 def test_inspect_eval_command_line_keeps_typed_text(tiny_model_dir: str, tmp_path: Path) -> None:
     """End to end through the ``inspect`` command: ``-M system_prompt=yes`` reaches the method as "yes"."""
-    from inspect_ai.log import list_eval_logs, read_eval_log
-
-    task = tmp_path / "one.py"
-    task.write_text(
-        "from inspect_ai import Task, task\nfrom inspect_ai.dataset import Sample\n"
-        "from inspect_ai.scorer import includes\n\n\n@task\ndef one():\n"
-        "    return Task(dataset=[Sample(input='Say hi.', target='hi')], scorer=includes())\n"
-    )
-    inspect = Path(sys.executable).with_name("inspect")
-    proc = subprocess.run(
-        [str(inspect), "eval", task.name, "--model", f"prompt/{tiny_model_dir}", "-M", "system_prompt=yes",
-         "--max-tokens", "2", "--log-dir", str(tmp_path / "logs"), "--display", "none"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (info,) = list_eval_logs(str(tmp_path / "logs"))
-    prov = read_eval_log(info.name, header_only=True).eval.metadata["steerboard"]
+    prov = inspect_eval_provenance(tmp_path, f"prompt/{tiny_model_dir}", "-M", "system_prompt=yes", "--max-tokens", "2")
     assert prov["method"] == "prompt" and prov["config"]["system_prompt"] == "yes"

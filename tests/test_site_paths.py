@@ -8,10 +8,11 @@ import os
 import re
 from pathlib import Path
 
+from _helpers import synthetic_database
+
 from steerboard.leaderboard.build import build_site
-from steerboard.leaderboard.ingest import ingest_logs
 from steerboard.leaderboard.listing import parse_listing
-from steerboard.leaderboard.synthetic import SYNTHETIC_LISTING, SyntheticRun, write_synthetic_log
+from steerboard.leaderboard.synthetic import SYNTHETIC_LISTING, SyntheticRun
 
 ROOT = Path(__file__).resolve().parents[1]
 # an absolute path starting at one of these folders, not part of a URL or a longer path
@@ -41,13 +42,8 @@ def _runs(tmp: Path) -> list[SyntheticRun]:
 
 def test_no_output_file_of_the_site_holds_a_local_path(tmp_path: Path) -> None:
     listing = parse_listing(SYNTHETIC_LISTING)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    for i, run in enumerate(_runs(tmp_path)):
-        write_synthetic_log(run, logs / f"{i:03d}.eval")
-    ingest_logs([logs], tmp_path / "r.duckdb", listing=listing, progress=False)
     site = tmp_path / "site"
-    build_site(tmp_path / "r.duckdb", site, listing=listing)
+    build_site(synthetic_database(tmp_path, _runs(tmp_path), listing), site, listing=listing)
 
     files = [f for f in site.rglob("*") if f.is_file()]
     assert len(files) > 10  # index, one page per run, assets
@@ -57,7 +53,7 @@ def test_no_output_file_of_the_site_holds_a_local_path(tmp_path: Path) -> None:
     every = "".join(f.read_text(encoding="utf-8", errors="replace") for f in files)
     for name in ("sae.safetensors", "directions.pt", "safety.txt", "pairs.jsonl", "xstest.jsonl"):
         assert name in every, name
-    needles = {str(ROOT), os.getcwd(), str(Path.home()), str(tmp_path), str(logs)} - {"/"}
+    needles = {str(ROOT), os.getcwd(), str(Path.home()), str(tmp_path), str(tmp_path / "logs")} - {"/"}
     leaks = []
     for f in files:
         text = f.read_text(encoding="utf-8", errors="replace")

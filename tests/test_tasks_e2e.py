@@ -10,11 +10,10 @@ import contextlib
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _helpers import run_python
 from inspect_ai import eval as inspect_eval
 
 import steerboard.scorers.judges as judges
@@ -87,9 +86,7 @@ def test_registry_name_resolves_in_fresh_process(tmp_path):
         " task_args={'judge': 'strmatch'})[0]\n"
         "print(log.status, log.eval.task)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "success steerboard/xstest" in out.stdout
+    assert "success steerboard/xstest" in run_python(code, cwd=tmp_path, timeout=120)
 
 
 def test_jbb_refusal_e2e(tmp_path):
