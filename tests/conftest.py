@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny random-weight llama built offline, the embedded model (integration), mockllm
-outputs and a rule-based fake judge."""
+outputs, a rule-based fake judge and headless Chromium."""
 
 from __future__ import annotations
 
@@ -129,6 +129,22 @@ def hostile_run():
         )
 
     return make
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory):
+    """Headless Chromium through selenium at 1440x900 (the console log kept), one per test module; the test
+    fails, saying what to install, when the browser is missing."""
+    from steerboard.leaderboard.screenshots import headless_chromium
+
+    try:
+        drv = headless_chromium(tmp_path_factory.mktemp("chrome-profile"), page_load_timeout=30)
+    except FileNotFoundError as ex:
+        pytest.fail(f"{ex} (Debian chromium + chromium-driver)")
+    try:
+        yield drv
+    finally:
+        drv.quit()
 
 
 # Test modules whose assertions depend on the CPU's kernels (bit-exact batch invariance, thresholds on model

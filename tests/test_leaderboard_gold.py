@@ -6,28 +6,24 @@ above it is not, a configuration without gold replies says so, an absent file sh
 from __future__ import annotations
 
 import copy
-import functools
-import http.server
 import json
 import re
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from _helpers import synthetic_database
 
 from steerboard.cli import main
 from steerboard.leaderboard import judge_check
 from steerboard.leaderboard.build import assemble, build_site, collect, load_reported
-from steerboard.leaderboard.ingest import ingest_logs
 from steerboard.leaderboard.listing import load_listing_file
+from steerboard.leaderboard.screenshots import console_errors, serve_folder
 from steerboard.leaderboard.synthetic import (
     SYNTHETIC_LISTING,
     SyntheticRun,
     synthetic_provenance,
-    write_synthetic_log,
 )
 from steerboard.scorers import gold as G
 
@@ -111,12 +107,10 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     listing_path = root / "listing.yaml"
     listing_path.write_text(yaml.safe_dump(_listing_dict(), sort_keys=False))
     listing = load_listing_file(listing_path)
-    for i, r in enumerate(RUNS):
-        write_synthetic_log(r, root / "logs" / f"{i:03d}.eval")
-    ingest_logs([root / "logs"], root / "r.duckdb", listing=listing, progress=False)
+    db = synthetic_database(root, RUNS, listing)
     gold_path = root / "gold_agreement.json"
     gold_path.write_text(json.dumps(gold_report()))
-    build_site(root / "r.duckdb", root / "site", listing=listing, gold_agreement_path=gold_path)
+    build_site(db, root / "site", listing=listing, gold_agreement_path=gold_path)
     return {"root": root, "listing": listing, "listing_path": listing_path, "gold": gold_path}
 
 
@@ -256,33 +250,6 @@ def test_a_malformed_file_is_a_one_line_error_naming_the_field(board: dict[str, 
 
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        return None
-
-
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
-        pytest.fail("headless Chromium is missing: run `make browser` (Debian chromium + chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--window-size=1440,900",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chrome-profile')}"):  # fmt: skip
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-    drv.set_page_load_timeout(30)
-    try:
-        yield drv
-    finally:
-        drv.quit()
-
-
 @pytest.mark.browser
 @pytest.mark.parametrize(("width", "height", "mobile"), [(1440, 900, False), (390, 844, True)])
 def test_board_and_judges_page_with_a_gold_file_in_chromium(
@@ -292,33 +259,28 @@ def test_board_and_judges_page_with_a_gold_file_in_chromium(
     without console errors, the page never pans sideways, and the flags are on screen as text."""
     from selenium.webdriver.common.by import By
 
-    handler = functools.partial(_QuietHandler, directory=str(board["root"] / "site"))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     chromium.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",
         {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
     )
     try:
-        base = f"http://127.0.0.1:{httpd.server_address[1]}"
-        chromium.get(base + "/index.html")
-        assert chromium.execute_script("return document.documentElement.scrollWidth") <= width
-        flags = [b for b in chromium.find_elements(By.CSS_SELECTOR, "#glance .badge.jflag") if b.is_displayed()]
-        assert len(flags) == 2 and all(b.text == "judge < 0.85" for b in flags)
-        assert "not in gold set" in chromium.find_element(By.ID, "board").get_attribute("textContent")
-        assert [e for e in chromium.get_log("browser") if e.get("level") in ("SEVERE", "ERROR")] == []
-        shots = Path(__file__).parent / "_screenshots"
-        shots.mkdir(exist_ok=True)
-        chromium.execute_script("document.getElementById('board').scrollIntoView()")
-        chromium.save_screenshot(str(shots / f"leaderboard-gold-board-{width}.png"))
-        chromium.find_element(By.CSS_SELECTOR, "header nav a[href='judges.html']").click()
-        assert chromium.title == "steerboard judges"
-        assert chromium.execute_script("return document.documentElement.scrollWidth") <= width
-        flagged = chromium.find_elements(By.CSS_SELECTOR, "table.gold-configs tr.flagged")
-        assert len(flagged) == 2 and all("below 0.85" in r.get_attribute("textContent") for r in flagged)
-        assert [e for e in chromium.get_log("browser") if e.get("level") in ("SEVERE", "ERROR")] == []
-        chromium.save_screenshot(str(shots / f"leaderboard-judges-{width}.png"))
+        with serve_folder(board["root"] / "site") as base:
+            chromium.get(base + "/index.html")
+            assert chromium.execute_script("return document.documentElement.scrollWidth") <= width
+            flags = [b for b in chromium.find_elements(By.CSS_SELECTOR, "#glance .badge.jflag") if b.is_displayed()]
+            assert len(flags) == 2 and all(b.text == "judge < 0.85" for b in flags)
+            assert "not in gold set" in chromium.find_element(By.ID, "board").get_attribute("textContent")
+            assert console_errors(chromium) == []
+            shots = Path(__file__).parent / "_screenshots"
+            shots.mkdir(exist_ok=True)
+            chromium.execute_script("document.getElementById('board').scrollIntoView()")
+            chromium.save_screenshot(str(shots / f"leaderboard-gold-board-{width}.png"))
+            chromium.find_element(By.CSS_SELECTOR, "header nav a[href='judges.html']").click()
+            assert chromium.title == "steerboard judges"
+            assert chromium.execute_script("return document.documentElement.scrollWidth") <= width
+            flagged = chromium.find_elements(By.CSS_SELECTOR, "table.gold-configs tr.flagged")
+            assert len(flagged) == 2 and all("below 0.85" in r.get_attribute("textContent") for r in flagged)
+            assert console_errors(chromium) == []
+            chromium.save_screenshot(str(shots / f"leaderboard-judges-{width}.png"))
     finally:
         chromium.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-        httpd.shutdown()
-        httpd.server_close()
