@@ -59,12 +59,18 @@ def cpu_seconds() -> float:
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
+def add_log_options(ap: argparse.ArgumentParser, samples: int) -> None:
+    """The options of the synthetic logs and of the timed ingest (``--logs``, ``--samples``, ``--workers``,
+    ``--repeats``); ``benchmarks/scaleout.py`` takes them too for its ingest benchmark."""
+    ap.add_argument("--logs", type=int, default=1000, help="synthetic logs (default 1000)")
+    ap.add_argument("--samples", type=int, default=samples, help=f"samples per log (default {samples})")
+    ap.add_argument("--workers", type=int, default=2, help="ingest worker processes (and log writers)")
+    ap.add_argument("--repeats", type=int, default=1, help="timed repeats; the median is reported")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--logs", type=int, default=1000)
-    ap.add_argument("--samples", type=int, default=1000)
-    ap.add_argument("--workers", type=int, default=2, help="ingest worker processes (and log writers)")
-    ap.add_argument("--repeats", type=int, default=1)
+    add_log_options(ap, samples=1000)
     ap.add_argument("--regenerate", action="store_true")
     ap.add_argument("--generate-only", action="store_true")
     args = ap.parse_args()

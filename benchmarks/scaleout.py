@@ -384,10 +384,7 @@ def bench_suite(
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--logs", type=int, default=1000)
-    ap.add_argument("--samples", type=int, default=20)
-    ap.add_argument("--workers", type=int, default=2, help="ingest worker processes")
-    ap.add_argument("--repeats", type=int, default=1)
+    _leaderboard_bench().add_log_options(ap, samples=20)
     ap.add_argument("--limit", type=int, default=4, help="samples per pair in the tiny suite")
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--configs", type=int, default=2, help="method configurations in the tiny suite (1-3)")
