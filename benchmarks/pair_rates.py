@@ -40,7 +40,7 @@ def main() -> int:
     ap.add_argument("--only", action="append", metavar="TASK",
                     help="measure only these tasks (repeatable); --write then updates only their rates")
     args = ap.parse_args()
-    from steerboard.run import MIN_RATE_SAMPLES, measured_rates
+    from steerboard.runner.estimate import MIN_RATE_SAMPLES, measured_rates
 
     suite = yaml.safe_load((ROOT / "steerboard" / "suites" / "submission.yaml").read_text())
     tasks = [dict(t, limit=max(MIN_RATE_SAMPLES, round(LIMITS[t["name"]] * args.scale)))

@@ -31,7 +31,7 @@ import steerboard  # noqa: F401  (first: OpenMP settings before torch loads)
 
 def one_run(args: argparse.Namespace) -> None:
     """Run the selected pairs once into ``--log-dir``; print the suite summary as JSON."""
-    from steerboard.run import load_suite, run_suite
+    from steerboard.runner import load_suite, run_suite
 
     suite = load_suite(args.suite)
     extra = dict(kv.split("=", 1) for kv in args.model_arg)

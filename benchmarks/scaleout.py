@@ -118,8 +118,7 @@ def bench_ingest(n_logs: int, n_samples: int, workers: int, repeats: int) -> Non
 def bench_ray(limit: int, max_tokens: int, configs: int) -> None:
     import ray
 
-    from steerboard.executors import run_with_executor
-    from steerboard.run import parse_suite
+    from steerboard.runner import parse_suite, run_with_executor
     from steerboard.testing import make_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="scaleout-ray-"))
@@ -156,7 +155,7 @@ def _small_suite(name: str, tasks: list[str], task_limit: int, max_tokens: int, 
     ``max_tokens`` at most ``max_tokens``, DPO trained on ``dpo_pairs`` pairs."""
     import yaml
 
-    from steerboard.run import suite_path
+    from steerboard.runner.suite import suite_path
 
     data = yaml.safe_load(suite_path(name).read_text())
     data["name"] = f"{data.get('name', name)}-small"

@@ -34,9 +34,6 @@ SUBMISSION_SUITE = "submission"
 #: Where ``submit check METHOD`` looks for the method's run (``steerboard run``'s default ``--log-dir``).
 DEFAULT_LOG_DIR = "logs"
 
-#: Tasks whose data is gated (:data:`steerboard.tasks.listing.GATED_TASKS`): a submission without them passes,
-#: with a note (the leaderboard shows the row without them).
-
 #: Judge names the judges contract defines (docs/contract.md; refusal: embed, strmatch, model; harm: embed, model,
 #: safeedit_classifier).
 STANDARD_JUDGES = frozenset({"embed", "strmatch", "model", "safeedit_classifier"})
@@ -82,14 +79,14 @@ def required_tasks(listing: Listing) -> list[str]:
 
 def suite_sizes() -> dict[str, tuple[int | None, dict[str, Any]]]:
     """task -> (limit, task args) of the shipped submission suite: the items every submission scores."""
-    from steerboard.run import load_suite
+    from steerboard.runner.suite import load_suite
 
     return {t.name: (t.limit, dict(t.args)) for t in load_suite(SUBMISSION_SUITE).tasks}
 
 
 def _matches_suite(log: Any, sizes: dict[str, tuple[int | None, dict[str, Any]]]) -> bool:
     """Whether a log ran the submission suite's items: the whole dataset, or the suite's size and shuffle."""
-    from steerboard.run import _task_args_match
+    from steerboard.runner.plan import task_args_match as _task_args_match
 
     spec = log.eval
     task = spec.task.split("/")[-1]

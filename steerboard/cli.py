@@ -69,7 +69,7 @@ def _is_user_error(ex: BaseException) -> bool:
 def _error_line(ex: BaseException) -> str:
     """An error as one line (the first line of its message; a list of problems keeps its lines)."""
     text = str(ex).strip() or type(ex).__name__
-    from steerboard.run import SuiteInvalid
+    from steerboard.runner.plan import SuiteInvalid
 
     if isinstance(ex, SuiteInvalid):
         return text

@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -345,15 +346,19 @@ def estimate_memory(
     return MemoryEstimate(parts=parts, params=params, device=dev, dtype=dtype)
 
 
-def context_tokens_for(suite: Any, method: Any, prompt_tokens: int = 512) -> int:
+def context_tokens_for(generate_configs: Iterable[Mapping[str, Any]], prompt_tokens: int = 512) -> int:
     """Tokens per KV-cache row for a configuration: a prompt allowance plus the longest completion its tasks
-    ask for (``max_tokens`` of the suite's or the task's generate config; unset: the provider's default)."""
+    ask for.
+
+    Args:
+        generate_configs: the generate config of each of the configuration's tasks, as the eval gets it
+            (:func:`steerboard.runner.suite.generate_config`: the suite's ``generate``, the task's ``config``,
+            the command line's overrides); ``max_tokens`` unset: the provider's default.
+        prompt_tokens: the prompt allowance.
+    """
     from steerboard.methods.provider import DEFAULT_MAX_TOKENS
 
     longest = 0
-    for m, t in suite.runs():
-        if m is not method:
-            continue
-        gen = {**suite.generate, **t.config}
+    for gen in generate_configs:
         longest = max(longest, int(gen.get("max_tokens") or DEFAULT_MAX_TOKENS))
     return prompt_tokens + (longest or DEFAULT_MAX_TOKENS)

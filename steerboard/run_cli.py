@@ -37,7 +37,8 @@ def generate_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_summary(summary: list[dict[str, Any]], dry_run: bool) -> None:
-    from steerboard.run import format_duration, results_table
+    from steerboard.runner.estimate import format_duration
+    from steerboard.runner.summary import results_table
 
     for s in summary:
         line = f"{s['status']:>11}  {s['method']:<8} {json.dumps(s['args'], sort_keys=True):<40} {s['task']:<12}"
@@ -131,7 +132,7 @@ def _sweep_value(text: Any, tp: Any, key: str, raw: str) -> Any:
 def _suite_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
     """The suite the command line asks for (a named suite, optionally with other methods, or an ad-hoc grid),
     and the notes on gated tasks dropped from it."""
-    from steerboard.run import (
+    from steerboard.runner.suite import (
         drop_gated_tasks,
         load_suite,
         parse_suite,
@@ -179,17 +180,20 @@ def _run(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"steerboard run: {note}", file=sys.stderr)
     roles = {k: str(v) for k, v in _kv(args.model_role, "--model-role").items()}
-    from steerboard import executors, storage
+    from steerboard import storage
+    from steerboard.runner.executor import check_executor, run_with_executor
+    from steerboard.runner.ray_requests import parse_resources, resource_plan
 
     # executor, Ray address, bucket, credentials: all checked before any model work
-    resources = executors.parse_resources(args.ray_resources)
+    resources = parse_resources(args.ray_resources)
     if not args.dry_run:
-        executors.check_executor(args.executor, args.ray_address)
+        check_executor(args.executor, args.ray_address)
     if storage.is_url(args.log_dir) and not args.dry_run:
         storage.check_writable(args.log_dir, "cannot write logs to")
     local_dir = not storage.is_url(args.log_dir) and args.executor == "local"
     summary_path = Path(args.log_dir) / f"suite-{suite.name}-summary.json" if local_dir and not args.dry_run else None
-    summary = executors.run_with_executor(
+    generate = generate_overrides(args)  # over the suite's and the tasks': for the evals and the memory estimate
+    summary = run_with_executor(
         args.executor,
         suite,
         args.log_dir,
@@ -201,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
         only_tasks=args.only_task,
         display=args.display,
         dry_run=args.dry_run,
-        generate=generate_overrides(args),
+        generate=generate,
         model_roles=roles,
         summary_path=summary_path,
     )
@@ -212,7 +216,7 @@ def _run(args: argparse.Namespace) -> int:
     _print_summary(summary, args.dry_run)
     if args.dry_run and args.executor == "ray":  # what each configuration's actor would ask the cluster for
         print()
-        for line in executors.resource_plan(suite, resources, args.model, args.only_method, args.only_task):
+        for line in resource_plan(suite, resources, args.model, args.only_method, args.only_task, generate):
             print(f"ray actor  {line}")
     return _exit_code(summary, args.dry_run)
 

@@ -29,7 +29,7 @@ def test_listing_fields_match_the_validator() -> None:
 
 def test_task_and_method_names_match_the_registries() -> None:
     from steerboard.methods.registry import method_entry_points
-    from steerboard.run import TASK_NAMES
+    from steerboard.runner.suite import TASK_NAMES
 
     tasks = _section("Tasks")
     assert all(f"`{t}`" in tasks for t in TASK_NAMES)
@@ -38,7 +38,7 @@ def test_task_and_method_names_match_the_registries() -> None:
 
 
 def test_suite_keys_match_the_suite_parser() -> None:
-    from steerboard.run import METHOD_KEYS, SUITE_KEYS, TASK_KEYS
+    from steerboard.runner.suite import METHOD_KEYS, SUITE_KEYS, TASK_KEYS
 
     commands = _section("Commands")
     for key in SUITE_KEYS | METHOD_KEYS | TASK_KEYS:
@@ -46,14 +46,14 @@ def test_suite_keys_match_the_suite_parser() -> None:
 
 
 def test_suite_label_key_is_rejected() -> None:
-    from steerboard.run import parse_suite
+    from steerboard.runner import parse_suite
 
     with pytest.raises(ValueError, match=r"methods\[0\]: unknown key\(s\) \['label'\]; valid: \['args', 'name', 'resources', 'sweep', 'tasks'\]"):
         parse_suite({"methods": [{"name": "base", "label": "control"}], "tasks": ["xstest"]})
 
 
 def test_shipped_suites_parse() -> None:
-    from steerboard.run import load_suite
+    from steerboard.runner import load_suite
 
     for name in ("quick", "full"):
         assert load_suite(name).methods

@@ -171,7 +171,7 @@ def _samples(log_dir) -> list[tuple]:
 
 def test_tiny_suite_three_runs_give_identical_samples(tiny_model_dir: str, tmp_path) -> None:
     """The same suite run three times (bfloat16 matmuls, concurrent requests, continuous batching)."""
-    from steerboard.run import parse_suite, run_suite
+    from steerboard.runner import parse_suite, run_suite
 
     suite = parse_suite({
         "model": tiny_model_dir,

@@ -47,4 +47,4 @@ def test_the_size_check_measures_nested_and_async_functions(tmp_path):
     assert long_functions(src, 4) == ["outer (7 lines, line 1)", "inner (5 lines, line 2)"]
     assert long_functions(src, 7) == []
     assert not _covered(ROOT / "steerboard" / "engine" / "core.py") and not _covered(ROOT / "steerboard" / "engine.py")
-    assert _covered(ROOT / "steerboard" / "run.py") and _covered(ROOT / "methods" / "dinm.py")
+    assert _covered(ROOT / "steerboard" / "runner" / "plan.py") and _covered(ROOT / "methods" / "dinm.py")

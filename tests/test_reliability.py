@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steerboard.run import SuiteInvalid, parse_suite, run_suite
+from steerboard.runner import SuiteInvalid, parse_suite, run_suite
 
 STEERBOARD = [sys.executable, "-m", "steerboard.cli"]
 

@@ -40,7 +40,7 @@ def test_bad_memory_names_the_forms(bad) -> None:
 
 
 def test_suite_resources_are_validated_when_the_suite_loads(tiny_model_dir: str) -> None:
-    from steerboard.run import parse_suite
+    from steerboard.runner import parse_suite
 
     suite = parse_suite(_suite(tiny_model_dir, resources={"num_cpus": 2, "memory": "8GiB"}))
     assert suite.resources == {"num_cpus": 2.0, "memory": 8 * 1024**3}
@@ -61,8 +61,8 @@ def test_suite_resources_are_validated_when_the_suite_loads(tiny_model_dir: str)
 
 
 def test_method_entry_overrides_suite_and_command_line_overrides_both(tiny_model_dir: str) -> None:
-    from steerboard.executors import config_resources, parse_resources
-    from steerboard.run import parse_suite
+    from steerboard.runner import parse_suite
+    from steerboard.runner.ray_requests import config_resources, parse_resources
 
     suite = parse_suite(_suite(tiny_model_dir, resources={"num_cpus": 2, "memory": "8GiB"}))
     base, prompt = suite.methods
@@ -144,8 +144,82 @@ def test_bad_resources_fail_before_model_work(tmp_path: Path, capsys) -> None:
     assert rc == 2
 
 
+def _long_context_copy(tiny_model_dir: str, tmp_path: Path) -> str:
+    """The tiny model with a 4,096-token context: its own 512 would cap every KV-cache allowance."""
+    import json
+    import shutil
+
+    path = tmp_path / "tiny-4k"
+    shutil.copytree(tiny_model_dir, path)
+    config = json.loads((path / "config.json").read_text())
+    config["max_position_embeddings"] = 4096
+    (path / "config.json").write_text(json.dumps(config))
+    return str(path)
+
+
+def test_max_tokens_from_the_command_line_reaches_the_memory_estimate(
+    tiny_model_dir: str, tmp_path: Path, capsys
+) -> None:
+    from steerboard.cli import main
+    from steerboard.resources import format_bytes
+    from steerboard.runner import parse_suite
+    from steerboard.runner.ray_requests import config_resources
+
+    model = _long_context_copy(tiny_model_dir, tmp_path)
+    data = _suite(model)  # the task asks for max_tokens 8
+    suite = parse_suite(data)
+    base = suite.methods[0]
+    plain = config_resources(suite, base)[1]
+    longer = config_resources(suite, base, generate={"max_tokens": 1000})[1]
+    assert plain is not None and longer is not None
+    # rows x (512 prompt tokens + max_tokens) x 4 layers x keys and values x 2 kv heads x 16 dims x 8 bytes
+    assert plain.parts["kv_cache"] == 4 * (512 + 8) * 4 * 2 * 2 * 16 * 8
+    assert longer.parts["kv_cache"] == 4 * (512 + 1000) * 4 * 2 * 2 * 16 * 8
+    # the same through the command line: `--executor ray --dry-run` prints each actor's estimate
+    path = tmp_path / "res.yaml"
+    path.write_text(yaml.safe_dump(data))
+    lines = {}
+    for extra in ([], ["--max-tokens", "1000"]):
+        argv = ["run", "--suite", str(path), "--executor", "ray", "--dry-run", "--log-dir", str(tmp_path / "logs")]
+        assert main(argv + extra) == 0
+        out = capsys.readouterr().out
+        lines[len(extra)] = next(x for x in out.splitlines() if x.startswith("ray actor  base "))
+    assert f"kv_cache {format_bytes(plain.parts['kv_cache'])}" in lines[0], lines[0]
+    assert f"kv_cache {format_bytes(longer.parts['kv_cache'])}" in lines[2], lines[2]
+
+
+def test_the_eval_and_the_memory_estimate_see_one_generate_config(
+    tiny_model_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Suite ``generate``, task ``config`` and the command line's overrides, merged once: the ``eval_set`` call
+    of a pair gets what the Ray memory estimate of its configuration sizes the KV cache for."""
+    import inspect_ai
+
+    from steerboard import resources
+    from steerboard.runner import RunSettings, parse_suite, plan_pairs, run_pair
+    from steerboard.runner.ray_requests import config_resources
+
+    suite = parse_suite({
+        "model": tiny_model_dir, "generate": {"max_tokens": 100, "temperature": 0.5},
+        "methods": ["base"], "tasks": [{"name": "xstest", "limit": 1, "args": {"judge": "strmatch"},
+                                        "config": {"max_tokens": 50}}],
+    })
+    cli = {"max_tokens": 70, "seed": 3}
+    evals: list[dict] = []
+    estimates: list[dict] = []
+    monkeypatch.setattr(inspect_ai, "eval_set", lambda **kw: evals.append(kw) or (True, []))
+    monkeypatch.setattr(resources, "estimate_memory", lambda *a, **kw: estimates.append(kw))
+    (pair,) = plan_pairs(suite, suite.runs(), tmp_path, generate=cli)
+    run_pair(pair, RunSettings.for_suite(suite, generate=cli))
+    config_resources(suite, suite.methods[0], generate=cli)
+    (call,) = evals
+    assert {k: call[k] for k in ("max_tokens", "temperature", "seed")} == {"max_tokens": 70, "temperature": 0.5,
+                                                                          "seed": 3}
+    assert [e["context_tokens"] for e in estimates] == [512 + call["max_tokens"]]
+
+
 def test_capacity_check_names_the_setting() -> None:
-    from steerboard.executors import _check_capacity
+    from steerboard.runner.ray_requests import check_capacity as _check_capacity
 
     class FakeRay:
         @staticmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from steerboard.run import load_suite, parse_suite
+from steerboard.runner import load_suite, parse_suite
 
 
 def test_shipped_suites_parse_and_cover_every_method() -> None:
@@ -68,7 +68,7 @@ def test_unknown_suite_name_lists_shipped() -> None:
 
 def test_run_suite_end_to_end_and_resume(tiny_model_dir: str, tmp_path) -> None:
     """Two methods x one task on the tiny model; a second run skips what finished."""
-    from steerboard.run import run_suite
+    from steerboard.runner import run_suite
 
     suite = parse_suite({
         "model": tiny_model_dir,
@@ -95,7 +95,7 @@ def test_max_connections_must_be_a_positive_integer(bad) -> None:
 
 
 def test_more_connections_than_batch_rows_is_a_one_line_note(capsys) -> None:
-    from steerboard.run import batch_notice, check_runs, select_runs
+    from steerboard.runner.plan import batch_notice, check_runs, select_runs
 
     assert batch_notice("base", 64, 32) is None
     note = batch_notice("base", 64, 200)

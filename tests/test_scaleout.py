@@ -296,7 +296,7 @@ def test_unknown_protocol_is_rejected(tmp_path: Path, capsys) -> None:
 
 def test_run_writes_logs_to_s3(s3, tiny_model_dir: str, tmp_path: Path, listing) -> None:
     """A suite run with ``--log-dir s3://...`` writes Inspect logs into the bucket; ingest reads them back."""
-    from steerboard.run import parse_suite, run_suite
+    from steerboard.runner import parse_suite, run_suite
 
     suite = parse_suite({
         "model": tiny_model_dir,
@@ -331,7 +331,8 @@ def test_run_cli_checks_the_bucket_before_model_work(s3, tmp_path: Path, capsys)
 
 
 def test_unknown_executor_and_stray_address(capsys, tmp_path: Path) -> None:
-    from steerboard.executors import check_executor, parse_resources
+    from steerboard.runner.executor import check_executor
+    from steerboard.runner.ray_requests import parse_resources
 
     with pytest.raises(ValueError, match="unknown executor 'slurm'; valid: local, ray"):
         check_executor("slurm")
@@ -349,7 +350,7 @@ def test_unknown_executor_and_stray_address(capsys, tmp_path: Path) -> None:
 def test_ray_missing_says_how_to_install(monkeypatch) -> None:
     import sys
 
-    from steerboard.executors import check_executor
+    from steerboard.runner.executor import check_executor
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ImportError, match=r"pip install 'steerboard\[ray\]'"):
@@ -360,7 +361,7 @@ def test_unreachable_ray_address_fails_fast() -> None:
     pytest.importorskip("ray", reason="pip install 'steerboard[ray]'")
     import time
 
-    from steerboard.executors import check_executor
+    from steerboard.runner.executor import check_executor
 
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match="cannot reach the Ray cluster at --ray-address 127.0.0.1:"):
@@ -380,8 +381,7 @@ def test_ray_executor_matches_local_and_resumes(ray_cluster, tiny_model_dir: str
     """Three method configurations x one task on a 2-CPU cluster: by default one actor (2 CPUs, 2 torch
     threads) runs them one after another; the same scores as the local executor; a second run re-runs
     nothing."""
-    from steerboard.executors import run_with_executor
-    from steerboard.run import parse_suite
+    from steerboard.runner import parse_suite, run_with_executor
 
     suite = parse_suite({
         "model": tiny_model_dir,
@@ -403,8 +403,7 @@ def test_ray_executor_matches_local_and_resumes(ray_cluster, tiny_model_dir: str
 
 
 def test_ray_pair_that_keeps_failing_is_reported(ray_cluster, tiny_model_dir: str, tmp_path: Path) -> None:
-    from steerboard.executors import run_with_executor
-    from steerboard.run import parse_suite
+    from steerboard.runner import parse_suite, run_with_executor
 
     suite = parse_suite({
         "model": tiny_model_dir,
@@ -420,8 +419,7 @@ def test_ray_pair_that_keeps_failing_is_reported(ray_cluster, tiny_model_dir: st
 def test_ray_pool_of_one_cpu_actors(ray_cluster, tiny_model_dir: str, tmp_path: Path) -> None:
     """num_cpus=1 on a 2-CPU cluster: two actors share the three configurations, each with one torch thread
     (the engine would otherwise take every core of the node), and the scores equal the local executor's."""
-    from steerboard.executors import run_with_executor
-    from steerboard.run import parse_suite
+    from steerboard.runner import parse_suite, run_with_executor
 
     suite = parse_suite({
         "model": tiny_model_dir, "resources": {"num_cpus": 1},
@@ -438,8 +436,7 @@ def test_ray_pool_of_one_cpu_actors(ray_cluster, tiny_model_dir: str, tmp_path: 
 
 def test_ray_checks_every_pair_before_any_runs(ray_cluster, tiny_model_dir: str, tmp_path: Path) -> None:
     """Invalid method options are found by the driver, before any actor gets work: nothing is written."""
-    from steerboard.executors import run_with_executor
-    from steerboard.run import SuiteInvalid, parse_suite
+    from steerboard.runner import SuiteInvalid, parse_suite, run_with_executor
 
     suite = parse_suite({
         "model": tiny_model_dir,

@@ -13,14 +13,14 @@ import yaml
 
 from steerboard.leaderboard.listing import resolve_listing
 from steerboard.leaderboard.submit import (
-    GATED_TASKS,
     STANDARD_JUDGES,
     check_submission,
     required_tasks,
     suite_sizes,
 )
-from steerboard.run import drop_gated_tasks, load_suite, parse_suite, replace_methods, suite_path
+from steerboard.runner.suite import drop_gated_tasks, load_suite, parse_suite, replace_methods, suite_path
 from steerboard.tasks._testing import WILDGUARD_ROWS
+from steerboard.tasks.listing import GATED_TASKS
 
 SUITE = suite_path("submission")
 

@@ -42,8 +42,8 @@ def test_sweep_values_are_typed_by_the_method_fields(capsys: pytest.CaptureFixtu
 
 
 def test_sweep_from_the_command_line_shares_the_suite_files_configuration() -> None:
-    from steerboard.run import parse_suite
     from steerboard.run_cli import typed_sweep
+    from steerboard.runner import parse_suite
 
     cli = parse_suite({"methods": [{"name": "actadd", "sweep": typed_sweep("actadd", {"coefficient": "4,8"})}],
                        "tasks": ["xstest"]})
@@ -75,7 +75,8 @@ def test_bad_sweep_value_is_one_line_before_any_weights_load(
 
 
 def test_summary_has_no_nan_and_the_table_says_n_a(tmp_path: Path) -> None:
-    from steerboard.run import _finish, results_table
+    from steerboard.runner.summary import finish_summary as _finish
+    from steerboard.runner.summary import results_table
 
     summary = [{"method": "base", "args": {}, "task": "xstest", "status": "success", "samples": 0,
                 "metrics": {"refusal_scorer/refusal_rate_safe": float("nan"), "refusal_scorer/refusal_rate_unsafe": 0.5}}]
@@ -97,7 +98,7 @@ def test_summary_write_is_atomic_on_a_full_disk(tmp_path: Path) -> None:
     path.write_text(json.dumps([{"status": "success"}]))
     script = textwrap.dedent(f"""
         import resource, signal
-        from steerboard.run import _finish
+        from steerboard.runner.summary import finish_summary as _finish
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # the write fails with EFBIG, as on a full disk
         resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
         summary = [{{"method": "base", "args": {{}}, "task": "t", "status": "cancelled", "pad": "x" * 2000}}]
@@ -476,7 +477,8 @@ def test_estimate_uses_this_machines_logs_and_scales_with_max_tokens(tmp_path: P
     from inspect_ai.log import write_eval_log
 
     from steerboard.leaderboard.synthetic import SyntheticRun, synthetic_log
-    from steerboard.run import _plan, estimate_pairs, parse_suite
+    from steerboard.runner import parse_suite, plan_pairs
+    from steerboard.runner.estimate import estimate_pairs
 
     log = synthetic_log(SyntheticRun(task="xstest", method="base", n_samples=20, seed=1,
                                      generate={"max_tokens": 48, "temperature": 0.0}))
@@ -486,7 +488,7 @@ def test_estimate_uses_this_machines_logs_and_scales_with_max_tokens(tmp_path: P
     write_eval_log(log, str(tmp_path / "old" / "x.eval"))  # 20 samples in 100 s at 48 tokens: 5 s each
     suite = parse_suite({"methods": ["base"], "tasks": [{"name": "xstest", "limit": 10, "config": {"max_tokens": 96}}]})
     runs = suite.runs()
-    seconds, source = estimate_pairs(suite, runs, _plan(runs, str(tmp_path), 1.0), tmp_path)
+    seconds, source = estimate_pairs(suite, runs, [p.entry() for p in plan_pairs(suite, runs, tmp_path)], tmp_path)
     assert seconds == [pytest.approx(10 * 5.0 * 96 / 48)] and source == "this machine's logs"
-    done = [{**e, "status": "done"} for e in _plan(runs, str(tmp_path), 1.0)]
+    done = [{**p.entry(), "status": "done"} for p in plan_pairs(suite, runs, tmp_path)]
     assert estimate_pairs(suite, runs, done, tmp_path)[0] == [None]  # nothing left to run
