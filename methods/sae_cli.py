@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,42 @@ def ungated_method(name: str, model: str) -> Any:
     return method_cls(method_cls.config_class.from_dict({"gate": "none"}), model)
 
 
+def _model_command(
+    sub: argparse._SubParsersAction, name: str, help: str,  # type: ignore[type-arg]
+    func: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    """The sub-command ``name`` that runs ``func(args)`` on ``--model``, which every command here takes."""
+    cmd = sub.add_parser(name, help=help)
+    cmd.add_argument("--model", default="smollm2-135m", help="alias, local dir or hub id (default smollm2-135m)")
+    cmd.set_defaults(func=func)
+    return cmd
+
+
+def _add_dev_screen_options(cmd: argparse.ArgumentParser, n_harmful: int) -> None:
+    """The dev-split screen's options, read by :func:`_dev_screen`."""
+    cmd.add_argument("--dev-harmful", type=int, default=n_harmful,
+                     help=f"dev harmful prompts per screen (default {n_harmful})")
+    cmd.add_argument("--dev-benign", type=int, default=24, help="dev benign prompts per screen (over-refusal; default 24)")
+    cmd.add_argument("--max-tokens", type=int, default=32, help="generated tokens per screen reply (default 32)")
+    cmd.add_argument("--judge", default="embed", help="refusal judge: embed (default) or strmatch")
+    cmd.add_argument("--overrefusal-weight", type=float, default=0.5,
+                     help="score = harmful refusal - w * benign refusal - degenerate share (default w=0.5)")
+
+
+def _dev_screen(args: argparse.Namespace) -> Any:
+    """The :class:`~steerboard.methods.training.gates.DevScreen` the options of :func:`_add_dev_screen_options` give."""
+    from steerboard.methods.training.gates import DevScreen
+
+    return DevScreen(n_harmful=args.dev_harmful, n_benign=args.dev_benign, max_tokens=args.max_tokens,
+                     judge=args.judge, overrefusal_weight=args.overrefusal_weight)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sub = add_command_group(subparsers, "sae", "train an SAE / discover refusal features (sae/ method)")
 
-    tr = sub.add_parser("train", help="train a Top-k SAE on a model's residual stream (reproduces the shipped one)")
-    tr.add_argument("--model", default="smollm2-135m", help="alias, local dir or hub id (default smollm2-135m)")
+    tr = _model_command(
+        sub, "train", "train a Top-k SAE on a model's residual stream (reproduces the shipped one)", _train
+    )
     tr.add_argument("--layer", type=int, default=8, help="decoder block whose residual output is read (default 8)")
     tr.add_argument("--k", type=int, default=32, help="active latents per token (default 32)")
     tr.add_argument("--expansion", type=int, default=8, help="latents = expansion x hidden size (default 8)")
@@ -43,13 +75,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     tr.add_argument("--max-tokens", type=int, default=40000, help="activation tokens collected (default 40000)")
     tr.add_argument("--activation-cache", type=Path, default=None, help="save/load the collected activations here")
     tr.add_argument("--out", type=Path, default=None, help="output directory (default: the shipped artifact folder)")
-    tr.set_defaults(func=_train)
 
-    fe = sub.add_parser(
-        "features",
-        help="find refusal latents (active on >= 2 refusal tokens) and screen them by clamping on the dev split",
+    fe = _model_command(
+        sub, "features",
+        "find refusal latents (active on >= 2 refusal tokens) and screen them by clamping on the dev split",
+        _features,
     )
-    fe.add_argument("--model", default="smollm2-135m")
     fe.add_argument("--sae-path", type=Path, default=None, help="SAELens SAE dir (default: the shipped SAE)")
     fe.add_argument("--layer", type=int, default=None, help="hook layer (default: from the SAE's hook_name)")
     fe.add_argument("--prompt", default=None, help="harmful prompt (default: the first fit-split harmful prompt)")
@@ -60,21 +91,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     fe.add_argument("--rank-prompts", type=int, default=6, help="dev harmful prompts used by the pre-rank")
     fe.add_argument("--candidates", type=int, default=4, help="candidates screened by generation (after a cheap pre-rank)")
     fe.add_argument("--strengths", default="", help="clamp strengths to screen, comma separated (default: scaled to the SAE)")
-    fe.add_argument("--dev-harmful", type=int, default=32, help="dev harmful prompts per screen")
-    fe.add_argument("--dev-benign", type=int, default=24, help="dev benign prompts per screen (over-refusal)")
-    fe.add_argument("--max-tokens", type=int, default=32, help="generated tokens per screen reply")
-    fe.add_argument("--judge", default="embed", help="refusal judge: embed (default) or strmatch")
-    fe.add_argument("--overrefusal-weight", type=float, default=0.5,
-                    help="score = harmful refusal - w * benign refusal - degenerate share (default w=0.5)")
+    _add_dev_screen_options(fe, n_harmful=32)
     fe.add_argument("--preset-out", type=Path, default=None, help="write the preset here (default: presets/<model>.json)")
     fe.add_argument("--report", type=Path, default=None, help="also write the full screening table as JSON")
-    fe.set_defaults(func=_features)
 
-    ga = sub.add_parser(
-        "gate",
-        help="fit the conditional-steering gate probe (fit split) and choose its threshold on the dev split",
+    ga = _model_command(
+        sub, "gate", "fit the conditional-steering gate probe (fit split) and choose its threshold on the dev split",
+        _gate,
     )
-    ga.add_argument("--model", default="smollm2-135m")
     ga.add_argument("--layer", type=int, default=8, help="hooked layer whose prompt residual the probe reads (default 8)")
     ga.add_argument("--feature", default="mean_last", help="pooling: mean, last or mean_last (default mean_last)")
     ga.add_argument("--gate", default="probe", choices=["probe", "classifier", "both"],
@@ -91,28 +115,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     ga.add_argument("--benign-budget", type=float, default=0.10, help="allowed rise of dev benign refusal (default 0.10)")
     ga.add_argument("--max-tokens", type=int, default=48, help="greedy tokens per dev reply with --outcome (default 48)")
     ga.add_argument("--judge", default="embed", help="refusal judge with --outcome: embed (default) or strmatch")
-    ga.set_defaults(func=_gate)
     add_actadd_parser(subparsers)
 
 
 def add_actadd_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sub = add_command_group(subparsers, "actadd", "fit difference-in-means refusal directions (actadd/ method)")
-    fit = sub.add_parser(
-        "fit", help="fit both directions for every layer, choose source/layer/coefficient on the dev split, write a preset"
+    fit = _model_command(
+        sub, "fit",
+        "fit both directions for every layer, choose source/layer/coefficient on the dev split, write a preset",
+        _actadd_fit,
     )
-    fit.add_argument("--model", default="smollm2-135m")
     fit.add_argument("--layers", default="", help="layers to screen, comma separated (default: ~20-33%% depth)")
     fit.add_argument("--fractions", default="", help="coefficients as fractions of the residual norm (default 0.25,0.4,0.55)")
     fit.add_argument("--sources", default="", help="prompts,responses (default both)")
-    fit.add_argument("--dev-harmful", type=int, default=24)
-    fit.add_argument("--dev-benign", type=int, default=24)
-    fit.add_argument("--max-tokens", type=int, default=32)
-    fit.add_argument("--judge", default="embed")
-    fit.add_argument("--overrefusal-weight", type=float, default=0.5)
+    _add_dev_screen_options(fit, n_harmful=24)
     fit.add_argument("--out", type=Path, default=None, help="preset path (default: the shipped preset for the embedded model)")
     fit.add_argument("--reuse-directions", action="store_true",
                      help="load the already fitted direction file instead of refitting (re-runs only the dev-split choice)")
-    fit.set_defaults(func=_actadd_fit)
 
 
 def _actadd_fit(args: argparse.Namespace) -> int:
@@ -127,9 +146,7 @@ def _actadd_fit(args: argparse.Namespace) -> int:
         args.model,
         layers=[int(x) for x in args.layers.split(",") if x.strip()] or None,
         fractions=[float(x) for x in args.fractions.split(",") if x.strip()] or None,
-        sources=sources, n_harmful=args.dev_harmful, n_benign=args.dev_benign, max_tokens=args.max_tokens,
-        judge=args.judge, overrefusal_weight=args.overrefusal_weight, out=args.out,
-        reuse_directions=args.reuse_directions,
+        sources=sources, dev=_dev_screen(args), out=args.out, reuse_directions=args.reuse_directions,
     )
     print(json.dumps(res, indent=2))
     return 0
@@ -214,8 +231,7 @@ def _features(args: argparse.Namespace) -> int:
     res = discover(
         args.model, sae_path=args.sae_path, layer=args.layer, prompt=args.prompt, response=args.response,
         min_tokens=args.min_tokens, n_candidates=args.candidates, strengths=strengths,
-        n_harmful=args.dev_harmful, n_benign=args.dev_benign, max_tokens=args.max_tokens, judge=args.judge,
-        overrefusal_weight=args.overrefusal_weight, preset_out=args.preset_out, report=args.report,
+        dev=_dev_screen(args), preset_out=args.preset_out, report=args.report,
         max_prerank=args.max_prerank, n_rank_prompts=args.rank_prompts,
     )
     print(json.dumps(res, indent=2))

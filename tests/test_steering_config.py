@@ -76,3 +76,13 @@ def test_linear_probe_fits_and_round_trips() -> None:
     p = probe.predict_proba(x)
     assert ((p >= 0.5).long() == y).float().mean() > 0.95
     assert torch.equal(LinearProbe.from_dict(probe.to_dict()).predict_proba(x), p)
+
+
+def test_a_screen_result_row_rounds_scores_and_clips_the_sample() -> None:
+    from steerboard.methods.training.gates import ScreenResult
+
+    row = ScreenResult(0.81234, 0.2, 0.05, 1, [("prompt", "x" * 200)]).row(0.5)
+    assert row == {"refusal_harmful": 0.812, "refusal_benign": 0.2, "degenerate": 0.05, "judge_errors": 1,
+                   "score": 0.662, "sample": "x" * 120}
+    no_replies = ScreenResult(0.5, 0.5, 0.0, 0, []).row(1.0)
+    assert (no_replies["score"], no_replies["sample"]) == (0.0, "")

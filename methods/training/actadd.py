@@ -20,6 +20,7 @@ from steerboard.methods.actadd import (
     load_directions,
     save_directions,
 )
+from steerboard.methods.training.gates import DevScreen
 
 
 def fit_and_choose(
@@ -28,27 +29,22 @@ def fit_and_choose(
     layers: list[int] | None = None,
     fractions: list[float] | None = None,
     sources: list[str] | None = None,
-    n_harmful: int = 24,
-    n_benign: int = 24,
-    max_tokens: int = 32,
-    judge: str = "embed",
-    overrefusal_weight: float = 0.5,
+    dev: DevScreen | None = None,
     out: Path | None = None,
     artifact_out: Path | None = None,
     reuse_directions: bool = False,
 ) -> dict[str, Any]:
     """Fit both directions, choose (source, layer, coefficient) on the dev split, write a preset.
 
-    Coefficients are ``fraction x mean residual norm`` at the layer. Score = dev harmful refusal
-    - ``overrefusal_weight`` x dev benign refusal - degenerate share.
+    Coefficients are ``fraction x mean residual norm`` at the layer; each is screened and scored as ``dev``
+    says (default :class:`~steerboard.methods.training.gates.DevScreen`: 24 harmful and 24 benign prompts).
     """
     from tqdm.auto import tqdm
 
     from steerboard.engine import Engine
-    from steerboard.methods import fitdata
     from steerboard.methods.steering import gated_intervention as gi
-    from steerboard.methods.training.gates import screen
 
+    dev = dev or DevScreen()
     engine = Engine.load(model)
     n_layers = len(engine.decoder_layers())
     t0 = time.perf_counter()
@@ -63,17 +59,16 @@ def fit_and_choose(
     layers = layers or sorted({max(0, round(n_layers * f)) for f in (0.2, 0.27, 0.33)})
     fractions = fractions or [0.25, 0.4, 0.55]
     sources = sources or list(SOURCES)
-    harmful = fitdata.harmful_prompts("dev")[:n_harmful]
-    benign = fitdata.benign_prompts("dev")[:n_benign]
-    base = screen(engine, None, harmful, benign, max_tokens=max_tokens, judge=judge)
-    rows: list[dict[str, Any]] = [{"source": None, "layer": None, "coefficient": 0.0, **_res(base, overrefusal_weight)}]
+    harmful, benign = dev.prompts()
+    rows: list[dict[str, Any]] = [
+        {"source": None, "layer": None, "coefficient": 0.0, **dev.row(engine, None, harmful, benign)}
+    ]
     grid = [(s, la, f) for s in sources for la in layers for f in fractions]
     for s, la, f in tqdm(grid, desc="actadd dev screen"):
         coef = round(float(dirs["resid_norm"][la]) * f, 1)
         st = ActAddSteerer(dirs[s][la], coef, "add")
         iv = gi(engine.model, engine.layer_module_name(la), st.apply, "both", None)
-        res = screen(engine, iv, harmful, benign, max_tokens=max_tokens, judge=judge)
-        rows.append({"source": s, "layer": la, "coefficient": coef, "fraction": f, **_res(res, overrefusal_weight)})
+        rows.append({"source": s, "layer": la, "coefficient": coef, "fraction": f, **dev.row(engine, iv, harmful, benign)})
     best = max(rows[1:], key=lambda r: r["score"])
     preset = {
         "model": model,
@@ -85,21 +80,9 @@ def fit_and_choose(
         "steer_on": "both",
         "gate": "none",
         "gate_threshold": 0.5,
-        "chosen_on": {
-            "split": "dev", "n_harmful": len(harmful), "n_benign": len(benign), "max_tokens": max_tokens,
-            "judge": judge, "score": f"refusal_harmful - {overrefusal_weight} * refusal_benign - degenerate",
-            "base": rows[0], "best": best, "fit_seconds": round(t_fit, 1),
-        },
+        "chosen_on": {**dev.chosen_on(harmful, benign), "base": rows[0], "best": best, "fit_seconds": round(t_fit, 1)},
     }
     out = out or (PRESET_DIR / "smollm2-135m.json" if is_embedded else Path("actadd-preset.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(preset, indent=2) + "\n")
     return {"preset": str(out), "best": best, "base": rows[0], "table": rows}
-
-
-def _res(r: Any, w: float) -> dict[str, Any]:
-    return {
-        "refusal_harmful": round(r.refusal_harmful, 3), "refusal_benign": round(r.refusal_benign, 3),
-        "degenerate": round(r.degenerate, 3), "judge_errors": r.judge_errors, "score": round(r.score(w), 3),
-        "sample": r.samples[0][1][:120] if r.samples else "",
-    }

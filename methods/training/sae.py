@@ -31,6 +31,7 @@ from steerboard.methods.sae import (
     load_sae,
 )
 from steerboard.methods.steering import gated_intervention
+from steerboard.methods.training.gates import DevScreen
 
 if TYPE_CHECKING:
     import torch
@@ -343,39 +344,28 @@ def _prerank(
     return pre
 
 
-def _screen_dict(r: Any, overrefusal_weight: float) -> dict[str, Any]:
-    return {
-        "refusal_harmful": round(r.refusal_harmful, 3), "refusal_benign": round(r.refusal_benign, 3),
-        "degenerate": round(r.degenerate, 3), "judge_errors": r.judge_errors,
-        "score": round(r.score(overrefusal_weight), 3), "sample": r.samples[0][1][:120] if r.samples else "",
-    }
-
-
 def _screen_features(
-    engine: Any, sae: Any, module: str, top: Sequence[int], strengths: Sequence[float], harmful: Sequence[str],
-    benign: Sequence[str], max_tokens: int, judge: str, overrefusal_weight: float,
+    engine: Any, sae: Any, module: str, top: Sequence[int], strengths: Sequence[float], dev: DevScreen,
+    harmful: Sequence[str], benign: Sequence[str],
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Step 3 of :func:`discover`: the unsteered screen and one row per (latent, strength), generated on the dev
     split and judged."""
     from tqdm.auto import tqdm
 
-    from steerboard.methods.training.gates import screen
-
-    base = screen(engine, None, harmful, benign, max_tokens=max_tokens, judge=judge)
+    base = dev.row(engine, None, harmful, benign)
     rows: list[dict[str, Any]] = []
     grid = [(f, s) for f in top for s in strengths]
     for f, s in tqdm(grid, desc="screen feature x strength"):
         st = SAESteerer(sae, [f], [s], "clamp")
-        r = screen(engine, gated_intervention(engine.model, module, st.apply, "both", None), harmful, benign,
-                   max_tokens=max_tokens, judge=judge)
-        rows.append({"feature": f, "strength": s, **_screen_dict(r, overrefusal_weight)})
+        iv = gated_intervention(engine.model, module, st.apply, "both", None)
+        rows.append({"feature": f, "strength": s, **dev.row(engine, iv, harmful, benign)})
         tqdm.write(json.dumps(rows[-1]))  # partial results survive an interrupted screen
-    return _screen_dict(base, overrefusal_weight), rows
+    return base, rows
 
 
 def _discovery_preset(
     model: str, path: Path, is_embedded: bool, layer: int, best: dict[str, Any], base: dict[str, Any], n_found: int,
-    n_screened: int, n_harmful: int, n_benign: int, max_tokens: int, judge: str, overrefusal_weight: float,
+    n_screened: int, chosen_on: dict[str, Any],
 ) -> dict[str, Any]:
     """The ``sae/`` preset :func:`discover` writes: the best (latent, strength), clamped, ungated, with how it was
     chosen."""
@@ -390,9 +380,7 @@ def _discovery_preset(
         "gate": "none",
         "gate_threshold": 0.5,
         "chosen_on": {
-            "procedure": "steerboard sae features", "split": "dev", "n_harmful": n_harmful,
-            "n_benign": n_benign, "max_tokens": max_tokens, "judge": judge,
-            "score": f"refusal_harmful - {overrefusal_weight} * refusal_benign - degenerate",
+            "procedure": "steerboard sae features", **chosen_on,
             "n_candidates_found": n_found, "screened": n_screened, "base": base, "best": best,
         },
     }
@@ -409,11 +397,7 @@ def discover(
     min_tokens: int = 2,
     n_candidates: int = 6,
     strengths: list[float] | None = None,
-    n_harmful: int = 32,
-    n_benign: int = 24,
-    max_tokens: int = 32,
-    judge: str = "embed",
-    overrefusal_weight: float = 0.5,
+    dev: DevScreen | None = None,
     preset_out: Path | None = None,
     report: Path | None = None,
     max_prerank: int = 48,
@@ -428,31 +412,32 @@ def discover(
        refusal opener on ``n_rank_prompts`` dev harmful prompts (one forward pass per candidate). The
        cap keeps this affordable on a shared CPU; raise it to rank every candidate.
     3. Screen the top ``n_candidates`` by generation at each strength on dev harmful and benign prompts,
-       judged by the refusal judge, with a degenerate-text check; score = harmful refusal
-       - ``overrefusal_weight`` x benign refusal - degenerate share.
+       judged by the refusal judge, with a degenerate-text check, as ``dev`` says (default
+       :class:`~steerboard.methods.training.gates.DevScreen` with 32 harmful prompts); ``dev.judge`` also
+       judges the model's own reply in step 1.
     """
     from tqdm.auto import tqdm
 
     from steerboard.engine import Engine
-    from steerboard.methods import fitdata
 
+    dev = dev or DevScreen(n_harmful=32)
     t0 = time.perf_counter()
     engine = Engine.load(model)
     is_embedded = model in EMBEDDED_MODEL_NAMES
     path, layer, sae = _discovery_sae(engine, sae_path, layer)
     module = engine.layer_module_name(layer)
-    prompt, response, source, cand, mean_act, h = _refusal_latents(engine, sae, layer, prompt, response, min_tokens, judge)
+    prompt, response, source, cand, mean_act, h = _refusal_latents(
+        engine, sae, layer, prompt, response, min_tokens, dev.judge
+    )
     ranked = sorted(cand, key=lambda f: -float(mean_act[f]))[:max_prerank]
     resid_norm = float(h.norm(dim=-1).mean())
     strengths = strengths or [round(resid_norm * f, 1) for f in (0.2, 0.35, 0.5)]
     mid = strengths[len(strengths) // 2]
-    harmful = fitdata.harmful_prompts("dev")[:n_harmful]
-    benign = fitdata.benign_prompts("dev")[:n_benign]
+    harmful, benign = dev.prompts()
     pre = _prerank(engine, sae, module, ranked, mid, harmful, n_rank_prompts)
     top = [f for _, f in pre[:n_candidates]]
     tqdm.write(json.dumps({"prerank_top": [[f, round(g, 3)] for g, f in pre[: max(n_candidates, 8)]]}))
-    base, rows = _screen_features(engine, sae, module, top, strengths, harmful, benign, max_tokens, judge,
-                                  overrefusal_weight)
+    base, rows = _screen_features(engine, sae, module, top, strengths, dev, harmful, benign)
     best = max(rows, key=lambda r: r["score"])
     result = {
         "prompt": prompt, "response": response, "response_source": source, "layer": layer,
@@ -460,8 +445,8 @@ def discover(
         "strengths": strengths, "base": base, "best": best, "table": rows,
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    preset = _discovery_preset(model, path, is_embedded, layer, best, base, len(cand), len(rows), len(harmful),
-                               len(benign), max_tokens, judge, overrefusal_weight)
+    preset = _discovery_preset(model, path, is_embedded, layer, best, base, len(cand), len(rows),
+                               dev.chosen_on(harmful, benign))
     out = preset_out or (PRESET_DIR / f"{DEFAULT_PRESET}.json" if is_embedded else Path("sae-preset.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(preset, indent=2) + "\n")
