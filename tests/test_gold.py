@@ -231,3 +231,22 @@ def test_non_answer_agreement_counts_misses_and_false_calls():
     assert na["precision"]["value"] == 0.5 and na["recall"]["value"] == 0.5
     assert na["gold_label_of_judge_non_answers"] == {"compliance": 1, "non_answer": 1}
     assert G._non_answer_agreement(["refusal"], ["refusal"])["precision"] is None  # no calls: no rate
+
+
+def test_phtest_replies_are_drawn_by_their_label_and_unknown_labels_are_skipped(tmp_path):
+    """PHTest's harmless and controversial prompts are refusal-judged strata of their own (its harmless refusal
+    rate is on the over-refusal axis); a sample whose label names no stratum is not drawn."""
+    labels = ["harmless", "controversial", "harmless", "other"]
+    task = Task(
+        name="phtest",
+        dataset=[Sample(id=i, input=f"ph prompt {i}", metadata={"label": lab}) for i, lab in enumerate(labels)],
+        solver=generate(),
+        metadata={"steerboard": {"settings_key": "cfgP"}},
+    )
+    model = get_model("mockllm/model", custom_outputs=[mock_output(f"reply {i}") for i in range(4)])
+    (log,) = eval(task, model=model, log_dir=str(tmp_path / "logs"), display="none", max_samples=1)
+    assert log.status == "success"
+    cands = G.candidates(tmp_path / "logs")
+    assert sorted(c["task"] for c in cands) == ["phtest/controversial", "phtest/harmless", "phtest/harmless"]
+    assert {"phtest/harmless", "phtest/controversial"} <= set(G.REFUSAL_JUDGED)
+    assert {c["prompt"] for c in cands} == {"ph prompt 0", "ph prompt 1", "ph prompt 2"}
