@@ -12,6 +12,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"steerboard": "steerboard", "tasks": "steerboard.tasks", "methods": "steerboard.methods",
            "scorers": "steerboard.scorers", "leaderboard": "steerboard.leaderboard"}
@@ -206,6 +208,17 @@ def test_type_checking_imports_are_left_out_of_the_layering(tmp_path):
 _PRIVATE = re.compile(r"^inspect_ai(\.\w+)*\._\w*")
 
 
+def package_hits(check, skip) -> list[str]:
+    """``file:hit`` for every hit of ``check(path)`` over the package folders' files that ``skip`` lets through."""
+    return [
+        f"{path.relative_to(ROOT)}:{h}"
+        for folder in FOLDERS
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if not skip(path)
+        for h in check(path)
+    ]
+
+
 def inspect_private_uses(path: Path) -> list[str]:
     """``line: name`` of every private Inspect name the file imports (``inspect_ai.<...>._x``, or ``_x`` from
     an ``inspect_ai`` module), also as a string (``importlib.import_module("inspect_ai._util")``)."""
@@ -220,30 +233,6 @@ def inspect_private_uses(path: Path) -> list[str]:
             names = [node.value]
         hits += [f"{node.lineno}: {n}" for n in names if _PRIVATE.match(n)]
     return sorted(set(hits))
-
-
-def test_no_private_inspect_imports_outside_one_module():
-    hits = []
-    for folder in FOLDERS:
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            rel = str(path.relative_to(ROOT))
-            if rel not in INSPECT_PRIVATE_ALLOWED:
-                hits += [f"{rel}:{h}" for h in inspect_private_uses(path)]
-    assert not hits, "private Inspect imports (use the public API, or steerboard/inspect_private.py):\n" + "\n".join(hits)
-
-
-def test_the_private_import_check_finds_each_form(tmp_path):
-    src = tmp_path / "m.py"
-    src.write_text(
-        "from inspect_ai.model._model import active_model\n"
-        "import inspect_ai._util.error\n"
-        "from inspect_ai.model import _model\n"
-        "from inspect_ai.model import get_model, model_roles\n"
-        "import importlib\nimportlib.import_module('inspect_ai.scorer._scorer')\n"
-    )
-    hits = inspect_private_uses(src)
-    assert [h.split(":")[0] for h in hits] == ["1", "1", "2", "3", "6"], hits
-    assert inspect_private_uses(ROOT / "steerboard" / "inspect_private.py")  # the one allowed module has them
 
 
 ENGINE_PACKAGE = ROOT / "steerboard" / "engine"
@@ -263,25 +252,50 @@ def engine_private_uses(path: Path) -> list[str]:
     return [h for _, h in sorted(hits)]
 
 
-def test_no_engine_private_is_used_outside_the_engine_package():
-    hits = []
-    for folder in FOLDERS:
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            if not path.is_relative_to(ENGINE_PACKAGE):
-                hits += [f"{path.relative_to(ROOT)}:{h}" for h in engine_private_uses(path)]
-    assert not hits, "Engine privates used outside steerboard/engine/ (add a public method):\n" + "\n".join(hits)
-
-
-def test_the_engine_private_check_finds_each_form(tmp_path):
-    src = tmp_path / "m.py"
-    src.write_text(
+PRIVATE_USE_CHECKS = {
+    "inspect": (
+        inspect_private_uses,
+        lambda p: str(p.relative_to(ROOT)) in INSPECT_PRIVATE_ALLOWED,
+        "private Inspect imports (use the public API, or steerboard/inspect_private.py)",
+        "from inspect_ai.model._model import active_model\n"
+        "import inspect_ai._util.error\n"
+        "from inspect_ai.model import _model\n"
+        "from inspect_ai.model import get_model, model_roles\n"
+        "import importlib\nimportlib.import_module('inspect_ai.scorer._scorer')\n",
+        ["1", "1", "2", "3", "6"],
+    ),
+    "engine": (
+        engine_private_uses,
+        lambda p: p.is_relative_to(ENGINE_PACKAGE),
+        "Engine privates used outside steerboard/engine/ (add a public method)",
         "engine._pad_batch(seqs)\n"
         "eng._split_lm()[1]\n"
         "self.engine._run_lm(input_ids=ids)\n"
         "Engine._choose(logits, reqs, gens)\n"
-        "engine.pad_batch(seqs)\nengine.__class__\nself._engine_ready\nother._x\n"
-    )
-    assert [h.split(":")[0] for h in engine_private_uses(src)] == ["1", "2", "3", "4"]
+        "engine.pad_batch(seqs)\nengine.__class__\nself._engine_ready\nother._x\n",
+        ["1", "2", "3", "4"],
+    ),
+}
+"""Per private API: its finder, the files allowed to use it, the failure message, a probe source, its hit lines."""
+
+
+@pytest.mark.parametrize("kind", sorted(PRIVATE_USE_CHECKS))
+def test_no_private_use_outside_its_module(kind):
+    check, allowed, message, _, _ = PRIVATE_USE_CHECKS[kind]
+    hits = package_hits(check, skip=allowed)
+    assert not hits, f"{message}:\n" + "\n".join(hits)
+
+
+@pytest.mark.parametrize("kind", sorted(PRIVATE_USE_CHECKS))
+def test_the_private_use_check_finds_each_form(kind, tmp_path):
+    check, _, _, source, expected = PRIVATE_USE_CHECKS[kind]
+    src = tmp_path / "m.py"
+    src.write_text(source)
+    assert [h.split(":")[0] for h in check(src)] == expected
+
+
+def test_the_one_allowed_module_has_private_inspect_imports():
+    assert inspect_private_uses(ROOT / "steerboard" / "inspect_private.py")
 
 
 def long_definitions(path: Path, kinds: tuple[type, ...], limit: int) -> list[str]:
