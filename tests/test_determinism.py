@@ -189,6 +189,54 @@ def test_tiny_suite_three_runs_give_identical_samples(tiny_model_dir: str, tmp_p
     assert runs[2] == runs[0]
 
 
+def test_preamble_prefill_leaves_each_row_contiguous_and_right_aligned(bf16_engine: Engine) -> None:
+    """Prompts that share the chat template's preamble reuse its keys/values; the cache a prefill hands the
+    decode loop then has each row's live columns contiguous and right-aligned (padding first), as a plain
+    prefill does, with the same keys as the row prefilled alone. A hole between the preamble and the rest,
+    as wide as the neighbours made it, put the row's keys at other columns modulo the decode alignment."""
+    from steerboard.engine.interface import BatchState
+
+    eng = bf16_engine
+    assert eng.prefix_cache
+    reqs = [GenerationRequest(_ids(eng, p), max_new_tokens=4) for p in PROMPTS]
+    p = len(eng.template_prefix)
+    assert len({len(r.input_ids) for r in reqs}) > 2 and all(r.input_ids[:p] == eng.template_prefix for r in reqs)
+
+    def prefill(rows: list[int]):
+        state = BatchState(requests=reqs, prompt_lengths=[len(r.input_ids) for r in reqs], padded_length=0, rows=[])
+        hits = eng.prefix_hits
+        with torch.inference_mode(), precision.batch_invariant():
+            cache, mask, _, _ = eng.prefill(reqs, state, rows, reuse_prefix=True)
+        assert eng.prefix_hits == hits + 1
+        return cache, mask
+
+    cache, mask = prefill(list(range(len(reqs))))
+    width = mask.shape[1]
+    for i, r in enumerate(reqs):
+        n = len(r.input_ids)
+        assert mask[i].tolist() == [0] * (width - n) + [1] * n, i
+        alone_cache, alone_mask = prefill([i])
+        assert alone_mask.shape[1] == n and bool(alone_mask.all())
+        for layer, alone in zip(cache.layers, alone_cache.layers):
+            assert torch.equal(layer.keys[i, :, width - n :], alone.keys[0])
+            assert torch.equal(layer.values[i, :, width - n :], alone.values[0])
+
+
+def test_embedded_model_beside_others_gives_the_same_logprob_bits_as_alone() -> None:
+    """The embedded model with bfloat16 matmuls (the default where the CPU has them), greedy: a prompt's token log-probabilities have the same bits beside 29 others of
+    other lengths (the preamble reused) as alone; the side-effects task's first 30 prompts, where a hole
+    between the preamble and the rest made replies differ with the batch."""
+    from steerboard.tasks.side_effects import load_prompts
+
+    eng = Engine.load("smollm2-135m", matmul_dtype="bfloat16")
+    prompts = [r["prompt"] for r in load_prompts(None)[:30]]
+    reqs = [GenerationRequest(_ids(eng, p), max_new_tokens=6, logprobs=True) for p in prompts]
+    batched = eng.generate(reqs)
+    for i in (0, 9):
+        alone = eng.generate([reqs[i]])[0]
+        assert [t.logprob for t in batched[i].logprobs] == [t.logprob for t in alone.logprobs], i
+
+
 def test_prefill_attention_gives_a_row_the_same_bits_under_any_padding() -> None:
     """A prefill (several queries) of one prompt, left-padded by any amount beside other rows, gives its real
     positions the same bits as the prompt alone; padding positions read zeros."""

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from steerboard.engine.interface import BatchState, GenerationRequest, Intervention
-from steerboard.engine.kvcache import new_kv_cache
+from steerboard.engine.kvcache import move_padding_left, new_kv_cache
 
 if TYPE_CHECKING:  # heavy imports stay lazy
     import torch
@@ -169,8 +169,10 @@ class _ForwardMixin:
         self, reqs: list[GenerationRequest], state: BatchState, rows: list[int], prefix: list[int], hook_key: Any = None
     ) -> tuple[Any, ...]:
         """:meth:`prefill` for rows that all start with ``prefix``: its cached keys/values are copied into
-        every row and only the rest is run. Row layout: ``[prefix][left padding][rest]`` (the mask hides
-        the padding, positions are explicit), so the prefix sits at the same columns in every row."""
+        every row and only the rest is run, as ``[prefix][left padding][rest]`` (the mask hides the padding,
+        positions are explicit). The returned cache and mask are ``[left padding][prefix][rest]``, the layout
+        of a prefill without the preamble: a row's keys are contiguous and right-aligned, which the
+        batch-invariant decode attention needs (:func:`move_padding_left`)."""
         import torch
 
         dev = self.device
@@ -196,6 +198,7 @@ class _ForwardMixin:
         state.padded_length = p + width
         cache, hidden, logits = self.run_lm(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache)
         self.prefix_hits += 1
+        mask = move_padding_left(cache, p, [width - n for n in lengths])
         return cache, mask, pos[:, -1:] + 1, (hidden, logits)
 
     def prefill(

@@ -172,6 +172,33 @@ def trim_padding(cache: Any, mask: Any) -> Any:
     return mask[:, start:]
 
 
+def move_padding_left(cache: Any, prefix_len: int, pads: list[int]) -> Any:
+    """Rearrange every row of ``cache`` from ``[prefix][padding][rest]`` to ``[padding][prefix][rest]`` in
+    place (``pads[i]``: row i's padding columns); returns the matching mask ``[rows, width]`` (1 = live).
+
+    A preamble prefill writes the shared prefix at the same columns in every row and left-pads the rest after
+    it, so a row's live keys had a hole whose width depended on its batch neighbours. The batch-invariant
+    decode attention relies on a row's live keys being contiguous and right-aligned (the same columns modulo
+    :data:`steerboard.precision.DECODE_ALIGN` whatever the batch's width): with a hole, a row's float32 sums
+    met other partial sums in another batch and near-tie tokens flipped (measured on the embedded model: a
+    reply generated beside 23 others differed from the same request alone). The padding columns hold finite
+    keys/values of pad tokens and stay masked.
+    """
+    import torch
+
+    layer0 = cache.layers[0]
+    width = layer0.keys.shape[-2]
+    cols = torch.arange(width, device=layer0.keys.device)
+    pad = torch.tensor(pads, device=layer0.keys.device).unsqueeze(1)
+    src = torch.where(cols < pad, prefix_len + cols, torch.where(cols < pad + prefix_len, cols - pad, cols))
+    if any(pads):
+        for layer in cache.layers:
+            idx = src[:, None, :, None].expand_as(layer.keys)
+            layer.keys.copy_(layer.keys.gather(2, idx))
+            layer.values.copy_(layer.values.gather(2, idx))
+    return (cols >= pad).long()
+
+
 def merge_caches(cache_a: Any, mask_a: Any, cache_b: Any, mask_b: Any) -> tuple[Any, Any]:
     """Stack two KV caches (and masks) along the batch, left-padding the shorter one."""
     import torch
