@@ -198,7 +198,7 @@ class _ForwardMixin:
         state.padded_length = p + width
         cache, hidden, logits = self.run_lm(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache)
         self.prefix_hits += 1
-        mask = move_padding_left(cache, p, [width - n for n in lengths])
+        mask = move_padding_left(cache, mask, p, [width - n for n in lengths])
         return cache, mask, pos[:, -1:] + 1, (hidden, logits)
 
     def prefill(

@@ -172,9 +172,10 @@ def trim_padding(cache: Any, mask: Any) -> Any:
     return mask[:, start:]
 
 
-def move_padding_left(cache: Any, prefix_len: int, pads: list[int]) -> Any:
-    """Rearrange every row of ``cache`` from ``[prefix][padding][rest]`` to ``[padding][prefix][rest]`` in
-    place (``pads[i]``: row i's padding columns); returns the matching mask ``[rows, width]`` (1 = live).
+def move_padding_left(cache: Any, mask: Any, prefix_len: int, pads: list[int]) -> Any:
+    """Rearrange every row of ``cache`` from ``[prefix][padding][rest]`` (``mask`` ``[rows, width]``, 1 = live)
+    to ``[padding][prefix][rest]`` in place (``pads[i]``: row i's padding columns); returns the matching mask.
+    A cache with a layer of another width than ``mask`` (a sliding-window layer) is left as it is.
 
     A preamble prefill writes the shared prefix at the same columns in every row and left-pads the rest after
     it, so a row's live keys had a hole whose width depended on its batch neighbours. The batch-invariant
@@ -186,17 +187,18 @@ def move_padding_left(cache: Any, prefix_len: int, pads: list[int]) -> Any:
     """
     import torch
 
-    layer0 = cache.layers[0]
-    width = layer0.keys.shape[-2]
-    cols = torch.arange(width, device=layer0.keys.device)
-    pad = torch.tensor(pads, device=layer0.keys.device).unsqueeze(1)
+    if any(layer.keys.shape[-2] != mask.shape[1] for layer in cache.layers):
+        return mask  # a layer keeps another width (a sliding window): its columns are not the mask's; leave all
+    width = mask.shape[1]
+    cols = torch.arange(width, device=mask.device)
+    pad = torch.tensor(pads, device=mask.device).unsqueeze(1)
     src = torch.where(cols < pad, prefix_len + cols, torch.where(cols < pad + prefix_len, cols - pad, cols))
     if any(pads):
         for layer in cache.layers:
             idx = src[:, None, :, None].expand_as(layer.keys)
             layer.keys.copy_(layer.keys.gather(2, idx))
             layer.values.copy_(layer.values.gather(2, idx))
-    return (cols >= pad).long()
+    return (cols >= pad).to(mask.dtype)
 
 
 def merge_caches(cache_a: Any, mask_a: Any, cache_b: Any, mask_b: Any) -> tuple[Any, Any]:
