@@ -11,8 +11,8 @@ metric's ``sample_value``, ``sample_filter``, ``higher_is_better`` and ``chance`
 * capability: the mean of MMLU's above-chance retention ``(acc - chance) / (acc_control - chance)`` and the
   perplexity ratio ``exp(-mean CE change)``.
 
-Rows are matched to their runs by method, model and resolved method configuration (and, for a per-instance or
-other variant row, the task arguments it differs in); the control is the row the report marks as control.
+Rows are matched to their runs by method, model, the resolved method configuration their provenance records and
+the row's variant (e.g. ``protocol=per_instance``); the control is the row the report marks as control.
 
     python benchmarks/check_board.py --db results.duckdb
 

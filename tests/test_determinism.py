@@ -223,9 +223,10 @@ def test_preamble_prefill_leaves_each_row_contiguous_and_right_aligned(bf16_engi
 
 
 def test_embedded_model_beside_others_gives_the_same_logprob_bits_as_alone() -> None:
-    """The embedded model with bfloat16 matmuls (the default where the CPU has them), greedy: a prompt's token log-probabilities have the same bits beside 29 others of
-    other lengths (the preamble reused) as alone; the side-effects task's first 30 prompts, where a hole
-    between the preamble and the rest made replies differ with the batch."""
+    """The embedded model with bfloat16 matmuls (the default where the CPU has them), greedy: a prompt's token
+    log-probabilities have the same bits beside 29 others of other lengths (the preamble reused) as alone; the
+    side-effects task's first 30 prompts, where a hole between the preamble and the rest made replies differ
+    with the batch."""
     from steerboard.tasks.side_effects import load_prompts
 
     eng = Engine.load("smollm2-135m", matmul_dtype="bfloat16")
