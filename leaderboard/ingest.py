@@ -325,6 +325,12 @@ def _to_float(v: Any) -> float | None:
     return None if f is None or (isinstance(f, float) and math.isnan(f)) else float(f)
 
 
+def _finite(v: Any) -> Any:
+    """A log metric value for the ``log_metrics`` JSON: NaN (a group with nothing judged) as null, so the column
+    stays strict JSON."""
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
 def _judge_of(spec: Any, summaries: Sequence[dict[str, Any]]) -> str | None:
     judge = (spec.task_args or {}).get("judge")
     if judge:
@@ -585,7 +591,7 @@ def _run_row(
     log_metrics: dict[str, dict[str, float]] = {}
     if hdr.results is not None:
         for es in hdr.results.scores:
-            log_metrics.setdefault(es.name, {}).update({k: m.value for k, m in es.metrics.items()})
+            log_metrics.setdefault(es.name, {}).update({k: _finite(m.value) for k, m in es.metrics.items()})
     created = datetime.fromisoformat(spec.created) if isinstance(spec.created, str) else spec.created
     prov = provenance_of(spec)
     sample_keys = sorted(_sample_key(s) for s in summaries)

@@ -12,8 +12,6 @@ that moves or changes one fails there, loudly, instead of somewhere at run time.
   raises; a task checking what its provider can do must neither build a model nor fail outside an eval.
 * :data:`MODEL_INFO_LOOKUP_API_KEY`: the ``api_key`` Inspect passes when it builds a provider only to read
   its model info; the provider skips loading weights then. Public equivalent: none.
-* :func:`scorer_metrics`: the metrics a scorer was registered with. Public parts: ``registry_info`` (the
-  registry entry); the metadata key under which ``@scorer`` stores the metrics is Inspect's convention.
 """
 
 from __future__ import annotations
@@ -33,9 +31,6 @@ try:
 except ImportError:  # pragma: no cover - tests/test_inspect_private.py fails on this path
     MODEL_INFO_LOOKUP_API_KEY = "__model_info_lookup__"
 
-SCORER_METRICS_KEY = "metrics"
-"""Key of a scorer's registry metadata that holds its metrics (``@scorer(metrics=...)``)."""
-
 
 def active_model() -> Any:
     """The model Inspect has made active, or None (outside an eval: e.g. ``steerboard run`` checking a task).
@@ -51,19 +46,3 @@ def active_model() -> Any:
         return _active()
     except Exception:  # noqa: BLE001 - no active model
         return None
-
-
-def scorer_metrics(scorer: Any) -> Any:
-    """The metrics ``scorer`` was registered with (a list, or a dict for dict-valued scores).
-
-    Raises:
-        ValueError: ``scorer`` is not a registered scorer, or Inspect no longer stores its metrics there.
-    """
-    from inspect_ai.util import registry_info
-
-    try:
-        return registry_info(scorer).metadata[SCORER_METRICS_KEY]
-    except (KeyError, AttributeError, ValueError) as ex:
-        raise ValueError(
-            f"cannot read the metrics of scorer {scorer!r} from Inspect's registry ({type(ex).__name__}: {ex})"
-        ) from ex

@@ -419,15 +419,16 @@ def refusal_task(
     from inspect_ai import Task
     from inspect_ai.solver import generate
 
-    from steerboard.scorers import refusal_scorer
-    from steerboard.tasks._metrics import breakdown, extended_metrics
+    from steerboard.scorers import refusal_metrics, refusal_scorer
+    from steerboard.tasks._metrics import breakdown
 
-    base = refusal_scorer(judge=judge, groups_key="label", groups=groups)
     return Task(
         dataset=dataset,
         solver=generate(),
-        scorer=base,
-        metrics=extended_metrics(base, breakdown("refusal", breakdown_key, breakdown_prefix)),
+        scorer=refusal_scorer(judge=judge, groups_key="label", groups=groups),
+        # the scorer's metrics, told the groups (so the headline resolves before the first unsafe sample), and
+        # the task's breakdown (Task(metrics=...) replaces the scorer's own list)
+        metrics=[refusal_metrics(groups=groups), breakdown("refusal", breakdown_key, breakdown_prefix)],
         version=version,
         metadata=metadata,
         **_refusal_headline(groups),

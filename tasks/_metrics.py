@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from inspect_ai.scorer import Metric, SampleScore, Scorer, metric
+from inspect_ai.scorer import Metric, SampleScore, metric
 
 
 def _value(s: SampleScore) -> dict[str, Any]:
@@ -75,17 +75,3 @@ def key_sums(names: dict[str, str]) -> Metric:
         return {name: float(sum(float(_value(s).get(key) or 0) for s in scores)) for name, key in names.items()}
 
     return compute  # type: ignore[return-value]
-
-
-def extended_metrics(base: Scorer, *extra: Metric) -> list[Any]:
-    """The metrics registered on ``base`` plus ``extra``, for ``Task(metrics=...)``.
-
-    ``Task(metrics=...)`` replaces a scorer's metrics while keeping its name in the log; this keeps the
-    scorer's own metrics and appends task-specific breakdowns.
-    """
-    from steerboard.inspect_private import scorer_metrics  # no public accessor (see that module)
-
-    metrics = scorer_metrics(base)
-    if isinstance(metrics, dict):
-        raise TypeError("extended_metrics needs a scorer whose metrics are a list")
-    return [*metrics, *extra]

@@ -6,8 +6,6 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from steerboard import inspect_private
 
 
@@ -73,20 +71,3 @@ def _check_active_model(tmp_path: Path) -> None:
     assert logs[0].status == "success", logs[0].error
     assert seen == ["mockllm/model"]
     assert inspect_private.active_model() is None
-
-
-def test_scorer_metrics_reads_the_registered_metrics():
-    from inspect_ai.scorer import Score, Target, mean, scorer, stderr
-    from inspect_ai.util import registry_info
-
-    @scorer(metrics=[mean(), stderr()])
-    def probe_scorer():
-        async def score(state, target: Target) -> Score:
-            return Score(value=1.0)
-
-        return score
-
-    metrics = inspect_private.scorer_metrics(probe_scorer())
-    assert [registry_info(m).name.split("/")[-1] for m in metrics] == ["mean", "stderr"]
-    with pytest.raises(ValueError, match="cannot read the metrics of scorer"):
-        inspect_private.scorer_metrics(lambda: None)

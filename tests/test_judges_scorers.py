@@ -116,6 +116,55 @@ def test_harm_scorer_metric_names_and_errors(tmp_path, monkeypatch, rule_judge):
     assert log.samples[0].scores[log.results.scores[0].name].value == {"unsafe": 1, "judge_error": 0}
 
 
+def _only_safe_run(log_dir, metrics):
+    """Two safe prompts scored, grouped into ``safe`` and ``unsafe_probe`` (a name no other test's headline uses,
+    so Inspect's once-per-process warning is fresh); the headline names the empty group. (log, headline warnings)."""
+    import logging
+
+    from inspect_ai.log import HeadlineMetric
+
+    samples = [Sample(input=p, target="", id=i, metadata={"label": lab}) for i, (p, lab) in enumerate(PROMPTS)
+               if lab == "safe"]
+    model = get_model("mockllm/model", custom_outputs=[mock_output(o) for o in (COMPLY, REFUSE)])
+    task = Task(dataset=samples, solver=[generate()],
+                scorer=refusal_scorer(judge="strmatch", groups_key="label", groups=["safe", "unsafe_probe"]),
+                metrics=metrics, headline_metric=HeadlineMetric(scorer="refusal_scorer", metric="refusal_rate_unsafe_probe"))
+    seen: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "Headline" in record.getMessage():
+                seen.append(record.getMessage())
+
+    hl = logging.getLogger("inspect_ai.log._headline")
+    handler = Catch(level=logging.WARNING)
+    hl.addHandler(handler)  # on the logger itself: whatever Inspect does to propagation
+    try:
+        [log] = eval(task, model=model, log_dir=str(log_dir), display="none", max_samples=1, max_connections=1)
+    finally:
+        hl.removeHandler(handler)
+    assert log.status == "success", log.error
+    return log, seen
+
+
+def test_a_listed_group_with_nothing_judged_reports_nan_and_the_headline_resolves(tmp_path):
+    """A group the metric is told about but nothing judged of it yet (Inspect's interim metrics before the first
+    unsafe sample, or a limit that drew none): its rate is NaN, not missing, so a headline naming it resolves
+    without Inspect's fallback warning; ingest stores that NaN as null in strict JSON."""
+    import json
+    import math
+
+    from steerboard.leaderboard.ingest import _finite
+    from steerboard.scorers import refusal_metrics
+
+    log, seen = _only_safe_run(tmp_path / "a", [refusal_metrics(groups=["safe", "unsafe_probe"])])
+    m = _metrics(log)
+    assert m["refusal_rate_safe"] == pytest.approx(0.5) and math.isnan(m["refusal_rate_unsafe_probe"])
+    assert math.isnan(m["non_answer_rate_unsafe_probe"])
+    assert seen == []
+    assert json.loads(json.dumps({k: _finite(v) for k, v in m.items()}, allow_nan=False))["refusal_rate_unsafe_probe"] is None
+
+
 def test_all_errors_gives_no_rates_but_counts(tmp_path, monkeypatch):
     class _Broken:
         name = "broken"
