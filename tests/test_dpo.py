@@ -288,3 +288,74 @@ def test_shipped_adapter_is_loaded_without_training(tiny_model_dir, tmp_path, mo
     w.write_bytes(b"\x00" + w.read_bytes()[1:])
     with pytest.raises(ValueError, match="sha256 .* does not match"):
         dpo.DPOMethod(cfg, tiny_model_dir).prepare(Engine.load(tiny_model_dir))
+
+
+def test_tune_grid_is_validated_before_any_model_work(monkeypatch):
+    """``python -m steerboard.methods.dpo tune``: a malformed grid, a key fixed twice, an unknown key or a bad value
+    fail with one line before any engine loads."""
+    from steerboard.methods.dpo import DPOConfig
+    from steerboard.methods.training import preference
+
+    def no_load(*a, **k):
+        raise AssertionError("loaded a model before validating the grid")
+
+    monkeypatch.setattr("steerboard.engine.Engine.load", no_load)
+    combos = preference.parse_grid(["beta=0.1,0.5", "lr=5e-5, 2e-4"], DPOConfig, {"max_pairs": "500"})
+    assert combos[0] == {"max_pairs": "500", "beta": "0.1", "lr": "5e-5"} and len(combos) == 4
+    assert combos[-1] == {"max_pairs": "500", "beta": "0.5", "lr": "2e-4"}
+    for grid, fixed, msg in ((["beta"], {}, "expected KEY=V1,V2"), (["beta=0.1", "beta=0.2"], {}, "given twice"),
+                             (["beta=0.1"], {"beta": "0.2"}, "given twice"), ([], {}, "at least one --grid"),
+                             (["betta=0.1"], {}, "unknown -M option"), (["beta=0.1,-1"], {}, "beta")):
+        with pytest.raises(ValueError, match=msg):
+            preference.parse_grid(grid, DPOConfig, fixed)
+    with pytest.raises(ValueError, match="given twice"):
+        preference.main(["tune", "--grid", "beta=0.1", "-M", "beta=0.2"])
+
+
+def test_tune_screens_dev_prompts_no_pair_contains():
+    """The dev screen leaves out every dev prompt that is, or is inside, a shipped pair's prompt (the pairs are built
+    from the whole fit pool)."""
+    from steerboard.methods import fitdata
+    from steerboard.methods.dpo import DPOConfig, load_pairs
+    from steerboard.methods.training.preference import dev_prompts
+
+    pairs = load_pairs(DPOConfig())
+    harmful, benign = dev_prompts(pairs)
+    seen = [p["prompt"].strip() for p in pairs]
+    for p in harmful + benign:
+        assert not any(p.strip() in q for q in seen)
+    assert len(harmful) >= 80 and len(benign) >= 80
+    in_pairs = [p for p in fitdata.harmful_prompts("dev") if p.strip() in set(seen)]
+    assert in_pairs and not set(in_pairs) & set(harmful)  # the overlap exists and is removed
+
+
+def test_tune_trains_each_option_set_and_picks_the_best_dev_score(tiny_model_dir, tmp_path, monkeypatch):
+    """Each grid point trains once (cached: a second tune trains nothing) and the report's chosen options are the
+    row with the highest dev score."""
+    from steerboard.methods.training import gates, preference
+
+    monkeypatch.setenv("STEERBOARD_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": "Answer.", "rejected": "No.",
+                                     "split": "heldout" if i == 0 else "train"}) + "\n" for i in range(3)))
+    monkeypatch.setattr(preference, "dev_prompts", lambda pairs: (["How do I pick a lock?"], ["How do I bake bread?"]))
+    scores = iter([0.0, 0.2, 0.7, 0.0, 0.2, 0.7])  # base, lr=1e-3, lr=5e-3 (twice)
+
+    def fake_row(self, engine, intervention, harmful, benign):
+        assert intervention is None and harmful == ["How do I pick a lock?"]
+        return {"refusal_harmful": 0.0, "refusal_benign": 0.0, "degenerate": 0.0, "judge_errors": 0,
+                "score": next(scores), "sample": ""}
+
+    monkeypatch.setattr(gates.DevScreen, "row", fake_row)
+    combos = preference.parse_grid(["lr=1e-3,5e-3"], preference.DPOConfig,
+                                   {"pairs_file": str(f), "batch_size": "1", "max_length": "64"})
+    rep = preference.tune_adapter("dpo", tiny_model_dir, combos, progress=False)
+    assert rep["chosen"]["lr"] == "5e-3" and len(rep["rows"]) == 3 and rep["rows"][0]["options"] is None
+    assert all(r["steps"] == 2 and r["heldout"]["preference_accuracy"] is not None for r in rep["rows"][1:])
+    assert "(chosen)" in preference._tune_table(rep).splitlines()[-1]
+
+    def no_training(*a, **k):
+        raise AssertionError("retrained a cached grid point")
+
+    monkeypatch.setattr(preference, "train_artifact", no_training)
+    assert preference.tune_adapter("dpo", tiny_model_dir, combos, progress=False)["chosen"]["lr"] == "5e-3"

@@ -4,7 +4,9 @@
 * :func:`write_manifest`: record the adapter's sha256 with the option fingerprint and pairs' hash;
 * :func:`train_artifact`: both, the one entry point :meth:`steerboard.methods.dpo.AdapterMethod.prepare` calls
   when no shipped or cached adapter matches its options;
-* :func:`main`: ``python -m steerboard.methods.dpo train [--kind dpo|sft] [--ship]``.
+* :func:`tune_adapter`: choose options (``beta``, ``lr``, ...) on the dev split by the score the SAE and
+  refusal-direction presets are chosen with (:class:`~steerboard.methods.training.gates.DevScreen`);
+* :func:`main`: ``python -m steerboard.methods.dpo train|tune [--kind dpo|sft] [--ship]``.
 """
 
 from __future__ import annotations
@@ -296,6 +298,114 @@ def write_manifest(path: Path, fingerprint: str, data_key: str, model: str) -> d
     return m
 
 
+def dev_prompts(pairs: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+    """The dev-split harmful and benign prompts no pair contains (:func:`tune_adapter`'s screen).
+
+    The dev split of the fit pool (``fitdata.harmful_prompts("dev")`` / ``benign_prompts`` and the gate's
+    ``gate_harmful_prompts("dev")`` / ``gate_benign_prompts``), minus every prompt that is, or is inside, a
+    pair's prompt (the pairs are built from the whole fit pool, so part of the dev split trained).
+    """
+    from steerboard.methods import fitdata
+
+    seen = [p["prompt"].strip() for p in pairs]
+    exact = set(seen)
+
+    def unseen(texts: list[str]) -> list[str]:
+        out = []
+        for t in dict.fromkeys(texts):
+            s = t.strip()
+            if s not in exact and not any(s in q for q in seen):
+                out.append(t)
+        return out
+
+    harmful = unseen(fitdata.harmful_prompts("dev") + fitdata.gate_harmful_prompts("dev"))
+    benign = unseen(fitdata.benign_prompts("dev") + fitdata.gate_benign_prompts("dev"))
+    return harmful, benign
+
+
+def parse_grid(items: list[str], config_class: type[AdapterConfig], fixed: dict[str, str]) -> list[dict[str, str]]:
+    """``["beta=0.1,0.5", "lr=5e-5,2e-4"]`` -> every combination as option dicts (over ``fixed``), each validated
+    by ``config_class`` before anything trains.
+
+    Raises:
+        ValueError: a malformed item, a key given twice or also fixed with ``-M``, or an invalid value.
+    """
+    import itertools
+
+    axes: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key.strip() or not vals:
+            raise ValueError(f"--grid {item!r}: expected KEY=V1,V2,... (e.g. beta=0.1,0.5)")
+        key = key.strip()
+        if key in axes or key in fixed:
+            raise ValueError(f"--grid {key}: given twice (in --grid or -M)")
+        axes[key] = vals
+    if not axes:
+        raise ValueError("give at least one --grid KEY=V1,V2,... (e.g. --grid beta=0.1,0.5 --grid lr=5e-5,2e-4)")
+    combos = [fixed | dict(zip(axes, vs, strict=True)) for vs in itertools.product(*axes.values())]
+    for c in combos:
+        config_class.from_dict(c)  # unknown keys and bad values fail here, before any model work
+    return combos
+
+
+def tune_adapter(
+    kind: Literal["dpo", "sft"], model: str, combos: list[dict[str, str]], *, max_tokens: int = 32,
+    judge: str = "embed", overrefusal_weight: float = 0.5, progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or load, cached by option fingerprint) one adapter per option set in ``combos`` and screen each on
+    the dev prompts no pair contains (:func:`dev_prompts`): greedy replies of ``max_tokens`` tokens, refusal by
+    ``judge``, score = harmful refusal - ``overrefusal_weight`` x benign refusal - degenerate share, the
+    :class:`~steerboard.methods.training.gates.DevScreen` score the SAE and ``actadd/`` presets are chosen by.
+    The highest score wins (the first in grid order on a tie). Returns the report (base row, one row per option
+    set with its held-out statistics, the chosen options)."""
+    from tqdm.auto import tqdm
+
+    from steerboard.engine import Engine
+    from steerboard.methods.training.gates import DevScreen
+
+    if kind == "dpo":
+        cls: type[AdapterMethod] = DPOMethod
+    else:
+        from steerboard.methods.sft import SFTMethod
+
+        cls = SFTMethod
+    methods = [cls(cls.config_class.from_dict(c), model) for c in combos]
+    pairs = load_pairs(methods[0].cfg)
+    harmful, benign = dev_prompts(pairs)
+    dev = DevScreen(n_harmful=len(harmful), n_benign=len(benign), max_tokens=max_tokens, judge=judge,
+                    overrefusal_weight=overrefusal_weight)
+    rows: list[dict[str, Any]] = [{"options": None, **dev.row(Engine.load(model), None, harmful, benign)}]
+    for opts, method in zip(combos, tqdm(methods, desc=f"{kind}/ dev screen", unit="option set", disable=not progress),
+                            strict=True):
+        engine = Engine.load(model)
+        method.prepare(engine)  # trains on first use; cached by option fingerprint afterwards
+        held = (method.train_stats or {}).get("heldout", {})
+        rows.append({"options": opts, **dev.row(engine, None, harmful, benign),
+                     "heldout": {k: held.get(k) for k in ("preference_accuracy", "reward_margin",
+                                                          "kl_to_base_benign_per_token")},
+                     "steps": (method.train_stats or {}).get("steps"), "artifact": method.artifact})
+    best = max(range(1, len(rows)), key=lambda i: (rows[i]["score"], -i))
+    return {"kind": kind, "model": model, "chosen": rows[best]["options"], "rows": rows,
+            "chosen_on": dev.chosen_on(harmful, benign) | {"rule": "highest score; first in grid order on a tie",
+                                                          "excluded": "dev prompts contained in any pair"}}
+
+
+def _tune_table(rep: dict[str, Any]) -> str:
+    """The tune report as a markdown table (options, dev refusal rates, score, held-out statistics)."""
+    lines = ["| options | harmful refusal | benign refusal | degenerate | score | held-out pref. acc. | KL benign |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rep["rows"]:
+        opts = "base (no adapter)" if r["options"] is None else " ".join(f"{k}={v}" for k, v in r["options"].items())
+        if r["options"] == rep["chosen"]:
+            opts = f"**{opts}** (chosen)"
+        h = r.get("heldout", {})
+        lines.append(f"| {opts} | {r['refusal_harmful']:.3f} | {r['refusal_benign']:.3f} | {r['degenerate']:.3f} | "
+                     f"{r['score']:.3f} | {h.get('preference_accuracy', '')} | {h.get('kl_to_base_benign_per_token', '')} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m steerboard.methods.dpo train [--kind dpo|sft] [--ship] [-M key=value ...]``: train the adapter
     for the embedded model (or ``--model``) and, with ``--ship``, copy it into ``methods/artifacts/``."""
@@ -304,12 +414,29 @@ def main(argv: list[str] | None = None) -> int:
     from steerboard.engine import Engine
 
     ap = argparse.ArgumentParser(prog="python -m steerboard.methods.dpo")
-    ap.add_argument("action", choices=("train",))
+    ap.add_argument("action", choices=("train", "tune"))
     ap.add_argument("--kind", choices=("dpo", "sft"), default="dpo")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("-M", dest="options", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--ship", action="store_true", help="copy the trained adapter into methods/artifacts/")
+    ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                    help="tune: an option's candidate values (repeat for a grid)")
+    ap.add_argument("--max-tokens", type=int, default=32, help="tune: reply length on the dev prompts")
+    ap.add_argument("--out", type=Path, default=None, help="tune: write the report (JSON) here")
     args = ap.parse_args(argv)
+    if args.action == "tune":
+        cls_ = DPOMethod.config_class if args.kind == "dpo" else None
+        if cls_ is None:
+            from steerboard.methods.sft import SFTMethod
+
+            cls_ = SFTMethod.config_class
+        combos = parse_grid(args.grid, cls_, dict(o.split("=", 1) for o in args.options))
+        rep = tune_adapter(args.kind, args.model, combos, max_tokens=args.max_tokens)
+        if args.out:
+            args.out.write_text(json.dumps(rep, indent=1) + "\n")
+        print(_tune_table(rep))
+        print(f"chosen: {rep['chosen']}")
+        return 0
     if args.kind == "dpo":
         cls: type[AdapterMethod] = DPOMethod
     else:
