@@ -298,6 +298,15 @@ def write_manifest(path: Path, fingerprint: str, data_key: str, model: str) -> d
     return m
 
 
+def method_class(kind: str) -> type[AdapterMethod]:
+    """``DPOMethod`` or ``SFTMethod`` for ``kind``."""
+    if kind == "dpo":
+        return DPOMethod
+    from steerboard.methods.sft import SFTMethod
+
+    return SFTMethod
+
+
 def dev_prompts(pairs: list[dict[str, str]]) -> tuple[list[str], list[str]]:
     """The dev-split harmful and benign prompts no pair contains (:func:`tune_adapter`'s screen).
 
@@ -365,12 +374,7 @@ def tune_adapter(
     from steerboard.engine import Engine
     from steerboard.methods.training.gates import DevScreen
 
-    if kind == "dpo":
-        cls: type[AdapterMethod] = DPOMethod
-    else:
-        from steerboard.methods.sft import SFTMethod
-
-        cls = SFTMethod
+    cls = method_class(kind)
     methods = [cls(cls.config_class.from_dict(c), model) for c in combos]
     pairs = load_pairs(methods[0].cfg)
     harmful, benign = dev_prompts(pairs)
@@ -425,24 +429,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="tune: write the report (JSON) here")
     args = ap.parse_args(argv)
     if args.action == "tune":
-        cls_ = DPOMethod.config_class if args.kind == "dpo" else None
-        if cls_ is None:
-            from steerboard.methods.sft import SFTMethod
-
-            cls_ = SFTMethod.config_class
-        combos = parse_grid(args.grid, cls_, dict(o.split("=", 1) for o in args.options))
+        combos = parse_grid(args.grid, method_class(args.kind).config_class, dict(o.split("=", 1) for o in args.options))
         rep = tune_adapter(args.kind, args.model, combos, max_tokens=args.max_tokens)
         if args.out:
             args.out.write_text(json.dumps(rep, indent=1) + "\n")
         print(_tune_table(rep))
         print(f"chosen: {rep['chosen']}")
         return 0
-    if args.kind == "dpo":
-        cls: type[AdapterMethod] = DPOMethod
-    else:
-        from steerboard.methods.sft import SFTMethod
-
-        cls = SFTMethod
+    cls = method_class(args.kind)
     cfg = cls.config_class.from_dict(dict(o.split("=", 1) for o in args.options))
     method = cls(cfg, args.model)
     eng = Engine.load(args.model)
