@@ -389,11 +389,12 @@ def tune_adapter(
         rows.append({"options": opts, **dev.row(engine, None, harmful, benign),
                      "heldout": {k: held.get(k) for k in ("preference_accuracy", "reward_margin",
                                                           "kl_to_base_benign_per_token")},
-                     "steps": (method.train_stats or {}).get("steps"), "artifact": method.artifact})
+                     "steps": (method.train_stats or {}).get("steps"),
+                     "adapter": Path(method.artifact or "").name, "shipped": method.shipped})
     best = max(range(1, len(rows)), key=lambda i: (rows[i]["score"], -i))
     return {"kind": kind, "model": model, "chosen": rows[best]["options"], "rows": rows,
             "chosen_on": dev.chosen_on(harmful, benign) | {"rule": "highest score; first in grid order on a tie",
-                                                          "excluded": "dev prompts contained in any pair"}}
+                                                          "excluded": "dev prompts contained in any pair of the sample trained on"}}
 
 
 def _tune_table(rep: dict[str, Any]) -> str:
