@@ -119,7 +119,8 @@ def xstest(
         records, record_to_sample, "xstest", DATA_FILE,
         shuffle=shuffle, seed=seed, strata=("label", "type") if stratify else None,
     )
+    groups = ("safe", "unsafe") if subset == "all" else (subset,)  # a subset reports (and headlines) its own label
     return refusal_task(
-        dataset, judge, ("safe", "unsafe"), "type", "refusal_rate_type_", TASK_VERSION,
+        dataset, judge, groups, "type", "refusal_rate_type_", TASK_VERSION,
         {"subset": subset, "judge": judge, "judge_scheme": judge_scheme("refusal", judge)},
     )

@@ -38,11 +38,16 @@ def _run_recording(monkeypatch, tmp_path, **task_args):
 
 
 def test_live_line_shows_unsafe_refusal_rate(monkeypatch, tmp_path):
+    """From the first refresh on, the line shows the unsafe refusal rate: NaN until an unsafe sample is scored
+    (the metric is told its groups, so Inspect never falls back to the pooled rate), then 1.0."""
+    import math
+
     shown, log = _run_recording(monkeypatch, tmp_path)
-    scored = [m for m in shown if any(name == "refusal_rate_unsafe" for name, _ in m)]
-    assert scored, shown
-    for metrics in scored:  # the line shows metrics[0]
-        assert metrics[0] == ("refusal_rate_unsafe", 1.0), metrics[:3]
+    assert shown
+    for metrics in shown:  # the line shows metrics[0]
+        name, value = metrics[0]
+        assert name == "refusal_rate_unsafe" and (value == 1.0 or math.isnan(value)), metrics[:3]
+    assert shown[-1][0] == ("refusal_rate_unsafe", 1.0)
     assert log.results.headline is not None and log.results.headline.metric == "refusal_rate_unsafe"
 
 
