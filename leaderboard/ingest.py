@@ -52,6 +52,7 @@ from typing import Any
 
 from steerboard.leaderboard.listing import Listing, MetricSpec
 from steerboard.methods.base import MethodDeclarations, method_declarations
+from steerboard.storage import json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -325,12 +326,6 @@ def _to_float(v: Any) -> float | None:
     return None if f is None or (isinstance(f, float) and math.isnan(f)) else float(f)
 
 
-def _finite(v: Any) -> Any:
-    """A log metric value for the ``log_metrics`` JSON: NaN (a group with nothing judged) as null, so the column
-    stays strict JSON."""
-    return None if isinstance(v, float) and math.isnan(v) else v
-
-
 def _judge_of(spec: Any, summaries: Sequence[dict[str, Any]]) -> str | None:
     judge = (spec.task_args or {}).get("judge")
     if judge:
@@ -591,7 +586,7 @@ def _run_row(
     log_metrics: dict[str, dict[str, float]] = {}
     if hdr.results is not None:
         for es in hdr.results.scores:
-            log_metrics.setdefault(es.name, {}).update({k: _finite(m.value) for k, m in es.metrics.items()})
+            log_metrics.setdefault(es.name, {}).update({k: m.value for k, m in es.metrics.items()})
     created = datetime.fromisoformat(spec.created) if isinstance(spec.created, str) else spec.created
     prov = provenance_of(spec)
     sample_keys = sorted(_sample_key(s) for s in summaries)
@@ -613,7 +608,7 @@ def _run_row(
         "completed_samples": hdr.results.completed_samples if hdr.results else len(summaries),
         "n_samples": len(summaries),
         "n_judge_errors": n_judge_err,
-        "log_metrics": canonical_json(log_metrics),
+        "log_metrics": canonical_json(json_safe(log_metrics)),  # NaN (a group with nothing judged) as null
         "scorers": canonical_json(sorted(scorers)),
         "task_args_passed": canonical_json(getattr(spec, "task_args_passed", None) or {}),
         "sample_set": hashlib.md5(_ENCODE(sample_keys).encode()).hexdigest()[:16],

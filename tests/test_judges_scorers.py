@@ -154,15 +154,15 @@ def test_a_listed_group_with_nothing_judged_reports_nan_and_the_headline_resolve
     import json
     import math
 
-    from steerboard.leaderboard.ingest import _finite
     from steerboard.scorers import refusal_metrics
+    from steerboard.storage import json_safe
 
     log, seen = _only_safe_run(tmp_path / "a", [refusal_metrics(groups=["safe", "unsafe_probe"])])
     m = _metrics(log)
     assert m["refusal_rate_safe"] == pytest.approx(0.5) and math.isnan(m["refusal_rate_unsafe_probe"])
     assert math.isnan(m["non_answer_rate_unsafe_probe"])
     assert seen == []
-    assert json.loads(json.dumps({k: _finite(v) for k, v in m.items()}, allow_nan=False))["refusal_rate_unsafe_probe"] is None
+    assert json.loads(json.dumps(json_safe(m), allow_nan=False))["refusal_rate_unsafe_probe"] is None
 
 
 def test_all_errors_gives_no_rates_but_counts(tmp_path, monkeypatch):

@@ -429,16 +429,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=32, help="tune: reply length on the dev prompts")
     ap.add_argument("--out", type=Path, default=None, help="tune: write the report (JSON) here")
     args = ap.parse_args(argv)
+    cls = method_class(args.kind)
+    options = dict(o.split("=", 1) for o in args.options)
     if args.action == "tune":
-        combos = parse_grid(args.grid, method_class(args.kind).config_class, dict(o.split("=", 1) for o in args.options))
+        combos = parse_grid(args.grid, cls.config_class, options)
         rep = tune_adapter(args.kind, args.model, combos, max_tokens=args.max_tokens)
         if args.out:
             args.out.write_text(json.dumps(rep, indent=1) + "\n")
         print(_tune_table(rep))
         print(f"chosen: {rep['chosen']}")
         return 0
-    cls = method_class(args.kind)
-    cfg = cls.config_class.from_dict(dict(o.split("=", 1) for o in args.options))
+    cfg = cls.config_class.from_dict(options)
     method = cls(cfg, args.model)
     eng = Engine.load(args.model)
     pairs = load_pairs(method.cfg)
